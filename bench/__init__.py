@@ -1,0 +1,1 @@
+"""Benchmarks: code that measures, prints a table and writes JSON under ``bench/results/``."""

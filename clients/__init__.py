@@ -1,0 +1,1 @@
+"""Bot clients that connect to ``paratick serve`` over websockets."""
