@@ -1,0 +1,236 @@
+"""The pure-Python kernel.
+
+Designed for free-threaded scaling as much as for single-thread speed: every list it touches is
+owned by this shard (no shared mutable hot objects, so no refcount or lock contention between
+worker threads), the hot loops read locals only, and the per-tick allocations are a handful of
+lists, not an object per entity.  Column lists ("struct of arrays") beat ``__slots__`` objects
+and ``array('d')`` here; ``bench/kernel_layouts.py`` measures the three on both builds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from sim.config import WorldConfig
+from sim.entities import PLAYER, InputRow, Row
+from sim.rng import uniform
+from sim.shard import INV_SCALE, SCALE, TAU, Border, Shard, ViewRow
+
+PI = math.pi
+#: Grid cells are a hair larger than the interaction range so that two entities in contact are
+#: always in adjacent cells despite rounding in ``int(x / cell)``.
+CELL_SLACK = 1.0 + 2.0**-20
+#: Cell key = cx * STRIDE + cy; worlds up to 2**20 cells high.
+STRIDE = 1 << 20
+#: Half stencil: each neighbouring cell pair is visited once.
+HALF = (STRIDE, 1, STRIDE + 1, 1 - STRIDE)
+
+
+class PythonShard(Shard):
+    kernel = "python"
+
+    def __init__(self, config: WorldConfig, region: int, rows: Iterable[Row] = ()) -> None:
+        super().__init__(config, region)
+        self._load(list(rows), [])
+
+    # ---- state -----------------------------------------------------------------------------
+    def _load(self, rows: Sequence[Row], ghosts: Sequence[float]) -> None:
+        cols: list[list[Any]] = [list(c) for c in zip(*rows, strict=True)] if rows else \
+            [[] for _ in range(13)]
+        (self.ids, self.kinds, self.xs, self.ys, self.vxs, self.vys, self.rs, self.hs,
+         self.scores, self.thr, self.trn, self.act, self.seq) = cols
+        self._ghosts: list[float] = list(ghosts)
+
+    def _ghost_flat(self) -> list[float]:
+        return self._ghosts
+
+    def _cols(self) -> list[list[Any]]:
+        return [self.ids, self.kinds, self.xs, self.ys, self.vxs, self.vys, self.rs, self.hs,
+                self.scores, self.thr, self.trn, self.act, self.seq]
+
+    def rows(self) -> list[Row]:
+        return sorted(zip(*self._cols(), strict=True))  # type: ignore[arg-type]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def absorb(self, borders: Iterable[Border]) -> None:
+        cols = self._cols()
+        for hand, ghosts, view in borders:
+            for row in hand:
+                for col, value in zip(cols, row, strict=True):
+                    col.append(value)
+            self._ghosts.extend(ghosts)
+            self._view_in.extend(view)
+
+    # ---- the tick ----------------------------------------------------------------------------
+    def advance(self, tick: int, inputs: Mapping[int, InputRow], *,
+                view: bool = False) -> dict[int, Border]:
+        cfg = self.config
+        ids, kinds, xs, ys, vxs, vys, rs, hs = (self.ids, self.kinds, self.xs, self.ys,
+                                                self.vxs, self.vys, self.rs, self.hs)
+        n = len(ids)
+        gh = self._ghosts
+        X = xs + gh[0::3]
+        Y = ys + gh[1::3]
+        R = rs + gh[2::3]
+
+        # 1. Contacts (Jacobi: previous positions only), half-stencil uniform grid.
+        inv = 1.0 / (2.0 * cfg.radius * CELL_SLACK)
+        cells: dict[int, list[int]] = {}
+        get = cells.get
+        for i, x, y in zip(range(len(X)), X, Y, strict=True):
+            k = int(x * inv) * STRIDE + int(y * inv)
+            c = get(k)
+            if c is None:
+                cells[k] = [i]
+            else:
+                c.append(i)
+        accx = [0] * n
+        accy = [0] * n
+        hits = [0] * n
+        stiff = cfg.stiffness
+        for k, c in cells.items():
+            nb: list[int] = []
+            for off in HALF:
+                d = get(k + off)
+                if d is not None:
+                    nb += d
+            m = len(c)
+            if m == 1 and not nb:
+                continue
+            for p in range(m):
+                i = c[p]
+                own_i = i < n
+                xi = X[i]
+                yi = Y[i]
+                ri = R[i]
+                for j in (c[p + 1:] + nb) if p + 1 < m else nb:
+                    if not own_i and j >= n:
+                        continue
+                    dx = X[j] - xi
+                    dy = Y[j] - yi
+                    d2 = dx * dx + dy * dy
+                    rr = ri + R[j]
+                    rr2 = rr * rr
+                    if d2 < rr2:
+                        w = stiff * (1.0 - d2 / rr2) / rr
+                        qx = int(w * dx * SCALE)
+                        qy = int(w * dy * SCALE)
+                        if own_i:
+                            accx[i] -= qx
+                            accy[i] -= qy
+                            hits[i] += 1
+                        if j < n:
+                            accx[j] += qx
+                            accy[j] += qy
+                            hits[j] += 1
+
+        # 2. Control, integration, walls, and 3. classification for the borders.
+        seed = cfg.seed
+        wp = cfg.wander_period
+        kick = cfg.wander_kick
+        dt = cfg.dt
+        damp = 1.0 - cfg.drag * dt
+        cap = cfg.max_speed
+        cap2 = cap * cap
+        accel_dt = cfg.player_accel * dt
+        turn_dt = cfg.turn_rate * dt
+        boost = cfg.boost
+        W = cfg.width
+        H = cfg.height
+        g = cfg.ghost_range
+        vr = cfg.view_radius if view else 0.0
+        margin = max(g, vr) + 1.0
+        rect = self.rect
+        ix0, ix1, iy0, iy1 = rect.x0 + margin, rect.x1 - margin, rect.y0 + margin, rect.y1 - margin
+        me = self.region
+        out: dict[int, Border] = {nbr: ([], [], []) for nbr in self.neighbours}
+        layout = self.layout
+        near = layout.regions_near
+        region_of = layout.region_of
+        thr, trn, act, seq, scores = self.thr, self.trn, self.act, self.seq, self.scores
+        leavers: list[int] = []
+        self_ghosts: list[float] = []
+        cos = math.cos
+        sin = math.sin
+        for i in range(n):
+            eid = ids[i]
+            if kinds[i] == PLAYER:
+                inp = inputs.get(eid)
+                if inp is not None:
+                    seq[i] = inp[1]
+                    thr[i] = inp[2]
+                    trn[i] = inp[3]
+                    act[i] = inp[4]
+                h = hs[i] + trn[i] * turn_dt
+                if h > PI:
+                    h -= TAU
+                elif h < -PI:
+                    h += TAU
+                hs[i] = h
+                a = thr[i] * accel_dt
+                if act[i] & 1:
+                    a = a * boost
+                dvx = cos(h) * a
+                dvy = sin(h) * a
+            elif (eid + tick) % wp == 0:
+                dvx = (uniform(seed, eid, tick, 0) - 0.5) * kick
+                dvy = (uniform(seed, eid, tick, 1) - 0.5) * kick
+            else:
+                dvx = dvy = 0.0
+            vx = (vxs[i] + dvx + accx[i] * INV_SCALE) * damp
+            vy = (vys[i] + dvy + accy[i] * INV_SCALE) * damp
+            s2 = vx * vx + vy * vy
+            if s2 > cap2:
+                f = cap / math.sqrt(s2)
+                vx = vx * f
+                vy = vy * f
+            x = xs[i] + vx * dt
+            y = ys[i] + vy * dt
+            r = rs[i]
+            if x < r:
+                x = r + (r - x)
+                vx = -vx
+            elif x > W - r:
+                x = (W - r) - (x - (W - r))
+                vx = -vx
+            if y < r:
+                y = r + (r - y)
+                vy = -vy
+            elif y > H - r:
+                y = (H - r) - (y - (H - r))
+                vy = -vy
+            xs[i] = x
+            ys[i] = y
+            vxs[i] = vx
+            vys[i] = vy
+            if hits[i]:
+                scores[i] += hits[i]
+            if ix0 < x < ix1 and iy0 < y < iy1:
+                continue  # deep inside: stays here, nobody needs it as a ghost
+            owner = region_of(x, y)
+            for dst in near(x, y, g):
+                if dst != owner:
+                    if dst == me:
+                        self_ghosts += (x, y, r)
+                    else:
+                        out[dst][1].extend((x, y, r))
+            if owner != me:
+                leavers.append(i)
+                out[owner][0].append((eid, kinds[i], x, y, vx, vy, r, hs[i], scores[i],
+                                      thr[i], trn[i], act[i], seq[i]))
+            if vr:
+                vrow = (eid, kinds[i], x, y, vx, vy, hs[i], scores[i])
+                for dst in near(x, y, vr):
+                    if dst != me and dst != owner:
+                        out[dst][2].append(vrow)
+        if leavers:
+            gone = set(leavers)
+            for col in self._cols():
+                col[:] = [v for j, v in enumerate(col) if j not in gone]
+        self._ghosts = self_ghosts
+        self._view_in: list[ViewRow] = []
+        return out
