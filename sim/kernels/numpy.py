@@ -53,19 +53,32 @@ PI = math.pi
 
 # Float rows of F and integer rows of I.  x, y, r come first so that F[:3] is the contact input.
 FX, FY, FR, FVX, FVY, FH, FTHR, FTRN = range(8)
-IID, IKIND, ISCORE, IACT, ISEQ = range(5)
-#: Row field index -> (array, row) of where the field lives; a Row is
-#: (id, kind, x, y, vx, vy, radius, heading, score, thrust, turn, action, seq).
+#: I rows: the five integer row fields, then two per-entity constants of the wander draw: the
+#: phase ``id % wander_period`` and ``id * K_ID mod 2**64`` (stored as int64 bits).
+IID, IKIND, ISCORE, IACT, ISEQ, IPHASE, IKID = range(7)
 _FLOAT_FIELDS = (2, 3, 6, 4, 5, 7, 9, 10)  # row fields stored in F rows 0..7
 _INT_FIELDS = (0, 1, 8, 11, 12)  # row fields stored in I rows 0..4
 
-#: Cell-key offsets scanned from each entity: its own cell (later entries only) and the half
-#: stencil of the python kernel (+x, +y, +x+y, +x-y), so every cell pair is visited once.
-_OFFS = np.array([0, STRIDE, 1, STRIDE + 1, 1 - STRIDE], dtype=np.int64)[:, None]
+#: Shifts of the SplitMix64 finaliser, as uint64 so numpy keeps the dtype.
 _U11 = np.uint64(11)
 _U27 = np.uint64(27)
 _U30 = np.uint64(30)
 _U31 = np.uint64(31)
+#: Bit positions 0..8 of the 3x3 neighbourhood masks (see :meth:`NumpyShard._borders`).
+_BITS9 = np.arange(9, dtype=np.uint16)[:, None]
+
+
+def _mix(z: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser on uint64 arrays, in place; returns floats in [0, 1)."""
+    z += np.uint64(GOLDEN)
+    z ^= z >> _U30
+    z *= np.uint64(M1)
+    z ^= z >> _U27
+    z *= np.uint64(M2)
+    z ^= z >> _U31
+    u = (z >> _U11).astype(np.float64)
+    u *= TWO_M53
+    return u
 
 
 def uniform(seed: int, eids: np.ndarray, tick: int, lane: int) -> np.ndarray:
@@ -80,58 +93,126 @@ def uniform(seed: int, eids: np.ndarray, tick: int, lane: int) -> np.ndarray:
     Returns:
         float64 array in [0, 1), one value per id.
     """
-    c = np.uint64((seed ^ (tick * K_TICK) ^ (lane * K_LANE)) & MASK)
     z = eids.astype(np.uint64) * np.uint64(K_ID)
-    z ^= c
-    z += np.uint64(GOLDEN)
-    z ^= z >> _U30
-    z *= np.uint64(M1)
-    z ^= z >> _U27
-    z *= np.uint64(M2)
-    z ^= z >> _U31
-    return (z >> _U11).astype(np.float64) * TWO_M53
+    z ^= np.uint64(_lane_const(seed, tick, lane))
+    return _mix(z)
 
 
-def _split_rows(rows: Sequence[Sequence[Any]]) -> tuple[np.ndarray, np.ndarray]:
-    """Rows -> (F, I) arrays."""
+def _lane_const(seed: int, tick: int, lane: int) -> int:
+    """The part of the RNG input that does not depend on the entity: ``(seed ^ t*K ^ l*K)``."""
+    return (seed ^ (tick * K_TICK) ^ (lane * K_LANE)) & MASK
+
+
+def _split_rows(rows: Sequence[Sequence[Any]], wp: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows -> (F, I) arrays (I gains the wander phase and id-hash rows)."""
     if not rows:
-        return np.empty((8, 0), dtype=np.float64), np.empty((5, 0), dtype=np.int64)
+        return np.empty((8, 0), dtype=np.float64), np.empty((7, 0), dtype=np.int64)
     cols = list(zip(*rows, strict=True))
     f = np.array([cols[k] for k in _FLOAT_FIELDS], dtype=np.float64)
-    i = np.array([cols[k] for k in _INT_FIELDS], dtype=np.int64)
+    i = np.empty((7, len(rows)), dtype=np.int64)
+    i[:5] = [cols[k] for k in _INT_FIELDS]
+    ids = i[IID]
+    i[IPHASE] = ids % wp
+    i[IKID] = (ids.astype(np.uint64) * np.uint64(K_ID)).view(np.int64)
     return f, i
 
 
 def _to_rows(f: np.ndarray, i: np.ndarray) -> list[Row]:
     """(F, I) columns -> rows of plain Python values, in column order."""
     x, y, r, vx, vy, h, thr, trn = f.tolist()
-    eid, kind, score, act, seq = i.tolist()
+    eid, kind, score, act, seq = i[:5].tolist()
     return list(zip(eid, kind, x, y, vx, vy, r, h, score, thr, trn, act, seq, strict=True))
 
 
+def _neighbourhood_table(exclude_centre: bool) -> np.ndarray:
+    """3x3 destination masks indexed by the per-axis codes of :meth:`NumpyShard._borders`.
+
+    A code holds five bits for one axis: near the lower / same / upper column (bits 0-2) and
+    owned by the lower / upper column (bits 3-4).  ``table[cx, cy]`` has bit ``b*3 + a`` set
+    for every near cell (a, b) of the 3x3 block around this region, minus the owner's cell
+    (ghosts and views never go to the owner: it has the entity itself) and, for views, minus
+    the centre (this region has the entity or just handed it off).
+    """
+    table = np.zeros((32, 32), dtype=np.uint16)
+    for cx in range(32):
+        for cy in range(32):
+            ox = 0 if cx & 8 else 2 if cx & 16 else 1
+            oy = 0 if cy & 8 else 2 if cy & 16 else 1
+            bits = 0
+            for a in range(3):
+                for b in range(3):
+                    if cx >> a & 1 and cy >> b & 1 and (a, b) != (ox, oy) \
+                            and not (exclude_centre and (a, b) == (1, 1)):
+                        bits |= 1 << (b * 3 + a)
+            table[cx, cy] = bits
+    return table
+
+
+_GHOST_TABLE = _neighbourhood_table(False)
+_VIEW_TABLE = _neighbourhood_table(True)
+
+
 class NumpyShard(Shard):
-    """A region whose tick runs as a few dozen numpy operations over all its entities."""
+    """A region whose tick runs as about a hundred numpy operations over all its entities."""
 
     kernel = "numpy"
 
     def __init__(self, config: WorldConfig, region: int, rows: Iterable[Row] = ()) -> None:
         super().__init__(config, region)
-        self._load(list(rows), [])
         cfg = config
-        self._inv_cell = 1.0 / (2.0 * cfg.radius * CELL_SLACK)
-        # Per-shard lookup of a region number -> slot in the outgoing borders (-1: not a
-        # neighbour); the shard itself has the last slot (self-ghosts).
-        nbrs = self.neighbours
-        slot = np.full(config.regions, -1, dtype=np.int64)
-        for k, nbr in enumerate(nbrs):
-            slot[nbr] = k
-        slot[region] = len(nbrs)
-        self._slot = slot
+        self._wp = cfg.wander_period
+        self._load(list(rows), [])
+        layout = self.layout
+        rect = self.rect
+        g = cfg.ghost_range
+        # The contact grid: a dense local grid covering the rectangle, the ghost band and two
+        # spare cells each side, with a one-cell empty border so stencil offsets never wrap.
+        # Cells are a hair wider than the largest contact (CELL_SLACK), so contacts are always
+        # in adjacent cells; keys are clamped to the grid, which keeps adjacent cells adjacent.
+        cell = 2.0 * cfg.radius * CELL_SLACK
+        self._inv_cell = 1.0 / cell
+        pad = g + 2.0 * cell
+        self._grid_org = np.array([[rect.x0 - pad], [rect.y0 - pad]])
+        gx = int((rect.x1 - rect.x0 + 2 * pad) / cell) + 3
+        gy = int((rect.y1 - rect.y0 + 2 * pad) / cell) + 3
+        self._grid_max = np.array([[gx - 2.0], [gy - 2.0]])
+        self._grid_mul = np.array([gy, 1], dtype=np.int64)
+        self._grid_cells = gx * gy
+        # uint16 keys sort with numpy's radix sort (stable sort of <= 16-bit integers).
+        self._key_dtype = np.uint16 if gx * gy <= 0xFFFF else np.int64
+        self._offs = np.array([0, gy, 1, gy + 1, 1 - gy], dtype=np.int64)[:, None]
+        # Border classification (see _borders): per-axis thresholds in region units.
+        iy, ix = divmod(region, layout.nx)
+        inf = math.inf
+        self._rwh = np.array([[layout.rw], [layout.rh]])
+        self._t_lo = np.array([[ix if ix > 0 else -inf], [iy if iy > 0 else -inf]])
+        self._t_mid = np.array([[ix + 1.0], [iy + 1.0]])
+        self._t_here = np.array([[float(ix)], [float(iy)]])
+        self._t_up = np.array([[ix + 1.0 if ix < layout.nx - 1 else inf],
+                               [iy + 1.0 if iy < layout.ny - 1 else inf]])
+        # 3x3 slot (b*3 + a) -> region number (or -1 outside the grid).
+        self._slot_region = [
+            (iy + b - 1) * layout.nx + (ix + a - 1)
+            if 0 <= ix + a - 1 < layout.nx and 0 <= iy + b - 1 < layout.ny else -1
+            for b in range(3) for a in range(3)]
+        # Walls: only regions that touch the world's edge (within one step and a radius, with a
+        # unit of slack) can see an entity cross it; the others skip the checks.
+        reach = cfg.max_speed * cfg.dt + cfg.radius + 1.0
+        self._walls = (rect.x0 <= reach or rect.y0 <= reach or rect.x1 >= cfg.width - reach
+                       or rect.y1 >= cfg.height - reach)
         self._wh = np.array([[cfg.width], [cfg.height]], dtype=np.float64)
+        self._ar = np.arange(0)
+
+    def _arange(self, n: int) -> np.ndarray:
+        """A cached ``arange`` at least ``n`` long (slices of it are free)."""
+        if len(self._ar) < n:
+            self._ar = np.arange(max(n, 2 * len(self._ar)))
+        return self._ar[:n]
 
     # ---- state -----------------------------------------------------------------------------
     def _load(self, rows: Sequence[Row], ghosts: Sequence[float]) -> None:
-        self._f, self._i = _split_rows(rows)
+        self._f, self._i = _split_rows(rows, self._wp)
+        self._players = sum(1 for r in rows if r[1] == PLAYER)
         self._ghosts: list[float] = list(ghosts)
         self._arrivals: list[Row] = []
 
@@ -141,7 +222,8 @@ class NumpyShard(Shard):
     def _settle(self) -> None:
         """Adopt the handoff rows received since the last advance."""
         if self._arrivals:
-            f, i = _split_rows(self._arrivals)
+            f, i = _split_rows(self._arrivals, self._wp)
+            self._players += sum(1 for r in self._arrivals if r[1] == PLAYER)
             self._f = np.concatenate((self._f, f), axis=1)
             self._i = np.concatenate((self._i, i), axis=1)
             self._arrivals = []
@@ -149,7 +231,7 @@ class NumpyShard(Shard):
     def rows(self) -> list[Row]:
         self._settle()
         order = np.argsort(self._i[IID], kind="stable")
-        return _to_rows(self._f[:, order], self._i[:, order])
+        return _to_rows(self._f.take(order, axis=1), self._i.take(order, axis=1))
 
     def __len__(self) -> int:
         return self._f.shape[1] + len(self._arrivals)
@@ -173,106 +255,138 @@ class NumpyShard(Shard):
         n = F.shape[1]
         gh = self._ghosts
         if gh:
-            P = np.concatenate((F[:3], np.array(gh, dtype=np.float64).reshape(-1, 3).T), axis=1)
+            P = np.concatenate((F[:3], np.array(gh).reshape(-1, 3).T), axis=1)
         else:
             P = F[:3]
         N = P.shape[1]
-
-        # 1. Contacts (Jacobi: previous positions only).  Sort by cell key; for every entity
-        #    find the index range of each stencil cell with searchsorted; expand the ranges
-        #    into candidate pairs (src, dst) of sorted positions.
-        C = (P[:2] * self._inv_cell).astype(np.int64)
-        key = C[0] * STRIDE
-        key += C[1]
-        order = key.argsort()
-        ks = key[order]
-        Q = ks + _OFFS
-        hi = ks.searchsorted(Q, "right")
-        lo = ks.searchsorted(Q, "left")
-        lo[0] = np.arange(1, N + 1)  # own cell: only later entries, so each pair once
-        cnt = (hi - lo).ravel()
-        tot = int(cnt.sum())
-        acc = np.zeros((2, N))
-        hits: np.ndarray
-        if tot:
-            ends = cnt.cumsum()
-            src = np.repeat(np.arange(5 * N) % N, cnt)
-            dst = np.repeat(lo.ravel() - (ends - cnt), cnt)
-            dst += np.arange(tot)
-            Ps = P[:, order]
-            A = Ps[:, src]
-            B = Ps[:, dst]
-            d = B[:2] - A[:2]
-            sq = d * d
-            d2 = sq[0] + sq[1]
-            rr = A[2] + B[2]
-            rr2 = rr * rr
-            sel = np.flatnonzero(d2 < rr2)
-            if len(sel):
-                rr = rr[sel]
-                w = cfg.stiffness * (1.0 - d2[sel] / rr2[sel]) / rr
-                q = np.trunc(w * d[:, sel] * SCALE)
-                ij = np.concatenate((src[sel], dst[sel]))
-                oij = order[ij]
-                qq = np.concatenate((-q, q), axis=1)
-                acc[0] = np.bincount(oij, qq[0], N)
-                acc[1] = np.bincount(oij, qq[1], N)
-                hits = np.bincount(oij, minlength=N)[:n]
-            else:
-                hits = np.zeros(n, dtype=np.int64)
-        else:
-            hits = np.zeros(n, dtype=np.int64)
+        acc, hits = self._contacts(P, n, N)
 
         # 2. Control: players steered in Python (math.cos/sin, see the module docstring),
         #    NPC wander kicks drawn vectorised.
-        dv = np.zeros((2, n))
-        ids = I[IID]
-        kinds = I[IKIND]
-        players = np.flatnonzero(kinds == PLAYER)
-        wp = cfg.wander_period
-        wander = np.flatnonzero((ids + tick) % wp == 0)
-        if len(players):
-            wander = wander[kinds[wander] != PLAYER]
-            self._steer(players, inputs, dv)
-        if len(wander):
-            wid = ids[wander]
-            kick = cfg.wander_kick
-            dv[0, wander] = (uniform(cfg.seed, wid, tick, 0) - 0.5) * kick
-            dv[1, wander] = (uniform(cfg.seed, wid, tick, 1) - 0.5) * kick
+        wander = (I[IPHASE] == (-tick) % self._wp).nonzero()[0]
+        if self._players:
+            wander = wander[I[IKIND, wander] != PLAYER]
+        V = F[FVX:FVY + 1]
+        if self._players or len(wander):
+            dv = np.zeros((2, n))
+            if self._players:
+                self._steer(tick, inputs, dv)
+            if len(wander):
+                z = I[IKID, wander].view(np.uint64) ^ np.array(
+                    [[_lane_const(cfg.seed, tick, 0)], [_lane_const(cfg.seed, tick, 1)]],
+                    dtype=np.uint64)
+                u = _mix(z)
+                u -= 0.5
+                u *= cfg.wander_kick
+                dv[:, wander] = u
+            V += dv
+        else:
+            V += 0.0  # as the python kernel does (-0.0 + 0.0 is +0.0)
 
-        # 3. Integration, speed cap, walls.
+        # 3. Integration (in place: old velocities are not needed again), speed cap, walls.
         dt = cfg.dt
-        V = F[FVX:FVY + 1] + dv
-        V += acc[:, :n] * INV_SCALE
+        if acc is not None:
+            acc *= INV_SCALE
+            V += acc
         V *= 1.0 - cfg.drag * dt
         sq = V * V
         s2 = sq[0] + sq[1]
         cap = cfg.max_speed
-        over = np.flatnonzero(s2 > cap * cap)
+        over = (s2 > cap * cap).nonzero()[0]
         if len(over):
-            f = cap / np.sqrt(s2[over])
-            V[:, over] *= f
-        Pn = F[:2] + V * dt
-        r = F[FR]
-        below = Pn < r
-        lim = self._wh - r
-        above = Pn > lim
-        if below.any() or above.any():
-            below_k = np.nonzero(below)
-            Pn[below_k] = r[below_k[1]] + (r[below_k[1]] - Pn[below_k])
-            V[below_k] = -V[below_k]
-            above &= ~below
-            above_k = np.nonzero(above)
-            Pn[above_k] = lim[above_k] - (Pn[above_k] - lim[above_k])
-            V[above_k] = -V[above_k]
-        F[:2] = Pn
-        F[FVX:FVY + 1] = V
-        I[ISCORE] += hits
+            V[:, over] *= cap / np.sqrt(s2[over])
+        Pn = F[:2]
+        Pn += V * dt
+        if self._walls:
+            r = F[FR]
+            below = Pn < r
+            lim = self._wh - r
+            above = Pn > lim
+            if below.any() or above.any():
+                bk = below.nonzero()
+                Pn[bk] = r[bk[1]] + (r[bk[1]] - Pn[bk])
+                V[bk] = -V[bk]
+                above &= ~below
+                ak = above.nonzero()
+                Pn[ak] = lim[ak] - (Pn[ak] - lim[ak])
+                V[ak] = -V[ak]
+        if hits is not None:
+            I[ISCORE] += hits
 
         # 4. Borders: only entities near the rectangle's edge can leave or be anyone's ghost.
-        return self._borders(Pn, view)
+        return self._borders(view)
 
-    def _steer(self, players: np.ndarray, inputs: Mapping[int, InputRow], dv: np.ndarray) -> None:
+    def _contacts(self, P: np.ndarray, n: int, N: int
+                  ) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Summed quantised impulses (2, n) and contact counts (n,) of the owned entities.
+
+        Sort entities by cell key (radix sort on uint16 keys); a cell's range in the sorted
+        order comes from a bincount + cumsum over the dense grid; each entity's candidates are
+        the later entries of its own cell and the entries of the four half-stencil cells; the
+        ranges are expanded into (src, dst) pairs with ``repeat``.
+        """
+        if N < 2:
+            return None, None
+        T = P[:2] - self._grid_org
+        T *= self._inv_cell
+        np.maximum(T, 1.0, out=T)
+        np.minimum(T, self._grid_max, out=T)
+        C = T.astype(np.int64)
+        key = (self._grid_mul @ C).astype(self._key_dtype)
+        order = key.argsort(kind="stable")
+        ks = key.take(order)
+        ends = np.bincount(ks, minlength=self._grid_cells).cumsum()
+        # Layout (5, N): row k holds every entity's k-th stencil cell.
+        Q = ks + self._offs
+        hi = ends.take(Q)
+        Q -= 1
+        lo = ends.take(Q)
+        ar = self._arange(5 * N + 1)
+        lo[0] = ar[1:N + 1]  # own cell: only later entries, so each pair is seen once
+        cnt = (hi - lo).ravel()
+        cs = cnt.cumsum()
+        tot = int(cs[-1])
+        if not tot:
+            return None, None
+        src = np.broadcast_to(ar[:N], (5, N)).repeat(cnt)
+        cs -= cnt
+        dst = (lo.ravel() - cs).repeat(cnt)
+        dst += self._arange(tot)
+        Ps = P.take(order, axis=1)
+        A = Ps.take(src, axis=1)
+        B = Ps.take(dst, axis=1)
+        d = B[:2] - A[:2]
+        sq = d * d
+        d2 = sq[0] + sq[1]
+        rr = A[2] + B[2]
+        rr2 = rr * rr
+        sel = (d2 < rr2).nonzero()[0]
+        if not len(sel):
+            return None, None
+        # w = stiff * (1 - d2/rr2) / rr ; q = trunc(w*dx*SCALE): the python kernel's order.
+        w = d2[sel]
+        w /= rr2[sel]
+        w = 1.0 - w
+        w = self.config.stiffness * w
+        w /= rr[sel]
+        q = w * d.take(sel, axis=1)
+        q *= SCALE
+        np.trunc(q, out=q)
+        k = len(sel)
+        ij = np.empty(2 * k, dtype=np.int64)
+        ij[:k] = src[sel]
+        ij[k:] = dst[sel]
+        oij = order[ij]
+        qq = np.empty((2, 2 * k))
+        np.negative(q, out=qq[:, :k])
+        qq[:, k:] = q
+        acc = np.empty((2, n))
+        acc[0] = np.bincount(oij, qq[0], N)[:n]
+        acc[1] = np.bincount(oij, qq[1], N)[:n]
+        hits = np.bincount(oij, minlength=N)[:n]
+        return acc, hits
+
+    def _steer(self, tick: int, inputs: Mapping[int, InputRow], dv: np.ndarray) -> None:
         """The python kernel's player control, same operations, written into ``dv``."""
         cfg = self.config
         F = self._f
@@ -283,7 +397,7 @@ class NumpyShard(Shard):
         boost = cfg.boost
         cos = math.cos
         sin = math.sin
-        for i in players.tolist():
+        for i in (I[IKIND] == PLAYER).nonzero()[0].tolist():
             inp = inputs.get(int(I[IID, i]))
             if inp is not None:
                 I[ISEQ, i] = inp[1]
@@ -302,7 +416,15 @@ class NumpyShard(Shard):
             dv[0, i] = cos(h) * a
             dv[1, i] = sin(h) * a
 
-    def _borders(self, Pn: np.ndarray, view: bool) -> dict[int, Border]:
+    def _borders(self, view: bool) -> dict[int, Border]:
+        """Handoffs, ghosts and view rows for the neighbours, from the new positions.
+
+        For each edge entity and each axis, :meth:`sim.geometry.Layout.regions_near` and
+        ``region_of`` reduce to comparisons of ``(x -/+ margin) / rw`` and ``x / rw`` with this
+        region's column (same divisions, hence the same answers): near the lower / same /
+        upper column, owned by the lower / upper column.  Packed into a 5-bit code per axis,
+        a table lookup turns the two codes into the 3x3 block of destinations.
+        """
         cfg = self.config
         F = self._f
         I = self._i  # noqa: E741
@@ -312,89 +434,70 @@ class NumpyShard(Shard):
         rect = self.rect
         nbrs = self.neighbours
         out: dict[int, Border] = {nbr: ([], [], []) for nbr in nbrs}
-        inside = (Pn[0] > rect.x0 + margin) & (Pn[0] < rect.x1 - margin)
-        inside &= Pn[1] > rect.y0 + margin
-        inside &= Pn[1] < rect.y1 - margin
-        edge = np.flatnonzero(~inside)
+        Pn = F[:2]
+        lo = np.array([[rect.x0 + margin], [rect.y0 + margin]])
+        hi = np.array([[rect.x1 - margin], [rect.y1 - margin]])
+        edge = ((Pn <= lo) | (Pn >= hi)).any(0).nonzero()[0]
+        self._view_in = []
         if not len(edge):
             self._ghosts = []
-            self._view_in = []
             return out
-        me = self.region
-        ex = Pn[0, edge]
-        ey = Pn[1, edge]
-        layout = self.layout
-        nx = layout.nx
-        rw = layout.rw
-        rh = layout.rh
-        ox = np.minimum((ex / rw).astype(np.int64), nx - 1)
-        oy = np.minimum((ey / rh).astype(np.int64), layout.ny - 1)
-        owner = oy * nx + ox
-        slot = self._slot
-        nslots = len(nbrs) + 1
+        E = Pn.take(edge, axis=1)
+        rwh = self._rwh
+        VO = E / rwh
+        own_lo = VO < self._t_here
+        own_up = VO >= self._t_up
 
-        # Ghosts: (entity, region) pairs with the region near the entity and not its owner.
-        ent, dst = self._near(ex, ey, g)
-        keep = dst != owner[ent]
-        ent = ent[keep]
-        s = slot[dst[keep]]
-        order = np.argsort(s, kind="stable")
-        trip = F[:3, edge].T[ent[order]].ravel().tolist()
-        bounds = (3 * np.bincount(s, minlength=nslots).cumsum()).tolist()
+        def codes(m: float) -> np.ndarray:
+            VL = E - m
+            VL /= rwh
+            VH = E + m
+            VH /= rwh
+            bits = np.stack((VL < self._t_lo, (VL < self._t_mid) & (VH >= self._t_here),
+                             VH >= self._t_up, own_lo, own_up))
+            return np.packbits(bits, axis=0, bitorder="little")[0]
+
+        slots = self._slot_region
+        code = codes(g)
+        mask = _GHOST_TABLE[code[0], code[1]]
+        slot, ent = ((mask >> _BITS9) & 1).nonzero()
+        bounds = (3 * np.bincount(slot, minlength=9).cumsum()).tolist()
+        trip = F[:3].take(edge, axis=1).T.take(ent, axis=0).ravel().tolist()
         start = 0
-        for k, nbr in enumerate(nbrs):
-            end = bounds[k]
-            if end > start:
-                out[nbr][1].extend(trip[start:end])
+        for s in range(9):
+            end = bounds[s]
+            if end > start and s != 4:
+                out[slots[s]][1].extend(trip[start:end])
             start = end
-        self._ghosts = trip[start:bounds[-1]]
+        self._ghosts = trip[bounds[3]:bounds[4]]
 
-        # Handoffs: entities whose owner is no longer this region.
-        leave = np.flatnonzero(owner != me)
+        # Handoffs: entities owned by another column or row now.
+        leave = (code >= 8).any(0).nonzero()[0]
         if len(leave):
             gone = edge[leave]
-            for row, o in zip(_to_rows(F[:, gone], I[:, gone]), owner[leave].tolist(),
-                              strict=True):
+            ox = np.minimum((E[0, leave] / rwh[0]).astype(np.int64), self.layout.nx - 1)
+            oy = np.minimum((E[1, leave] / rwh[1]).astype(np.int64), self.layout.ny - 1)
+            owners = (oy * self.layout.nx + ox).tolist()
+            rows = _to_rows(F.take(gone, axis=1), I.take(gone, axis=1))
+            for row, o in zip(rows, owners, strict=True):
                 out[o][0].append(row)
+            self._players -= sum(1 for r in rows if r[1] == PLAYER)
             stay = np.ones(F.shape[1], dtype=bool)
             stay[gone] = False
-            self._f = F[:, stay]
-            self._i = I[:, stay]
+            self._f = F.compress(stay, axis=1)
+            self._i = I.compress(stay, axis=1)
 
         # View rows: every region within the view radius except the owner and this one.
         if vr:
-            ent, dst = self._near(ex, ey, vr)
-            keep = (dst != owner[ent]) & (dst != me)
-            ent = ent[keep]
-            dst = dst[keep]
-            e = edge[ent]
-            f = F[:, e].tolist()
-            i = I[:, e].tolist()
-            for eid, kind, x, y, vx, vy, h, score, d in zip(
-                    i[IID], i[IKIND], f[FX], f[FY], f[FVX], f[FVY], f[FH], i[ISCORE],
-                    dst.tolist(), strict=True):
-                out[d][2].append((eid, kind, x, y, vx, vy, h, score))
-        self._view_in = []
+            code = codes(vr)
+            mask = _VIEW_TABLE[code[0], code[1]]
+            slot, ent = ((mask >> _BITS9) & 1).nonzero()
+            if len(ent):
+                e = edge[ent]
+                f = F.take(e, axis=1).tolist()
+                i = I.take(e, axis=1).tolist()
+                for eid, kind, x, y, vx, vy, h, score, s in zip(
+                        i[IID], i[IKIND], f[FX], f[FY], f[FVX], f[FVY], f[FH], i[ISCORE],
+                        slot.tolist(), strict=True):
+                    out[slots[s]][2].append((eid, kind, x, y, vx, vy, h, score))
         return out
-
-    def _near(self, x: np.ndarray, y: np.ndarray, margin: float) -> tuple[np.ndarray, np.ndarray]:
-        """All (entity, region) pairs of :meth:`sim.geometry.Layout.regions_near`, vectorised.
-
-        ``max(0, int((x - m) / rw)) if x > m else 0`` equals ``max(0, trunc((x - m) / rw))``
-        for every x, so the branch needs no mask.
-        """
-        layout = self.layout
-        rw = layout.rw
-        rh = layout.rh
-        nx = layout.nx
-        ix0 = np.maximum(((x - margin) / rw).astype(np.int64), 0)
-        ix1 = np.minimum(((x + margin) / rw).astype(np.int64), nx - 1)
-        iy0 = np.maximum(((y - margin) / rh).astype(np.int64), 0)
-        iy1 = np.minimum(((y + margin) / rh).astype(np.int64), layout.ny - 1)
-        cx = ix1 - ix0 + 1
-        per = cx * (iy1 - iy0 + 1)
-        ent = np.repeat(np.arange(len(x)), per)
-        k = np.arange(len(ent)) - np.repeat(per.cumsum() - per, per)
-        cxe = cx[ent]
-        dst = (iy0[ent] + k // cxe) * nx + ix0[ent] + k % cxe
-        return ent, dst
