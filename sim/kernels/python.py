@@ -3,13 +3,17 @@
 Designed for free-threaded scaling as much as for single-thread speed: every list it touches is
 owned by this shard (no shared mutable hot objects, so no refcount or lock contention between
 worker threads), the hot loops read locals only, and the per-tick allocations are a handful of
-lists, not an object per entity.  Column lists ("struct of arrays") beat ``__slots__`` objects
-and ``array('d')`` here; ``bench/kernel_layouts.py`` measures the three on both builds.
+lists plus one small tuple per entity for the contact grid.  Columns ("struct of arrays") beat
+``__slots__`` objects, and float columns as ``array('d')`` beat lists of floats, most of all on
+the free-threaded build (about 1.3x there, a few percent with the GIL);
+``bench/kernel_layouts.py`` measures the layouts on both builds and the results are in
+``bench/results/kernel-layouts-*.json``.
 """
 
 from __future__ import annotations
 
 import math
+from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -28,6 +32,11 @@ STRIDE = 1 << 20
 HALF = (STRIDE, 1, STRIDE + 1, 1 - STRIDE)
 
 
+#: Row fields kept in ``array('d')`` columns (unboxed floats: fastest on both builds, see
+#: bench/kernel_layouts.py); the integer fields stay in lists.
+FLOAT_FIELDS = frozenset((2, 3, 4, 5, 6, 7, 9, 10))
+
+
 class PythonShard(Shard):
     kernel = "python"
 
@@ -37,8 +46,9 @@ class PythonShard(Shard):
 
     # ---- state -----------------------------------------------------------------------------
     def _load(self, rows: Sequence[Row], ghosts: Sequence[float]) -> None:
-        cols: list[list[Any]] = [list(c) for c in zip(*rows, strict=True)] if rows else \
-            [[] for _ in range(13)]
+        data = list(zip(*rows, strict=True)) if rows else [() for _ in range(13)]
+        cols: list[Any] = [array("d", c) if k in FLOAT_FIELDS else list(c)
+                           for k, c in enumerate(data)]
         (self.ids, self.kinds, self.xs, self.ys, self.vxs, self.vys, self.rs, self.hs,
          self.scores, self.thr, self.trn, self.act, self.seq) = cols
         self._ghosts: list[float] = list(ghosts)
@@ -243,7 +253,8 @@ class PythonShard(Shard):
         if leavers:
             gone = set(leavers)
             for col in self._cols():
-                col[:] = [v for j, v in enumerate(col) if j not in gone]
+                kept = [v for j, v in enumerate(col) if j not in gone]
+                col[:] = array("d", kept) if isinstance(col, array) else kept
         self._ghosts = self_ghosts
         self._view_in: list[ViewRow] = []
         return out
