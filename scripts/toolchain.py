@@ -532,8 +532,11 @@ def ensure_venv(kind: str, interp: Interp) -> Path:
     # PyPI, so insist on a wheel: a missing one fails in seconds instead of compiling for minutes.
     # Applied to both venvs so they resolve the same numpy.
     extra = ["--prefer-binary", "--only-binary", "numpy"]
-    _say(f"installing paratick[dev] (editable) into {venv.relative_to(REPO)}; log: {log}")
-    _sh([*pip, *extra, "-e", f"{REPO}[dev]"], log=log,
+    # Lint tools (mypy, ruff) only under the GIL build: mypy's compiled dependencies have no
+    # free-threaded wheels.  Tests run under both.
+    extras = "dev" if kind == "gil" else "test"
+    _say(f"installing paratick[{extras}] (editable) into {venv.relative_to(REPO)}; log: {log}")
+    _sh([*pip, *extra, "-e", f"{REPO}[{extras}]"], log=log,
         what=f"pip install into {venv.relative_to(REPO)}")
     stamp_file.write_text(stamp)
     _say(f"installed paratick into {venv.relative_to(REPO)} in {time.monotonic() - t0:.0f} s")
