@@ -298,6 +298,11 @@ Types: deb deb-src
 Enabled: no
 URIs: http://disabled.example/debian
 Suites: bookworm
+
+Types: deb
+URIs: http://first.example/debian
+ http://continued.example/debian
+Suites: bookworm
 """
 
 ONE_LINE = """\
@@ -309,8 +314,10 @@ deb http://plain.example/debian bookworm main # trailing comment
 
 
 def test_parse_deb822() -> None:
+    # A field may continue on indented lines (deb822), here a second URI.
     assert tc.parse_sources(DEB822, deb822=True) == [
-        "http://mirror.example/debian", "http://mirror.example/debian-security"]
+        "http://mirror.example/debian", "http://mirror.example/debian-security",
+        "http://first.example/debian", "http://continued.example/debian"]
 
 
 def test_parse_one_line() -> None:
@@ -327,8 +334,9 @@ def _apt_dir(tmp_path: Path, files: dict[str, str]) -> Path:
 
 
 def test_mirror_from_deb822_skips_security(tmp_path: Path) -> None:
-    apt = _apt_dir(tmp_path, {"sources.list.d/debian.sources": DEB822.split("\n\n", 1)[1]})
-    # Only the security entry (and unusable ones) left: no Debian mirror.
+    security = ("Types: deb\nURIs: http://mirror.example/debian-security\n"
+                "Suites: bookworm-security\n")
+    apt = _apt_dir(tmp_path, {"sources.list.d/debian.sources": security})
     with pytest.raises(tc.ToolchainError, match="no Debian mirror"):
         tc.mirror_uri(apt)
     (apt / "sources.list.d" / "debian.sources").write_text(DEB822)
