@@ -7,7 +7,6 @@ import os
 import platform
 import subprocess
 import sys
-import sysconfig
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,6 @@ import pytest
 from server import cli, cmd_info
 
 REPO = Path(__file__).resolve().parents[2]
-FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
 
 
 def _info(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -34,24 +32,24 @@ def info() -> dict[str, Any]:
     return dict(json.loads(_info("--json", env=env).stdout))
 
 
-def test_build_matches_sysconfig(info: dict[str, Any]) -> None:
-    assert info["py_gil_disabled"] is FREE_THREADED
-    assert info["build"] == ("free-threaded" if FREE_THREADED else "default (GIL)")
+def test_build_matches_sysconfig(info: dict[str, Any], free_threaded: bool) -> None:
+    assert info["py_gil_disabled"] is free_threaded
+    assert info["build"] == ("free-threaded" if free_threaded else "default (GIL)")
     assert info["version"] == platform.python_version()
     assert info["implementation"] == sys.implementation.name
 
 
-def test_gil_state_matches_build(info: dict[str, Any]) -> None:
+def test_gil_state_matches_build(info: dict[str, Any], free_threaded: bool) -> None:
     # A GIL build always has the GIL; a free-threaded one must keep it off even after importing
     # msgpack and numpy (which `info` imports on purpose: either could re-enable it).
-    assert info["gil_enabled"] is (not FREE_THREADED)
+    assert info["gil_enabled"] is (not free_threaded)
 
 
-def test_reports_gil_state_not_build() -> None:
+def test_reports_gil_state_not_build(free_threaded: bool) -> None:
     # PYTHON_GIL=1 turns the GIL on in a free-threaded process (a GIL build ignores it): `info`
     # must report the state at run time, not what the build would suggest.
     forced = json.loads(_info("--json", env={"PYTHON_GIL": "1"}).stdout)
-    assert forced["py_gil_disabled"] is FREE_THREADED
+    assert forced["py_gil_disabled"] is free_threaded
     assert forced["gil_enabled"] is True
 
 
@@ -62,12 +60,12 @@ def test_interpreter_and_cores(info: dict[str, Any]) -> None:
     assert info["libraries"]["msgpack"] is not None
 
 
-def test_text_output_agrees_with_json(info: dict[str, Any]) -> None:
+def test_text_output_agrees_with_json(info: dict[str, Any], free_threaded: bool) -> None:
     # Each line is a label padded to 13 columns, then the value.
     lines = {line[:13].strip(): line[13:] for line in _info().stdout.splitlines()}
     assert lines["GIL enabled"] == str(info["gil_enabled"])
     assert lines["build"].startswith(info["build"])
-    assert f"Py_GIL_DISABLED={int(FREE_THREADED)}" in lines["build"]
+    assert f"Py_GIL_DISABLED={int(free_threaded)}" in lines["build"]
 
 
 def test_cli_lists_info(capsys: pytest.CaptureFixture[str]) -> None:
