@@ -504,10 +504,26 @@ def cached_pair(cache: Path, run: Runner = _run_capture) -> Optional[Pair]:
 VENVS = {"gil": REPO / ".venv" / "gil", "ft": REPO / ".venv" / "ft"}
 
 
-def _stamp(interp: Interp) -> str:
-    h = hashlib.sha256((REPO / "pyproject.toml").read_bytes())
-    h.update(interp.path.encode())
-    h.update(repr(interp.version).encode())
+def install_inputs(pyproject: str) -> str:
+    """The parts of ``pyproject.toml`` that decide what a venv installs, canonicalised.
+
+    Only ``[build-system]``, ``[project]`` and ``[tool.setuptools]`` count: editing lint or test
+    settings must not reinstall both venvs (a minute or more, during which they are unusable).
+    Without ``tomllib`` (Python < 3.11) the whole file counts.
+    """
+    try:
+        import tomllib
+    except ImportError:
+        return pyproject
+    data = tomllib.loads(pyproject)
+    return json.dumps({"build-system": data.get("build-system"), "project": data.get("project"),
+                       "setuptools": data.get("tool", {}).get("setuptools")}, sort_keys=True)
+
+
+def venv_stamp(interp: Interp, extras: str, pyproject: str) -> str:
+    """What a venv was made from; a different stamp means the venv must be recreated."""
+    h = hashlib.sha256(install_inputs(pyproject).encode())
+    h.update(f"\0{interp.path}\0{interp.short}\0{extras}".encode())
     return h.hexdigest()
 
 
@@ -515,7 +531,10 @@ def ensure_venv(kind: str, interp: Interp) -> Path:
     """Create (or reuse) the venv for ``interp`` with paratick installed editable plus dev tools."""
     venv = VENVS[kind]
     stamp_file = venv / ".paratick-stamp"
-    stamp = _stamp(interp)
+    # Lint tools (mypy, ruff) only under the GIL build: mypy's compiled dependencies have no
+    # free-threaded wheels.  Tests run under both.
+    extras = "dev" if kind == "gil" else "test"
+    stamp = venv_stamp(interp, extras, (REPO / "pyproject.toml").read_text())
     py = venv / "bin" / "python"
     if py.exists() and stamp_file.exists() and stamp_file.read_text() == stamp:
         _say(f"venv {venv.relative_to(REPO)} is up to date ({interp.short})")
@@ -532,9 +551,6 @@ def ensure_venv(kind: str, interp: Interp) -> Path:
     # PyPI, so insist on a wheel: a missing one fails in seconds instead of compiling for minutes.
     # Applied to both venvs so they resolve the same numpy.
     extra = ["--prefer-binary", "--only-binary", "numpy"]
-    # Lint tools (mypy, ruff) only under the GIL build: mypy's compiled dependencies have no
-    # free-threaded wheels.  Tests run under both.
-    extras = "dev" if kind == "gil" else "test"
     _say(f"installing paratick[{extras}] (editable) into {venv.relative_to(REPO)}; log: {log}")
     _sh([*pip, *extra, "-e", f"{REPO}[{extras}]"], log=log,
         what=f"pip install into {venv.relative_to(REPO)}")

@@ -403,3 +403,33 @@ def test_main_reports_one_line_error(
     err = capsys.readouterr().err
     assert err == ("paratick setup: error: set PARATICK_PYTHON_FT too: "
                    "an explicit pair needs both paths\n")
+
+
+# ------------------------------------------------------------------------------ venv stamps
+
+PYPROJECT = """\
+[project]
+name = "paratick"
+dependencies = ["msgpack>=1.2"]
+
+[tool.ruff]
+line-length = 100
+"""
+
+
+def test_stamp_ignores_tool_settings() -> None:
+    interp = tc.Interp("/py/python3.13t", (3, 13, 5), True, False)
+    base = tc.venv_stamp(interp, "test", PYPROJECT)
+    assert tc.venv_stamp(interp, "test", PYPROJECT.replace("100", "120")) == base
+    assert tc.venv_stamp(interp, "test", "# comment\n" + PYPROJECT) == base
+
+
+def test_stamp_follows_what_is_installed() -> None:
+    interp = tc.Interp("/py/python3.13t", (3, 13, 5), True, False)
+    base = tc.venv_stamp(interp, "test", PYPROJECT)
+    assert tc.venv_stamp(interp, "test", PYPROJECT.replace("1.2", "1.3")) != base
+    assert tc.venv_stamp(interp, "dev", PYPROJECT) != base
+    newer = tc.Interp("/py/python3.13t", (3, 13, 6), True, False)
+    assert tc.venv_stamp(newer, "test", PYPROJECT) != base
+    moved = tc.Interp("/other/python3.13t", (3, 13, 5), True, False)
+    assert tc.venv_stamp(moved, "test", PYPROJECT) != base
