@@ -417,16 +417,23 @@ def _locked(cache: Path) -> Iterator[None]:
         yield
 
 
-def build_pair(cache: Path) -> Pair:
+def build_pair(cache: Path, run: Runner = _run_capture) -> Pair:
     """Build both interpreters from one Debian source tarball into ``cache``.
 
     Both builds use the same configure flags apart from ``--disable-gil`` and no PGO/LTO
     (``--enable-optimizations`` doubles the build time), so comparisons between them are fair even
     though absolute speed is below a distribution's build.  A build already marked complete is kept.
 
+    Args:
+        cache: the cache root (interpreters go to ``cache/cpython/<version>`` and ``<version>t``).
+        run: how interpreters are probed (tests inject a fake).
+
     Raises:
         ToolchainError: a dependency, the source or a build step is missing or failed.
     """
+    done = cached_pair(cache, run)
+    if done is not None:
+        return done
     cache.mkdir(parents=True, exist_ok=True)
     log = cache / "build.log"
     log.write_text("")
@@ -456,13 +463,13 @@ def build_pair(cache: Path) -> Pair:
             _sh(["make", "install"], log=log, cwd=build)
             # Verify before marking complete, so a broken build is rebuilt rather than reused.
             short = ".".join(version.split(".")[:2])
-            got = probe(str(prefix / "bin" / f"python{short}{suffix}"))
+            got = probe(str(prefix / "bin" / f"python{short}{suffix}"), run)
             if got.py_gil_disabled != bool(suffix) or got.version != _version_tuple(version):
                 raise ToolchainError(
                     f"the build in {prefix} reports {got.short}, expected {version}{suffix}")
             (prefix / ".complete").write_text(version + "\n")
             _say(f"built CPython {version}{suffix} in {time.monotonic() - t0:.0f} s")
-    pair = cached_pair(cache)
+    pair = cached_pair(cache, run)
     if pair is None:
         raise ToolchainError(f"build finished but no interpreter pair found under {cache}")
     return pair

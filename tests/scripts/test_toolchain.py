@@ -6,6 +6,7 @@ import importlib.util
 import json
 import subprocess
 import sys
+import tarfile
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
@@ -433,3 +434,84 @@ def test_stamp_follows_what_is_installed() -> None:
     assert tc.venv_stamp(newer, "test", PYPROJECT) != base
     moved = tc.Interp("/other/python3.13t", (3, 13, 5), True, False)
     assert tc.venv_stamp(moved, "test", PYPROJECT) != base
+
+
+# ---------------------------------------------------------------------- build (no compiler run)
+
+class FakeBuild:
+    """Stands in for apt and the compiler: records commands, "installs" probe-able interpreters."""
+
+    def __init__(self, m: FakeMachine, tmp_path: Path, *, ft_reports_gil: bool = False) -> None:
+        self.m, self.ft_reports_gil = m, ft_reports_gil
+        self.commands: list[tuple[list[str], Path | None]] = []
+        self.fetches = 0
+        src = tmp_path / "src" / "Python-3.13.15"
+        src.mkdir(parents=True)
+        (src / "configure").write_text("#!/bin/sh\n")
+        self.tarball = tmp_path / "python3.13_3.13.15.orig.tar.xz"
+        with tarfile.open(self.tarball, "w:xz") as tf:
+            tf.add(src, arcname="Python-3.13.15")
+
+    def fetch_source(self, work: Path, log: Path) -> tuple[str, Path]:
+        self.fetches += 1
+        return "3.13.15", self.tarball
+
+    def sh(self, argv: Sequence[str], *, log: Path, cwd: Path | None = None,
+           env: Any = None, what: str | None = None) -> None:
+        self.commands.append((list(argv), cwd))
+        if argv[0].endswith("configure"):
+            assert Path(argv[0]).is_file()  # the extracted tree
+            self.prefix = Path(argv[1].removeprefix("--prefix="))
+            self.ft = "--disable-gil" in argv
+        elif list(argv) == ["make", "install"]:
+            name = "python3.13t" if self.ft else "python3.13"
+            (self.prefix / "bin").mkdir(parents=True)
+            self.m.add(str(self.prefix / "bin" / name), (3, 13, 15),
+                       ft=self.ft and not self.ft_reports_gil)
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(tc, "install_build_deps", lambda log: None)
+        monkeypatch.setattr(tc, "fetch_source", self.fetch_source)
+        monkeypatch.setattr(tc, "_sh", self.sh)
+
+
+def test_build_both_from_one_tarball(
+    m: FakeMachine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = FakeBuild(m, tmp_path)
+    fake.install(monkeypatch)
+    cache = tmp_path / "cache"
+    pair = tc.build_pair(cache, run=m.run)
+    assert (pair.gil.short, pair.ft.short) == ("3.13.15", "3.13.15t")
+    configures = [argv for argv, _ in fake.commands if argv[0].endswith("configure")]
+    assert fake.fetches == 1 and len(configures) == 2
+    assert configures[0][0] == configures[1][0]  # the same source tree
+    # The same flags apart from --disable-gil (a fair comparison), and no PGO/LTO.
+    assert configures[1][1:] == [f"--prefix={cache}/cpython/3.13.15t", *configures[0][2:],
+                                 "--disable-gil"]
+    assert not any("--enable-optimizations" in a or "--with-lto" in a for a in configures[0])
+    for name in ("3.13.15", "3.13.15t"):
+        assert (cache / "cpython" / name / ".complete").read_text() == "3.13.15\n"
+
+
+def test_build_reuses_complete_pair(
+    m: FakeMachine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = FakeBuild(m, tmp_path)
+    fake.install(monkeypatch)
+    tc.build_pair(tmp_path / "cache", run=m.run)
+    fake.commands.clear()
+    tc.build_pair(tmp_path / "cache", run=m.run)
+    assert fake.commands == [] and fake.fetches == 1
+
+
+def test_build_that_is_not_free_threaded_is_not_marked_complete(
+    m: FakeMachine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    FakeBuild(m, tmp_path, ft_reports_gil=True).install(monkeypatch)
+    cache = tmp_path / "cache"
+    with pytest.raises(tc.ToolchainError) as exc:
+        tc.build_pair(cache, run=m.run)
+    assert "reports 3.13.15, expected 3.13.15t" in _one_line(exc)
+    assert (cache / "cpython" / "3.13.15" / ".complete").exists()
+    assert not (cache / "cpython" / "3.13.15t" / ".complete").exists()
