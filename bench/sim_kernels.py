@@ -95,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     base = results.get("naive", {}).get("median")
     print(f"arena-20k: {ENTITIES} entities, {GRID[0]}x{GRID[1]} regions, seed {SEED}; "
           f"CPython {env.get('version')} {env.get('build', '')}, "
-          f"GIL {'on' if env.get('gil_enabled', True) else 'off'}{' (quick)' if args.quick else ''}")
+          f"GIL {'on' if env.get('gil_enabled', True) else 'off'}"
+          f"{' (quick)' if args.quick else ''}")
     print(f"{'kernel':<8} {'median':>9} {'min':>9} {'max':>9}  {'vs naive':>8}   "
           "(M entity-updates/s)")
     for kernel, r in results.items():

@@ -45,7 +45,7 @@ except ImportError as exc:  # pragma: no cover - depends on the interpreter
 
 from sim.config import WorldConfig
 from sim.entities import PLAYER, InputRow, Row
-from sim.kernels.python import CELL_SLACK, STRIDE
+from sim.kernels.python import CELL_SLACK
 from sim.rng import GOLDEN, K_ID, K_LANE, K_TICK, M1, M2, MASK, TWO_M53
 from sim.shard import INV_SCALE, SCALE, TAU, Border, Shard
 
@@ -254,10 +254,7 @@ class NumpyShard(Shard):
         I = self._i  # noqa: E741 - F and I name the two storage arrays throughout
         n = F.shape[1]
         gh = self._ghosts
-        if gh:
-            P = np.concatenate((F[:3], np.array(gh).reshape(-1, 3).T), axis=1)
-        else:
-            P = F[:3]
+        P = np.concatenate((F[:3], np.array(gh).reshape(-1, 3).T), axis=1) if gh else F[:3]
         N = P.shape[1]
         acc, hits = self._contacts(P, n, N)
 
@@ -445,16 +442,16 @@ class NumpyShard(Shard):
         E = Pn.take(edge, axis=1)
         rwh = self._rwh
         VO = E / rwh
-        own_lo = VO < self._t_here
-        own_up = VO >= self._t_up
+        own_lo = self._t_here > VO
+        own_up = self._t_up <= VO
 
         def codes(m: float) -> np.ndarray:
             VL = E - m
             VL /= rwh
             VH = E + m
             VH /= rwh
-            bits = np.stack((VL < self._t_lo, (VL < self._t_mid) & (VH >= self._t_here),
-                             VH >= self._t_up, own_lo, own_up))
+            bits = np.stack((self._t_lo > VL, (self._t_mid > VL) & (self._t_here <= VH),
+                             self._t_up <= VH, own_lo, own_up))
             return np.packbits(bits, axis=0, bitorder="little")[0]
 
         slots = self._slot_region

@@ -32,6 +32,8 @@ STRIDE = 1 << 20
 HALF = (STRIDE, 1, STRIDE + 1, 1 - STRIDE)
 
 
+#: A contact-grid entry: (index, x, y, radius); indices >= n are ghosts.
+Cand = tuple[int, float, float, float]
 #: Row fields kept in ``array('d')`` columns (unboxed floats: fastest on both builds, see
 #: bench/kernel_layouts.py); the integer fields stay in lists.
 FLOAT_FIELDS = frozenset((2, 3, 4, 5, 6, 7, 9, 10))
@@ -61,7 +63,7 @@ class PythonShard(Shard):
                 self.scores, self.thr, self.trn, self.act, self.seq]
 
     def rows(self) -> list[Row]:
-        return sorted(zip(*self._cols(), strict=True))  # type: ignore[arg-type]
+        return sorted(zip(*self._cols(), strict=True))
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -90,16 +92,16 @@ class PythonShard(Shard):
         #    first and run by one loop, so the contact code exists once and allocates nothing
         #    per candidate.
         inv = 1.0 / (2.0 * cfg.radius * CELL_SLACK)
-        cells: dict[int, list[tuple[int, float, float, float]]] = {}
+        cells: dict[int, list[Cand]] = {}
         get = cells.get
-        for e in zip(range(n), xs, ys, rs):
+        for e in zip(range(n), xs, ys, rs, strict=True):
             k = int(e[1] * inv) * STRIDE + int(e[2] * inv)
             c = get(k)
             if c is None:
                 cells[k] = [e]
             else:
                 c.append(e)
-        for e in zip(range(n, n + len(gh) // 3), gh[0::3], gh[1::3], gh[2::3]):
+        for e in zip(range(n, n + len(gh) // 3), gh[0::3], gh[1::3], gh[2::3], strict=True):
             k = int(e[1] * inv) * STRIDE + int(e[2] * inv)
             c = get(k)
             if c is None:
@@ -107,7 +109,7 @@ class PythonShard(Shard):
             else:
                 c.append(e)
         s1, s2, s3, s4 = HALF
-        jobs = []
+        jobs: list[tuple[Sequence[Cand], list[Cand]]] = []
         for k, c in cells.items():
             nb = get(k + s1)
             d = get(k + s2)
@@ -182,7 +184,7 @@ class PythonShard(Shard):
         phase = (-tick) % wp  # (eid + tick) % wp == 0  <=>  eid % wp == phase
         inv_s = INV_SCALE
         for i, eid, kind, x, y, vx, vy, r, ax, ay, hit in zip(
-                range(n), ids, kinds, xs, ys, vxs, vys, rs, accx, accy, hits):
+                range(n), ids, kinds, xs, ys, vxs, vys, rs, accx, accy, hits, strict=True):
             if kind == PLAYER:
                 inp = inputs.get(eid)
                 if inp is not None:

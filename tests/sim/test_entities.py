@@ -1,7 +1,7 @@
 import math
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sim.entities import FIELDS, NPC, PLAYER, validate_input, validate_row
@@ -48,6 +48,7 @@ def test_bad_inputs_are_rejected(bad):
         validate_input(bad)
 
 
+@settings(max_examples=60)
 @given(st.tuples(st.integers(-5, 2**64), st.integers(-5, 2**64),
                  st.floats(allow_nan=True, allow_infinity=True) | st.integers() | st.booleans(),
                  st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=2),

@@ -5,8 +5,6 @@ from hypothesis import strategies as st
 from sim.rng import uniform
 
 
-
-
 def test_uniform_is_a_pure_function_in_range():
     draws = [uniform(1, eid, t, lane) for eid in range(50) for t in range(-1, 5) for lane in (0, 1)]
     assert all(0.0 <= u < 1.0 for u in draws)
