@@ -124,32 +124,38 @@ def _to_rows(f: np.ndarray, i: np.ndarray) -> list[Row]:
     return list(zip(eid, kind, x, y, vx, vy, r, h, score, thr, trn, act, seq, strict=True))
 
 
-def _neighbourhood_table(exclude_centre: bool) -> np.ndarray:
-    """3x3 destination masks indexed by the per-axis codes of :meth:`NumpyShard._borders`.
+def _neighbourhood_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Lookup tables indexed by the per-axis codes of :meth:`NumpyShard._borders`.
 
-    A code holds five bits for one axis: near the lower / same / upper column (bits 0-2) and
-    owned by the lower / upper column (bits 3-4).  ``table[cx, cy]`` has bit ``b*3 + a`` set
-    for every near cell (a, b) of the 3x3 block around this region, minus the owner's cell
-    (ghosts and views never go to the owner: it has the entity itself) and, for views, minus
-    the centre (this region has the entity or just handed it off).
+    A code describes one axis of one entity relative to this region's column ``m``: the first
+    and last columns within the margin (``l``, ``h``) and the owner's column ``o``, each as
+    0, 1, 2 for ``m-1, m, m+1``; ``code = l + 3*h + 9*o``.  Indexed by ``[code_x, code_y]``:
+
+    * ghosts: bit ``b*3 + a`` set for every cell (a, b) of the 3x3 block within the margin,
+      except the owner's (it has the entity itself);
+    * views: the same without the centre (this region has the entity or just handed it off);
+    * owner: the owner's slot ``oy*3 + ox`` (4 = this region).
     """
-    table = np.zeros((32, 32), dtype=np.uint16)
-    for cx in range(32):
-        for cy in range(32):
-            ox = 0 if cx & 8 else 2 if cx & 16 else 1
-            oy = 0 if cy & 8 else 2 if cy & 16 else 1
-            bits = 0
-            for a in range(3):
-                for b in range(3):
-                    if cx >> a & 1 and cy >> b & 1 and (a, b) != (ox, oy) \
-                            and not (exclude_centre and (a, b) == (1, 1)):
-                        bits |= 1 << (b * 3 + a)
-            table[cx, cy] = bits
-    return table
+    ghost = np.zeros((27, 27), dtype=np.uint16)
+    view = np.zeros((27, 27), dtype=np.uint16)
+    owner = np.zeros((27, 27), dtype=np.int64)
+    for cx in range(27):
+        for cy in range(27):
+            lx, hx, ox = cx % 3, cx // 3 % 3, cx // 9
+            ly, hy, oy = cy % 3, cy // 3 % 3, cy // 9
+            for a in range(lx, hx + 1):
+                for b in range(ly, hy + 1):
+                    if (a, b) != (ox, oy):
+                        ghost[cx, cy] |= 1 << (b * 3 + a)
+                        if (a, b) != (1, 1):
+                            view[cx, cy] |= 1 << (b * 3 + a)
+            owner[cx, cy] = oy * 3 + ox
+    return ghost, view, owner
 
 
-_GHOST_TABLE = _neighbourhood_table(False)
-_VIEW_TABLE = _neighbourhood_table(True)
+_GHOST_TABLE, _VIEW_TABLE, _OWNER_TABLE = _neighbourhood_tables()
+#: Weights of (l, h, o) in a code.
+_CODE_W = np.array([1, 3, 9], dtype=np.int64)
 
 
 class NumpyShard(Shard):
@@ -181,15 +187,12 @@ class NumpyShard(Shard):
         # uint16 keys sort with numpy's radix sort (stable sort of <= 16-bit integers).
         self._key_dtype = np.uint16 if gx * gy <= 0xFFFF else np.int64
         self._offs = np.array([0, gy, 1, gy + 1, 1 - gy], dtype=np.int64)[:, None]
-        # Border classification (see _borders): per-axis thresholds in region units.
+        # Border classification (see _borders).
         iy, ix = divmod(region, layout.nx)
-        inf = math.inf
         self._rwh = np.array([[layout.rw], [layout.rh]])
-        self._t_lo = np.array([[ix if ix > 0 else -inf], [iy if iy > 0 else -inf]])
-        self._t_mid = np.array([[ix + 1.0], [iy + 1.0]])
-        self._t_here = np.array([[float(ix)], [float(iy)]])
-        self._t_up = np.array([[ix + 1.0 if ix < layout.nx - 1 else inf],
-                               [iy + 1.0 if iy < layout.ny - 1 else inf]])
+        self._col_max = np.array([[layout.nx - 1], [layout.ny - 1]], dtype=np.int64)
+        self._col_base = np.array([[ix - 1], [iy - 1]], dtype=np.int64)
+        self._inner: dict[float, tuple[np.ndarray, np.ndarray]] = {}
         # 3x3 slot (b*3 + a) -> region number (or -1 outside the grid).
         self._slot_region = [
             (iy + b - 1) * layout.nx + (ix + a - 1)
@@ -416,11 +419,10 @@ class NumpyShard(Shard):
     def _borders(self, view: bool) -> dict[int, Border]:
         """Handoffs, ghosts and view rows for the neighbours, from the new positions.
 
-        For each edge entity and each axis, :meth:`sim.geometry.Layout.regions_near` and
-        ``region_of`` reduce to comparisons of ``(x -/+ margin) / rw`` and ``x / rw`` with this
-        region's column (same divisions, hence the same answers): near the lower / same /
-        upper column, owned by the lower / upper column.  Packed into a 5-bit code per axis,
-        a table lookup turns the two codes into the 3x3 block of destinations.
+        Only entities outside the inner rectangle (the margin plus one unit, as in the python
+        kernel) can leave or be anyone's ghost.  For those, :meth:`_codes` evaluates
+        ``regions_near`` and ``region_of`` per axis relative to this region's column, and
+        table lookups turn the two codes into the 3x3 block of destinations and the owner.
         """
         cfg = self.config
         F = self._f
@@ -432,34 +434,25 @@ class NumpyShard(Shard):
         nbrs = self.neighbours
         out: dict[int, Border] = {nbr: ([], [], []) for nbr in nbrs}
         Pn = F[:2]
-        lo = np.array([[rect.x0 + margin], [rect.y0 + margin]])
-        hi = np.array([[rect.x1 - margin], [rect.y1 - margin]])
-        edge = ((Pn <= lo) | (Pn >= hi)).any(0).nonzero()[0]
+        inner = self._inner.get(margin)
+        if inner is None:
+            inner = self._inner[margin] = (
+                np.array([[rect.x0 + margin], [rect.y0 + margin]]),
+                np.array([[rect.x1 - margin], [rect.y1 - margin]]))
+        t = Pn <= inner[0]
+        t |= Pn >= inner[1]
+        edge = (t[0] | t[1]).nonzero()[0]
         self._view_in = []
         if not len(edge):
             self._ghosts = []
             return out
         E = Pn.take(edge, axis=1)
-        rwh = self._rwh
-        VO = E / rwh
-        own_lo = self._t_here > VO
-        own_up = self._t_up <= VO
-
-        def codes(m: float) -> np.ndarray:
-            VL = E - m
-            VL /= rwh
-            VH = E + m
-            VH /= rwh
-            bits = np.stack((self._t_lo > VL, (self._t_mid > VL) & (self._t_here <= VH),
-                             self._t_up <= VH, own_lo, own_up))
-            return np.packbits(bits, axis=0, bitorder="little")[0]
-
         slots = self._slot_region
-        code = codes(g)
+        code = self._codes(E, g)
         mask = _GHOST_TABLE[code[0], code[1]]
         slot, ent = ((mask >> _BITS9) & 1).nonzero()
         bounds = (3 * np.bincount(slot, minlength=9).cumsum()).tolist()
-        trip = F[:3].take(edge, axis=1).T.take(ent, axis=0).ravel().tolist()
+        trip = F[:3].take(edge.take(ent), axis=1).T.ravel().tolist()
         start = 0
         for s in range(9):
             end = bounds[s]
@@ -469,12 +462,11 @@ class NumpyShard(Shard):
         self._ghosts = trip[bounds[3]:bounds[4]]
 
         # Handoffs: entities owned by another column or row now.
-        leave = (code >= 8).any(0).nonzero()[0]
+        oslot = _OWNER_TABLE[code[0], code[1]]
+        leave = (oslot != 4).nonzero()[0]
         if len(leave):
-            gone = edge[leave]
-            ox = np.minimum((E[0, leave] / rwh[0]).astype(np.int64), self.layout.nx - 1)
-            oy = np.minimum((E[1, leave] / rwh[1]).astype(np.int64), self.layout.ny - 1)
-            owners = (oy * self.layout.nx + ox).tolist()
+            gone = edge.take(leave)
+            owners = [slots[s] for s in oslot.take(leave).tolist()]
             rows = _to_rows(F.take(gone, axis=1), I.take(gone, axis=1))
             for row, o in zip(rows, owners, strict=True):
                 out[o][0].append(row)
@@ -486,7 +478,7 @@ class NumpyShard(Shard):
 
         # View rows: every region within the view radius except the owner and this one.
         if vr:
-            code = codes(vr)
+            code = self._codes(E, vr)
             mask = _VIEW_TABLE[code[0], code[1]]
             slot, ent = ((mask >> _BITS9) & 1).nonzero()
             if len(ent):
@@ -498,3 +490,22 @@ class NumpyShard(Shard):
                         slot.tolist(), strict=True):
                     out[slots[s]][2].append((eid, kind, x, y, vx, vy, h, score))
         return out
+
+    def _codes(self, E: np.ndarray, margin: float) -> np.ndarray:
+        """Per-axis neighbourhood codes (see :func:`_neighbourhood_tables`) of positions ``E``.
+
+        The same divisions as :meth:`sim.geometry.Layout.regions_near` and ``region_of``:
+        ``max(0, int((x - m)/rw)) if x > m else 0`` equals ``max(0, trunc((x - m)/rw))`` for
+        every x (and ``x + -m`` is ``x - m`` exactly), ``min(nx - 1, int((x + m)/rw))``, and
+        ``min(nx - 1, int(x/rw))`` (``x + 0.0`` is ``x`` for positions, which are positive).
+        """
+        V = E + np.array([[[-margin]], [[margin]], [[0.0]]])
+        V /= self._rwh
+        C = V.astype(np.int64)
+        np.maximum(C, 0, out=C)
+        np.minimum(C, self._col_max, out=C)
+        C -= self._col_base
+        if C.min() < 0 or C.max() > 2:
+            raise AssertionError(f"region {self.region}: an entity is beyond the neighbouring "
+                                 "regions (moved further than the configuration allows)")
+        return (_CODE_W @ C.reshape(3, -1)).reshape(2, -1)

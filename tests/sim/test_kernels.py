@@ -1,5 +1,9 @@
 """The numpy kernel is bit-identical to the python kernel (digests and rows)."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from sim.config import WorldConfig
@@ -31,3 +35,29 @@ def test_numpy_equals_python_in_a_crowd_against_walls():
 
 def test_kernel_unavailable_is_a_sim_error():
     assert issubclass(KernelUnavailable, SimError)
+
+
+def _python(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=False, cwd=Path(__file__).resolve().parents[2])
+
+
+def test_nothing_but_the_numpy_kernel_imports_numpy():
+    """Subinterpreter workers import sim; numpy must stay out of everything they import."""
+    proc = _python("import sys, sim.world, sim.shard, sim.cli, sim.kernels.python, sim.geometry;"
+                   "print('numpy' in sys.modules)")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "False"
+
+
+def test_numpy_kernel_without_numpy_is_kernel_unavailable():
+    proc = _python("import sys; sys.modules['numpy'] = None\n"
+                   "from sim.config import WorldConfig\n"
+                   "from sim.errors import KernelUnavailable\n"
+                   "from sim.shard import make_shard\n"
+                   "try:\n"
+                   "    make_shard(WorldConfig(), 0, kernel='numpy')\n"
+                   "except KernelUnavailable as exc:\n"
+                   "    print('unavailable:', exc)\n")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("unavailable: the numpy kernel needs numpy")
