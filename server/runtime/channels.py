@@ -29,6 +29,9 @@ Three implementations, one per backend:
 
 ``statistics()`` returns the counters of one endpoint: messages and bytes sent and received,
 full events, and the largest inbox depth / pending backlog seen.
+
+Delivery of the socket mesh is asynchronous: ``send`` returns once the frame is queued and the
+remainder is written while the endpoint waits in ``recv`` (or in ``flush``/``close``).
 """
 
 from __future__ import annotations
@@ -100,6 +103,10 @@ class Endpoint:
 
     def statistics(self) -> ChannelStats:
         return self.stats
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until everything sent has been handed over (queue transports: at once)."""
+        return True
 
     def close(self) -> None:
         """Release what this endpoint holds (idempotent)."""
@@ -395,11 +402,32 @@ class FdEndpoint(Endpoint):
         self.stats.bytes_received += len(data)
         return data
 
-    def forget(self, peer: int) -> None:
-        """Stop reporting ``peer``'s closed channel (it was reported and handled)."""
-        self._closed.discard(peer)
+    def pending(self) -> int:
+        """Frames accepted by :meth:`send` that the kernel has not taken yet."""
+        return sum(len(p) for p in self._pending.values())
 
-    def close(self) -> None:
+    def flush(self, timeout: float) -> bool:
+        """Pump until every pending frame is written (or ``timeout``); True when all went.
+
+        :meth:`send` returns once a frame is queued; the rest is written while this endpoint
+        waits in :meth:`recv`.  A participant about to stop receiving (a worker leaving) calls
+        this so that its last messages are not lost.
+        """
+        deadline = time.monotonic() + timeout
+        while any(self._pending[p] for p in self._pending if p not in self._closed):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._pump(remaining)
+        return True
+
+    def close(self, linger: float = 5.0) -> None:
+        """Flush pending frames for up to ``linger`` seconds, then close every socket."""
+        if self._socks:
+            try:
+                self.flush(linger)
+            except ChannelClosed:
+                pass
         try:
             self._sel.close()
         except Exception:

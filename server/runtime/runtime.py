@@ -322,6 +322,10 @@ class Runtime:
         try:
             if self._core is not None:
                 report, results = self._core.step(t, norm, bool(view), jobs)
+                # Same types as the message-passing backends (tuples), and the same check
+                # that results are msgpack-able.
+                results = msgpack.unpackb(msgpack.packb(results, use_bin_type=True),
+                                          use_list=False, raw=False, strict_map_key=False)
                 done = {0: (report, results)}
             else:
                 try:

@@ -134,7 +134,6 @@ class TickScheduler:
         self._base: float | None = None
         self._n = 0            # ticks since base
         self._started: float | None = None
-        self._prev_start: float | None = None
         self._late_run = 0
 
     def start(self, now: float) -> None:
@@ -167,12 +166,12 @@ class TickScheduler:
         st.ticks += 1
         self._n += 1
         if self.flat_out:
-            self._prev_start = start
             return
         due = self.due()
         if self.overload is Overload.DILATE:
-            interval = now - self._prev_start if self._prev_start is not None else now - start
-            interval = max(interval, now - start)
+            # Late means the next tick starts right away, so this tick's start-to-start
+            # interval is its own duration.
+            interval = now - start
             late = now > due
             if late:
                 self._base, self._n = now, 0  # the world clock slows: rebase, no catch-up
@@ -196,7 +195,6 @@ class TickScheduler:
                     st.catch_up_ticks += 1
             else:
                 self._late_run = 0
-        self._prev_start = start
 
 
 def run(step: Callable[[], object], scheduler: TickScheduler, clock: Clock, ticks: int,

@@ -214,6 +214,10 @@ class WorkerCore:
             for items in got:
                 for src, dst, border in items:
                     inbound[dst].append((src, border))
+            # Peers still waiting for the tail of a large border get it now, not after our
+            # absorb (socket transport only; queue transports hand over on send).
+            if not self.ep.flush(self.recv_timeout):
+                raise TimeoutError(f"worker {me} could not deliver its borders of tick {tick}")
         if absorb:
             self._absorb(inbound)
             if self.checkpointing:
