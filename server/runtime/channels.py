@@ -36,6 +36,7 @@ remainder is written while the endpoint waits in ``recv`` (or in ``flush``/``clo
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import select
@@ -118,7 +119,7 @@ def _closed(message: str, peer: int) -> ChannelClosed:
     return exc
 
 
-# ---- threads ---------------------------------------------------------------------------------------
+# ---- threads -------------------------------------------------------------------------------------
 class ThreadHub:
     """The inboxes of a threads run: one bounded ``queue.Queue`` per participant."""
 
@@ -164,7 +165,7 @@ class ThreadEndpoint(Endpoint):
         return data
 
 
-# ---- subinterpreters ---------------------------------------------------------------------------------
+# ---- subinterpreters -----------------------------------------------------------------------------
 class InterpHub:
     """The inboxes of an interpreters run: a bounded interpreter queue + a wake-up pipe each.
 
@@ -198,10 +199,8 @@ class InterpHub:
         for qid in self.qids:
             interp.queue_destroy(qid)
         for fd in self.rfds + self.wfds:
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
         self.qids, self.rfds, self.wfds = [], [], []
 
 
@@ -240,7 +239,7 @@ class InterpEndpoint(Endpoint):
         try:
             os.write(self._wfds[dst], b"\x01")
         except BlockingIOError:
-            pass  # pipe full of unread wake-ups: the reader will wake anyway
+            pass  # pipe full of unread wake-ups: the reader wakes anyway
         except OSError as exc:
             raise _closed(f"wake-up pipe of participant {dst} closed", dst) from exc
         self.stats.messages_sent += 1
@@ -261,10 +260,8 @@ class InterpEndpoint(Endpoint):
                 if get(self._qid) is None:
                     return None
                 continue
-            try:
+            with contextlib.suppress(BlockingIOError):
                 os.read(self._rfd, 4096)  # drain wake-ups; the queue is the source of truth
-            except BlockingIOError:
-                pass
 
     def close(self) -> None:
         if self._bound:
@@ -273,7 +270,7 @@ class InterpEndpoint(Endpoint):
             self._bound = False
 
 
-# ---- processes -------------------------------------------------------------------------------------
+# ---- processes -----------------------------------------------------------------------------------
 def socket_mesh(participants: int) -> list[dict[int, socket.socket]]:
     """A full mesh of ``AF_UNIX`` stream socket pairs: ``mesh[i][j]`` is i's socket to j."""
     mesh: list[dict[int, socket.socket]] = [{} for _ in range(participants)]
@@ -424,19 +421,13 @@ class FdEndpoint(Endpoint):
     def close(self, linger: float = 5.0) -> None:
         """Flush pending frames for up to ``linger`` seconds, then close every socket."""
         if self._socks:
-            try:
+            with contextlib.suppress(ChannelClosed):
                 self.flush(linger)
-            except ChannelClosed:
-                pass
-        try:
+        with contextlib.suppress(Exception):
             self._sel.close()
-        except Exception:
-            pass
         for sock in self._socks.values():
-            try:
+            with contextlib.suppress(OSError):
                 sock.close()
-            except OSError:
-                pass
         self._socks.clear()
 
 

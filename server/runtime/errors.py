@@ -2,8 +2,8 @@
 
 Exception tree::
 
-    RuntimeFault                  root: anything the shard runtime refuses or cannot survive
-    ├── RuntimeConfigError        bad arguments (unknown backend, workers < 1, hook not "mod:Class");
+    RuntimeFault                  root: what the shard runtime refuses or cannot survive
+    ├── RuntimeConfigError        bad arguments (unknown backend, workers < 1, hook not "m:Class");
     │                             the caller's fault, nothing was started (also a ValueError)
     ├── BackendUnavailable        the backend cannot run on this interpreter (no subinterpreters)
     ├── InvalidState              an illegal lifecycle transition (step() after close())
@@ -13,9 +13,9 @@ Exception tree::
     │   ├── ChannelClosed         the other end is gone (EOF on a pipe, destroyed queue)
     │   └── ProtocolError         bytes that are not a runtime message of our version (a peer's
     │                             bug or a version mismatch; also a ValueError)
-    └── WorkerError               a worker failed; ``.worker`` names it
+    └── WorkerError               a worker failed; ``.worker`` says which
         ├── WorkerCrashed         the worker died (process exited, interpreter closed, thread gone)
-        ├── WorkerTimeout         the worker did not finish a tick within ``tick_timeout`` (watchdog)
+        ├── WorkerTimeout         no tick finished within ``tick_timeout`` (the watchdog)
         └── ShardFault            a shard's tick kept raising after restore-and-retry; carries
                                   the worker's formatted traceback
 

@@ -18,24 +18,30 @@ channels use :func:`queue_get_nowait` plus a wake-up pipe instead (see
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import queue
 import sys
 from typing import Any
 
 from server.runtime.errors import BackendUnavailable, ChannelClosed, ChannelFull
 
+_interpreters: Any = None
+_queues: Any = None
 try:  # 3.13: private modules; 3.14+: still present underneath concurrent.interpreters
-    import _interpqueues as _queues  # type: ignore[import-not-found]
-    import _interpreters  # type: ignore[import-not-found]
+    _interpreters = importlib.import_module("_interpreters")
+    _queues = importlib.import_module("_interpqueues")
 except ImportError:  # pragma: no cover - depends on the build
-    _interpreters = None
-    _queues = None
+    _interpreters = _queues = None
 
 _NEW_API = sys.version_info >= (3, 14)
 #: ``fmt`` value meaning "shareable objects only" (no pickling) in the 3.13 queue API.
 _FMT_SHARED = 0
-#: ``unboundop`` value: drop an item whose sending interpreter was destroyed (3.13 and 3.14).
-_UNBOUND_REMOVE = 2
+#: ``unboundop`` flag: drop an item whose sending interpreter was destroyed (``UNBOUND_REMOVE``
+#: in ``_crossinterp``: 1 on 3.13 and 3.14).
+_UNBOUND_REMOVE = 1
+#: 3.14 ``fallback`` flag: 0 = shareable objects only, never pickle (bytes are shareable).
+_FALLBACK_SHARED = 0
 
 
 def available() -> bool:
@@ -51,7 +57,7 @@ def require() -> None:
             f"{sys.version.split()[0]} (need _interpreters/_interpqueues, PEP 734)")
 
 
-# ---- interpreters ---------------------------------------------------------------------------------
+# ---- interpreters --------------------------------------------------------------------------------
 def create() -> int:
     """A new isolated interpreter (its own GIL); returns its id."""
     require()
@@ -73,10 +79,8 @@ def run(interp: int, code: str) -> str | None:
 
 def destroy(interp: int) -> None:
     """Finalise the interpreter; ignores one that is already gone."""
-    try:
+    with contextlib.suppress(Exception):  # InterpreterNotFoundError or still running at shutdown
         _interpreters.destroy(interp, restrict=True)
-    except Exception:  # InterpreterNotFoundError or still running at shutdown
-        pass
 
 
 def current_id() -> int:
@@ -86,12 +90,12 @@ def current_id() -> int:
     return int(_interpreters.get_current()[0])
 
 
-# ---- queues ----------------------------------------------------------------------------------------
+# ---- queues --------------------------------------------------------------------------------------
 def queue_create(maxsize: int) -> int:
     """A bounded cross-interpreter queue of bytes; returns its id (the caller holds a ref)."""
     require()
     if _NEW_API:  # pragma: no cover - 3.14 signature: (maxsize, unboundop, fallback)
-        return int(_queues.create(maxsize, _UNBOUND_REMOVE, -1))
+        return int(_queues.create(maxsize, _UNBOUND_REMOVE, _FALLBACK_SHARED))
     return int(_queues.create(maxsize, _FMT_SHARED, _UNBOUND_REMOVE))
 
 
@@ -101,17 +105,13 @@ def queue_bind(qid: int) -> None:
 
 
 def queue_release(qid: int) -> None:
-    try:
+    with contextlib.suppress(Exception):  # QueueNotFoundError: already destroyed by the owner
         _queues.release(qid)
-    except Exception:  # QueueNotFoundError: already destroyed by the owner
-        pass
 
 
 def queue_destroy(qid: int) -> None:
-    try:
+    with contextlib.suppress(Exception):  # QueueNotFoundError
         _queues.destroy(qid)
-    except Exception:  # QueueNotFoundError
-        pass
 
 
 def queue_put(qid: int, data: bytes) -> None:
@@ -123,7 +123,7 @@ def queue_put(qid: int, data: bytes) -> None:
     """
     try:
         if _NEW_API:  # pragma: no cover
-            _queues.put(qid, data, _UNBOUND_REMOVE, -1)
+            _queues.put(qid, data, _UNBOUND_REMOVE, _FALLBACK_SHARED)
         else:
             _queues.put(qid, data, _FMT_SHARED, _UNBOUND_REMOVE)
     except queue.Full as exc:  # QueueFull subclasses queue.Full

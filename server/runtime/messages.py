@@ -8,7 +8,7 @@ side of a channel is indistinguishable from one passed directly).
 
 Messages (``c`` = coordinator, ``w`` = worker)::
 
-    HELLO    w->c  worker, info {gil, pid, interp, cmsgpack, python}     worker up, first exchange done
+    HELLO    w->c  worker, info {gil, pid, interp, cmsgpack, python}   up, first exchange done
     TICK     c->w  tick, inputs [InputRow...], view, jobs [...]          one lockstep tick
     BORDERS  w->w  tick, src worker, [(src region, dst region, Border)...]  one per peer per tick
     DONE     w->c  worker, tick, report {...}, hook results [...]       tick finished

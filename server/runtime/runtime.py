@@ -17,6 +17,7 @@ transition raises :class:`~server.runtime.errors.InvalidState`.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import os
 import sys
@@ -298,7 +299,7 @@ class Runtime:
                     sock.close()
         self._ep = FdEndpoint(self.workers, mesh[self.workers])
 
-    # ---- the tick ----------------------------------------------------------------------------------
+    # ---- the tick --------------------------------------------------------------------------------
     def step(self, inputs: Iterable[Any] = (), view: bool = False,
              jobs: Sequence[Any] = ()) -> TickResult:
         """Advance the world one lockstep tick; returns when every worker is done.
@@ -429,7 +430,7 @@ class Runtime:
         wm.pid = int(info["pid"])
         wm.interp = int(info["interp"])
 
-    # ---- queries -----------------------------------------------------------------------------------
+    # ---- queries ---------------------------------------------------------------------------------
     def rows(self) -> list[Row]:
         """Every entity, sorted by id (asks every worker)."""
         self._transition("query")
@@ -444,7 +445,7 @@ class Runtime:
         except BaseException:
             self._fail()
             raise
-        return sorted(tuple(r) for w in range(self.workers) for r in got[w][2])  # type: ignore[misc]
+        return sorted(tuple(r) for w in range(self.workers) for r in got[w][2])
 
     def digest(self) -> str:
         """Same digest as :meth:`sim.world.World.digest` for the same world and tick."""
@@ -470,7 +471,7 @@ class Runtime:
     def state(self) -> State:
         return self._state
 
-    # ---- lifecycle -----------------------------------------------------------------------------------
+    # ---- lifecycle -------------------------------------------------------------------------------
     def _transition(self, op: str) -> None:
         nxt = TRANSITIONS.get((self._state, op))
         if nxt is None:
@@ -478,8 +479,10 @@ class Runtime:
         self._state = nxt
 
     def _fail(self) -> None:
+        """Enter FAILED and ask every worker to stop; joining waits for :meth:`close` (a hung
+        worker would otherwise delay the exception by ``STOP_TIMEOUT``)."""
         self._state = State.FAILED
-        self._stop_workers()
+        self._signal_stop()
 
     def close(self) -> None:
         """Stop every worker and release channels, interpreters, processes (idempotent)."""
@@ -492,21 +495,21 @@ class Runtime:
             self._hub.close()
         self._hub = None
 
-    def _stop_workers(self) -> None:
+    def _signal_stop(self) -> None:
         if self._ep is not None:
             stop = m.encode(m.STOP)
             for w in range(self.workers):
-                try:
+                with contextlib.suppress(RuntimeFault):  # that worker is gone already
                     self._ep.send(w, stop)
-                except RuntimeFault:
-                    pass  # that worker is gone already
+
+    def _stop_workers(self) -> None:
+        self._signal_stop()
         deadline = time.monotonic() + STOP_TIMEOUT
         for p in self._procs:
             p.join(max(0.0, deadline - time.monotonic()))
             if p.is_alive():
                 p.kill()
                 p.join(1.0)
-        self._procs_closed = True
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
         if self._interps:
@@ -528,10 +531,9 @@ class Runtime:
 
 
 def _post_exit(ep: Endpoint, coord: int, w: int, detail: str) -> None:
-    try:
+    # The coordinator may be gone (closed runtime): then there is nobody to tell.
+    with contextlib.suppress(RuntimeFault):
         ep.send(coord, m.encode(m.EXITED, w, detail))
-    except RuntimeFault:
-        pass  # the coordinator is gone (closed runtime): nobody to tell
 
 
 def _split_rows(config: WorldConfig, layout: Layout, rows: Iterable[Row]) -> list[list[Row]]:

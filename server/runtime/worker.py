@@ -21,6 +21,7 @@ reports FAIL and the coordinator raises :class:`~server.runtime.errors.ShardFaul
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import sys
@@ -281,13 +282,11 @@ def run_worker(spec: Mapping[str, Any], ep: Endpoint, coord: int) -> None:
         pass
     except BaseException as exc:
         kind = type(exc).__name__
-        try:
+        with contextlib.suppress(Exception):
             ep.send(coord, m.encode(m.FAIL, w, kind, "".join(traceback.format_exception(exc))))
-        except Exception:
-            pass
 
 
-# ---- entry points, one per backend -----------------------------------------------------------------
+# ---- entry points, one per backend ---------------------------------------------------------------
 def thread_main(spec: Mapping[str, Any], ep: Endpoint, coord: int) -> None:
     run_worker(spec, ep, coord)
 
