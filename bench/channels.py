@@ -152,7 +152,7 @@ def bench_processes(n: int, warmup: int) -> list[float]:
 
 
 def bench_interpreters_naive(n: int, warmup: int) -> list[float]:
-    from test.support.interpreters import queues  # type: ignore[import-not-found]
+    from test.support.interpreters import queues
 
     from server.runtime import interp
     inq, outq = queues.create(), queues.create()
@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         plan.append(("interpreters-naive", bench_interpreters_naive, 20 if args.quick else 100))
     if args.only:
         plan = [p for p in plan if p[0] in args.only]
-    rows = []
+    rows: list[dict[str, Any]] = []
     print(f"channel round trip, {sys.version.split()[0]} "
           f"({'free-threaded' if sysconfig.get_config_var('Py_GIL_DISABLED') else 'GIL'} build)"
           f"{', QUICK run' if args.quick else ''}")
@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{'max us':>10s} {'target':>7s}")
     for name, fn, count in plan:
         try:
-            s = summarise(fn(count, min(warmup, max(5, count // 10))))
+            s: dict[str, Any] = summarise(fn(count, min(warmup, max(5, count // 10))))
         except Exception as exc:  # report, keep measuring the others
             print(f"{name:20s} failed: {type(exc).__name__}: {exc}")
             rows.append({"transport": name, "error": f"{type(exc).__name__}: {exc}"})

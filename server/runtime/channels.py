@@ -267,7 +267,8 @@ class InterpEndpoint(Endpoint):
                 self.stats.messages_received += 1
                 self.stats.bytes_received += len(data)
                 return data
-            wait = None if deadline is None else max(0, math.ceil((deadline - time.monotonic()) * 1e3))
+            left = None if deadline is None else deadline - time.monotonic()
+            wait = None if left is None else max(0, math.ceil(left * 1e3))  # poll() takes ms
             if not self._poll.poll(wait):
                 if get(self._qid) is None:
                     return None

@@ -401,12 +401,13 @@ class Runtime:
                 got[w] = msg
                 pending.discard(w)
             elif msg[0] == m.FAIL:
-                dead = self._dead()
-                if dead and dead[0] != w:
-                    raise WorkerCrashed(f"worker {dead[0]} died (worker {w} saw: {msg[2]})",
-                                        worker=dead[0], detail=msg[3])
-                cls = ShardFault if tick is not None and msg[2] not in (
-                    "ChannelClosed", "TimeoutError") else WorkerCrashed
+                symptom = msg[2] in ("ChannelClosed", "TimeoutError")
+                if symptom:  # a peer's death seen from worker w: name the dead one
+                    dead = [d for d in self._dead() if d != w]
+                    if dead:
+                        raise WorkerCrashed(f"worker {dead[0]} died (worker {w} saw: {msg[2]})",
+                                            worker=dead[0], detail=msg[3])
+                cls = ShardFault if tick is not None and not symptom else WorkerCrashed
                 raise cls(f"worker {w} failed with {msg[2]}; its traceback:\n{msg[3]}",
                           worker=w, detail=msg[3])
             elif msg[0] == m.EXITED:
