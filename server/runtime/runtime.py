@@ -333,9 +333,7 @@ class Runtime:
                     data = m.encode(m.TICK, t, norm, bool(view), jobs)
                 except ProtocolError as exc:
                     raise InvalidInput(f"jobs must be msgpack-able: {exc}") from exc
-                assert self._ep is not None
-                for w in range(self.workers):
-                    self._ep.send(w, data)
+                self._broadcast(data)
                 msgs = self._collect(m.DONE, t, self.tick_timeout)
                 done = {w: (msg[3], msg[4]) for w, msg in msgs.items()}
         except InvalidInput:
@@ -368,6 +366,17 @@ class Runtime:
             sm = self._shard_m[r]
             sm.mspt.add(ms)
             sm.entities = n
+
+    def _broadcast(self, data: bytes) -> None:
+        """Send to every worker; a closed channel means that worker died."""
+        assert self._ep is not None
+        for w in range(self.workers):
+            try:
+                self._ep.send(w, data)
+            except ChannelClosed as exc:
+                dead = self._dead() or [w]
+                raise WorkerCrashed(f"worker {dead[0]} is gone: its channel closed "
+                                    f"({self.backend} backend)", worker=dead[0]) from exc
 
     def _collect(self, kind: int, tick: int | None, timeout: float) -> dict[int, m.Message]:
         """Wait for one ``kind`` message from every worker, or raise naming the culprit."""
@@ -439,9 +448,7 @@ class Runtime:
             return sorted(self._core.rows())
         assert self._ep is not None
         try:
-            data = m.encode(m.ROWS)
-            for w in range(self.workers):
-                self._ep.send(w, data)
+            self._broadcast(m.encode(m.ROWS))
             got = self._collect(m.ROWS_OK, None, self.tick_timeout)
         except BaseException:
             self._fail()
