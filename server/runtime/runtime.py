@@ -57,7 +57,7 @@ from server.runtime.metrics import (
     Window,
     WorkerMetrics,
 )
-from server.runtime.worker import WorkerCore, thread_main
+from server.runtime.worker import CHECKPOINT_EVERY, WorkerCore, thread_main
 from sim.config import WorldConfig
 from sim.entities import Row, validate_row
 from sim.errors import InvalidInput, KernelUnavailable
@@ -141,7 +141,9 @@ class Runtime:
         tick: the tick number of ``rows`` (a loaded save starts later than 0).
         tick_timeout: watchdog; a worker silent for this long during a tick -> WorkerTimeout.
         start_timeout: how long workers may take to start.
-        checkpoint: keep each shard's state after every tick so a failed tick can be retried.
+        checkpoint: keep shard checkpoints and a log of later ticks' inputs and borders, so a
+            failed tick can be restored, replayed and retried (False: a fault is fatal).
+        checkpoint_every: ticks between checkpoints (the log covers the ticks in between).
         fault_at: ``(region, tick)``: inject one exception in that region's advance (tests).
         metrics_window: ticks kept in the sliding MSPT windows.
         clock: monotonic seconds (injected for tests; ``time.perf_counter`` by default).
@@ -159,6 +161,7 @@ class Runtime:
                  hook: str | None = None, hook_args: dict[str, Any] | None = None,
                  tick: int = 0, tick_timeout: float = TICK_TIMEOUT,
                  start_timeout: float = START_TIMEOUT, checkpoint: bool = True,
+                 checkpoint_every: int = CHECKPOINT_EVERY,
                  fault_at: tuple[int, int] | None = None,
                  metrics_window: int = DEFAULT_WINDOW,
                  clock: Callable[[], float] = time.perf_counter) -> None:
@@ -220,7 +223,8 @@ class Runtime:
         base = {"config": config.to_dict(), "owner": self.owner, "kernel": kernel,
                 "tick": tick, "hook": hook, "hook_args": dict(hook_args or {}),
                 "fault_at": list(fault_at) if fault_at is not None else None,
-                "checkpoint": checkpoint, "recv_timeout": max(tick_timeout, 1.0) * 2}
+                "checkpoint": checkpoint, "checkpoint_every": checkpoint_every,
+                "recv_timeout": max(tick_timeout, 1.0) * 2}
         specs = [dict(base, w=w, rows=[(r, per[r]) for r in self.assignment[w]])
                  for w in range(self.workers)]
         try:

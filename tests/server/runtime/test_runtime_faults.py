@@ -39,6 +39,19 @@ def test_injected_fault_is_recovered_with_identical_digest(backend: str) -> None
         assert sum(w.faults_recovered for w in stats) == 1
 
 
+@pytest.mark.parametrize(("fault_tick", "every"), [(1, 1), (5, 2), (6, 3), (7, 32)])
+def test_recovery_replays_the_log_since_the_checkpoint(fault_tick: int, every: int) -> None:
+    cfg, rows = small_world()
+    ticks = 8
+    ref = reference_digest(cfg, rows, ticks)
+    with Runtime(cfg, rows, backend="threads", workers=3, checkpoint_every=every,
+                 fault_at=(1, fault_tick)) as rt:
+        for t in range(ticks):
+            rt.step(inputs_for(t))
+        assert rt.digest() == ref
+        assert sum(w.faults_recovered for w in rt.metrics().workers) == 1
+
+
 def test_fault_without_checkpoints_fails_the_runtime() -> None:
     cfg, rows = small_world()
     with Runtime(cfg, rows, backend="threads", workers=2, checkpoint=False,
