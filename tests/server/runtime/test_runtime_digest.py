@@ -127,3 +127,15 @@ def test_invalid_input_leaves_the_runtime_usable() -> None:
         assert rt.tick == 0
         rt.step(inputs_for(0))
         assert rt.digest() == reference_digest(cfg, rows, 1)
+
+
+@pytest.mark.parametrize("backend", ["inline", "threads", "processes"])
+def test_numpy_kernel_matches_the_python_reference(backend: str) -> None:
+    pytest.importorskip("sim.kernels.numpy", reason="the numpy kernel lands from the sim branch")
+    cfg, rows = small_world()
+    ref = reference_digest(cfg, rows, TICKS)
+    with Runtime(cfg, rows, backend=backend, kernel="numpy",
+                 workers=None if backend == "inline" else 2) as rt:
+        for t in range(TICKS):
+            rt.step(inputs_for(t))
+        assert rt.digest() == ref
