@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from runtime_helpers import BACKENDS
 
 from server.cli import main
+from tests.server.runtime.runtime_helpers import BACKENDS
 
 
 # processes are covered by the digest tests; here they would only add spawn time

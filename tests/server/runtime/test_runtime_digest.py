@@ -6,10 +6,16 @@ import json
 import sys
 
 import pytest
-from runtime_helpers import BACKENDS, PARALLEL, inputs_for, reference_digest, small_world
 
 from server.runtime import Runtime, RuntimeConfigError, State
 from sim.world import World
+from tests.server.runtime.runtime_helpers import (
+    BACKENDS,
+    PARALLEL,
+    inputs_for,
+    reference_digest,
+    small_world,
+)
 
 TICKS = 4
 

@@ -6,8 +6,6 @@ import os
 import signal
 
 import pytest
-import runtime_helpers
-from runtime_helpers import BACKENDS, inputs_for, reference_digest, small_world
 
 from server.runtime import (
     InvalidState,
@@ -19,6 +17,8 @@ from server.runtime import (
     interp,
 )
 from sim.errors import KernelUnavailable
+from tests.server.runtime import runtime_helpers
+from tests.server.runtime.runtime_helpers import BACKENDS, inputs_for, reference_digest, small_world
 
 TICKS = 4
 
@@ -69,7 +69,7 @@ def test_fault_without_checkpoints_fails_the_runtime() -> None:
 def test_hook_exception_is_reported_with_its_traceback() -> None:
     cfg, rows = small_world()
     with Runtime(cfg, rows, backend="threads", workers=2,
-                 hook="runtime_helpers:FailingHook") as rt:
+                 hook="tests.server.runtime.runtime_helpers:FailingHook") as rt:
         with pytest.raises(ShardFault) as info:
             rt.step(jobs=[1])
         assert "ZeroDivisionError: hook bug" in info.value.detail
@@ -91,7 +91,7 @@ def test_watchdog_names_the_worker_that_hangs() -> None:
     cfg, rows = small_world()
     runtime_helpers.GATE.clear()
     rt = Runtime(cfg, rows, backend="threads", workers=2, tick_timeout=0.3,
-                 hook="runtime_helpers:BlockingHook")
+                 hook="tests.server.runtime.runtime_helpers:BlockingHook")
     try:
         with pytest.raises(WorkerTimeout) as info:
             rt.step(jobs=[0])

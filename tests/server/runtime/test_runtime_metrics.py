@@ -7,10 +7,10 @@ import math
 import random
 
 import pytest
-from runtime_helpers import small_world
 
 from server.runtime import Runtime
 from server.runtime.metrics import Rate, Window, percentile
+from tests.server.runtime.runtime_helpers import small_world
 
 
 def test_percentile_is_nearest_rank() -> None:
