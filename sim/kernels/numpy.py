@@ -64,6 +64,9 @@ _U11 = np.uint64(11)
 _U27 = np.uint64(27)
 _U30 = np.uint64(30)
 _U31 = np.uint64(31)
+#: Largest local contact grid (cells) scanned densely each tick; beyond it, binary searches.
+#: 2**17 cells is a 1 MiB count array, about what a 2048 x 2048 world in one region needs.
+DENSE_GRID_MAX = 1 << 17
 #: Bit positions 0..8 of the 3x3 neighbourhood masks (see :meth:`NumpyShard._borders`).
 _BITS9 = np.arange(9, dtype=np.uint16)[:, None]
 
@@ -184,6 +187,10 @@ class NumpyShard(Shard):
         self._grid_max = np.array([[gx - 2.0], [gy - 2.0]])
         self._grid_mul = np.array([gy, 1], dtype=np.int64)
         self._grid_cells = gx * gy
+        # Cell runs come from a bincount over the dense grid, unless the grid is so large
+        # (a huge world split into few regions) that a per-tick pass over it would cost more
+        # than binary searches in the sorted keys.
+        self._dense = gx * gy <= DENSE_GRID_MAX
         # uint16 keys sort with numpy's radix sort (stable sort of <= 16-bit integers).
         self._key_dtype = np.uint16 if gx * gy <= 0xFFFF else np.int64
         self._offs = np.array([0, gy, 1, gy + 1, 1 - gy], dtype=np.int64)[:, None]
@@ -335,12 +342,17 @@ class NumpyShard(Shard):
         key = (self._grid_mul @ C).astype(self._key_dtype)
         order = key.argsort(kind="stable")
         ks = key.take(order)
-        ends = np.bincount(ks, minlength=self._grid_cells).cumsum()
-        # Layout (5, N): row k holds every entity's k-th stencil cell.
+        # Layout (5, N): row k holds every entity's k-th stencil cell; hi/lo are the end and
+        # start of that cell's run in the sorted order.
         Q = ks + self._offs
-        hi = ends.take(Q)
-        Q -= 1
-        lo = ends.take(Q)
+        if self._dense:
+            ends = np.bincount(ks, minlength=self._grid_cells).cumsum()
+            hi = ends.take(Q)
+            Q -= 1
+            lo = ends.take(Q)
+        else:
+            hi = ks.searchsorted(Q, "right")
+            lo = ks.searchsorted(Q, "left")
         ar = self._arange(5 * N + 1)
         lo[0] = ar[1:N + 1]  # own cell: only later entries, so each pair is seen once
         cnt = (hi - lo).ravel()
