@@ -338,8 +338,10 @@ class NumpyShard(Shard):
         T *= self._inv_cell
         np.maximum(T, 1.0, out=T)
         np.minimum(T, self._grid_max, out=T)
-        C = T.astype(np.int64)
-        key = (self._grid_mul @ C).astype(self._key_dtype)
+        kt = self._key_dtype  # uint16 only when every key fits, so uint16 arithmetic is exact
+        C = T.astype(kt)
+        key = C[0] * kt(self._grid_mul[0])
+        key += C[1]
         order = key.argsort(kind="stable")
         ks = key.take(order)
         # Layout (5, N): row k holds every entity's k-th stencil cell; hi/lo are the end and
