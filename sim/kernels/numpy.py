@@ -200,6 +200,7 @@ class NumpyShard(Shard):
         self._col_max = np.array([[layout.nx - 1], [layout.ny - 1]], dtype=np.int64)
         self._col_base = np.array([[ix - 1], [iy - 1]], dtype=np.int64)
         self._inner: dict[float, tuple[np.ndarray, np.ndarray]] = {}
+        self._margins: dict[float, np.ndarray] = {}
         # 3x3 slot (b*3 + a) -> region number (or -1 outside the grid).
         self._slot_region = [
             (iy + b - 1) * layout.nx + (ix + a - 1)
@@ -304,7 +305,7 @@ class NumpyShard(Shard):
             V[:, over] *= cap / np.sqrt(s2[over])
         Pn = F[:2]
         Pn += V * dt
-        if self._walls:
+        if self._walls and n and self._near_wall(Pn):
             r = F[FR]
             below = Pn < r
             lim = self._wh - r
@@ -322,6 +323,18 @@ class NumpyShard(Shard):
 
         # 4. Borders: only entities near the rectangle's edge can leave or be anyone's ghost.
         return self._borders(view)
+
+    def _near_wall(self, Pn: np.ndarray) -> bool:
+        """Whether any position may have crossed a wall (conservative, two reductions).
+
+        Radii are at most ``cfg.radius``, so nobody crossed a wall if the extreme positions
+        stay that far from it; only then is the exact per-entity test needed.
+        """
+        cfg = self.config
+        rad = cfg.radius
+        lo = Pn.min(1).tolist()
+        hi = Pn.max(1).tolist()
+        return min(lo) < rad or hi[0] > cfg.width - rad or hi[1] > cfg.height - rad
 
     def _contacts(self, P: np.ndarray, n: int, N: int
                   ) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -516,7 +529,10 @@ class NumpyShard(Shard):
         every x (and ``x + -m`` is ``x - m`` exactly), ``min(nx - 1, int((x + m)/rw))``, and
         ``min(nx - 1, int(x/rw))`` (``x + 0.0`` is ``x`` for positions, which are positive).
         """
-        V = E + np.array([[[-margin]], [[margin]], [[0.0]]])
+        offs = self._margins.get(margin)
+        if offs is None:
+            offs = self._margins[margin] = np.array([[[-margin]], [[margin]], [[0.0]]])
+        V = E + offs
         V /= self._rwh
         C = V.astype(np.int64)
         np.maximum(C, 0, out=C)
