@@ -17,7 +17,7 @@ need care:
 * **Trigonometry.**  ``np.cos``/``np.sin`` may differ from libm's ``math.cos``/``math.sin`` by
   an ulp, so the few players are steered in a Python loop with :mod:`math`.
 * **Random draws.**  :func:`uniform` re-implements :func:`sim.rng.uniform` on ``uint64`` arrays
-  (wrapping multiplies, xors and shifts); ``tests/sim/test_kernels.py`` checks it bit for bit.
+  (wrapping multiplies, xors and shifts); ``tests/sim/test_rng.py`` checks it bit for bit.
 
 Rows leaving the kernel (``rows()``, handoffs, ghosts, view rows) are converted with ``tolist()``
 so they hold plain Python ints and floats: digests and msgpack bytes equal the python kernel's.
@@ -25,8 +25,9 @@ so they hold plain Python ints and floats: digests and msgpack bytes equal the p
 Storage is two shard-private arrays, ``F`` (float64, one row per float field) and ``I`` (int64,
 one row per integer field), so dropping leavers or adopting arrivals is two array operations.
 
-numpy refuses to load in a subinterpreter; this module is only imported by
-:func:`sim.shard.make_shard`, which turns that failure into :class:`~sim.errors.KernelUnavailable`.
+numpy refuses to load in a subinterpreter (or may be missing); importing this module then raises
+:class:`~sim.errors.KernelUnavailable` instead of ImportError, so :func:`sim.shard.make_shard`
+reports a clear error.  Nothing else in :mod:`sim` imports numpy.
 """
 
 from __future__ import annotations
