@@ -63,8 +63,8 @@ from sim.entities import Row, validate_row
 from sim.errors import InvalidInput, KernelUnavailable
 from sim.geometry import Layout
 from sim.shard import KERNELS
+from sim.world import SAVE_VERSION, normalise_inputs
 from sim.world import digest as rows_digest
-from sim.world import normalise_inputs
 
 BACKENDS = ("inline", "threads", "interpreters", "processes")
 #: Seconds the watchdog lets a worker take for one tick before naming it (WorkerTimeout).  Ticks
@@ -462,6 +462,12 @@ class Runtime:
     def digest(self) -> str:
         """Same digest as :meth:`sim.world.World.digest` for the same world and tick."""
         return rows_digest(self.rows(), self.tick)
+
+    def save(self) -> bytes:
+        """The world as :meth:`sim.world.World.save` writes it (``World.load`` reads it back,
+        and ``Runtime(config, rows, tick=...)`` can resume from the loaded world)."""
+        return msgpack.packb({"v": SAVE_VERSION, "config": self.config.to_dict(),
+                              "tick": self.tick, "rows": self.rows()}, use_bin_type=True)
 
     def worker_gil(self) -> list[bool]:
         """``sys._is_gil_enabled()`` as each worker saw it after importing what it runs."""

@@ -145,3 +145,18 @@ def test_numpy_kernel_matches_the_python_reference(backend: str) -> None:
         for t in range(TICKS):
             rt.step(inputs_for(t))
         assert rt.digest() == ref
+
+
+def test_save_resumes_on_another_backend_with_the_same_future() -> None:
+    cfg, rows = small_world()
+    ref = reference_digest(cfg, rows, TICKS)
+    with Runtime(cfg, rows, backend="threads", workers=3) as rt:
+        for t in range(2):
+            rt.step(inputs_for(t))
+        saved = rt.save()
+    world = World.load(saved)
+    assert world.tick == 2
+    with Runtime(world.config, world.rows(), backend="inline", tick=world.tick) as rt2:
+        for t in range(2, TICKS):
+            rt2.step(inputs_for(t))
+        assert rt2.digest() == ref
