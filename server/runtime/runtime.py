@@ -109,12 +109,15 @@ class TickResult:
         tick: the tick the world reached (``rt.tick`` after the step).
         hook_results: every worker's ``hook.run`` results concatenated in worker order.
         hook_results_by_worker: the same, one list per worker.
+        hook_errors: ``(worker, traceback)`` for every worker whose hook raised this tick (its
+            results are missing; the world is unaffected and the runtime keeps running).
         mspt: coordinator wall milliseconds for the whole lockstep tick.
     """
 
     tick: int
     hook_results: list[Any] = field(default_factory=list)
     hook_results_by_worker: list[list[Any]] = field(default_factory=list)
+    hook_errors: list[tuple[int, str]] = field(default_factory=list)
     mspt: float = 0.0
 
 
@@ -352,12 +355,15 @@ class Runtime:
         ms = (now - t0) * 1e3
         self._step_ms.add(ms)
         by_worker: list[list[Any]] = []
+        errors: list[tuple[int, str]] = []
         for w in range(self.workers):
             report, results = done[w]
             self._account(w, report)
             by_worker.append(list(results))
+            if report["hook_error"]:
+                errors.append((w, report["hook_error"]))
         return TickResult(tick=self.tick, hook_results=[r for rs in by_worker for r in rs],
-                          hook_results_by_worker=by_worker, mspt=ms)
+                          hook_results_by_worker=by_worker, hook_errors=errors, mspt=ms)
 
     def _account(self, w: int, report: dict[str, Any]) -> None:
         wm = self._worker_m[w]
@@ -366,6 +372,7 @@ class Runtime:
         wm.channel = dict(report["ch"])
         wm.faults_recovered = report["faults"]
         wm.last_fault = report["fault_tb"]
+        wm.hook_errors = report["hook_errors"]
         for r, ms, n in zip(self.assignment[w], report["adv"], report["n"], strict=True):
             sm = self._shard_m[r]
             sm.mspt.add(ms)

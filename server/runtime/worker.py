@@ -10,6 +10,7 @@ One tick (message ``TICK t``)::
     receive one BORDERS message from every peer for tick t (early ones are stashed)
     absorb, per own shard, the borders from all its neighbours in ascending source-region order
     log (inputs, borders) or checkpoint own shards, run the hook if there are jobs, report DONE
+    (a hook that raises costs that worker's results for the tick, reported as a hook error)
 
 The order of absorption matches :class:`sim.world.World`, so the digest of a sharded run equals
 the reference's.  Faults: an exception raised while advancing or absorbing is caught with its
@@ -76,7 +77,8 @@ class WorkerCore:
         spec: plain dict (msgpack-able): ``w`` worker index, ``config`` WorldConfig dict, ``rows``
             list of (region, rows) for the own regions, ``owner`` worker index per region,
             ``kernel``, ``tick``, ``hook``, ``hook_args``, ``fault_at`` ([region, tick] or None),
-            ``checkpoint`` (bool), ``recv_timeout`` (seconds a worker waits for borders).
+            ``checkpoint`` (bool), ``checkpoint_every`` (ticks), ``recv_timeout`` (seconds a
+            worker waits for borders).
         endpoint: channels to peers and coordinator (None for the inline backend).
         coord: the coordinator's participant index on ``endpoint``.
     """
@@ -114,6 +116,7 @@ class WorkerCore:
         #: (tick, inputs, view, inbound borders) of every tick completed since the checkpoint
         self._log: list[tuple[int, Mapping[int, Any], bool, dict[int, list[Any]]]] = []
         self.faults_recovered = 0
+        self.hook_errors = 0
         self.last_fault = ""
         self.info = {"w": self.w, "gil": gil_enabled(), "pid": os.getpid(),
                      "interp": _interp_id(), "cmsgpack": m.cmsgpack(),
@@ -154,11 +157,19 @@ class WorkerCore:
             else:
                 self._log.append((tick, norm, view, inbound))
         results: list[Any] = []
+        hook_error = ""
         if jobs and self.hook is not None:
-            results = list(self.hook.run(self.tick, [self.shards[r] for r in self.regions],
-                                         list(jobs)))
+            # A hook reads shards, it does not own them: its bug costs this tick's results, not
+            # the world (reported with the traceback; the shards are untouched).
+            try:
+                results = list(self.hook.run(self.tick, [self.shards[r] for r in self.regions],
+                                             list(jobs)))
+            except Exception as exc:
+                hook_error = "".join(traceback.format_exception(exc))
+                self.hook_errors += 1
         t3 = time.perf_counter()
         report = {"ms": (t3 - t0) * 1e3, "wait_ms": (t2 - t1) * 1e3, "adv": adv_ms,
+                  "hook_error": hook_error, "hook_errors": self.hook_errors,
                   "n": [len(self.shards[r]) for r in self.regions],
                   "faults": self.faults_recovered, "fault_tb": self.last_fault,
                   "ch": self.ep.statistics().to_dict() if self.ep is not None else {}}

@@ -66,13 +66,20 @@ def test_fault_without_checkpoints_fails_the_runtime() -> None:
             rt.step()
 
 
-def test_hook_exception_is_reported_with_its_traceback() -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_hook_exception_is_reported_and_the_world_goes_on(backend: str) -> None:
     cfg, rows = small_world()
-    with Runtime(cfg, rows, backend="threads", workers=2,
+    workers = None if backend == "inline" else 2
+    with Runtime(cfg, rows, backend=backend, workers=workers,
                  hook="tests.server.runtime.runtime_helpers:FailingHook") as rt:
-        with pytest.raises(ShardFault) as info:
-            rt.step(jobs=[1])
-        assert "ZeroDivisionError: hook bug" in info.value.detail
+        res = rt.step(inputs_for(0), jobs=[1])
+        assert res.hook_results == []
+        assert [w for w, _ in res.hook_errors] == list(range(rt.workers))
+        assert all("ZeroDivisionError: hook bug" in tb for _, tb in res.hook_errors)
+        assert rt.state is State.RUNNING
+        assert rt.step(inputs_for(1)).hook_errors == []  # no jobs, no hook call
+        assert rt.digest() == reference_digest(cfg, rows, 2)
+        assert [w.hook_errors for w in rt.metrics().workers] == [1] * rt.workers
 
 
 def test_killed_worker_process_is_reported_not_hung_on() -> None:
