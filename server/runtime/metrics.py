@@ -42,6 +42,12 @@ class Window:
         self.samples.append(value)
         self.count += 1
 
+    def copy(self) -> Window:
+        other = Window(self.samples.maxlen or 1)
+        other.samples.extend(self.samples)
+        other.count = self.count
+        return other
+
     def summary(self) -> dict[str, float | int]:
         data = sorted(self.samples)
         if not data:

@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import msgpack
@@ -131,6 +131,9 @@ def usable_cores() -> int:
 class Runtime:
     """A sharded world ticked by W workers on one backend.
 
+    One thread drives it (``step``, ``rows``, ``digest``, ``save``, ``close``); ``metrics()``
+    and ``worker_gil()`` may be called from any thread.
+
     Args:
         config: the world.
         rows: initial entities (validated like :class:`sim.world.World` does).
@@ -213,6 +216,7 @@ class Runtime:
         self._worker_m = [WorkerMetrics(w, Window(metrics_window), Window(metrics_window),
                                         regions=list(self.assignment[w]))
                           for w in range(self.workers)]
+        self._metrics_lock = threading.Lock()
         self._step_ms = Window(metrics_window)
         self._rate = Rate(metrics_window)
         self._ticks = 0
@@ -349,19 +353,20 @@ class Runtime:
             self._fail()
             raise
         now = self._clock()
-        self.tick = t + 1
-        self._ticks += 1
-        self._rate.add(now)
         ms = (now - t0) * 1e3
-        self._step_ms.add(ms)
         by_worker: list[list[Any]] = []
         errors: list[tuple[int, str]] = []
-        for w in range(self.workers):
-            report, results = done[w]
-            self._account(w, report)
-            by_worker.append(list(results))
-            if report["hook_error"]:
-                errors.append((w, report["hook_error"]))
+        with self._metrics_lock:  # metrics() may be called from another thread (a stats page)
+            self.tick = t + 1
+            self._ticks += 1
+            self._rate.add(now)
+            self._step_ms.add(ms)
+            for w in range(self.workers):
+                report, results = done[w]
+                self._account(w, report)
+                by_worker.append(list(results))
+                if report["hook_error"]:
+                    errors.append((w, report["hook_error"]))
         return TickResult(tick=self.tick, hook_results=[r for rs in by_worker for r in rs],
                           hook_results_by_worker=by_worker, hook_errors=errors, mspt=ms)
 
@@ -484,13 +489,21 @@ class Runtime:
         return [w.pid for w in self._worker_m]
 
     def metrics(self, scheduler: dict[str, Any] | None = None) -> RuntimeMetrics:
-        """A snapshot of the metrics (``.to_dict()`` for JSON); ``scheduler`` stats are merged."""
+        """A snapshot of the metrics (``.to_dict()`` for JSON); ``scheduler`` stats are merged.
+
+        Safe to call from another thread while :meth:`step` runs: the windows are copied under
+        a lock, so the snapshot never changes afterwards.
+        """
         ch = self._ep.statistics().to_dict() if self._ep is not None else {}
-        return RuntimeMetrics(
-            backend=self.backend, kernel=self.kernel, tick=self.tick, ticks=self._ticks,
-            ticks_per_s=self._rate.per_second(), step=self._step_ms.summary(),
-            shards=[ShardMetrics(s.region, s.worker, s.mspt, s.entities) for s in self._shard_m],
-            workers=list(self._worker_m), channel=ch, scheduler=scheduler)
+        with self._metrics_lock:
+            return RuntimeMetrics(
+                backend=self.backend, kernel=self.kernel, tick=self.tick, ticks=self._ticks,
+                ticks_per_s=self._rate.per_second(), step=self._step_ms.summary(),
+                shards=[replace(s, mspt=s.mspt.copy()) for s in self._shard_m],
+                workers=[replace(w, mspt=w.mspt.copy(), wait=w.wait.copy(),
+                                 channel=dict(w.channel), regions=list(w.regions))
+                         for w in self._worker_m],
+                channel=ch, scheduler=scheduler)
 
     @property
     def state(self) -> State:
