@@ -133,3 +133,18 @@ def test_processes_after_interpreters_in_one_process() -> None:
             assert rt.digest() == ref
     finally:
         interp.destroy(stray)
+
+
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b in ("threads", "interpreters")])
+def test_worker_that_left_its_loop_is_reported_not_hung_on(backend: str) -> None:
+    """A worker thread or interpreter that ends (here: told to STOP behind the runtime's back)
+    is named by the next step instead of being waited for until the watchdog."""
+    from server.runtime import messages
+    cfg, rows = small_world()
+    with Runtime(cfg, rows, backend=backend, workers=3, tick_timeout=60) as rt:
+        rt.step()
+        assert rt._ep is not None
+        rt._ep.send(2, messages.encode(messages.STOP))
+        with pytest.raises(WorkerCrashed) as info:
+            rt.step()
+        assert info.value.worker == 2
