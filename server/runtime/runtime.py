@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import json
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -74,6 +76,12 @@ TICK_TIMEOUT = 30.0
 START_TIMEOUT = 120.0
 #: Seconds close() waits for a worker to leave before abandoning (thread) or killing (process) it.
 STOP_TIMEOUT = 5.0
+
+_PROC_BOOT = """\
+import sys
+from server.runtime.worker import process_main
+process_main(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3])
+"""
 
 _BOOT = """\
 import sys
@@ -224,7 +232,7 @@ class Runtime:
         self._core: WorkerCore | None = None
         self._ep: Endpoint | None = None
         self._threads: list[threading.Thread] = []
-        self._procs: list[Any] = []
+        self._procs: list[subprocess.Popen[bytes]] = []
         self._interps: list[int] = []
         self._hub: Any = None
         base = {"config": config.to_dict(), "owner": self.owner, "kernel": kernel,
@@ -290,25 +298,27 @@ class Runtime:
             t.start()
 
     def _start_processes(self, specs: list[dict[str, Any]]) -> None:
-        import multiprocessing
-
-        from server.runtime.worker import process_main
-        # spawn, never fork: forking a process in which a subinterpreter exists (or existed)
-        # kills the child (CPython gh-139759), and fork with threads is unsafe anyway.
-        ctx = multiprocessing.get_context("spawn")
+        # A fresh interpreter per worker (fork + immediate exec, like multiprocessing's spawn):
+        # never a bare fork, which kills the child once a subinterpreter exists (CPython
+        # gh-139759) and is unsafe with threads anyway.  Unlike multiprocessing's spawn, the
+        # child does not re-import the parent's __main__, so scripts need no main guard.
         mesh = socket_mesh(self.workers + 1)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
         try:
-            for w, spec in enumerate(specs):
-                p = ctx.Process(target=process_main, name=f"paratick-worker-{w}", daemon=True,
-                                args=(msgpack.packb(spec, use_bin_type=True), w, mesh[w],
-                                      self.workers))
-                p.start()
-                self._procs.append(p)
+            for w in range(self.workers):
+                fds = {str(peer): sock.fileno() for peer, sock in mesh[w].items()}
+                argv = [sys.executable, "-c", _PROC_BOOT, str(w), str(self.workers),
+                        json.dumps(fds)]
+                self._procs.append(subprocess.Popen(argv, pass_fds=list(fds.values()), env=env,
+                                                    stdin=subprocess.DEVNULL))
         finally:
             for w in range(self.workers):  # the children hold their own copies now
                 for sock in mesh[w].values():
                     sock.close()
         self._ep = FdEndpoint(self.workers, mesh[self.workers])
+        for w, spec in enumerate(specs):  # the first frame a worker reads is its spec
+            self._ep.send(w, msgpack.packb(spec, use_bin_type=True))
 
     # ---- the tick --------------------------------------------------------------------------------
     def step(self, inputs: Iterable[Any] = (), view: bool = False,
@@ -446,7 +456,7 @@ class Runtime:
     def _dead(self) -> list[int]:
         """Workers known to be gone (process exited, thread ended)."""
         if self._procs:
-            return [w for w, p in enumerate(self._procs) if not p.is_alive()]
+            return [w for w, p in enumerate(self._procs) if p.poll() is not None]
         return [w for w, t in enumerate(self._threads) if not t.is_alive()]
 
     def _hello(self, w: int, info: dict[str, Any]) -> None:
@@ -544,10 +554,11 @@ class Runtime:
         self._signal_stop()
         deadline = time.monotonic() + STOP_TIMEOUT
         for p in self._procs:
-            p.join(max(0.0, deadline - time.monotonic()))
-            if p.is_alive():
+            try:
+                p.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
                 p.kill()
-                p.join(1.0)
+                p.wait()
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
         if self._interps:

@@ -326,16 +326,47 @@ def thread_main(spec: Mapping[str, Any], ep: Endpoint, coord: int) -> None:
     run_worker(spec, ep, coord)
 
 
-def process_main(spec_bytes: bytes, index: int, socks: dict[int, Any], coord: int) -> None:
-    """Target of a spawned worker process."""
+def process_main(index: int, coord: int, fds_json: str) -> None:
+    """Entry point of a worker process (``python -c`` boot line, see the runtime).
+
+    ``fds_json`` maps peer index -> inherited socket fd; the first frame from the coordinator
+    is this worker's spec.
+    """
+    import json
+    import socket
+
     import msgpack
 
     from server.runtime.channels import FdEndpoint
+    socks = {int(peer): socket.socket(fileno=fd) for peer, fd in json.loads(fds_json).items()}
+    try:
+        # Read the spec from the coordinator's socket itself (blocking): a peer that started
+        # sooner may already have sent its first borders on another socket.
+        data = _recv_frame(socks[coord])
+    except OSError as exc:
+        print(f"paratick worker {index}: no spec from the coordinator: {exc}", file=sys.stderr)
+        return
     ep = FdEndpoint(index, socks)
     try:
-        run_worker(msgpack.unpackb(spec_bytes, raw=False, strict_map_key=False), ep, coord)
+        run_worker(msgpack.unpackb(data, raw=False, strict_map_key=False), ep, coord)
+    except Exception as exc:  # before the spec arrived: nobody to report to but stderr
+        print(f"paratick worker {index}: {type(exc).__name__}: {exc}", file=sys.stderr)
     finally:
         ep.close()
+
+
+def _recv_frame(sock: Any) -> bytes:
+    """One length-prefixed frame (the FdEndpoint framing) read with blocking calls."""
+    def exact(n: int) -> bytes:
+        buf = bytearray()
+        while len(buf) < n:
+            chunk = sock.recv(min(n - len(buf), 1 << 20))
+            if not chunk:
+                raise ConnectionError("socket closed mid-frame")
+            buf += chunk
+        return bytes(buf)
+
+    return exact(int.from_bytes(exact(4), "little"))
 
 
 def interp_main(spec_bytes: bytes, index: int, desc_bytes: bytes, coord: int) -> None:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -148,3 +151,31 @@ def test_worker_that_left_its_loop_is_reported_not_hung_on(backend: str) -> None
         with pytest.raises(WorkerCrashed) as info:
             rt.step()
         assert info.value.worker == 2
+
+
+SCRIPT = """
+from server.runtime import Runtime
+from sim.config import WorldConfig
+from sim.world import World, spawn
+cfg = WorldConfig(width=1024, height=1024, regions_x=3, regions_y=3, seed=2)
+rows = spawn(cfg, 3000, players=2)
+world = World(cfg, rows)
+with Runtime(cfg, rows, backend="processes", workers=3) as rt:
+    for t in range(2):
+        rt.step()
+        world.step()
+    print("same" if rt.digest() == world.digest() else "different")
+"""
+
+
+def test_processes_from_a_script_without_a_main_guard(tmp_path: Path) -> None:
+    """Workers are fresh interpreters that import the runtime, not the parent's __main__
+    (multiprocessing's spawn would re-run this script in every child).  3000 rows make the
+    specs large enough that a fast worker's first borders race a slow worker's spec."""
+    script = tmp_path / "no_guard.py"
+    script.write_text(SCRIPT)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         env=env, timeout=120, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "same"
