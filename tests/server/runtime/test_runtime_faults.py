@@ -179,3 +179,17 @@ def test_processes_from_a_script_without_a_main_guard(tmp_path: Path) -> None:
                          env=env, timeout=120, check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "same"
+
+
+@pytest.mark.parametrize("backend", ["inline", "threads", "processes"])
+def test_numpy_kernel_recovers_from_a_fault_with_identical_digest(backend: str) -> None:
+    pytest.importorskip("sim.kernels.numpy", reason="the numpy kernel lands from the sim branch")
+    cfg, rows = small_world()
+    ticks = 6
+    ref = reference_digest(cfg, rows, ticks)
+    with Runtime(cfg, rows, backend=backend, kernel="numpy", checkpoint_every=3,
+                 workers=None if backend == "inline" else 2, fault_at=(3, 4)) as rt:
+        for t in range(ticks):
+            rt.step(inputs_for(t))
+        assert rt.digest() == ref
+        assert sum(w.faults_recovered for w in rt.metrics().workers) == 1
