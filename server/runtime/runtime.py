@@ -388,6 +388,7 @@ class Runtime:
         wm.faults_recovered = report["faults"]
         wm.last_fault = report["fault_tb"]
         wm.hook_errors = report["hook_errors"]
+        wm.gil = bool(report["gil"])
         for r, ms, n in zip(self.assignment[w], report["adv"], report["n"], strict=True):
             sm = self._shard_m[r]
             sm.mspt.add(ms)
@@ -492,7 +493,9 @@ class Runtime:
                               "tick": self.tick, "rows": self.rows()}, use_bin_type=True)
 
     def worker_gil(self) -> list[bool]:
-        """``sys._is_gil_enabled()`` as each worker saw it after importing what it runs."""
+        """``sys._is_gil_enabled()`` as each worker saw it: at start-up (after importing its
+        kernel and hook), then at the end of every tick (the GIL, once re-enabled by an
+        extension, stays on, so the last value covers the whole run)."""
         return [bool(w.gil) for w in self._worker_m]
 
     def worker_pids(self) -> list[int]:

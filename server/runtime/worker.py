@@ -170,6 +170,8 @@ class WorkerCore:
         t3 = time.perf_counter()
         report = {"ms": (t3 - t0) * 1e3, "wait_ms": (t2 - t1) * 1e3, "adv": adv_ms,
                   "hook_error": hook_error, "hook_errors": self.hook_errors,
+                  # every tick: an extension imported later (by a hook) can re-enable the GIL
+                  "gil": gil_enabled(),
                   "n": [len(self.shards[r]) for r in self.regions],
                   "faults": self.faults_recovered, "fault_tb": self.last_fault,
                   "ch": self.ep.statistics().to_dict() if self.ep is not None else {}}
