@@ -537,7 +537,7 @@ class Runtime:
 
     def close(self) -> None:
         """Stop every worker and release channels, interpreters, processes (idempotent)."""
-        self._transition("close") if self._state is not State.FAILED else None
+        self._transition("close")
         self._state = State.CLOSED
         self._stop_workers()
         if self._ep is not None:
