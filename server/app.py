@@ -510,6 +510,7 @@ class GameServer:
                 await self._read(c)
         except Exception as exc:  # a bug of ours: log it, tell the client nothing specific
             if not _is_closed_error(exc):
+                self.counters["internal_errors"] += 1
                 print(f"paratick: connection handler error ({addr}): {exc!r}", file=sys.stderr)
                 traceback.print_exc()
                 self._fail(c, ErrorCode.SHUTDOWN, "internal error", 1011, send_error=False)
@@ -683,6 +684,7 @@ class GameServer:
                          "snapshots_dropped": c["snapshots_dropped"],
                          "bad": c["bad_messages"], "rate_limited": c["rate_limited"],
                          "errors_dropped": c["errors_dropped"],
+                         "internal_errors": c["internal_errors"],
                          "errors_sent": dict(self.errors_sent)},
             "settings": asdict(self.settings),
             "world": self.world.to_dict(),

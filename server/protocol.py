@@ -225,17 +225,21 @@ SERVER_MESSAGES: frozenset[str] = frozenset({"welcome", "snapshot", "error", "by
 
 # ---- quantisation ---------------------------------------------------------------------------
 WireEntity = tuple[int, int, int, int, int, int, int, int]
+#: Half a turn in heading units.
+_HALF_TURN = round(math.pi * HEADING_SCALE)
 
 
 def quantise(view_row: Iterable[Any]) -> WireEntity:
     """A sim ``ViewRow`` (id, kind, x, y, vx, vy, heading, score) -> wire integers.
 
-    Headings are wrapped to [-pi, pi) first so they stay small integers.
+    Headings are wrapped to [-pi, pi) so they stay small integers, and wrapped once more in
+    integer units so that a value on the boundary quantises the same way twice.
     """
     eid, kind, x, y, vx, vy, h, score = view_row
-    h = (h + math.pi) % (2 * math.pi) - math.pi
+    hq = round(((h + math.pi) % (2 * math.pi) - math.pi) * HEADING_SCALE)
+    hq = (hq + _HALF_TURN) % (2 * _HALF_TURN) - _HALF_TURN
     return (eid, kind, round(x * POS_SCALE), round(y * POS_SCALE), round(vx * POS_SCALE),
-            round(vy * POS_SCALE), round(h * HEADING_SCALE), score)
+            round(vy * POS_SCALE), hq, score)
 
 
 def dequantise(w: WireEntity) -> Entity:
