@@ -50,7 +50,6 @@ from typing import Any
 
 from server.protocol import (
     CLIENT_MESSAGES,
-    SUBPROTOCOL_JSON,
     SUBPROTOCOLS,
     Bye,
     Codec,
@@ -693,15 +692,18 @@ class GameServer:
 
 
 def _select_subprotocol(connection: Any, offered: Iterable[str]) -> str | None:
-    """First of our subprotocols the client offers; JSON if it offers none (generic clients).
+    """First of our subprotocols the client offers.
 
-    Raises ``NegotiationError`` (HTTP 400) if it offers only subprotocols we do not speak.
+    A client that offers none gets no ``Sec-WebSocket-Protocol`` header (RFC 6455 forbids
+    selecting one it did not offer) and is spoken to in JSON (:func:`codec_for` of None), so a
+    generic websocket client can play.  Offering only subprotocols we do not speak is refused
+    with HTTP 400 (``NegotiationError``).
     """
     from websockets.exceptions import NegotiationError
 
     offered = list(offered)
     if not offered:
-        return SUBPROTOCOL_JSON
+        return None
     for name in SUBPROTOCOLS:
         if name in offered:
             return name
