@@ -7,9 +7,8 @@ Where a byte from a client goes: websockets (asyncio) reads a frame -> :meth:`Ga
 (:mod:`server.sessions`), an input is rate-limited and stored as the entity's *pending* input
 (last one wins) under a lock.
 
-Where a tick happens: the ticker thread (:class:`Ticker`) wakes at absolute deadlines
-``start + k/tick_rate`` (no drift; more than :data:`MAX_BEHIND` ticks late it resets the schedule
-and counts an overrun instead of bursting), swaps the pending inputs out under the lock, and calls
+Where a tick happens: the ticker thread (:class:`Ticker`) wakes at the absolute deadlines of the
+runtime's :class:`~server.runtime.TickScheduler` (no drift; catch-up policy), swaps the pending inputs out under the lock, and calls
 ``Runtime.step(inputs, view, jobs)``.  Inputs are therefore applied at the next tick boundary by
 whichever shard owns the entity.  On snapshot ticks (``snapshot_rate`` of ``tick_rate``, spread
 evenly) the step carries one job per playing session; the runtime's workers run
@@ -80,9 +79,6 @@ from sim.world import spawn
 #: Per-connection control-message queue bound (welcome, errors, bye): a peer that provokes more
 #: errors than this before its writer catches up loses the extra error messages (counted).
 CONTROL_QUEUE = 16
-#: Ticks late before the ticker gives up catching up and restarts its schedule: bursting more
-#: than a few back-to-back ticks would only add latency for every client.
-MAX_BEHIND = 3
 #: Recent tick durations kept for the MSPT percentiles in /stats (about 34 s at 30 Hz).
 MSPT_WINDOW = 1024
 #: Library-level frame cap, as a multiple of the protocol limit: frames between the two get an
@@ -166,17 +162,10 @@ RuntimeFactory = Callable[..., Any]
 
 
 def default_runtime_factory() -> RuntimeFactory:
-    """``server.runtime.Runtime`` when present, else the single-thread stand-in (with a warning)."""
-    try:
-        mod = importlib.import_module("server.runtime")
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("server.runtime",):
-            raise
-        from server._standin_runtime import StandinRuntime
-        print("paratick: server.runtime is not available; using the single-thread stand-in",
-              file=sys.stderr)
-        return StandinRuntime
-    return mod.Runtime  # type: ignore[no-any-return]
+    """:class:`server.runtime.Runtime` (imported late: ``paratick --help`` stays instant)."""
+    from server.runtime import Runtime
+
+    return Runtime
 
 
 def _percentile(sorted_values: list[float], q: float) -> float:
@@ -214,6 +203,10 @@ class Client:
 class Ticker:
     """Fixed-rate tick loop on its own thread, driving ``Runtime.step``.
 
+    Deadlines come from the runtime's :class:`~server.runtime.TickScheduler` with the
+    ``CATCH_UP`` policy: players live in real time, so late ticks run back to back (at most
+    three) and a longer stall drops the backlog instead of slowing the world clock.
+
     Args:
         server: the owning server (pending inputs, jobs, delivery).
         tick_rate: ticks per second.
@@ -221,20 +214,22 @@ class Ticker:
     """
 
     def __init__(self, server: GameServer, tick_rate: float, clock: Clock) -> None:
+        from server.runtime import Overload, TickScheduler
+
         self.server = server
         self.dt = 1.0 / tick_rate
         self.clock = clock
+        self.scheduler = TickScheduler(rate=tick_rate, overload=Overload.CATCH_UP)
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self._run, name="paratick-ticker", daemon=True)
         self.durations: deque[float] = deque(maxlen=MSPT_WINDOW)
         self.ticks = 0
-        self.overruns = 0
-        self.late = 0
         self.fault: str | None = None
         self.started = 0.0
 
     def start(self) -> None:
         self.started = self.clock()
+        self.scheduler.start(self.started)
         self.thread.start()
 
     def stop(self) -> None:
@@ -244,30 +239,27 @@ class Ticker:
 
     def _run(self) -> None:
         srv = self.server
-        next_t = self.clock()
+        sched = self.scheduler
         last_metrics = -1e9
         try:
             while not self.stop_event.is_set():
-                now = self.clock()
-                if now < next_t:
-                    self.stop_event.wait(next_t - now)
+                wait = sched.delay(self.clock())
+                if wait > 0:
+                    self.stop_event.wait(wait)
                     continue
-                if now - next_t > MAX_BEHIND * self.dt:
-                    self.overruns += 1
-                    next_t = now
-                elif now - next_t > self.dt:
-                    self.late += 1
-                next_t += self.dt
+                now = self.clock()
+                sched.begin(now)
                 t0 = time.perf_counter()
                 results = srv._tick_once()
                 self.durations.append((time.perf_counter() - t0) * 1e3)
+                sched.end(self.clock())
                 self.ticks += 1
                 if results:
                     srv._post(results)
                 if now - last_metrics >= 1.0:
                     last_metrics = now
                     srv._refresh_runtime_metrics()
-        except Exception as exc:  # a runtime bug: log it with context, stop ticking
+        except Exception as exc:  # a runtime bug or fault: log it with context, stop ticking
             self.fault = f"{type(exc).__name__}: {exc}"
             print(f"paratick: ticker stopped at tick {srv.tick}: {self.fault}", file=sys.stderr)
             traceback.print_exc()
@@ -275,12 +267,14 @@ class Ticker:
     def stats(self) -> dict[str, Any]:
         d = sorted(self.durations)
         elapsed = max(1e-9, self.clock() - self.started) if self.started else 0.0
+        sched = self.scheduler.stats
         return {"ticks": self.ticks, "tick_rate_target": 1.0 / self.dt,
                 "tick_rate_actual": self.ticks / elapsed if elapsed else 0.0,
                 "mspt_mean": sum(d) / len(d) if d else 0.0, "mspt_p50": _percentile(d, 0.50),
                 "mspt_p95": _percentile(d, 0.95), "mspt_p99": _percentile(d, 0.99),
                 "mspt_max": d[-1] if d else 0.0, "budget_ms": self.dt * 1e3,
-                "late_ticks": self.late, "overruns": self.overruns, "fault": self.fault}
+                "deadline_misses": sched.deadline_misses, "skipped": sched.skipped,
+                "catch_up_ticks": sched.catch_up_ticks, "fault": self.fault}
 
 
 # ---- the server ---------------------------------------------------------------------------------
@@ -415,7 +409,7 @@ class GameServer:
                     for sid, eid, codec, base in players]
         res = self.runtime.step([row for _, row in pending.values()], view=bool(jobs), jobs=jobs)
         self.tick = res.tick
-        return list(res.hook_results) if jobs else []
+        return list(res.hook_results) if jobs else []  # (sid, payload) pairs, all workers
 
     def _refresh_runtime_metrics(self) -> None:
         try:
@@ -433,15 +427,14 @@ class GameServer:
     # ---- event-loop side ----------------------------------------------------------------------
     def _deliver(self, results: list[Any]) -> None:
         by_sid = self.by_sid
-        for worker_result in results:
-            for sid, payload in worker_result:
-                c = by_sid.get(sid)
-                if c is None or c.close_code is not None:
-                    continue
-                if len(c.snapshots) == c.snapshots.maxlen:
-                    self.counters["snapshots_dropped"] += 1
-                c.snapshots.append(payload)
-                c.wake.set()
+        for sid, payload in results:
+            c = by_sid.get(sid)
+            if c is None or c.close_code is not None:
+                continue
+            if len(c.snapshots) == c.snapshots.maxlen:
+                self.counters["snapshots_dropped"] += 1
+            c.snapshots.append(payload)
+            c.wake.set()
 
     async def _writer(self, c: Client) -> None:
         ws = c.ws
@@ -531,9 +524,11 @@ class GameServer:
 
         try:
             async for data in c.ws:
-                self._on_frame(c, data)
-                if c.close_code is not None:
-                    return
+                if c.close_code is None:
+                    self._on_frame(c, data)
+                # else: closing. Keep draining: websockets stops reading the socket when
+                # max_queue frames are unconsumed, and then it would never see the peer's close
+                # frame and would wait close_timeout (10 s) with the connection half-open.
         except ConnectionClosed as exc:
             if c.close_code is None and (exc.rcvd is None or exc.rcvd.code != CLOSE_NORMAL):
                 self.counters["connections_dropped"] += 1

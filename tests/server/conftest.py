@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -14,12 +13,8 @@ from sim.config import WorldConfig
 
 
 def runtime_factory() -> Any:
-    """The real runtime (inline backend) once merged, else the stand-in."""
-    if importlib.util.find_spec("server.runtime") is not None:
-        from server.runtime import Runtime
-        return Runtime
-    from server._standin_runtime import StandinRuntime
-    return StandinRuntime
+    from server.runtime import Runtime
+    return Runtime
 
 
 SMALL_WORLD = WorldConfig(width=512, height=512, regions_x=2, regions_y=2, view_radius=100.0,

@@ -331,3 +331,116 @@ def _wait_for(pred: Callable[[], bool]) -> None:
             return
         time.sleep(0.01)
     raise AssertionError("condition never became true")
+
+
+# ---- fuzz ---------------------------------------------------------------------------------------
+def _client_messages() -> Any:
+    from hypothesis import strategies as st
+
+    unit = st.floats(-1.0, 1.0, allow_nan=False)
+    inputs = st.builds(Input, seq=st.integers(0, 2**63 - 1), thrust=unit, turn=unit,
+                       action=st.integers(0, 255), ack=st.none() | st.integers(0, 2**40))
+    hello = st.builds(Hello, name=st.text(max_size=70), token=st.none() | st.text(max_size=30))
+    return inputs, hello
+
+
+def _frames() -> Any:
+    from hypothesis import strategies as st
+
+    inputs, hellos = _client_messages()
+    codec = st.sampled_from([MP, JS])
+    valid = st.tuples(inputs, codec).map(lambda mc: mc[1].encode(mc[0]))
+    hello = st.tuples(hellos, codec).map(lambda mc: mc[1].encode(mc[0]))
+
+    def mutate(data: bytes | str, how: int, pos: int, junk: bytes) -> bytes | str:
+        raw = data.encode() if isinstance(data, str) else data
+        i = pos % (len(raw) + 1)
+        if how == 0:
+            raw = raw[:i]
+        elif how == 1:
+            raw = raw[:i] + junk + raw[i:]
+        elif how == 2 and raw:
+            j = min(i, len(raw) - 1)
+            raw = raw[:j] + bytes([raw[j] ^ (junk[0] if junk else 0xFF)]) + raw[j + 1:]
+        else:
+            raw = raw * 2
+        return raw.decode("utf-8", "replace") if isinstance(data, str) else raw
+
+    mutated = st.builds(mutate, valid, st.integers(0, 3), st.integers(0, 10_000),
+                        st.binary(min_size=1, max_size=8))
+    json_values = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8)
+    fields = st.dictionaries(st.sampled_from(["t", "v", "name", "token", "seq", "thrust", "turn",
+                                              "action", "ack", "reason", "x"]),
+                             json_values, max_size=7)
+
+    def structured(d: dict[str, Any], binary: bool) -> bytes | str:
+        try:
+            return MP.dumps(d) if binary else json.dumps(d)
+        except (ValueError, OverflowError):
+            return b"\x80"
+    junk = st.builds(structured, fields, st.booleans())
+    big = st.integers(4000, 6000).map(lambda n: b"\x91" + b"\x00" * n)
+    bye = st.sampled_from([MP, JS]).map(lambda c: c.encode(Bye("fuzz")))
+    # Frames that end a connection (too large, bye, a second hello) are rare: frames sent before
+    # the client notices the close are never decoded.
+    normal = st.one_of(valid, valid, valid, mutated, mutated, junk, st.binary(max_size=200),
+                       st.text(max_size=200))
+    return st.integers(0, 39).flatmap(lambda i: big | bye | hello if i == 0 else normal)
+
+
+def test_fuzz_live_server_keeps_ticking_and_serving(live_server: Start) -> None:
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    # No rate limit and no strike limit, so that most frames reach the decoder (a closed
+    # connection discards what follows); both limits have their own tests above.
+    st_ = live_server(input_rate=1e6, input_burst=1e6, players=16, grace=0.05,
+                      max_strikes=10**9)
+    sent = [0]
+    conns: list[ClientConnection | None] = [None, None, None]
+    codecs = [MP, JS, MP]
+
+    def send(slot: int, frame: bytes | str) -> None:
+        for _ in range(2):
+            ws = conns[slot]
+            if ws is None:
+                ws = conns[slot] = connect(st_.url, subprotocols=[codecs[slot].name],  # type: ignore[list-item]
+                                           max_queue=None).__enter__()
+                ws.send(codecs[slot].encode(Hello(name=f"fuzz{slot}")))
+            try:
+                ws.send(frame)
+                sent[0] += 1
+                return
+            except ConnectionClosed:
+                ws.close()
+                conns[slot] = None
+
+    @given(st.lists(st.tuples(st.integers(0, 2), _frames()), min_size=40, max_size=80))
+    @settings(max_examples=int(__import__("os").environ.get("FUZZ_N", "220")), deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    def fuzz(batch: list[tuple[int, bytes | str]]) -> None:
+        for slot, frame in batch:
+            send(slot, frame)
+
+    tick0 = st_.stats()["tick"]
+    fuzz()
+    for ws in conns:
+        if ws is not None:
+            ws.close()
+    assert sent[0] >= 10_000, f"only {sent[0]} frames were sent"
+    stats = st_.stats()
+    assert stats["messages"]["internal_errors"] == 0
+    assert stats["ticker"]["fault"] is None and stats["tick"] > tick0
+    # Thousands of frames reached the decoder (not just the socket), many of them bad.  Frames
+    # that arrive after the server decided to close a connection are drained undecoded, and the
+    # client keeps sending until it sees the close, so not all 10,000 are decoded.
+    assert stats["messages"]["in"] >= 3_000 and stats["messages"]["bad"] >= 1_000, stats
+    _wait_for(lambda: st_.stats()["sessions"]["free"] > 0)
+    ws, welcome = join(st_, name="well-behaved")
+    ws.send(MP.encode(Input(seq=1, thrust=1.0)))
+    for _ in range(100):
+        snap = recv_until(ws, MP, Snapshot)
+        if snap.ack == 1:
+            break
+    assert snap.ack == 1 and snap.tick > stats["tick"]
+    ws.close()

@@ -203,7 +203,7 @@ ALL = CLIENT_MESSAGES | SERVER_MESSAGES
 
 
 @given(messages, st.sampled_from([MP, JS]))
-@settings(max_examples=300)
+@settings(max_examples=150)
 def test_round_trip(msg: object, codec: object) -> None:
     data = codec.encode(msg)  # type: ignore[attr-defined]
     assert codec.decode(data, accept=ALL) == msg  # type: ignore[attr-defined]
@@ -237,7 +237,7 @@ json_values = st.recursive(
     st.sampled_from(["v", "name", "token", "seq", "thrust", "turn", "action", "ack", "tick",
                      "ents", "gone", "base", "code", "reason", "entity", "resumed", "x"]),
     json_values, max_size=8))
-@settings(max_examples=500)
+@settings(max_examples=200)
 def test_random_fields_raise_only_protocol_errors(t: str, fields: dict[str, object]) -> None:
     for codec in (MP, JS):
         try:
