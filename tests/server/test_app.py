@@ -444,3 +444,25 @@ def test_fuzz_live_server_keeps_ticking_and_serving(live_server: Start) -> None:
             break
     assert snap.ack == 1 and snap.tick > stats["tick"]
     ws.close()
+
+
+@pytest.mark.parametrize("backend", ["threads", "interpreters", "processes"])
+def test_snapshots_are_built_in_parallel_workers(live_server: Start, backend: str) -> None:
+    from server.runtime import BACKENDS, BackendUnavailable
+
+    assert backend in BACKENDS
+    try:
+        st = live_server(backend=backend, workers=2)
+    except BackendUnavailable as exc:  # interpreters need CPython >= 3.13 with _interpreters
+        pytest.fail(f"backend {backend} unavailable here: {exc}")
+    clients = [join(st, codec, name=f"p{i}") for i, codec in enumerate([MP, JS, MP, JS])]
+    for ws, welcome in clients:
+        codec = MP if ws.subprotocol == MP.name else JS
+        ws.send(codec.encode(Input(seq=3, thrust=1.0)))
+        for _ in range(100):
+            snap = recv_until(ws, codec, Snapshot)
+            if snap.ack == 3:
+                break
+        assert snap.ack == 3 and any(e[0] == welcome.entity for e in snap.entities)
+        ws.close()
+    assert st.stats()["runtime"]
