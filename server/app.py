@@ -1,4 +1,5 @@
-"""The websocket game server: connections on the event loop, ticks on a thread, snapshots in workers.
+"""The websocket game server: connections on the event loop, ticks on a thread, snapshots in
+workers.
 
 Theory of operation
 -------------------
@@ -8,7 +9,8 @@ Where a byte from a client goes: websockets (asyncio) reads a frame -> :meth:`Ga
 (last one wins) under a lock.
 
 Where a tick happens: the ticker thread (:class:`Ticker`) wakes at the absolute deadlines of the
-runtime's :class:`~server.runtime.TickScheduler` (no drift; catch-up policy), swaps the pending inputs out under the lock, and calls
+runtime's :class:`~server.runtime.TickScheduler` (no drift; catch-up policy), swaps the pending
+inputs out under the lock, and calls
 ``Runtime.step(inputs, view, jobs)``.  Inputs are therefore applied at the next tick boundary by
 whichever shard owns the entity.  On snapshot ticks (``snapshot_rate`` of ``tick_rate``, spread
 evenly) the step carries one job per playing session; the runtime's workers run
@@ -35,7 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import json
 import sys
 import threading
@@ -196,7 +197,7 @@ class Client:
         self.last_rate_error = -1e9
 
     def move(self, new: ConnectionPhase) -> None:
-        check_transition(CONNECTION_TRANSITIONS, self.phase, new)  # type: ignore[arg-type]
+        check_transition(CONNECTION_TRANSITIONS, self.phase, new)
         self.phase = new
 
 
@@ -337,7 +338,8 @@ class GameServer:
         self._loop = asyncio.get_running_loop()
         self._server = await serve(
             self._handle, s.host, s.port, subprotocols=list(SUBPROTOCOLS),  # type: ignore[arg-type]
-            select_subprotocol=_select_subprotocol, process_request=self._http,
+            select_subprotocol=_select_subprotocol,  # type: ignore[arg-type]
+            process_request=self._http,
             max_size=s.max_frame * HARD_FRAME_FACTOR,
             compression=None)  # per-message deflate costs CPU per frame at 1,000 clients
         self.port = self._server.sockets[0].getsockname()[1]

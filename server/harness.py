@@ -46,7 +46,8 @@ class ServerThread:
     def stats(self) -> dict[str, Any]:
         async def get() -> dict[str, Any]:
             return self.server.stats()
-        return self.call(get())  # type: ignore[no-any-return]
+        stats: dict[str, Any] = self.call(get())
+        return stats
 
     def start(self) -> ServerThread:
         self._thread.start()

@@ -305,7 +305,7 @@ def _entity(v: Any) -> WireEntity:
             raise InvalidField("entity fields are integers (quantised, see POS_SCALE)")
     if v[0] < 0:
         raise InvalidField("entity id must be >= 0")
-    return tuple(v)  # type: ignore[return-value]
+    return tuple(v)
 
 
 def _list(m: Mapping[str, Any], key: str, limit: int) -> list[Any]:

@@ -18,9 +18,10 @@ the server spawn on hello instead.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 Clock = Callable[[], float]
 
@@ -77,7 +78,7 @@ CONNECTION_TRANSITIONS: dict[ConnectionPhase, frozenset[ConnectionPhase]] = {
 }
 
 
-def check_transition(table: dict[Enum, frozenset[Enum]] | dict, old: Enum, new: Enum) -> None:  # type: ignore[type-arg]
+def check_transition(table: Mapping[Any, frozenset[Any]], old: Enum, new: Enum) -> None:
     """Raise :class:`IllegalTransition` unless ``table`` allows ``old -> new``."""
     if new not in table[old]:
         raise IllegalTransition(f"{type(old).__name__}: {old.name} -> {new.name} is not allowed")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 import urllib.request
 from collections.abc import Callable
@@ -33,6 +34,9 @@ from server.protocol import (
 Start = Callable[..., ServerThread]
 MP = CODECS[SUBPROTOCOL_MSGPACK]
 JS = CODECS[SUBPROTOCOL_JSON]
+#: Fuzz batches of 40-80 frames: 220 of them send >= 10,000 frames (FUZZ_N overrides, for
+#: debugging with fewer).
+FUZZ_EXAMPLES = int(os.environ.get("FUZZ_N", "220"))
 #: Generous receive timeout: only hit if the server is broken (tests assert on messages).
 RECV = 10.0
 
@@ -416,7 +420,7 @@ def test_fuzz_live_server_keeps_ticking_and_serving(live_server: Start) -> None:
                 conns[slot] = None
 
     @given(st.lists(st.tuples(st.integers(0, 2), _frames()), min_size=40, max_size=80))
-    @settings(max_examples=int(__import__("os").environ.get("FUZZ_N", "220")), deadline=None, database=None,
+    @settings(max_examples=FUZZ_EXAMPLES, deadline=None, database=None,
               suppress_health_check=list(HealthCheck))
     def fuzz(batch: list[tuple[int, bytes | str]]) -> None:
         for slot, frame in batch:
@@ -436,7 +440,7 @@ def test_fuzz_live_server_keeps_ticking_and_serving(live_server: Start) -> None:
     # client keeps sending until it sees the close, so not all 10,000 are decoded.
     assert stats["messages"]["in"] >= 3_000 and stats["messages"]["bad"] >= 1_000, stats
     _wait_for(lambda: st_.stats()["sessions"]["free"] > 0)
-    ws, welcome = join(st_, name="well-behaved")
+    ws, _welcome = join(st_, name="well-behaved")
     ws.send(MP.encode(Input(seq=1, thrust=1.0)))
     for _ in range(100):
         snap = recv_until(ws, MP, Snapshot)
