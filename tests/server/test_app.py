@@ -409,7 +409,7 @@ def test_fuzz_live_server_keeps_ticking_and_serving(live_server: Start) -> None:
             ws = conns[slot]
             if ws is None:
                 ws = conns[slot] = connect(st_.url, subprotocols=[codecs[slot].name],  # type: ignore[list-item]
-                                           max_queue=None).__enter__()
+                                           max_queue=None, ping_interval=None).__enter__()
                 ws.send(codecs[slot].encode(Hello(name=f"fuzz{slot}")))
             try:
                 ws.send(frame)
