@@ -35,7 +35,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from server.protocol import CODECS, POS_SCALE, WireEntity, quantise, snapshot_map
+from server.protocol import CODECS, WireEntity, quantise, snapshot_map
 
 #: Snapshots kept per client as delta baselines.  A client acks a snapshot about one round trip
 #: after it was sent; 32 snapshots at 20 Hz cover 1.6 s of round trip before deltas fall back
@@ -50,49 +50,52 @@ Job = tuple[int, int, str, int, int]
 
 
 class _Index:
-    """One shard's view rows for one tick, quantised once: owned positions and a cell grid.
+    """One shard's view rows for one tick: owned positions and a cell grid.
 
-    Quantising here (once per entity per tick, not once per entity per client) is what keeps
-    the per-job cost to a grid lookup, a dict and one ``packb``.
+    Rows are quantised lazily, once per tick, when they first fall in some client's area of
+    interest: quantising all of them up front cost more than the queries for a few dozen clients.
     """
 
-    __slots__ = ("cell", "grid", "own")
+    __slots__ = ("cell", "grid", "own", "wire")
 
     def __init__(self, rows: Sequence[Sequence[Any]], owned: int, cell: float) -> None:
-        # Grid cells in quantised units; positions are >= 0 inside the world.
-        self.cell = cell * POS_SCALE
-        inv = 1.0 / self.cell
-        wire = [quantise(r) for r in rows]
+        self.cell = cell
+        inv = 1.0 / cell
         # view_rows() lists the shard's own entities first (sim.shard.Shard.view_rows).
-        self.own: dict[int, WireEntity] = {w[0]: w for w in wire[:owned]}
-        grid: dict[tuple[int, int], list[WireEntity]] = {}
-        for w in wire:
-            key = (int(w[2] * inv), int(w[3] * inv))
+        self.own: dict[int, Sequence[Any]] = {r[0]: r for r in rows[:owned]}
+        self.wire: dict[int, WireEntity] = {}
+        grid: dict[tuple[int, int], list[Sequence[Any]]] = {}
+        for r in rows:
+            key = (int(r[2] * inv), int(r[3] * inv))
             bucket = grid.get(key)
             if bucket is None:
-                grid[key] = [w]
+                grid[key] = [r]
             else:
-                bucket.append(w)
+                bucket.append(r)
         self.grid = grid
 
-    def near(self, x: int, y: int, radius: float) -> dict[int, WireEntity]:
-        """Entities within ``radius`` world units of quantised point (x, y), by id."""
+    def near(self, x: float, y: float, radius: float) -> dict[int, WireEntity]:
+        """Quantised entities within ``radius`` of (x, y), by id (cells are >= radius wide)."""
         inv = 1.0 / self.cell
         cx, cy = int(x * inv), int(y * inv)
-        rq = radius * POS_SCALE
-        r2 = rq * rq
+        r2 = radius * radius
         out: dict[int, WireEntity] = {}
         grid = self.grid
+        wire = self.wire
         for gx in (cx - 1, cx, cx + 1):
             for gy in (cy - 1, cy, cy + 1):
                 bucket = grid.get((gx, gy))
                 if bucket is None:
                     continue
-                for w in bucket:
-                    dx = w[2] - x
-                    dy = w[3] - y
+                for r in bucket:
+                    dx = r[2] - x
+                    dy = r[3] - y
                     if dx * dx + dy * dy <= r2:
-                        out[w[0]] = w
+                        eid = r[0]
+                        w = wire.get(eid)
+                        if w is None:
+                            w = wire[eid] = quantise(r)
+                        out[eid] = w
         return out
 
 
