@@ -82,6 +82,9 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         world, settings = build(args)
+        if args.mqtt:
+            from server.mqtt import parse_target
+            parse_target(args.mqtt)
     except (ConfigError, ValueError) as exc:
         print(f"paratick serve: {exc}", file=sys.stderr)
         return 2
