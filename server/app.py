@@ -92,20 +92,6 @@ CLOSE_NORMAL, CLOSE_GOING_AWAY, CLOSE_POLICY, CLOSE_TOO_BIG, CLOSE_TRY_LATER = (
     1000, 1001, 1008, 1009, 1013)
 
 
-class ServerError(Exception):
-    """Root of this module's own errors (peer errors are :class:`ProtocolError`).
-
-    Exception tree::
-
-        ServerError
-        └── TickerFault     the runtime raised inside the ticker thread (our bug; logged)
-    """
-
-
-class TickerFault(ServerError, RuntimeError):
-    pass
-
-
 @dataclass(frozen=True, kw_only=True)
 class ServerSettings:
     """Everything about the server that is not the world.
@@ -224,6 +210,9 @@ class Ticker:
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self._run, name="paratick-ticker", daemon=True)
         self.durations: deque[float] = deque(maxlen=MSPT_WINDOW)
+        # /stats sorts the durations on the event-loop thread while this thread appends: on a
+        # free-threaded build that races (deque mutated during iteration) without a lock.
+        self._durations_lock = threading.Lock()
         self.ticks = 0
         self.fault: str | None = None
         self.started = 0.0
@@ -252,7 +241,8 @@ class Ticker:
                 sched.begin(now)
                 t0 = time.perf_counter()
                 results = srv._tick_once()
-                self.durations.append((time.perf_counter() - t0) * 1e3)
+                with self._durations_lock:
+                    self.durations.append((time.perf_counter() - t0) * 1e3)
                 sched.end(self.clock())
                 self.ticks += 1
                 if results:
@@ -264,9 +254,11 @@ class Ticker:
             self.fault = f"{type(exc).__name__}: {exc}"
             print(f"paratick: ticker stopped at tick {srv.tick}: {self.fault}", file=sys.stderr)
             traceback.print_exc()
+            srv._post_fault()
 
     def stats(self) -> dict[str, Any]:
-        d = sorted(self.durations)
+        with self._durations_lock:
+            d = sorted(self.durations)
         elapsed = max(1e-9, self.clock() - self.started) if self.started else 0.0
         sched = self.scheduler.stats
         return {"ticks": self.ticks, "tick_rate_target": 1.0 / self.dt,
@@ -321,6 +313,9 @@ class GameServer:
         self._expiry_task: asyncio.Task[None] | None = None
         self.port = s.port
         self.closed = False
+        #: Set when the ticker stopped on an exception: the world no longer advances, so the
+        #: owner should stop the server (``paratick serve`` does, exit status 1).
+        self.failed = asyncio.Event()
 
     # ---- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -418,6 +413,12 @@ class GameServer:
             self._runtime_metrics = self.runtime.metrics().to_dict()
         except Exception as exc:  # metrics are diagnostics: never stop the ticker for them
             self._runtime_metrics = {"error": f"{type(exc).__name__}: {exc}"}
+
+    def _post_fault(self) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self.failed.set)
 
     def _post(self, results: list[Any]) -> None:
         loop = self._loop

@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     final = asyncio.run(_serve(world, settings, args.mqtt, args.duration))
     print(json.dumps(final, indent=1))
-    return 0
+    return 1 if final["ticker"].get("fault") else 0
 
 
 async def _serve(world: Any, settings: Any, mqtt: str | None,
@@ -115,16 +115,14 @@ async def _serve(world: Any, settings: Any, mqtt: str | None,
         from server.mqtt import publish_stats
 
         publisher = asyncio.create_task(publish_stats(server.stats, mqtt))
+    failed = asyncio.create_task(server.failed.wait())
+    stopped = asyncio.create_task(stop.wait())
     try:
-        if duration is None:
-            await stop.wait()
-        else:
-            try:
-                async with asyncio.timeout(duration):
-                    await stop.wait()
-            except TimeoutError:
-                pass
+        await asyncio.wait([failed, stopped], timeout=duration,
+                           return_when=asyncio.FIRST_COMPLETED)
     finally:
+        failed.cancel()
+        stopped.cancel()
         if publisher is not None:
             publisher.cancel()
         print("paratick: shutting down", file=sys.stderr, flush=True)

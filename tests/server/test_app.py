@@ -470,3 +470,27 @@ def test_snapshots_are_built_in_parallel_workers(live_server: Start, backend: st
         assert snap.ack == 3 and any(e[0] == welcome.entity for e in snap.entities)
         ws.close()
     assert st.stats()["runtime"]
+
+
+def test_a_runtime_failure_stops_the_ticker_and_is_reported(live_server: Start) -> None:
+    from server.runtime import Runtime
+
+    class Failing(Runtime):
+        def step(self, *args: Any, **kwargs: Any) -> Any:
+            if self.tick >= 5:
+                raise RuntimeError("injected failure")
+            return super().step(*args, **kwargs)
+
+    from server.app import ServerSettings
+    from tests.server.conftest import SMALL_WORLD
+
+    st = ServerThread(SMALL_WORLD, ServerSettings(port=0, players=2, npcs=10, backend="inline"),
+                      runtime_factory=Failing)
+    st.start()
+    try:
+        _wait_for(lambda: st.server.failed.is_set())
+        stats = st.stats()
+        assert stats["ticker"]["fault"] == "RuntimeError: injected failure"
+        assert stats["tick"] == 5
+    finally:
+        st.stop()
