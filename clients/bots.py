@@ -411,6 +411,20 @@ def report(spec: FleetSpec, results: list[BotResult], samples: list[dict[str, An
     }
 
 
+def _shards(runtime: Any) -> str:
+    """``r0 1.2 ms, r1 0.9 ms, ...`` from the runtime metrics in /stats, if it has shards."""
+    shards = runtime.get("shards") if isinstance(runtime, dict) else None
+    if not isinstance(shards, list) or not shards:
+        return "-"
+    parts = []
+    for sh in shards:
+        try:
+            parts.append(f"r{sh['region']} {sh['mspt']['p99']:.1f}")
+        except (KeyError, TypeError):
+            continue
+    return (", ".join(parts) + " ms") if parts else "-"
+
+
 def format_report(rep: dict[str, Any]) -> str:
     lat = rep["latency_ms"]
     srv = rep["server"]
@@ -434,6 +448,7 @@ def format_report(rep: dict[str, Any]) -> str:
         ("server tick rate (lowest sample)", "-" if srv["tick_rate_min"] is None
          else f"{srv['tick_rate_min']:.1f} Hz"),
         ("server snapshots dropped", str(srv["snapshots_dropped"])),
+        ("server shard MSPT p99 (runtime)", _shards(srv.get("runtime"))),
         ("errors received", json.dumps(rep["errors"]) if rep["errors"] else "none"),
     ]
     width = max(len(k) for k, _ in rows)

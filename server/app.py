@@ -717,32 +717,47 @@ def _is_closed_error(exc: BaseException) -> bool:
 def prometheus_text(stats: dict[str, Any]) -> str:
     """Prometheus text exposition (format 0.0.4) of every numeric leaf of ``stats``.
 
-    Names are ``paratick_<path>``; ``messages.errors_sent`` becomes one metric with a ``code``
-    label.  Everything is exposed as a gauge: counters and gauges share one JSON tree here, and a
-    gauge is never wrong for a value that only grows.
+    Names are ``paratick_<path>``.  Lists of objects (the runtime's per-shard and per-worker
+    metrics) become labelled series: ``paratick_runtime_shards_mspt_p99{region="3"}``.
+    ``messages.errors_sent`` becomes one metric with a ``code`` label.  Everything is exposed as
+    a gauge: counters and gauges share one JSON tree here, and a gauge is never wrong for a value
+    that only grows.
     """
-    lines: list[str] = []
+    series: dict[str, list[str]] = {}
 
-    def emit(name: str, value: Any, labels: str = "") -> None:
+    def emit(name: str, value: Any, labels: dict[str, str]) -> None:
         if isinstance(value, bool):
             value = int(value)
-        if isinstance(value, int | float):
-            lines.append(f"{name}{labels} {float(value)!r}")
+        if not isinstance(value, int | float):
+            return
+        lab = ",".join(f'{k}="{v}"' for k, v in labels.items())
+        series.setdefault(name, []).append(f"{name}{{{lab}}} {float(value)!r}" if lab
+                                           else f"{name} {float(value)!r}")
 
-    def walk(prefix: str, obj: Any) -> None:
+    def walk(prefix: str, obj: Any, labels: dict[str, str]) -> None:
         for key, value in obj.items():
             name = f"{prefix}_{_metric_name(str(key))}"
             if prefix == "paratick_messages" and key == "errors_sent":
-                lines.append(f"# TYPE {name} gauge")
                 for code, n in sorted(value.items()):
-                    emit(name, n, f'{{code="{_metric_name(code)}"}}')
+                    emit(name, n, {**labels, "code": _metric_name(code)})
             elif isinstance(value, dict):
-                walk(name, value)
-            elif isinstance(value, int | float) and not isinstance(value, bool):
-                lines.append(f"# TYPE {name} gauge")
-                emit(name, value)
+                walk(name, value, labels)
+            elif isinstance(value, list):
+                for i, item in enumerate(value):
+                    if isinstance(item, dict):
+                        key_name = next((k for k in ("region", "worker") if k in item), "index")
+                        walk(name, {k: v for k, v in item.items() if k != key_name},
+                             {**labels, key_name: str(item.get(key_name, i))})
+                    else:
+                        emit(name, item, {**labels, "index": str(i)})
+            else:
+                emit(name, value, labels)
 
-    walk("paratick", {k: v for k, v in stats.items() if k not in ("settings", "world")})
+    walk("paratick", {k: v for k, v in stats.items() if k not in ("settings", "world")}, {})
+    lines: list[str] = []
+    for name, samples in series.items():
+        lines.append(f"# TYPE {name} gauge")
+        lines.extend(samples)
     return "\n".join(lines) + "\n"
 
 

@@ -182,6 +182,8 @@ def test_http_stats_and_metrics(live_server: Start) -> None:
                    if line and not line.startswith("#"))
     assert float(samples["paratick_connections_playing"]) == 1.0
     assert float(samples["paratick_ticker_ticks"]) > 0
+    regions = {k for k in samples if k.startswith("paratick_runtime_shards_mspt_p99{")}
+    assert regions == {f'paratick_runtime_shards_mspt_p99{{region="{r}"}}' for r in range(4)}
     ws.close()
 
 
