@@ -28,6 +28,13 @@ Messages (client -> server: hello, input, bye; server -> client: welcome, snapsh
     error    {"t":"error", "code":str, "reason":str}
     bye      {"t":"bye", "reason":str}
 
+A session from a browser console (JSON, no library)::
+
+    ws = new WebSocket("ws://127.0.0.1:8765", "paratick.json.v1")
+    ws.onmessage = (e) => console.log(JSON.parse(e.data))
+    ws.send('{"t":"hello","v":1,"name":"me"}')          // -> welcome, then snapshots
+    ws.send('{"t":"input","seq":1,"thrust":1,"turn":0,"action":0}')
+
 ``input.ack`` is the tick of the newest snapshot the client has applied; the server then sends
 deltas against it.  ``snapshot.ack`` is the newest input ``seq`` applied to the world by this tick
 (-1 before any).  ``snapshot.base`` is null for a full snapshot; otherwise the snapshot is a delta
