@@ -118,6 +118,12 @@ class SnapshotHook:
         #: session id -> (last tick used, OrderedDict tick -> {entity id: wire entity})
         self._rings: dict[int, tuple[int, OrderedDict[int, dict[int, WireEntity]]]] = {}
         self.stats = {"full": 0, "delta": 0, "jobs": 0}
+        self._swept = 0
+
+    @property
+    def sessions(self) -> frozenset[int]:
+        """Session ids this worker holds delta baselines for."""
+        return frozenset(self._rings)
 
     def run(self, tick: int, shards: Iterable[Any], jobs: Iterable[Sequence[Any]],
             ) -> list[tuple[int, bytes | str]]:
@@ -175,8 +181,10 @@ class SnapshotHook:
         return codec.dumps(msg)
 
     def _expire(self, tick: int) -> None:
-        if tick % 64:
+        # Sweep at most every 64 ticks (not on ``tick % 64 == 0``: snapshot ticks may skip it).
+        if tick - self._swept < 64:
             return
+        self._swept = tick
         stale = [sid for sid, (last, _) in self._rings.items() if tick - last > self.ring_ttl]
         for sid in stale:
             del self._rings[sid]

@@ -117,3 +117,17 @@ def test_importable_without_numpy() -> None:
     code = ("import sys; import server.snapshots, server.protocol; "
             "sys.exit('numpy' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_rings_of_departed_clients_are_dropped() -> None:
+    world = make_world()
+    hook = SnapshotHook(view_radius=R, ring_ttl=10)
+    world.step(view=True)
+    hook.run(world.tick, world.shards, [(0, 1, SUBPROTOCOL_MSGPACK, -1, 0),
+                                        (1, 2, SUBPROTOCOL_MSGPACK, -1, 0)])
+    for _ in range(70):  # client 2 leaves; client 1 keeps getting snapshots every third tick
+        world.step(view=True)
+        if world.tick % 3 == 0:
+            out = hook.run(world.tick, world.shards, [(0, 1, SUBPROTOCOL_MSGPACK, -1, 0)])
+            assert [sid for sid, _ in out] == [1]
+    assert hook.sessions == {1}
