@@ -331,12 +331,18 @@ class GameServer:
         self.tick = self.runtime.tick
         self._refresh_runtime_metrics()
         self._loop = asyncio.get_running_loop()
-        self._server = await serve(
-            self._handle, s.host, s.port, subprotocols=list(SUBPROTOCOLS),  # type: ignore[arg-type]
-            select_subprotocol=_select_subprotocol,  # type: ignore[arg-type]
-            process_request=self._http,
-            max_size=s.max_frame * HARD_FRAME_FACTOR,
-            compression=None)  # per-message deflate costs CPU per frame at 1,000 clients
+        try:
+            self._server = await serve(
+                self._handle, s.host, s.port,
+                subprotocols=list(SUBPROTOCOLS),  # type: ignore[arg-type]
+                select_subprotocol=_select_subprotocol,  # type: ignore[arg-type]
+                process_request=self._http,
+                max_size=s.max_frame * HARD_FRAME_FACTOR,
+                compression=None)  # per-message deflate costs CPU per frame at 1,000 clients
+        except BaseException:
+            await asyncio.to_thread(self.runtime.close)  # e.g. port in use: stop the workers
+            self.runtime = None
+            raise
         self.port = self._server.sockets[0].getsockname()[1]
         self._started = self.clock()
         self.ticker = Ticker(self, self.world.tick_rate, self.clock)
@@ -399,6 +405,10 @@ class GameServer:
         applied = self._applied
         for sid, row in pending.values():
             applied[sid] = row[1]
+        if len(applied) > 2 * len(players) + 64:  # forget sessions that ended (bounded dict)
+            live = {p[0] for p in players} | {sid for sid, _ in pending.values()}
+            for sid in [sid for sid in applied if sid not in live]:
+                del applied[sid]
         tick = self.tick
         jobs = []
         if players and self._is_snapshot_tick(tick):

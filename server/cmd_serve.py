@@ -88,7 +88,12 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, ValueError) as exc:
         print(f"paratick serve: {exc}", file=sys.stderr)
         return 2
-    final = asyncio.run(_serve(world, settings, args.mqtt, args.duration))
+    try:
+        final = asyncio.run(_serve(world, settings, args.mqtt, args.duration))
+    except OSError as exc:  # e.g. the port is in use
+        print(f"paratick serve: cannot listen on {settings.host}:{settings.port}: {exc}",
+              file=sys.stderr)
+        return 2
     print(json.dumps(final, indent=1))
     return 1 if final["ticker"].get("fault") else 0
 

@@ -57,3 +57,19 @@ def test_bad_options_exit_2() -> None:
     res = subprocess.run([sys.executable, "-m", "server.cli", "serve", "--regions", "64x64"],
                          capture_output=True, text=True, env=env, timeout=60)
     assert res.returncode == 2 and "paratick serve:" in res.stderr
+
+
+def test_port_in_use_exits_2_without_a_traceback() -> None:
+    import socket
+
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        res = subprocess.run([sys.executable, "-m", "server.cli", "serve", "--port", str(port),
+                              "--world", "512", "--npcs", "10", "--players", "2",
+                              "--view-radius", "64", "--backend", "threads", "--workers", "2"],
+                             capture_output=True, text=True, env=env, timeout=60)
+    assert res.returncode == 2 and "cannot listen" in res.stderr
+    assert "Traceback" not in res.stderr
