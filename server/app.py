@@ -593,6 +593,7 @@ class GameServer:
             c.said_bye = True
             c.close_code = CLOSE_NORMAL
             c.close_reason = "bye"
+            c.wake.set()  # the writer flushes what is queued, then closes
 
     def _on_hello(self, c: Client, msg: Hello) -> None:
         try:
