@@ -1,0 +1,455 @@
+"""Bot clients: many websocket players measuring what a real player would feel.
+
+Each bot connects with ``paratick.msgpack.v1``, says hello, then sends inputs at a fixed rate
+(controls chosen by its behaviour from the entities it sees) and applies every snapshot, full or
+delta, with :func:`server.protocol.apply_snapshot`.  The *input -> ack latency* of input ``seq`` is
+the time from sending it to receiving the first snapshot whose ``ack`` is >= ``seq``: it includes
+the wait for the next tick boundary, the tick, the wait for the next snapshot tick and both network
+legs, which is what a player feels.
+
+A fleet runs its bots as asyncio tasks in one process; :func:`run_fleet` spreads a large fleet
+over several processes (``multiprocessing`` spawn) so that the bots are not the bottleneck, and
+polls the server's ``GET /stats`` once per second for its MSPT.  Randomness comes from
+``random.Random(seed, bot index)``; the clock is injected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import multiprocessing
+import os
+import random
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from server.protocol import (
+    SERVER_MESSAGES,
+    SUBPROTOCOL_MSGPACK,
+    Bye,
+    Entity,
+    Error,
+    Hello,
+    Input,
+    MsgpackCodec,
+    ProtocolError,
+    Snapshot,
+    SnapshotGap,
+    Welcome,
+    apply_snapshot,
+)
+
+BEHAVIOURS = ("wander", "chase", "idle")
+#: Bots per process before the fleet spreads over more processes (one asyncio loop comfortably
+#: runs a few hundred websocket clients at 20 Hz).
+PER_PROCESS = 250
+#: Snapshots kept for delta application (the server's ring is 32; acks arrive in order).
+HISTORY = 8
+#: Pending-input sequence numbers tracked for latency; older unacked ones are forgotten
+#: (counted as lost), so a server that never acks cannot grow a bot's memory.
+MAX_PENDING = 256
+Clock = Callable[[], float]
+
+
+@dataclass
+class BotResult:
+    """What one bot measured (msgpack/pickle-friendly plain data)."""
+
+    index: int
+    connected: bool = False
+    failed: str | None = None        # could not connect / no welcome
+    dropped: str | None = None       # connection lost before the end of the run
+    snapshots: int = 0
+    deltas: int = 0
+    inputs: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    seconds: float = 0.0             # time connected
+    errors: list[str] = field(default_factory=list)
+    latencies_ms: list[float] = field(default_factory=list)
+    lost_acks: int = 0
+
+
+def choose(behaviour: str, me: Entity | None, seen: dict[int, Entity], rng: random.Random,
+           memory: dict[str, float]) -> tuple[float, float, int]:
+    """Controls (thrust, turn, action) for one input.
+
+    wander: a new random heading change about once a second; chase: steer toward the nearest
+    other entity; idle: no thrust (still sends inputs, so its latency is measured too).
+    """
+    if behaviour == "idle" or me is None:
+        return 0.0, 0.0, 0
+    if behaviour == "chase":
+        best, bd = None, math.inf
+        for e in seen.values():
+            if e[0] == me[0]:
+                continue
+            d = (e[2] - me[2]) ** 2 + (e[3] - me[3]) ** 2
+            if d < bd:
+                best, bd = e, d
+        if best is not None:
+            want = math.atan2(best[3] - me[3], best[2] - me[2])
+            diff = (want - me[6] + math.pi) % (2 * math.pi) - math.pi
+            turn = max(-1.0, min(1.0, 2.0 * diff))
+            return (1.0 if abs(diff) < 1.0 else 0.3), turn, 0
+    if rng.random() < 0.05 or "turn" not in memory:
+        memory["turn"] = rng.uniform(-1.0, 1.0)
+        memory["thrust"] = rng.uniform(0.3, 1.0)
+    return memory["thrust"], memory["turn"], 0
+
+
+async def run_bot(url: str, index: int, *, behaviour: str, seed: int, input_rate: float,
+                  until: float, clock: Clock = time.perf_counter) -> BotResult:
+    """One bot from connect to ``until`` (a ``clock`` time); never raises for network trouble."""
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed, InvalidHandshake
+
+    res = BotResult(index)
+    codec = MsgpackCodec()
+    rng = random.Random(seed * 1_000_003 + index)
+    try:
+        ws = await asyncio.wait_for(connect(url, subprotocols=[SUBPROTOCOL_MSGPACK],  # type: ignore[list-item]
+                                            compression=None, max_size=1 << 22), 10.0)
+    except (OSError, TimeoutError, InvalidHandshake) as exc:
+        res.failed = f"connect: {type(exc).__name__}: {exc}"[:200]
+        return res
+    t_start = clock()
+    try:
+        hello = codec.encode(Hello(name=f"bot{index}"))
+        await ws.send(hello)
+        res.bytes_out += len(hello)
+        first = await asyncio.wait_for(ws.recv(), 10.0)
+        res.bytes_in += len(first)
+        welcome = codec.decode(first, accept=SERVER_MESSAGES)
+        if not isinstance(welcome, Welcome):
+            res.failed = f"expected welcome, got {welcome!r:.100}"
+            return res
+        res.connected = True
+        await _play(ws, codec, welcome, res, behaviour, rng, input_rate, until, clock)
+    except (ConnectionClosed, OSError) as exc:
+        if res.connected:
+            res.dropped = f"{type(exc).__name__}: {exc}"[:200]
+        else:
+            res.failed = f"{type(exc).__name__}: {exc}"[:200]
+    except (TimeoutError, ProtocolError) as exc:
+        res.failed = res.failed or f"{type(exc).__name__}: {exc}"[:200]
+    finally:
+        res.seconds = clock() - t_start
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(ws.close(), 2.0)
+    return res
+
+
+async def _play(ws: Any, codec: MsgpackCodec, welcome: Welcome, res: BotResult, behaviour: str,
+                rng: random.Random, input_rate: float, until: float, clock: Clock) -> None:
+    history: dict[int, dict[int, Entity]] = {}
+    state: dict[int, Entity] = {}
+    latest: list[int | None] = [None]
+    pending: deque[tuple[int, float]] = deque()
+    memory: dict[str, float] = {}
+
+    async def receive() -> None:
+        nonlocal state
+        async for data in ws:
+            res.bytes_in += len(data)
+            msg = codec.decode(data, accept=SERVER_MESSAGES)
+            if isinstance(msg, Snapshot):
+                now = clock()
+                res.snapshots += 1
+                res.deltas += msg.is_delta
+                try:
+                    state = apply_snapshot(history, msg)
+                except SnapshotGap:
+                    continue  # keep acking the old baseline; the server will send a full one
+                history[msg.tick] = state
+                latest[0] = msg.tick
+                while len(history) > HISTORY:
+                    del history[min(history)]
+                while pending and pending[0][0] <= msg.ack:
+                    res.latencies_ms.append((now - pending.popleft()[1]) * 1e3)
+            elif isinstance(msg, Error):
+                res.errors.append(msg.code)
+            elif isinstance(msg, Bye):
+                raise _ServerBye(msg.reason)
+
+    receiver = asyncio.create_task(receive())
+    period = 1.0 / input_rate
+    seq = 0
+    next_t = clock() + rng.random() * period  # spread bots over the input period
+    try:
+        while (now := clock()) < until:
+            if receiver.done():
+                receiver.result()  # re-raise why it stopped
+                return
+            if now < next_t:
+                await asyncio.sleep(min(next_t - now, until - now))
+                continue
+            next_t += period
+            seq += 1
+            thrust, turn, action = choose(behaviour, state.get(welcome.entity), state, rng, memory)
+            data = codec.encode(Input(seq, thrust, turn, action, ack=latest[0]))
+            await ws.send(data)
+            pending.append((seq, clock()))
+            if len(pending) > MAX_PENDING:
+                pending.popleft()
+                res.lost_acks += 1
+            res.inputs += 1
+            res.bytes_out += len(data)
+        bye = codec.encode(Bye("done"))
+        await ws.send(bye)
+        res.bytes_out += len(bye)
+    except _ServerBye as exc:
+        res.dropped = f"server said bye: {exc}"
+    finally:
+        receiver.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await receiver
+        if receiver.done() and not receiver.cancelled():
+            exc2 = receiver.exception()
+            if isinstance(exc2, _ServerBye) and res.dropped is None:
+                res.dropped = f"server said bye: {exc2}"
+
+
+class _ServerBye(Exception):
+    pass
+
+
+# ---- fleets -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FleetSpec:
+    url: str
+    bots: int
+    behaviour: str = "mix"          # wander | chase | idle | mix (cycled by bot index)
+    seed: int = 1
+    ramp: float = 200.0             # bots started per second
+    duration: float = 10.0          # seconds every bot plays after the last one started
+    input_rate: float = 20.0        # inputs per second per bot
+    first_index: int = 0            # this slice's first bot index (multi-process fleets)
+    total: int = 0                  # bots in the whole fleet (0: this slice is the fleet)
+
+
+def _behaviour(spec: FleetSpec, index: int) -> str:
+    return BEHAVIOURS[index % len(BEHAVIOURS)] if spec.behaviour == "mix" else spec.behaviour
+
+
+async def run_local_fleet(spec: FleetSpec, *, t0: float, clock: Clock = time.perf_counter,
+                          ) -> list[BotResult]:
+    """``spec.bots`` bots as tasks of this loop; ``t0`` is the fleet's common start time."""
+    total_ramp = spec.first_index / spec.ramp if spec.ramp > 0 else 0.0
+    # Every bot of the whole fleet stops at the same time: duration after the last one started.
+    until = t0 + (spec.total or spec.bots) / spec.ramp + spec.duration if spec.ramp > 0 \
+        else t0 + spec.duration
+
+    async def start(i: int) -> BotResult:
+        delay = t0 + total_ramp + (i / spec.ramp if spec.ramp > 0 else 0.0) - clock()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        idx = spec.first_index + i
+        return await run_bot(spec.url, idx, behaviour=_behaviour(spec, idx), seed=spec.seed,
+                             input_rate=spec.input_rate, until=until, clock=clock)
+
+    tasks = [asyncio.create_task(start(i)) for i in range(spec.bots)]
+    return list(await asyncio.gather(*tasks))
+
+
+def _child_main(spec: FleetSpec, t0_wall: float, queue: Any) -> None:
+    """Process entry point (spawn): run a slice of the fleet, put the results on ``queue``."""
+    # perf_counter differs between processes; the shared start time travels as wall time.
+    offset = time.perf_counter() - time.time()
+    results = asyncio.run(run_local_fleet(spec, t0=t0_wall + offset))
+    queue.put([asdict(r) for r in results])
+
+
+async def _get_stats(url: str) -> dict[str, Any] | None:
+    """``GET /stats`` over a raw asyncio stream (no HTTP client dependency)."""
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    try:
+        async with asyncio.timeout(2.0):
+            reader, writer = await asyncio.open_connection(host, port)
+            writer.write(f"GET /stats HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+                         .encode())
+            data = await reader.read()
+            writer.close()
+    except (OSError, TimeoutError):
+        return None
+    head, _, body = data.partition(b"\r\n\r\n")
+    if b" 200 " not in head.split(b"\r\n", 1)[0]:
+        return None
+    try:
+        obj = json.loads(body)
+    except ValueError:
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    v = sorted(values)
+    return v[min(len(v) - 1, max(0, math.ceil(q * len(v)) - 1))]
+
+
+async def run_fleet(spec: FleetSpec, *, processes: int | None = None,
+                    progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run a whole fleet (several processes when large) and return the report dict."""
+    n_proc = processes if processes is not None else \
+        max(1, min(os.cpu_count() or 1, math.ceil(spec.bots / PER_PROCESS)))
+    n_proc = max(1, min(n_proc, spec.bots)) if spec.bots else 1
+    stats_samples: list[dict[str, Any]] = []
+    wall0 = time.time() + (1.0 if n_proc > 1 else 0.0)  # let spawned children import first
+    t0 = time.perf_counter() + (wall0 - time.time())
+    started = time.perf_counter()
+    results: list[BotResult] = []
+    if n_proc == 1:
+        fleet = asyncio.create_task(run_local_fleet(spec, t0=t0))
+        procs: list[Any] = []
+        queue = None
+    else:
+        ctx = multiprocessing.get_context("spawn")
+        queue = ctx.Queue()
+        procs = []
+        base = 0
+        for p in range(n_proc):
+            count = spec.bots * (p + 1) // n_proc - spec.bots * p // n_proc
+            part = FleetSpec(**{**asdict(spec), "bots": count, "first_index": base,
+                                 "total": spec.bots})
+            base += count
+            proc = ctx.Process(target=_child_main, args=(part, wall0, queue), daemon=True)
+            proc.start()
+            procs.append(proc)
+        fleet = None
+    end = t0 + (spec.bots / spec.ramp if spec.ramp > 0 else 0.0) + spec.duration
+    collected: list[list[dict[str, Any]]] = []
+    while True:
+        s = await _get_stats(spec.url)
+        if s is not None:
+            stats_samples.append(s)
+        if progress is not None:
+            progress(_progress_line(time.perf_counter() - started, end - started, s))
+        if fleet is not None and fleet.done():
+            break
+        if queue is not None:
+            while True:
+                try:
+                    collected.append(queue.get_nowait())
+                except Exception:
+                    break
+            if len(collected) == n_proc:
+                break
+            if all(not p.is_alive() for p in procs) and queue.empty() \
+                    and len(collected) < n_proc:
+                await asyncio.sleep(0.5)
+                if queue.empty():
+                    break
+        await asyncio.sleep(1.0 if time.perf_counter() < end else 0.2)
+    if fleet is not None:
+        results = await fleet
+    else:
+        for p in procs:
+            await asyncio.to_thread(p.join, 10.0)
+        results = [BotResult(**d) for part in collected for d in part]
+        missing = spec.bots - len(results)
+        results += [BotResult(-1, failed="bot process died") for _ in range(missing)]
+    return report(spec, results, stats_samples, time.perf_counter() - started, n_proc)
+
+
+def _progress_line(elapsed: float, total: float, s: dict[str, Any] | None) -> str:
+    if s is None:
+        return f"[{elapsed:5.1f}/{total:.0f}s] server /stats unavailable"
+    t = s.get("ticker", {})
+    c = s.get("connections", {})
+    return (f"[{elapsed:5.1f}/{total:.0f}s] playing {c.get('playing', 0):5d}  "
+            f"tick {s.get('tick', 0):7d}  {t.get('tick_rate_actual', 0):5.1f} Hz  "
+            f"MSPT p50 {t.get('mspt_p50', 0):6.2f}  p99 {t.get('mspt_p99', 0):6.2f} ms  "
+            f"drops {s.get('messages', {}).get('snapshots_dropped', 0)}")
+
+
+def report(spec: FleetSpec, results: list[BotResult], samples: list[dict[str, Any]],
+           elapsed: float, processes: int) -> dict[str, Any]:
+    """Aggregate bot results and /stats samples into the report (what ``--json`` prints)."""
+    lat = [x for r in results for x in r.latencies_ms]
+    connected = [r for r in results if r.connected]
+    snaps = [r.snapshots / r.seconds for r in connected if r.seconds > 0]
+    p50s = [s["ticker"]["mspt_p50"] for s in samples if s.get("ticker")]
+    p99s = [s["ticker"]["mspt_p99"] for s in samples if s.get("ticker")]
+    rates = [s["ticker"]["tick_rate_actual"] for s in samples if s.get("ticker")]
+    last = samples[-1] if samples else {}
+    errors: dict[str, int] = {}
+    for r in results:
+        for e in r.errors:
+            errors[e] = errors.get(e, 0) + 1
+    return {
+        "bots": spec.bots, "processes": processes, "behaviour": spec.behaviour,
+        "seed": spec.seed, "duration_s": spec.duration, "elapsed_s": elapsed,
+        "connected": len(connected), "failed": sum(1 for r in results if r.failed),
+        "dropped": sum(1 for r in results if r.dropped),
+        "snapshots_per_bot_s": sum(snaps) / len(snaps) if snaps else 0.0,
+        "delta_fraction": (sum(r.deltas for r in results) /
+                           max(1, sum(r.snapshots for r in results))),
+        "inputs": sum(r.inputs for r in results),
+        "latency_ms": {"samples": len(lat), "p50": _pct(lat, 0.50), "p95": _pct(lat, 0.95),
+                       "p99": _pct(lat, 0.99), "max": max(lat) if lat else None},
+        "lost_acks": sum(r.lost_acks for r in results),
+        "bytes_in_per_s": sum(r.bytes_in for r in results) / elapsed if elapsed else 0.0,
+        "bytes_out_per_s": sum(r.bytes_out for r in results) / elapsed if elapsed else 0.0,
+        "errors": errors,
+        "server": {"samples": len(samples),
+                   "mspt_p50_median": _pct(p50s, 0.5), "mspt_p99_max": max(p99s) if p99s else None,
+                   "tick_rate_min": min(rates) if rates else None,
+                   "budget_ms": last.get("ticker", {}).get("budget_ms"),
+                   "snapshots_dropped": last.get("messages", {}).get("snapshots_dropped"),
+                   "runtime": last.get("runtime")},
+        "first_failures": sorted({r.failed for r in results if r.failed})[:5],
+        "first_drops": sorted({r.dropped for r in results if r.dropped})[:5],
+    }
+
+
+def _shards(runtime: Any) -> str:
+    """``r0 1.2 ms, r1 0.9 ms, ...`` from the runtime metrics in /stats, if it has shards."""
+    shards = runtime.get("shards") if isinstance(runtime, dict) else None
+    if not isinstance(shards, list) or not shards:
+        return "-"
+    parts = []
+    for sh in shards:
+        try:
+            parts.append(f"r{sh['region']} {sh['mspt']['p99']:.1f}")
+        except (KeyError, TypeError):
+            continue
+    return (", ".join(parts) + " ms") if parts else "-"
+
+
+def format_report(rep: dict[str, Any]) -> str:
+    lat = rep["latency_ms"]
+    srv = rep["server"]
+
+    def ms(v: float | None) -> str:
+        return "-" if v is None else f"{v:.1f} ms"
+
+    rows = [
+        ("bots (processes)", f"{rep['bots']} ({rep['processes']})"),
+        ("connected / failed / dropped", f"{rep['connected']} / {rep['failed']} / "
+                                         f"{rep['dropped']}"),
+        ("snapshots per second per bot", f"{rep['snapshots_per_bot_s']:.1f}"),
+        ("delta snapshots", f"{100 * rep['delta_fraction']:.1f} %"),
+        ("input->ack latency p50/p95/p99", f"{ms(lat['p50'])} / {ms(lat['p95'])} / "
+                                           f"{ms(lat['p99'])} ({lat['samples']} samples)"),
+        ("bytes/s in / out (all bots)", f"{rep['bytes_in_per_s'] / 1e3:.1f} kB/s / "
+                                        f"{rep['bytes_out_per_s'] / 1e3:.1f} kB/s"),
+        ("server MSPT p50 (median) / p99 (max)", f"{ms(srv['mspt_p50_median'])} / "
+                                                 f"{ms(srv['mspt_p99_max'])} of "
+                                                 f"{ms(srv['budget_ms'])}"),
+        ("server tick rate (lowest sample)", "-" if srv["tick_rate_min"] is None
+         else f"{srv['tick_rate_min']:.1f} Hz"),
+        ("server snapshots dropped", str(srv["snapshots_dropped"])),
+        ("server shard MSPT p99 (runtime)", _shards(srv.get("runtime"))),
+        ("errors received", json.dumps(rep["errors"]) if rep["errors"] else "none"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

@@ -1,0 +1,777 @@
+"""The websocket game server: connections on the event loop, ticks on a thread, snapshots in
+workers.
+
+Theory of operation
+-------------------
+Where a byte from a client goes: websockets (asyncio) reads a frame -> :meth:`GameServer._handle`
+-> :meth:`Codec.decode <server.protocol.Codec.decode>` validates it -> a hello claims a session
+(:mod:`server.sessions`), an input is rate-limited and stored as the entity's *pending* input
+(last one wins) under a lock.
+
+Where a tick happens: the ticker thread (:class:`Ticker`) wakes at the absolute deadlines of the
+runtime's :class:`~server.runtime.TickScheduler` (no drift; catch-up policy), swaps the pending
+inputs out under the lock, and calls
+``Runtime.step(inputs, view, jobs)``.  Inputs are therefore applied at the next tick boundary by
+whichever shard owns the entity.  On snapshot ticks (``snapshot_rate`` of ``tick_rate``, spread
+evenly) the step carries one job per playing session; the runtime's workers run
+:class:`server.snapshots.SnapshotHook` in parallel and return encoded frames.  The ticker hands
+them to the event loop with one ``call_soon_threadsafe`` per tick.
+
+Where a byte to a client goes: each connection has a writer task and two bounded queues: control
+messages (welcome, errors, bye; at most :data:`CONTROL_QUEUE`, extra errors are dropped and
+counted) and snapshots (at most ``send_queue``; when full the *oldest unsent* snapshot is dropped
+and counted: a newer snapshot supersedes it, and the client's acked baseline stays valid).  The
+writer awaits ``send``, whose backpressure (websockets' ``write_limit``) is what makes a slow
+client's queue fill.
+
+HTTP on the same port (``process_request``): ``GET /stats`` (JSON) and ``GET /metrics``
+(Prometheus text format, written by hand: a flat gauge per numeric leaf of /stats, no new
+dependency).
+
+Bad input never raises out of a handler: every :class:`~server.protocol.ProtocolError` becomes an
+``error`` message, and the connection is closed only where it must be (1009 too large, 1008 policy:
+message before hello, second hello, too many bad messages in a row, per-address cap).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+import threading
+import time
+import traceback
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from http import HTTPStatus
+from typing import Any
+
+from server.protocol import (
+    CLIENT_MESSAGES,
+    SUBPROTOCOLS,
+    Bye,
+    Codec,
+    Error,
+    ErrorCode,
+    Hello,
+    Input,
+    Message,
+    ProtocolError,
+    Welcome,
+    codec_for,
+)
+from server.sessions import (
+    CONNECTION_TRANSITIONS,
+    BadToken,
+    Clock,
+    ConnectionPhase,
+    PoolExhausted,
+    Session,
+    SessionTable,
+    TokenBucket,
+    check_transition,
+)
+from sim.config import WorldConfig
+from sim.entities import InputRow
+from sim.world import spawn
+
+#: Per-connection control-message queue bound (welcome, errors, bye): a peer that provokes more
+#: errors than this before its writer catches up loses the extra error messages (counted).
+CONTROL_QUEUE = 16
+#: Recent tick durations kept for the MSPT percentiles in /stats (about 34 s at 30 Hz).
+MSPT_WINDOW = 1024
+#: Library-level frame cap, as a multiple of the protocol limit: frames between the two get an
+#: ``error`` message before the 1009 close; larger ones are refused by websockets itself.
+HARD_FRAME_FACTOR = 16
+#: Seconds to wait for writers to flush bye messages on shutdown.
+FLUSH_TIMEOUT = 2.0
+
+CLOSE_NORMAL, CLOSE_GOING_AWAY, CLOSE_POLICY, CLOSE_TOO_BIG, CLOSE_TRY_LATER = (
+    1000, 1001, 1008, 1009, 1013)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerSettings:
+    """Everything about the server that is not the world.
+
+    Attributes:
+        host: bind address; loopback by default, nothing is exposed unless asked.
+        port: TCP port (0 picks a free one; tests use it).
+        snapshot_rate: snapshots per second per client (20 Hz on 30 Hz ticks, the issue's target).
+        players: player entities pre-spawned and lent one per session (= session cap).
+        npcs: NPC entities.
+        backend, workers, kernel: passed to the runtime.
+        max_frame: largest client frame in bytes; a client message is < 200 bytes, 4 KiB leaves
+            room for names without letting a peer make us parse megabytes.
+        input_rate, input_burst: per-connection message token bucket (twice the tick rate, and a
+            few frames of network jitter).
+        max_per_address: connections from one IP (bots on one machine share 127.0.0.1, so the
+            default admits the 1,000-bot benchmark).
+        max_connections: connections in total (handshakes beyond it get ``server_full``).
+        send_queue: unsent snapshots kept per client before the oldest is dropped (200 ms at
+            20 Hz: older ones are stale anyway).
+        grace: seconds a dropped connection's session keeps its entity for a reconnect.
+        max_strikes: bad messages in a row before the connection is closed (1008).
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8765
+    snapshot_rate: float = 20.0
+    players: int = 1024
+    npcs: int = 1000
+    backend: str = "threads"
+    workers: int | None = None
+    kernel: str = "python"
+    max_frame: int = 4096
+    input_rate: float = 60.0
+    input_burst: float = 10.0
+    max_per_address: int = 1100
+    max_connections: int = 4096
+    send_queue: int = 4
+    grace: float = 10.0
+    max_strikes: int = 8
+
+    def __post_init__(self) -> None:
+        for name in ("snapshot_rate", "input_rate", "input_burst", "grace"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0")
+        for name in ("players", "max_frame", "max_per_address", "max_connections", "send_queue",
+                     "max_strikes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        if self.npcs < 0:
+            raise ValueError("npcs must be >= 0")
+
+
+RuntimeFactory = Callable[..., Any]
+
+
+def default_runtime_factory() -> RuntimeFactory:
+    """:class:`server.runtime.Runtime` (imported late: ``paratick --help`` stays instant)."""
+    from server.runtime import Runtime
+
+    return Runtime
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return 0.0
+    i = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
+    return sorted_values[i]
+
+
+# ---- connections ------------------------------------------------------------------------------
+class Client:
+    """One websocket connection's server-side state (event-loop thread only)."""
+
+    def __init__(self, ws: Any, addr: str, codec: Codec, bucket: TokenBucket, queue: int) -> None:
+        self.ws = ws
+        self.addr = addr
+        self.codec = codec
+        self.bucket = bucket
+        self.phase = ConnectionPhase.AWAITING_HELLO
+        self.session: Session | None = None
+        self.strikes = 0
+        self.control: deque[bytes | str] = deque()
+        self.snapshots: deque[bytes | str] = deque(maxlen=queue)
+        self.wake = asyncio.Event()
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self.said_bye = False
+        self.last_rate_error = -1e9
+
+    def move(self, new: ConnectionPhase) -> None:
+        check_transition(CONNECTION_TRANSITIONS, self.phase, new)
+        self.phase = new
+
+
+class Ticker:
+    """Fixed-rate tick loop on its own thread, driving ``Runtime.step``.
+
+    Deadlines come from the runtime's :class:`~server.runtime.TickScheduler` with the
+    ``CATCH_UP`` policy: players live in real time, so late ticks run back to back (at most
+    three) and a longer stall drops the backlog instead of slowing the world clock.
+
+    Args:
+        server: the owning server (pending inputs, jobs, delivery).
+        tick_rate: ticks per second.
+        clock: monotonic seconds; the thread sleeps on an Event, so stop is immediate.
+    """
+
+    def __init__(self, server: GameServer, tick_rate: float, clock: Clock) -> None:
+        from server.runtime import Overload, TickScheduler
+
+        self.server = server
+        self.dt = 1.0 / tick_rate
+        self.clock = clock
+        self.scheduler = TickScheduler(rate=tick_rate, overload=Overload.CATCH_UP)
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="paratick-ticker", daemon=True)
+        self.durations: deque[float] = deque(maxlen=MSPT_WINDOW)
+        # /stats sorts the durations on the event-loop thread while this thread appends: on a
+        # free-threaded build that races (deque mutated during iteration) without a lock.
+        self._durations_lock = threading.Lock()
+        self.ticks = 0
+        self.fault: str | None = None
+        self.started = 0.0
+
+    def start(self) -> None:
+        self.started = self.clock()
+        self.scheduler.start(self.started)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        if self.thread.is_alive():
+            self.thread.join()
+
+    def _run(self) -> None:
+        srv = self.server
+        sched = self.scheduler
+        last_metrics = -1e9
+        try:
+            while not self.stop_event.is_set():
+                wait = sched.delay(self.clock())
+                if wait > 0:
+                    self.stop_event.wait(wait)
+                    continue
+                now = self.clock()
+                sched.begin(now)
+                t0 = time.perf_counter()
+                results = srv._tick_once()
+                with self._durations_lock:
+                    self.durations.append((time.perf_counter() - t0) * 1e3)
+                sched.end(self.clock())
+                self.ticks += 1
+                if results:
+                    srv._post(results)
+                if now - last_metrics >= 1.0:
+                    last_metrics = now
+                    srv._refresh_runtime_metrics()
+        except Exception as exc:  # a runtime bug or fault: log it with context, stop ticking
+            self.fault = f"{type(exc).__name__}: {exc}"
+            print(f"paratick: ticker stopped at tick {srv.tick}: {self.fault}", file=sys.stderr)
+            traceback.print_exc()
+            srv._post_fault()
+
+    def stats(self) -> dict[str, Any]:
+        with self._durations_lock:
+            d = sorted(self.durations)
+        elapsed = max(1e-9, self.clock() - self.started) if self.started else 0.0
+        sched = self.scheduler.stats
+        return {"ticks": self.ticks, "tick_rate_target": 1.0 / self.dt,
+                "tick_rate_actual": self.ticks / elapsed if elapsed else 0.0,
+                "mspt_mean": sum(d) / len(d) if d else 0.0, "mspt_p50": _percentile(d, 0.50),
+                "mspt_p95": _percentile(d, 0.95), "mspt_p99": _percentile(d, 0.99),
+                "mspt_max": d[-1] if d else 0.0, "budget_ms": self.dt * 1e3,
+                "deadline_misses": sched.deadline_misses, "skipped": sched.skipped,
+                "catch_up_ticks": sched.catch_up_ticks, "fault": self.fault}
+
+
+# ---- the server ---------------------------------------------------------------------------------
+class GameServer:
+    """A websocket front end over one runtime.  Use as ``async with GameServer(...) as srv``.
+
+    Args:
+        world: the world configuration; ``view_radius`` must be > 0 (the AOI radius).
+        settings: server settings (:class:`ServerSettings`).
+        runtime_factory: ``Runtime``-compatible class (default :func:`default_runtime_factory`).
+        clock: monotonic seconds for sessions, rate limits and the tick schedule.
+    """
+
+    def __init__(self, world: WorldConfig, settings: ServerSettings | None = None, *,
+                 runtime_factory: RuntimeFactory | None = None,
+                 clock: Clock = time.monotonic) -> None:
+        if not world.view_radius > 0:
+            raise ValueError("the server needs WorldConfig.view_radius > 0 (the AOI radius)")
+        self.world = world
+        self.settings = s = settings or ServerSettings()
+        self.clock = clock
+        self._factory = runtime_factory
+        self.sessions = SessionTable(range(s.players), grace=s.grace, clock=clock)
+        self.counters: Counter[str] = Counter()
+        self.errors_sent: Counter[str] = Counter()
+        self.clients: set[Client] = set()
+        self.per_address: Counter[str] = Counter()
+        self.by_sid: dict[int, Client] = {}
+        self.peak = 0
+        # Shared with the ticker thread, guarded by _lock.
+        self._lock = threading.Lock()
+        self._pending: dict[int, tuple[int, InputRow]] = {}      # entity -> (sid, input)
+        self._players: dict[int, list[Any]] = {}                  # sid -> [entity, codec, base]
+        # Ticker-thread only.
+        self._applied: dict[int, int] = {}                        # sid -> newest applied seq
+        self.tick = 0
+        self._runtime_metrics: dict[str, Any] = {}
+        self.runtime: Any = None
+        self.ticker: Ticker | None = None
+        self._server: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._started = 0.0
+        self._expiry_task: asyncio.Task[None] | None = None
+        self.port = s.port
+        self.closed = False
+        #: Set when the ticker stopped on an exception: the world no longer advances, so the
+        #: owner should stop the server (``paratick serve`` does, exit status 1).
+        self.failed = asyncio.Event()
+
+    # ---- lifecycle ------------------------------------------------------------------------------
+    async def start(self) -> None:
+        from websockets.asyncio.server import serve
+
+        s = self.settings
+        factory = self._factory or default_runtime_factory()
+        rows = spawn(self.world, s.players + s.npcs, players=s.players)
+        self.runtime = await asyncio.to_thread(
+            factory, self.world, rows, backend=s.backend, workers=s.workers, kernel=s.kernel,
+            hook="server.snapshots:SnapshotHook",
+            hook_args={"view_radius": self.world.view_radius})
+        self.tick = self.runtime.tick
+        self._refresh_runtime_metrics()
+        self._loop = asyncio.get_running_loop()
+        try:
+            self._server = await serve(
+                self._handle, s.host, s.port,
+                subprotocols=list(SUBPROTOCOLS),  # type: ignore[arg-type]
+                select_subprotocol=_select_subprotocol,  # type: ignore[arg-type]
+                process_request=self._http,
+                max_size=s.max_frame * HARD_FRAME_FACTOR,
+                compression=None)  # per-message deflate costs CPU per frame at 1,000 clients
+        except BaseException:
+            await asyncio.to_thread(self.runtime.close)  # e.g. port in use: stop the workers
+            self.runtime = None
+            raise
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._started = self.clock()
+        self.ticker = Ticker(self, self.world.tick_rate, self.clock)
+        self.ticker.start()
+        self._expiry_task = asyncio.create_task(self._expire_loop())
+
+    async def stop(self, reason: str = "server shutting down") -> dict[str, Any]:
+        """Close every client (bye, then close 1001), stop ticking and the workers.
+
+        Returns:
+            The final stats.
+        """
+        if self.closed:
+            return self.stats()
+        self.closed = True
+        if self._server is not None:
+            self._server.close(close_connections=False)  # stop accepting
+        for c in list(self.clients):
+            self._fail(c, ErrorCode.SHUTDOWN, reason, CLOSE_GOING_AWAY, send_error=False)
+            c.control.append(c.codec.encode(Bye(reason)))
+            c.wake.set()
+        if self.clients:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(FLUSH_TIMEOUT):
+                    while self.clients:
+                        await asyncio.sleep(0.01)
+        if self._server is not None:
+            self._server.close(close_connections=True)
+            await self._server.wait_closed()
+        if self._expiry_task is not None:
+            self._expiry_task.cancel()
+        if self.ticker is not None:
+            await asyncio.to_thread(self.ticker.stop)
+        final = self.stats()
+        if self.runtime is not None:
+            await asyncio.to_thread(self.runtime.close)
+        return final
+
+    async def __aenter__(self) -> GameServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def _expire_loop(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            self.sessions.expire()
+
+    # ---- ticker side (runs on the ticker thread) -------------------------------------------------
+    def _is_snapshot_tick(self, tick: int) -> bool:
+        r = self.settings.snapshot_rate / self.world.tick_rate
+        return int((tick + 1) * r + 1e-9) > int(tick * r + 1e-9)
+
+    def _tick_once(self) -> list[Any]:
+        with self._lock:
+            pending, self._pending = self._pending, {}
+            players = [(sid, p[0], p[1], p[2]) for sid, p in self._players.items()]
+        applied = self._applied
+        for sid, row in pending.values():
+            applied[sid] = row[1]
+        if len(applied) > 2 * len(players) + 64:  # forget sessions that ended (bounded dict)
+            live = {p[0] for p in players} | {sid for sid, _ in pending.values()}
+            for sid in [sid for sid in applied if sid not in live]:
+                del applied[sid]
+        tick = self.tick
+        jobs = []
+        if players and self._is_snapshot_tick(tick):
+            jobs = [(eid, sid, codec, base, applied.get(sid, -1))
+                    for sid, eid, codec, base in players]
+        res = self.runtime.step([row for _, row in pending.values()], view=bool(jobs), jobs=jobs)
+        self.tick = res.tick
+        return list(res.hook_results) if jobs else []  # (sid, payload) pairs, all workers
+
+    def _refresh_runtime_metrics(self) -> None:
+        try:
+            self._runtime_metrics = self.runtime.metrics().to_dict()
+        except Exception as exc:  # metrics are diagnostics: never stop the ticker for them
+            self._runtime_metrics = {"error": f"{type(exc).__name__}: {exc}"}
+
+    def _post_fault(self) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self.failed.set)
+
+    def _post(self, results: list[Any]) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # loop closing during shutdown
+            loop.call_soon_threadsafe(self._deliver, results)
+
+    # ---- event-loop side ----------------------------------------------------------------------
+    def _deliver(self, results: list[Any]) -> None:
+        by_sid = self.by_sid
+        for sid, payload in results:
+            c = by_sid.get(sid)
+            if c is None or c.close_code is not None:
+                continue
+            if len(c.snapshots) == c.snapshots.maxlen:
+                self.counters["snapshots_dropped"] += 1
+            c.snapshots.append(payload)
+            c.wake.set()
+
+    async def _writer(self, c: Client) -> None:
+        ws = c.ws
+        while True:
+            await c.wake.wait()
+            c.wake.clear()
+            while c.control or c.snapshots:
+                if c.control:
+                    data = c.control.popleft()
+                else:
+                    data = c.snapshots.popleft()
+                    self.counters["snapshots_out"] += 1
+                await ws.send(data)
+                self.counters["messages_out"] += 1
+                self.counters["bytes_out"] += len(data)
+            if c.close_code is not None:
+                # Closing here (not in the reader) also ends the reader's ``async for``.
+                await ws.close(c.close_code, c.close_reason)
+                return
+
+    def _send(self, c: Client, msg: Message) -> None:
+        c.control.append(c.codec.encode(msg))
+        c.wake.set()
+
+    def _error(self, c: Client, code: ErrorCode, reason: str) -> None:
+        self.errors_sent[str(code)] += 1
+        if len(c.control) >= CONTROL_QUEUE:
+            self.counters["errors_dropped"] += 1
+            return
+        self._send(c, Error(str(code), reason))
+
+    def _fail(self, c: Client, code: ErrorCode, reason: str, close_code: int, *,
+              send_error: bool = True) -> None:
+        """Send an error (always queued) and close with ``close_code`` once flushed."""
+        if c.close_code is not None:
+            return
+        if send_error:
+            self.errors_sent[str(code)] += 1
+            self._send(c, Error(str(code), reason))
+        c.close_code = close_code
+        c.close_reason = reason[:120]  # close reasons are limited to 123 bytes
+        c.wake.set()
+
+    async def _handle(self, ws: Any) -> None:
+        s = self.settings
+        addr = str(ws.remote_address[0]) if ws.remote_address else "?"
+        c = Client(ws, addr, codec_for(ws.subprotocol), TokenBucket(
+            rate=s.input_rate, burst=s.input_burst, clock=self.clock), s.send_queue)
+        self.counters["connections_accepted"] += 1
+        writer = asyncio.create_task(self._writer(c))
+        self.clients.add(c)
+        self.per_address[addr] += 1
+        self.peak = max(self.peak, len(self.clients))
+        try:
+            if self.closed:
+                self._fail(c, ErrorCode.SHUTDOWN, "server shutting down", CLOSE_GOING_AWAY)
+            elif self.per_address[addr] > s.max_per_address:
+                self.counters["rejected_address"] += 1
+                self._fail(c, ErrorCode.TOO_MANY_CONNECTIONS,
+                           f"at most {s.max_per_address} connections per address", CLOSE_POLICY)
+            elif len(self.clients) > s.max_connections:
+                self.counters["rejected_full"] += 1
+                self._fail(c, ErrorCode.SERVER_FULL, "too many connections", CLOSE_TRY_LATER)
+            else:
+                await self._read(c)
+        except Exception as exc:  # a bug of ours: log it, tell the client nothing specific
+            if not _is_closed_error(exc):
+                self.counters["internal_errors"] += 1
+                print(f"paratick: connection handler error ({addr}): {exc!r}", file=sys.stderr)
+                traceback.print_exc()
+                self._fail(c, ErrorCode.SHUTDOWN, "internal error", 1011, send_error=False)
+        finally:
+            if c.close_code is None:
+                c.close_code = CLOSE_NORMAL
+            c.wake.set()
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(FLUSH_TIMEOUT):
+                    await writer
+            if not writer.done():  # a client that does not read: close without flushing
+                writer.cancel()
+                with contextlib.suppress(Exception):
+                    await ws.close(c.close_code, c.close_reason)
+            self._disconnect(c)
+
+    async def _read(self, c: Client) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            async for data in c.ws:
+                if c.close_code is None:
+                    self._on_frame(c, data)
+                # else: closing. Keep draining: websockets stops reading the socket when
+                # max_queue frames are unconsumed, and then it would never see the peer's close
+                # frame and would wait close_timeout (10 s) with the connection half-open.
+        except ConnectionClosed as exc:
+            if c.close_code is None and (exc.rcvd is None or exc.rcvd.code != CLOSE_NORMAL):
+                self.counters["connections_dropped"] += 1
+            if exc.sent is not None and exc.sent.code == CLOSE_TOO_BIG:
+                self.errors_sent[str(ErrorCode.TOO_LARGE)] += 1  # websockets closed it itself
+
+    def _on_frame(self, c: Client, data: bytes | str) -> None:
+        s = self.settings
+        self.counters["messages_in"] += 1
+        self.counters["bytes_in"] += len(data)
+        if len(data) > s.max_frame:
+            self._fail(c, ErrorCode.TOO_LARGE,
+                       f"frame of {len(data)} bytes exceeds the {s.max_frame}-byte limit",
+                       CLOSE_TOO_BIG)
+            return
+        if not c.bucket.allow():
+            self.counters["rate_limited"] += 1
+            now = self.clock()
+            if now - c.last_rate_error >= 1.0:  # one error per second, not one per message
+                c.last_rate_error = now
+                self._error(c, ErrorCode.RATE_LIMITED,
+                            f"more than {s.input_rate:g} messages/s; extra messages are dropped")
+            return
+        try:
+            msg = c.codec.decode(data, accept=CLIENT_MESSAGES, max_size=s.max_frame)
+        except ProtocolError as exc:
+            self.counters["bad_messages"] += 1
+            c.strikes += 1
+            if c.strikes >= s.max_strikes:
+                self._fail(c, ErrorCode.TOO_MANY_ERRORS,
+                           f"{c.strikes} bad messages in a row; last: {exc}", CLOSE_POLICY)
+            else:
+                self._error(c, exc.code, str(exc))
+            return
+        c.strikes = 0
+        if isinstance(msg, Input):
+            if c.phase is not ConnectionPhase.PLAYING:
+                self._fail(c, ErrorCode.HELLO_FIRST, "send hello before anything else",
+                           CLOSE_POLICY)
+            else:
+                self._on_input(c, msg)
+        elif isinstance(msg, Hello):
+            if c.phase is not ConnectionPhase.AWAITING_HELLO:
+                self._fail(c, ErrorCode.DUPLICATE_HELLO, "hello was already received",
+                           CLOSE_POLICY)
+            else:
+                self._on_hello(c, msg)
+        elif isinstance(msg, Bye):
+            c.said_bye = True
+            c.close_code = CLOSE_NORMAL
+            c.close_reason = "bye"
+            c.wake.set()  # the writer flushes what is queued, then closes
+
+    def _on_hello(self, c: Client, msg: Hello) -> None:
+        try:
+            session, resumed = self.sessions.open(msg.name, msg.token)
+        except BadToken as exc:
+            self._error(c, ErrorCode.BAD_TOKEN, str(exc))
+            return
+        except PoolExhausted as exc:
+            self.counters["rejected_full"] += 1
+            self._fail(c, ErrorCode.SERVER_FULL, str(exc), CLOSE_TRY_LATER)
+            return
+        old = self.by_sid.get(session.sid)
+        if old is not None and old is not c:
+            old.session = None  # the session now belongs to the new connection
+            self._fail(old, ErrorCode.REPLACED, "session resumed on another connection",
+                       CLOSE_NORMAL)
+        c.session = session
+        c.move(ConnectionPhase.PLAYING)
+        self.by_sid[session.sid] = c
+        with self._lock:
+            self._players[session.sid] = [session.entity, c.codec.name, -1]
+        self.counters["resumed" if resumed else "hellos"] += 1
+        w = self.world
+        self._send(c, Welcome(entity=session.entity, token=session.token, tick=self.tick,
+                              tick_rate=w.tick_rate, snapshot_rate=self.settings.snapshot_rate,
+                              width=w.width, height=w.height, view_radius=w.view_radius,
+                              resumed=resumed))
+
+    def _on_input(self, c: Client, msg: Input) -> None:
+        session = c.session
+        assert session is not None
+        session.last_seq = msg.seq
+        self.counters["inputs"] += 1
+        row: InputRow = (session.entity, msg.seq, msg.thrust, msg.turn, msg.action)
+        with self._lock:
+            self._pending[session.entity] = (session.sid, row)
+            if msg.ack is not None and msg.ack <= self.tick:
+                p = self._players.get(session.sid)
+                if p is not None:
+                    p[2] = msg.ack
+
+    def _disconnect(self, c: Client) -> None:
+        self.clients.discard(c)
+        self.per_address[c.addr] -= 1
+        if self.per_address[c.addr] <= 0:
+            del self.per_address[c.addr]
+        if c.phase is not ConnectionPhase.CLOSED:
+            c.move(ConnectionPhase.CLOSED)
+        session = c.session
+        if session is None or self.by_sid.get(session.sid) is not c:
+            return
+        del self.by_sid[session.sid]
+        neutral: InputRow = (session.entity, max(0, session.last_seq), 0.0, 0.0, 0)
+        with self._lock:
+            self._players.pop(session.sid, None)
+            self._pending[session.entity] = (session.sid, neutral)  # stop the idle entity
+        if c.said_bye:
+            self.sessions.close(session)
+        else:
+            self.sessions.detach(session)
+
+    # ---- HTTP ------------------------------------------------------------------------------------
+    def _http(self, connection: Any, request: Any) -> Any:
+        path = request.path.split("?", 1)[0]
+        if path == "/stats":
+            resp = connection.respond(HTTPStatus.OK, json.dumps(self.stats(), indent=1) + "\n")
+            del resp.headers["Content-Type"]
+            resp.headers["Content-Type"] = "application/json"
+            return resp
+        if path == "/metrics":
+            resp = connection.respond(HTTPStatus.OK, prometheus_text(self.stats()))
+            del resp.headers["Content-Type"]
+            resp.headers["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"
+            return resp
+        return None  # continue with the websocket handshake
+
+    def stats(self) -> dict[str, Any]:
+        """JSON-ready server statistics (what ``GET /stats`` returns)."""
+        c = self.counters
+        playing = sum(1 for x in self.clients if x.phase is ConnectionPhase.PLAYING)
+        return {
+            "tick": self.tick,
+            "uptime_s": self.clock() - self._started if self._started else 0.0,
+            "ticker": self.ticker.stats() if self.ticker else {},
+            "connections": {"open": len(self.clients), "playing": playing, "peak": self.peak,
+                            "accepted": c["connections_accepted"],
+                            "dropped": c["connections_dropped"],
+                            "rejected_address": c["rejected_address"],
+                            "rejected_full": c["rejected_full"],
+                            "addresses": len(self.per_address)},
+            "sessions": {"active": len(self.sessions.by_sid), "free": self.sessions.free,
+                         **self.sessions.counters},
+            "messages": {"in": c["messages_in"], "out": c["messages_out"],
+                         "bytes_in": c["bytes_in"], "bytes_out": c["bytes_out"],
+                         "inputs": c["inputs"], "snapshots_out": c["snapshots_out"],
+                         "snapshots_dropped": c["snapshots_dropped"],
+                         "bad": c["bad_messages"], "rate_limited": c["rate_limited"],
+                         "errors_dropped": c["errors_dropped"],
+                         "internal_errors": c["internal_errors"],
+                         "errors_sent": dict(self.errors_sent)},
+            "settings": asdict(self.settings),
+            "world": self.world.to_dict(),
+            "runtime": self._runtime_metrics,
+        }
+
+
+def _select_subprotocol(connection: Any, offered: Iterable[str]) -> str | None:
+    """First of our subprotocols the client offers.
+
+    A client that offers none gets no ``Sec-WebSocket-Protocol`` header (RFC 6455 forbids
+    selecting one it did not offer) and is spoken to in JSON (:func:`codec_for` of None), so a
+    generic websocket client can play.  Offering only subprotocols we do not speak is refused
+    with HTTP 400 (``NegotiationError``).
+    """
+    from websockets.exceptions import NegotiationError
+
+    offered = list(offered)
+    if not offered:
+        return None
+    for name in SUBPROTOCOLS:
+        if name in offered:
+            return name
+    raise NegotiationError(f"unsupported subprotocol; use one of {', '.join(SUBPROTOCOLS)}")
+
+
+def _is_closed_error(exc: BaseException) -> bool:
+    from websockets.exceptions import ConnectionClosed
+
+    return isinstance(exc, ConnectionClosed)
+
+
+def prometheus_text(stats: dict[str, Any]) -> str:
+    """Prometheus text exposition (format 0.0.4) of every numeric leaf of ``stats``.
+
+    Names are ``paratick_<path>``.  Lists of objects (the runtime's per-shard and per-worker
+    metrics) become labelled series: ``paratick_runtime_shards_mspt_p99{region="3"}``.
+    ``messages.errors_sent`` becomes one metric with a ``code`` label.  Everything is exposed as
+    a gauge: counters and gauges share one JSON tree here, and a gauge is never wrong for a value
+    that only grows.
+    """
+    series: dict[str, list[str]] = {}
+
+    def emit(name: str, value: Any, labels: dict[str, str]) -> None:
+        if isinstance(value, bool):
+            value = int(value)
+        if not isinstance(value, int | float):
+            return
+        lab = ",".join(f'{k}="{v}"' for k, v in labels.items())
+        series.setdefault(name, []).append(f"{name}{{{lab}}} {float(value)!r}" if lab
+                                           else f"{name} {float(value)!r}")
+
+    def walk(prefix: str, obj: Any, labels: dict[str, str]) -> None:
+        for key, value in obj.items():
+            name = f"{prefix}_{_metric_name(str(key))}"
+            if prefix == "paratick_messages" and key == "errors_sent":
+                for code, n in sorted(value.items()):
+                    emit(name, n, {**labels, "code": _metric_name(code)})
+            elif isinstance(value, dict):
+                walk(name, value, labels)
+            elif isinstance(value, list):
+                for i, item in enumerate(value):
+                    if isinstance(item, dict):
+                        key_name = next((k for k in ("region", "worker") if k in item), "index")
+                        walk(name, {k: v for k, v in item.items() if k != key_name},
+                             {**labels, key_name: str(item.get(key_name, i))})
+                    else:
+                        emit(name, item, {**labels, "index": str(i)})
+            else:
+                emit(name, value, labels)
+
+    walk("paratick", {k: v for k, v in stats.items() if k not in ("settings", "world")}, {})
+    lines: list[str] = []
+    for name, samples in series.items():
+        lines.append(f"# TYPE {name} gauge")
+        lines.extend(samples)
+    return "\n".join(lines) + "\n"
+
+
+def _metric_name(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in text)
+

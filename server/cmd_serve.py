@@ -1,0 +1,135 @@
+"""``paratick serve``: run the websocket game server until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+HELP = "run the websocket game server (default ws://127.0.0.1:8765, /stats and /metrics on it)"
+DESCRIPTION = """\
+Serve a sharded world over websockets.  Clients speak paratick.msgpack.v1 (binary) or
+paratick.json.v1 (text); GET /stats returns JSON statistics and GET /metrics Prometheus text on
+the same port.  SIGINT/SIGTERM close every client (bye, close 1001), stop the workers and print
+the final statistics.  Player entities are pre-spawned (--players) and lent one per session."""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("network")
+    g.add_argument("--host", default="127.0.0.1", help="bind address (default %(default)s)")
+    g.add_argument("--port", type=int, default=8765, help="TCP port (default %(default)s)")
+    w = p.add_argument_group("world")
+    w.add_argument("--tick-rate", type=float, default=30.0, help="ticks/s (default %(default)s)")
+    w.add_argument("--snapshot-rate", type=float, default=20.0,
+                   help="snapshots/s per client (default %(default)s)")
+    w.add_argument("--world", type=float, default=2048.0,
+                   help="world width and height (default %(default)s)")
+    w.add_argument("--regions", default="2x2", help="region grid, e.g. 4x4 (default %(default)s)")
+    w.add_argument("--entities", "--npcs", dest="npcs", type=int, default=1000,
+                   help="NPC entities (default %(default)s)")
+    w.add_argument("--players", type=int, default=1024,
+                   help="player entities pre-spawned = most simultaneous sessions "
+                        "(default %(default)s)")
+    w.add_argument("--view-radius", type=float, default=128.0,
+                   help="area-of-interest radius, <= region size (default %(default)s)")
+    w.add_argument("--seed", type=int, default=1, help="world seed (default %(default)s)")
+    r = p.add_argument_group("runtime")
+    r.add_argument("--backend", default="threads",
+                   choices=("inline", "threads", "interpreters", "processes"),
+                   help="parallel backend (default %(default)s)")
+    r.add_argument("--workers", type=int, default=None, help="workers (default: usable cores)")
+    r.add_argument("--kernel", default="python", choices=("python", "numpy"),
+                   help="simulation kernel (default %(default)s)")
+    lim = p.add_argument_group("limits")
+    lim.add_argument("--max-frame", type=int, default=4096,
+                     help="largest client frame in bytes; larger closes 1009 (default %(default)s)")
+    lim.add_argument("--input-rate", type=float, default=60.0,
+                     help="messages/s per connection (default %(default)s)")
+    lim.add_argument("--input-burst", type=float, default=10.0,
+                     help="token-bucket burst (default %(default)s)")
+    lim.add_argument("--max-per-address", type=int, default=1100,
+                     help="connections per IP address (default %(default)s)")
+    lim.add_argument("--send-queue", type=int, default=4,
+                     help="unsent snapshots kept per client (default %(default)s)")
+    lim.add_argument("--grace", type=float, default=10.0,
+                     help="seconds a dropped session keeps its entity (default %(default)s)")
+    p.add_argument("--mqtt", metavar="HOST:PORT", default=None,
+                   help="also publish /stats JSON once per second to topic paratick/stats")
+    p.add_argument("--duration", type=float, default=None,
+                   help="stop after this many seconds (default: run until interrupted)")
+
+
+def build(args: argparse.Namespace) -> tuple[Any, Any]:
+    from server.app import ServerSettings
+    from sim.config import WorldConfig, parse_grid
+
+    rx, ry = parse_grid(args.regions)
+    world = WorldConfig(width=args.world, height=args.world, regions_x=rx, regions_y=ry,
+                        tick_rate=args.tick_rate, view_radius=args.view_radius, seed=args.seed)
+    settings = ServerSettings(
+        host=args.host, port=args.port, snapshot_rate=args.snapshot_rate, players=args.players,
+        npcs=args.npcs, backend=args.backend, workers=args.workers, kernel=args.kernel,
+        max_frame=args.max_frame, input_rate=args.input_rate, input_burst=args.input_burst,
+        max_per_address=args.max_per_address, send_queue=args.send_queue, grace=args.grace)
+    return world, settings
+
+
+def run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from sim.errors import ConfigError
+
+    try:
+        world, settings = build(args)
+        if args.mqtt:
+            from server.mqtt import parse_target
+            parse_target(args.mqtt)
+    except (ConfigError, ValueError) as exc:
+        print(f"paratick serve: {exc}", file=sys.stderr)
+        return 2
+    try:
+        final = asyncio.run(_serve(world, settings, args.mqtt, args.duration))
+    except OSError as exc:  # e.g. the port is in use
+        print(f"paratick serve: cannot listen on {settings.host}:{settings.port}: {exc}",
+              file=sys.stderr)
+        return 2
+    print(json.dumps(final, indent=1))
+    return 1 if final["ticker"].get("fault") else 0
+
+
+async def _serve(world: Any, settings: Any, mqtt: str | None,
+                 duration: float | None) -> dict[str, Any]:
+    import asyncio
+    import signal
+
+    from server.app import GameServer
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    server = GameServer(world, settings)
+    await server.start()
+    print(f"paratick: serving ws://{settings.host}:{server.port} "
+          f"({world.regions_x}x{world.regions_y} regions, {settings.backend} backend, "
+          f"{world.tick_rate:g} Hz ticks, {settings.snapshot_rate:g} Hz snapshots); "
+          f"stats at http://{settings.host}:{server.port}/stats", file=sys.stderr, flush=True)
+    publisher = None
+    if mqtt:
+        from server.mqtt import publish_stats
+
+        publisher = asyncio.create_task(publish_stats(server.stats, mqtt))
+    failed = asyncio.create_task(server.failed.wait())
+    stopped = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait([failed, stopped], timeout=duration,
+                           return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        failed.cancel()
+        stopped.cancel()
+        if publisher is not None:
+            publisher.cancel()
+        print("paratick: shutting down", file=sys.stderr, flush=True)
+        final = await server.stop()
+    return final

@@ -1,0 +1,75 @@
+"""Bots against a live server on loopback: short runs, real websockets."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+from collections.abc import Iterator
+
+import pytest
+
+from clients.bots import FleetSpec, choose, format_report, run_fleet
+from server.app import ServerSettings
+from server.harness import ServerThread
+from server.runtime import Runtime
+from sim.config import WorldConfig
+
+WORLD = WorldConfig(width=512, height=512, regions_x=2, regions_y=2, view_radius=100.0)
+
+
+@pytest.fixture
+def server() -> Iterator[ServerThread]:
+    st = ServerThread(WORLD, ServerSettings(port=0, players=16, npcs=60, backend="inline"),
+                      runtime_factory=Runtime)
+    st.start()
+    yield st
+    st.stop()
+
+
+def test_chase_steers_toward_the_nearest_entity() -> None:
+    me = (1, 0, 100.0, 100.0, 0.0, 0.0, 0.0, 0)          # heading east
+    north = (2, 1, 100.0, 120.0, 0.0, 0.0, 0.0, 0)       # +y: a left turn (positive angle)
+    far = (3, 1, 400.0, 100.0, 0.0, 0.0, 0.0, 0)
+    seen = {1: me, 2: north, 3: far}
+    thrust, turn, _ = choose("chase", me, seen, random.Random(1), {})
+    assert turn > 0 and 0 < thrust <= 1
+    thrust, turn, _ = choose("chase", me, {1: me, 3: far}, random.Random(1), {})
+    assert thrust == 1.0 and math.isclose(turn, 0.0, abs_tol=1e-9)
+    assert choose("idle", me, seen, random.Random(1), {}) == (0.0, 0.0, 0)
+
+
+def test_wander_is_seeded() -> None:
+    me = (1, 0, 0.0, 0.0, 0.0, 0.0, 0.0, 0)
+    runs = [[choose("wander", me, {}, rng, mem) for _ in range(50)]
+            for rng, mem in ((random.Random(7), {}), (random.Random(7), {}))]
+    assert runs[0] == runs[1]
+
+
+def test_short_fleet_run_reports_latency_and_server_mspt(server: ServerThread) -> None:
+    spec = FleetSpec(url=server.url, bots=6, ramp=60.0, duration=1.5, seed=3)
+    lines: list[str] = []
+    rep = asyncio.run(run_fleet(spec, processes=1, progress=lines.append))
+    assert rep["connected"] == 6 and rep["failed"] == 0 and rep["dropped"] == 0
+    lat = rep["latency_ms"]
+    assert lat["samples"] > 0 and 0 < lat["p50"] <= lat["p95"] <= lat["p99"] <= lat["max"]
+    assert rep["snapshots_per_bot_s"] > 0 and rep["bytes_in_per_s"] > rep["bytes_out_per_s"] > 0
+    assert rep["server"]["samples"] >= 1 and rep["server"]["mspt_p50_median"] > 0
+    assert lines and "MSPT" in lines[-1]
+    assert "input->ack latency" in format_report(rep)
+    stats = server.stats()
+    assert stats["connections"]["dropped"] == 0 and stats["sessions"]["created"] == 6
+
+
+def test_fleet_spread_over_two_processes(server: ServerThread) -> None:
+    spec = FleetSpec(url=server.url, bots=4, ramp=40.0, duration=1.0, seed=5)
+    rep = asyncio.run(run_fleet(spec, processes=2))
+    assert rep["processes"] == 2
+    assert rep["connected"] == 4 and rep["failed"] == 0 and rep["dropped"] == 0
+    assert rep["latency_ms"]["samples"] > 0
+
+
+def test_unreachable_server_counts_failures() -> None:
+    spec = FleetSpec(url="ws://127.0.0.1:9", bots=2, ramp=100.0, duration=0.1)
+    rep = asyncio.run(run_fleet(spec, processes=1))
+    assert rep["connected"] == 0 and rep["failed"] == 2 and rep["first_failures"]

@@ -1,0 +1,75 @@
+"""``paratick serve`` as a real process: SIGTERM closes clients with 1001 and prints final stats."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from server.protocol import CODECS, SERVER_MESSAGES, SUBPROTOCOL_MSGPACK, Bye, Hello, Welcome
+
+MP = CODECS[SUBPROTOCOL_MSGPACK]
+
+
+def test_sigterm_closes_clients_1001_and_prints_final_stats() -> None:
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "server.cli", "serve", "--port", "0", "--world", "512",
+         "--regions", "2x2", "--npcs", "50", "--players", "4", "--view-radius", "64",
+         "--backend", "threads", "--workers", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        m = re.search(r"ws://127\.0\.0\.1:(\d+)", line)
+        assert m, line
+        with connect(f"ws://127.0.0.1:{m.group(1)}", subprotocols=[MP.name]) as ws:  # type: ignore[list-item]
+            ws.send(MP.encode(Hello(name="sig")))
+            assert isinstance(MP.decode(ws.recv(10), accept=SERVER_MESSAGES), Welcome)
+            proc.send_signal(signal.SIGTERM)
+            seen = []
+            try:
+                while True:
+                    seen.append(MP.decode(ws.recv(10), accept=SERVER_MESSAGES))
+            except ConnectionClosed as exc:
+                assert exc.rcvd is not None and exc.rcvd.code == 1001
+            assert any(isinstance(m, Bye) for m in seen)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    final = json.loads(out)
+    assert final["connections"]["open"] == 0 and final["ticker"]["ticks"] > 0
+    assert final["ticker"]["fault"] is None
+    assert "shutting down" in err
+
+
+def test_bad_options_exit_2() -> None:
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    res = subprocess.run([sys.executable, "-m", "server.cli", "serve", "--regions", "64x64"],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert res.returncode == 2 and "paratick serve:" in res.stderr
+
+
+def test_port_in_use_exits_2_without_a_traceback() -> None:
+    import socket
+
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        res = subprocess.run([sys.executable, "-m", "server.cli", "serve", "--port", str(port),
+                              "--world", "512", "--npcs", "10", "--players", "2",
+                              "--view-radius", "64", "--backend", "threads", "--workers", "2"],
+                             capture_output=True, text=True, env=env, timeout=60)
+    assert res.returncode == 2 and "cannot listen" in res.stderr
+    assert "Traceback" not in res.stderr

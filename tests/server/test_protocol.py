@@ -1,0 +1,245 @@
+"""The wire codec: literal bytes, validation of everything a peer sends, round trips."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from server.protocol import (
+    CLIENT_MESSAGES,
+    CODECS,
+    HEADING_SCALE,
+    POS_SCALE,
+    SERVER_MESSAGES,
+    SUBPROTOCOL_JSON,
+    SUBPROTOCOL_MSGPACK,
+    Bye,
+    Error,
+    ErrorCode,
+    FrameTooLarge,
+    FrameTypeError,
+    Hello,
+    Input,
+    InvalidField,
+    JsonCodec,
+    MalformedMessage,
+    MsgpackCodec,
+    ProtocolError,
+    Snapshot,
+    SnapshotGap,
+    UnknownMessageType,
+    UnsupportedVersion,
+    Welcome,
+    apply_snapshot,
+    codec_for,
+    dequantise,
+    quantise,
+)
+
+MP = MsgpackCodec()
+JS = JsonCodec()
+
+INPUT_MSGPACK = (b"\x86\xa1t\xa5input\xa3seq\x01\xa6thrust\xcb?\xe0\x00\x00\x00\x00\x00\x00"
+                 b"\xa4turn\xcb\x00\x00\x00\x00\x00\x00\x00\x00\xa6action\x00\xa3ack\xc0")
+INPUT_JSON = '{"t":"input","seq":1,"thrust":0.5,"turn":0.0,"action":0,"ack":null}'
+HELLO_MSGPACK = b"\x84\xa1t\xa5hello\xa1v\x01\xa4name\xa3ann\xa5token\xc0"
+
+
+# ---- literal bytes ------------------------------------------------------------------------------
+def test_input_encodes_to_literal_msgpack_bytes() -> None:
+    assert MP.encode(Input(seq=1, thrust=0.5)) == INPUT_MSGPACK
+
+
+def test_input_encodes_to_literal_json_text() -> None:
+    assert JS.encode(Input(seq=1, thrust=0.5)) == INPUT_JSON
+
+
+def test_literal_frames_decode() -> None:
+    assert MP.decode(INPUT_MSGPACK) == Input(seq=1, thrust=0.5)
+    assert JS.decode(INPUT_JSON) == Input(seq=1, thrust=0.5)
+    assert MP.decode(HELLO_MSGPACK) == Hello(name="ann")
+    assert JS.decode('{"t":"hello","v":1,"name":"ann"}') == Hello(name="ann")
+    assert JS.decode('{"t":"bye"}') == Bye()
+
+
+def test_snapshot_wire_form_is_quantised_integers() -> None:
+    snap = Snapshot(tick=7, ack=3, entities=((5, 1, 10.5, 2.0, -1.25, 0.0, 0.5, 9),))
+    assert JS.encode(snap) == ('{"t":"snapshot","tick":7,"ack":3,"base":null,'
+                               '"ents":[[5,1,168,32,-20,0,512,9]],"gone":[]}')
+
+
+def test_every_strict_prefix_of_a_frame_is_rejected() -> None:
+    for cut in range(len(INPUT_MSGPACK)):
+        with pytest.raises(ProtocolError):
+            MP.decode(INPUT_MSGPACK[:cut])
+    for cut in range(len(INPUT_JSON)):
+        with pytest.raises(ProtocolError):
+            JS.decode(INPUT_JSON[:cut])
+
+
+# ---- rejection --------------------------------------------------------------------------------
+@pytest.mark.parametrize(("codec", "data", "error"), [
+    (MP, INPUT_JSON, FrameTypeError),
+    (JS, INPUT_MSGPACK, FrameTypeError),
+    (MP, b"\xc1", MalformedMessage),
+    (JS, "{not json", MalformedMessage),
+    (MP, msgpack.packb([1, 2, 3]), MalformedMessage),
+    (JS, '"hello"', MalformedMessage),
+    (JS, '{"type":"input"}', MalformedMessage),
+    (JS, '{"t":5}', MalformedMessage),
+    (MP, msgpack.packb(msgpack.ExtType(1, b"x")), MalformedMessage),
+    (MP, msgpack.packb({"t": "input", "x": msgpack.ExtType(3, b"")}), MalformedMessage),
+    (JS, '{"t":"teleport"}', UnknownMessageType),
+    (JS, '{"t":"snapshot","tick":1,"ack":0,"ents":[],"gone":[]}', UnknownMessageType),
+    (JS, '{"t":"input","seq":1,"thrust":0,"turn":0}', InvalidField),
+    (JS, '{"t":"input","seq":1,"thrust":0,"turn":0,"action":0,"warp":1}', InvalidField),
+    (JS, '{"t":"input","seq":"1","thrust":0,"turn":0,"action":0}', InvalidField),
+    (JS, '{"t":"input","seq":true,"thrust":0,"turn":0,"action":0}', InvalidField),
+    (JS, '{"t":"input","seq":-1,"thrust":0,"turn":0,"action":0}', InvalidField),
+    (JS, '{"t":"input","seq":1,"thrust":"x","turn":0,"action":0}', InvalidField),
+    (JS, '{"t":"input","seq":1,"thrust":NaN,"turn":0,"action":0}', MalformedMessage),
+    (JS, '{"t":"input","seq":1,"thrust":Infinity,"turn":0,"action":0}', MalformedMessage),
+    (JS, '{"t":"input","seq":1,"thrust":1e999,"turn":0,"action":0}', InvalidField),
+    (JS, '{"t":"input","seq":1,"thrust":1.5,"turn":0,"action":0}', InvalidField),
+    (JS, '{"t":"input","seq":1,"thrust":0,"turn":0,"action":256}', InvalidField),
+    (JS, '{"t":"input","seq":1,"thrust":0,"turn":0,"action":0,"ack":-3}', InvalidField),
+    (JS, '{"t":"hello","v":2,"name":"x"}', UnsupportedVersion),
+    (JS, '{"t":"hello","v":1,"name":' + json.dumps("x" * 65) + "}", InvalidField),
+    (MP, msgpack.packb({"t": "hello", "v": 1, "name": b"bytes"}), InvalidField),
+    (MP, msgpack.packb({"t": "input", "seq": 1, "thrust": math.nan, "turn": 0, "action": 0}),
+     InvalidField),
+    (MP, msgpack.packb({"t": "input", "seq": 1, "thrust": 0, "turn": -math.inf, "action": 0}),
+     InvalidField),
+    (MP, msgpack.packb({"t": "input", "seq": 2**64 - 1, "thrust": 0, "turn": 0, "action": 0}),
+     InvalidField),
+])
+def test_bad_frames_raise_the_specific_error(codec: object, data: bytes | str,
+                                             error: type[ProtocolError]) -> None:
+    with pytest.raises(error) as info:
+        codec.decode(data)  # type: ignore[attr-defined]
+    assert info.value.code == error.code
+    assert isinstance(info.value, ValueError)
+
+
+def test_size_limit_is_checked_before_parsing() -> None:
+    big = JS.encode(Hello(name="x" * 60))
+    with pytest.raises(FrameTooLarge) as info:
+        JS.decode(big, max_size=len(big) - 1)
+    assert info.value.code is ErrorCode.TOO_LARGE
+    assert JS.decode(big, max_size=len(big)) == Hello(name="x" * 60)
+
+
+def test_direction_is_enforced() -> None:
+    frame = MP.encode(Welcome(entity=1, token="t", tick=0, tick_rate=30, snapshot_rate=20,
+                              width=1, height=1, view_radius=1))
+    with pytest.raises(UnknownMessageType):
+        MP.decode(frame, accept=CLIENT_MESSAGES)
+    assert isinstance(MP.decode(frame, accept=SERVER_MESSAGES), Welcome)
+
+
+def test_snapshot_size_caps() -> None:
+    snap = Snapshot(tick=1, ack=0, entities=tuple((i, 1, 0.0, 0.0, 0.0, 0.0, 0.0, 0)
+                                                  for i in range(10)))
+    with pytest.raises(InvalidField):
+        MP.decode(MP.encode(snap), accept=SERVER_MESSAGES, max_entities=9)
+
+
+def test_codec_for_subprotocols() -> None:
+    assert codec_for(SUBPROTOCOL_MSGPACK).binary
+    assert not codec_for(SUBPROTOCOL_JSON).binary
+    assert codec_for(None) is CODECS[SUBPROTOCOL_JSON]
+
+
+# ---- quantisation and deltas -----------------------------------------------------------------
+def test_quantisation_is_idempotent_and_wraps_heading() -> None:
+    w = quantise((3, 1, 100.03, 7.0, 1.0, -2.0, 3 * math.pi, 4))
+    assert w[2] == round(100.03 * POS_SCALE)
+    assert abs(w[6]) <= math.pi * HEADING_SCALE + 1
+    assert quantise(dequantise(w)) == w
+
+
+def test_apply_snapshot_full_delta_and_gap() -> None:
+    a = (1, 0, 1.0, 1.0, 0.0, 0.0, 0.0, 0)
+    b = (2, 1, 2.0, 2.0, 0.0, 0.0, 0.0, 0)
+    b2 = (2, 1, 3.0, 2.0, 0.0, 0.0, 0.0, 0)
+    c = (3, 1, 4.0, 4.0, 0.0, 0.0, 0.0, 0)
+    s10 = apply_snapshot({}, Snapshot(tick=10, ack=0, entities=(a, b)))
+    assert s10 == {1: a, 2: b}
+    s12 = apply_snapshot({10: s10}, Snapshot(tick=12, ack=0, entities=(b2, c), removed=(1,),
+                                             base=10))
+    assert s12 == {2: b2, 3: c}
+    assert s10 == {1: a, 2: b}, "the baseline must not be modified"
+    with pytest.raises(SnapshotGap):
+        apply_snapshot({10: s10}, Snapshot(tick=13, ack=0, base=11))
+
+
+# ---- round trips --------------------------------------------------------------------------------
+ints = st.integers(0, 2**63 - 1)
+unit = st.floats(-1.0, 1.0, allow_nan=False)
+text = st.text(max_size=64)
+q = st.integers(-(2**40), 2**40)
+wire_entities = st.tuples(st.integers(0, 2**40), st.integers(0, 1), q, q, q, q,
+                          st.integers(-3217, 3216), st.integers(0, 2**40))
+messages = st.one_of(
+    st.builds(Hello, name=text, token=st.none() | st.text(max_size=64)),
+    st.builds(Input, seq=ints, thrust=unit, turn=unit, action=st.integers(0, 255),
+              ack=st.none() | ints),
+    st.builds(Bye, reason=st.text(max_size=256)),
+    st.builds(Error, code=st.sampled_from([str(c) for c in ErrorCode]), reason=text),
+    st.builds(Welcome, entity=ints, token=st.text(max_size=64), tick=ints,
+              tick_rate=st.floats(0, 1e6), snapshot_rate=st.floats(0, 1e6),
+              width=st.floats(0, 1e9), height=st.floats(0, 1e9), view_radius=st.floats(0, 1e9),
+              resumed=st.booleans()),
+    st.builds(Snapshot, tick=ints, ack=st.integers(-1, 2**63 - 1),
+              entities=st.lists(wire_entities.map(dequantise), max_size=20).map(tuple),
+              removed=st.lists(ints, max_size=20).map(tuple), base=st.none() | ints),
+)
+ALL = CLIENT_MESSAGES | SERVER_MESSAGES
+
+
+@given(messages, st.sampled_from([MP, JS]))
+@settings(max_examples=150)
+def test_round_trip(msg: object, codec: object) -> None:
+    data = codec.encode(msg)  # type: ignore[attr-defined]
+    assert codec.decode(data, accept=ALL) == msg  # type: ignore[attr-defined]
+
+
+@given(st.binary(max_size=200))
+@settings(max_examples=500)
+def test_random_bytes_raise_only_protocol_errors(data: bytes) -> None:
+    with contextlib.suppress(ProtocolError):
+        MP.decode(data, accept=ALL)
+
+
+@given(st.text(max_size=200))
+@settings(max_examples=300)
+def test_random_text_raises_only_protocol_errors(data: str) -> None:
+    with contextlib.suppress(ProtocolError):
+        JS.decode(data, accept=ALL)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
+    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=8), kids,
+                                                             max_size=4), max_leaves=10)
+
+
+@given(st.sampled_from(sorted(ALL)), st.dictionaries(
+    st.sampled_from(["v", "name", "token", "seq", "thrust", "turn", "action", "ack", "tick",
+                     "ents", "gone", "base", "code", "reason", "entity", "resumed", "x"]),
+    json_values, max_size=8))
+@settings(max_examples=200)
+def test_random_fields_raise_only_protocol_errors(t: str, fields: dict[str, object]) -> None:
+    for codec in (MP, JS):
+        try:
+            data = codec.dumps({"t": t, **fields})
+        except (ValueError, OverflowError):
+            continue  # NaN in JSON, ints beyond 64 bits in msgpack: nothing a peer could send
+        with contextlib.suppress(ProtocolError):
+            codec.decode(data, accept=ALL)

@@ -1,0 +1,96 @@
+"""Sessions, entity pool and token bucket under a virtual clock."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from server.sessions import (
+    BadToken,
+    ConnectionPhase,
+    IllegalTransition,
+    PoolExhausted,
+    SessionState,
+    SessionTable,
+    TokenBucket,
+)
+
+
+class VirtualClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def table(clock: VirtualClock, n: int = 2) -> SessionTable:
+    counter = itertools.count()
+    return SessionTable(range(n), grace=10.0, clock=clock,
+                        token_factory=lambda: f"tok{next(counter)}")
+
+
+def test_resume_within_grace_gets_the_same_entity() -> None:
+    clock = VirtualClock()
+    t = table(clock)
+    s, resumed = t.open("a", None)
+    assert not resumed and s.state is SessionState.ATTACHED
+    t.detach(s)
+    clock.now = 9.9
+    s2, resumed = t.open("a", s.token)
+    assert resumed and s2 is s and s2.entity == s.entity and s2.state is SessionState.ATTACHED
+
+
+def test_expired_session_frees_its_entity_and_token() -> None:
+    clock = VirtualClock()
+    t = table(clock, n=1)
+    s, _ = t.open("a", None)
+    with pytest.raises(PoolExhausted):
+        t.open("b", None)
+    t.detach(s)
+    clock.now = 10.0
+    with pytest.raises(BadToken):
+        t.open("a", s.token)
+    assert s.state is SessionState.EXPIRED
+    s2, _ = t.open("b", None)
+    assert s2.entity == s.entity and s2.token != s.token
+
+
+def test_bye_releases_immediately_and_bad_tokens_are_counted() -> None:
+    clock = VirtualClock()
+    t = table(clock)
+    s, _ = t.open("a", None)
+    t.close(s)
+    assert t.free == 2
+    with pytest.raises(BadToken):
+        t.open("a", "nonsense")
+    assert t.counters["bad_token"] == 1
+
+
+def test_illegal_transition_raises() -> None:
+    clock = VirtualClock()
+    t = table(clock)
+    s, _ = t.open("a", None)
+    t.close(s)
+    with pytest.raises(IllegalTransition):
+        s.move(SessionState.ATTACHED)
+    from server.app import Client
+    c = Client.__new__(Client)
+    c.phase = ConnectionPhase.CLOSED
+    with pytest.raises(IllegalTransition):
+        c.move(ConnectionPhase.PLAYING)
+
+
+def test_token_bucket_rate_and_burst() -> None:
+    clock = VirtualClock()
+    b = TokenBucket(rate=64.0, burst=10.0, clock=clock)  # powers of two: exact clock sums
+    assert sum(b.allow() for _ in range(100)) == 10
+    clock.now += 0.5
+    assert sum(b.allow() for _ in range(100)) == 10  # refilled, capped at the burst
+    got = 0
+    for _ in range(64):  # one second at exactly the allowed rate: nothing dropped
+        clock.now += 1 / 64
+        got += b.allow()
+    assert got == 64
+    assert sum(b.allow() for _ in range(5)) == 0  # ... and nothing saved up either

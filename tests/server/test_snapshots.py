@@ -1,0 +1,133 @@
+"""SnapshotHook: area of interest, ownership split across workers, delta correctness."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+from server.protocol import (
+    CODECS,
+    POS_SCALE,
+    SERVER_MESSAGES,
+    SUBPROTOCOL_JSON,
+    SUBPROTOCOL_MSGPACK,
+    Snapshot,
+    apply_snapshot,
+    quantise,
+)
+from server.snapshots import SnapshotHook
+from sim.config import WorldConfig
+from sim.world import World, spawn
+
+MP = CODECS[SUBPROTOCOL_MSGPACK]
+R = 60.0
+
+
+def make_world(**kw: object) -> World:
+    cfg = WorldConfig(width=400, height=400, regions_x=2, regions_y=2, view_radius=R,
+                      max_speed=60, **kw)  # type: ignore[arg-type]
+    return World(cfg, spawn(cfg, 300, players=6))
+
+
+def decode(payload: bytes | str) -> Snapshot:
+    codec = CODECS[SUBPROTOCOL_MSGPACK if isinstance(payload, bytes) else SUBPROTOCOL_JSON]
+    msg = codec.decode(payload, accept=SERVER_MESSAGES, max_size=1 << 24)
+    assert isinstance(msg, Snapshot)
+    return msg
+
+
+def test_aoi_matches_brute_force_across_region_borders() -> None:
+    world = make_world()
+    world.step(view=True)
+    hook = SnapshotHook(view_radius=R)
+    jobs = [(eid, 100 + eid, SUBPROTOCOL_MSGPACK, -1, 7) for eid in range(6)]
+    out = dict(hook.run(world.tick, world.shards, jobs))
+    assert sorted(out) == [100 + e for e in range(6)]
+    rows = {r[0]: quantise((r[0], r[1], r[2], r[3], r[4], r[5], r[7], r[8]))
+            for r in world.rows()}
+    crossing = 0
+    for eid in range(6):
+        snap = decode(out[100 + eid])
+        assert snap.tick == world.tick and snap.ack == 7 and snap.base is None
+        me = rows[eid]
+        expect = {k for k, w in rows.items()
+                  if math.hypot(w[2] - me[2], w[3] - me[3]) <= R * POS_SCALE}
+        got = {e[0] for e in snap.entities}
+        assert got == expect
+        assert eid in got
+        region = world.layout.region_of(me[2] / POS_SCALE, me[3] / POS_SCALE)
+        crossing += any(world.layout.region_of(rows[k][2] / POS_SCALE, rows[k][3] / POS_SCALE)
+                        != region for k in got)
+        for e in snap.entities:
+            assert quantise(e) == rows[e[0]]
+    assert crossing > 0, "no AOI crossed a region border; the test world is too sparse"
+
+
+def test_each_job_is_handled_by_the_worker_owning_the_entity() -> None:
+    world = make_world()
+    world.step(view=True)
+    jobs = [(eid, eid, SUBPROTOCOL_JSON, -1, -1) for eid in range(6)]
+    halves = [world.shards[:2], world.shards[2:]]
+    results = [SnapshotHook(view_radius=R).run(world.tick, h, jobs) for h in halves]
+    sids = sorted(sid for res in results for sid, _ in res)
+    assert sids == list(range(6))
+    for res in results:
+        for _, payload in res:
+            assert isinstance(payload, str)  # JSON codec -> text frames
+
+
+def test_delta_client_sees_what_a_full_snapshot_client_sees() -> None:
+    # High drag and no wander kicks: most NPCs come to rest, so deltas are really used.
+    world = make_world(drag=20.0, wander_kick=0.0)
+    for _ in range(20):
+        world.step()
+    delta_hook, full_hook = SnapshotHook(view_radius=R, ring=4), SnapshotHook(view_radius=R)
+    hist: dict[int, dict[int, object]] = {}
+    acked = -1
+    deltas = 0
+    for t in range(60):
+        world.step([(0, t, 1.0, 0.3 if t < 30 else -0.3, 0)], view=True)
+        # The delta client acks every other snapshot, and once skips long enough for its
+        # baseline to fall out of the 4-entry ring.
+        (_, dp), = delta_hook.run(world.tick, world.shards, [(0, 1, SUBPROTOCOL_MSGPACK, acked,
+                                                               t)])
+        (_, fp), = full_hook.run(world.tick, world.shards, [(0, 2, SUBPROTOCOL_MSGPACK, -1, t)])
+        d, f = decode(dp), decode(fp)
+        assert not f.is_delta
+        deltas += d.is_delta
+        state = apply_snapshot(hist, d)  # type: ignore[arg-type]
+        assert state == apply_snapshot({}, f)
+        hist[d.tick] = state  # type: ignore[assignment]
+        if t % 2 == 0 and not 40 <= t < 50:
+            acked = d.tick
+    assert deltas >= 10, f"only {deltas} deltas: the test does not exercise them"
+    assert delta_hook.stats["full"] > 1  # the first one, and after the ring lost the baseline
+
+
+def test_unknown_codec_and_unowned_entities_are_skipped() -> None:
+    world = make_world()
+    world.step(view=True)
+    hook = SnapshotHook(view_radius=R)
+    assert hook.run(world.tick, world.shards, [(0, 1, "paratick.xml.v9", -1, 0),
+                                               (99999, 2, SUBPROTOCOL_MSGPACK, -1, 0)]) == []
+
+
+def test_importable_without_numpy() -> None:
+    code = ("import sys; import server.snapshots, server.protocol; "
+            "sys.exit('numpy' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_rings_of_departed_clients_are_dropped() -> None:
+    world = make_world()
+    hook = SnapshotHook(view_radius=R, ring_ttl=10)
+    world.step(view=True)
+    hook.run(world.tick, world.shards, [(0, 1, SUBPROTOCOL_MSGPACK, -1, 0),
+                                        (1, 2, SUBPROTOCOL_MSGPACK, -1, 0)])
+    for _ in range(70):  # client 2 leaves; client 1 keeps getting snapshots every third tick
+        world.step(view=True)
+        if world.tick % 3 == 0:
+            out = hook.run(world.tick, world.shards, [(0, 1, SUBPROTOCOL_MSGPACK, -1, 0)])
+            assert [sid for sid, _ in out] == [1]
+    assert hook.sessions == {1}
