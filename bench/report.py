@@ -1,0 +1,200 @@
+"""report.md and PNG plots from a results folder, rebuilt from results.json alone.
+
+``paratick bench report DIR`` calls :func:`write`; so do the measuring commands after saving
+their section.  Every number in the report is recomputed from the raw runs in results.json
+(:func:`bench.scaling.aggregate`), so the report of an old folder reflects today's statistics
+code and a hand-edited summary cannot leak into it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from bench import schema
+
+SCALING_PNG = "scaling.png"
+MSPT_PNG = "mspt.png"
+
+
+def _env_lines(env: dict[str, Any]) -> list[str]:
+    m, g = env.get("machine", {}), env.get("git", {})
+    lines = [
+        f"- machine: {m.get('cpu_model', '?')}, {m.get('usable_cores', '?')} usable cores "
+        f"(of {m.get('cpu_count', '?')}), {m.get('kernel', '?')}, host `{m.get('hostname', '?')}`",
+        f"- date: {m.get('date', '?')}",
+        f"- commit: `{g.get('commit') or '?'}` on `{g.get('branch') or '?'}`"
+        + (" **(uncommitted changes)**" if g.get("dirty") else ""),
+    ]
+    for name, info in (env.get("interpreters") or {}).items():
+        pk = ", ".join(f"{k} {v}" for k, v in (info.get("packages") or {}).items() if v)
+        lines.append(
+            f"- `{name}`: CPython {info.get('version')} `{info.get('executable')}`, "
+            f"Py_GIL_DISABLED={int(bool(info.get('py_gil_disabled')))}, "
+            f"GIL {'enabled' if info.get('gil_enabled') else 'disabled'}"
+            + (f" (PYTHON_GIL={info['python_gil_env']})" if info.get("python_gil_env") else "")
+            + f"; configure `{info.get('config_args') or ''}`; {pk}")
+    return lines
+
+
+def scaling_md(section: dict[str, Any], plot: bool) -> list[str]:
+    from bench.scaling import table
+
+    p = section["params"]
+    w = p["world"]
+    out = ["## Tick-rate scaling", ""]
+    out += [f"Workload: {w['entities']:,} entities, {w['width']:g}x{w['height']:g}, radius "
+            f"{w['radius']:g}, {w['regions_x']}x{w['regions_y']} regions, seed {w['seed']}; "
+            f"{p['ticks']} timed flat-out ticks after {p['warmup']} warm-up ticks; "
+            f"{p['repeats']} repeats per cell, interleaved round by round"
+            + (" (**--quick run**)" if p["quick"] else "") + ".", ""]
+    out += ["Columns: ticks/s is the median of the repeats [min–max]; MSPT is wall time per "
+            "`Runtime.step` over all timed ticks (linear-interpolation percentiles); ×1w = "
+            "speedup vs the same build/backend/kernel at 1 worker; ×best-1core = vs the fastest "
+            "valid 1-worker cell of any build and backend (the honest number: it charges the "
+            "free-threaded build its single-thread cost); eff = ×1w / workers; vs ceiling = "
+            "×1w divided by the CEILING row's ×1w for the same build, backend and workers. "
+            "Cells whose workers' GIL state contradicts the build are **INVALID** and never "
+            "used as baselines.", ""]
+    out += [table(section), ""]
+    if plot:
+        out += [f"![ticks/s vs workers]({SCALING_PNG})", ""]
+    out += ["### Environment", "", *_env_lines(section["environment"]), ""]
+    return out
+
+
+def load_md(section: dict[str, Any], plot: bool) -> list[str]:
+    from bench.load import table as load_table
+
+    out = ["## Under load: server + bots", "", load_table(section), ""]
+    if plot:
+        out += [f"![MSPT distributions under load]({MSPT_PNG})", ""]
+    out += ["### Environment", "", *_env_lines(section["environment"]), ""]
+    return out
+
+
+def claims_md(section: dict[str, Any]) -> list[str]:
+    from bench.claims import table as claims_table
+
+    return ["## Commonly made claims, measured here", "", claims_table(section), "",
+            "### Environment", "", *_env_lines(section["environment"]), ""]
+
+
+def plot_scaling(section: dict[str, Any], path: Path) -> None:
+    """ticks/s vs workers: one panel per backend, one line per build, dashed ideal lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from bench.scaling import aggregate
+
+    cells = section["cells"]
+    summaries = aggregate(cells, section["builds"])
+    labels = {b["name"]: b["label"] for b in section["builds"]}
+    backends = [b for b in ("threads", "interpreters", "processes", "inline")
+                if any(c["backend"] == b and c["workload"] == "arena" for c in cells)]
+    fig, axes = plt.subplots(1, max(1, len(backends)), figsize=(4.2 * max(1, len(backends)), 3.8),
+                             squeeze=False, sharey=True)
+    for ax, backend in zip(axes[0], backends, strict=False):
+        for bi, build in enumerate(section["builds"]):
+            pts = sorted((c["workers"], s) for c, s in zip(cells, summaries, strict=True)
+                         if c["workload"] == "arena" and c["backend"] == backend
+                         and c["build"] == build["name"] and "ticks_per_s" in s)
+            if not pts:
+                continue
+            xs = [w for w, _ in pts]
+            ys = [s["ticks_per_s"]["median"] for _, s in pts]
+            lo = [s["ticks_per_s"]["median"] - s["ticks_per_s"]["min"] for _, s in pts]
+            hi = [s["ticks_per_s"]["max"] - s["ticks_per_s"]["median"] for _, s in pts]
+            color = f"C{bi}"
+            invalid = any(s["status"] != "ok" for _, s in pts)
+            ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, color=color,
+                        linestyle=":" if invalid else "-",
+                        label=labels.get(build["name"], build["name"])
+                        + (" (INVALID)" if invalid else ""))
+            one = next((s["ticks_per_s"]["median"] for w, s in pts if w == 1), None)
+            if one is not None and len(xs) > 1:
+                ax.plot(xs, [one * w for w in xs], linestyle="--", color=color, alpha=0.4,
+                        linewidth=1)
+        ax.set_title(f"{backend} (dashed: ideal)")
+        ax.set_xlabel("workers (= pinned cores)")
+        ax.set_xticks(sorted({c["workers"] for c in cells}))
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("ticks/s (median, min–max)")
+    axes[0][0].legend(fontsize=7)
+    w = section["params"]["world"]
+    fig.suptitle(f"paratick tick rate, {w['entities']:,} entities, "
+                 f"{w['regions_x']}x{w['regions_y']} regions")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_mspt(section: dict[str, Any], path: Path) -> bool:
+    """Box plots of per-tick MSPT for each load run that recorded tick times."""
+    runs = [r for r in section["runs"] if r.get("mspt_samples")]
+    if not runs:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(runs)), 4))
+    ax.boxplot([r["mspt_samples"] for r in runs], whis=(1, 99), showfliers=False)
+    ax.set_xticks(range(1, len(runs) + 1),
+                  [f"{r.get('build')}\n{r.get('backend')}\n{r.get('entities')}e/{r.get('bots')}b"
+                   for r in runs], fontsize=7)
+    budget = section.get("params", {}).get("mspt_budget_ms", 33.3)
+    ax.axhline(budget, color="red", linestyle="--", linewidth=1, label=f"budget {budget} ms")
+    ax.set_ylabel("MSPT (ms), whiskers p1–p99")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def write(folder: Path, *, plots: bool = True) -> list[Path]:
+    """(Re)build ``folder/report.md`` (and PNGs) from ``folder/results.json``.
+
+    Raises:
+        ResultsError: results.json is missing or invalid.
+    """
+    doc = schema.load(folder)
+    written: list[Path] = []
+    md = ["# paratick benchmark report", "",
+          f"Generated from `{schema.FILENAME}` (schema {doc['schema']} v{doc['version']}); "
+          "rebuild with `paratick bench report " + str(folder) + "`.", ""]
+    if "scaling" in doc:
+        sc = doc["scaling"]
+        if plots and sc["cells"]:
+            plot_scaling(sc, folder / SCALING_PNG)
+            written.append(folder / SCALING_PNG)
+        md += scaling_md(sc, plots and bool(sc["cells"]))
+    if "load" in doc:
+        has = plots and plot_mspt(doc["load"], folder / MSPT_PNG)
+        if has:
+            written.append(folder / MSPT_PNG)
+        md += load_md(doc["load"], has)
+    if "claims" in doc:
+        md += claims_md(doc["claims"])
+    if len(md) == 4:
+        md += ["(results.json holds no sections yet)", ""]
+    path = folder / "report.md"
+    path.write_text("\n".join(md), encoding="utf-8")
+    return [path, *written]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dir", type=Path, help="a results folder (holding results.json)")
+    p.add_argument("--no-plots", action="store_true", help="write report.md only")
+
+
+def run(args: argparse.Namespace) -> int:
+    for path in write(args.dir, plots=not args.no_plots):
+        print(path)
+    return 0
