@@ -408,7 +408,10 @@ def ensure_venv(kind: str, interp: Interp) -> Path:
     pip = [str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
     # numpy from source takes ~9 min on this machine; free-threaded wheels exist on PyPI.
     extra = ["--prefer-binary", "--only-binary", "numpy"]
-    _sh([*pip, *extra, "-e", f"{REPO}[dev]"], log=log)
+    # Lint tools (mypy, ruff) only under the GIL build: mypy's compiled dependencies have no
+    # free-threaded wheels.  Tests run under both.
+    extras = "dev" if kind == "gil" else "test"
+    _sh([*pip, *extra, "-e", f"{REPO}[{extras}]"], log=log)
     stamp_file.write_text(stamp)
     _say(f"installed paratick into {venv.relative_to(REPO)} in {time.monotonic() - t0:.0f} s")
     return py
