@@ -1,9 +1,11 @@
 """The ceiling: an embarrassingly parallel pure-Python loop with no shared state.
 
 The tick loop can never scale better than the interpreter itself does on this machine, so each
-scaling table carries a *ceiling* row: W copies of :func:`spin` (integer arithmetic in a local
-loop: no allocation-heavy objects, no shared mutable state, no messages) started together on
-W workers of the same kind the runtime uses, timed from "go" until the last one finishes.
+scaling table carries a *ceiling* row: :func:`spin` (integer arithmetic in a local loop: no
+allocation-heavy objects, no shared mutable state, no messages) run as W equal parts started
+together on W workers of the same kind the runtime uses, timed from "go" until the last one
+finishes.  :func:`run` takes the iterations *per worker*; :mod:`bench.cell` divides a fixed total
+by W (strong scaling, like a fixed world split over W workers).
 
 * ``threads``: W threads released by a barrier (on a GIL build they take turns: ~1x).
 * ``interpreters``: W isolated subinterpreters (PEP 684, one GIL each; private ``_interpreters``

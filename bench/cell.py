@@ -138,16 +138,19 @@ def run_arena(spec: dict[str, Any]) -> dict[str, Any]:
 def run_ceiling(spec: dict[str, Any]) -> dict[str, Any]:
     from bench import ceiling
 
-    backend, workers, iters = spec["backend"], spec["workers"], spec["iters"]
-    ceiling.run(backend, workers, max(1, iters // 10))  # warm-up, untimed
-    elapsed = ceiling.run(backend, workers, iters)
+    backend, workers = spec["backend"], spec["workers"]
+    # Strong scaling, like the tick loop (a fixed world split over W workers): a fixed total of
+    # ``iters`` iterations per "tick", split evenly over the workers.
+    per_worker = max(1, spec["iters"] // workers)
+    ceiling.run(backend, workers, max(1, per_worker // 10))  # warm-up, untimed
+    elapsed = ceiling.run(backend, workers, per_worker)
     mem = memory()
     return {
         "elapsed_s": elapsed,
         "startup_s": 0.0,
-        # One "tick" = one spin(iters) per worker, so ticks/s compares with the arena's.
+        # One "tick" = the whole fixed amount of work, so ticks/s compares with the arena's.
         "ticks_per_s": 1.0 / elapsed,
-        "iterations_per_s": workers * iters / elapsed,
+        "iterations_per_s": workers * per_worker / elapsed,
         "tick_ms": [elapsed * 1000.0],
         # Same binary and environment in every worker; threads share this interpreter's state.
         "worker_gil": [gil_enabled()] * workers,

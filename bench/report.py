@@ -39,7 +39,7 @@ def _env_lines(env: dict[str, Any]) -> list[str]:
 
 
 def scaling_md(section: dict[str, Any], plot: bool) -> list[str]:
-    from bench.scaling import table
+    from bench.scaling import headlines, table
 
     p = section["params"]
     w = p["world"]
@@ -57,6 +57,7 @@ def scaling_md(section: dict[str, Any], plot: bool) -> list[str]:
             "×1w divided by the CEILING row's ×1w for the same build, backend and workers. "
             "Cells whose workers' GIL state contradicts the build are **INVALID** and never "
             "used as baselines.", ""]
+    out += ["Headlines (ratios from this run):", "", *headlines(section), ""]
     out += [table(section), ""]
     if plot:
         out += [f"![ticks/s vs workers]({SCALING_PNG})", ""]
@@ -82,7 +83,8 @@ def claims_md(section: dict[str, Any]) -> list[str]:
 
 
 def plot_scaling(section: dict[str, Any], path: Path) -> None:
-    """ticks/s vs workers: one panel per backend, one line per build, dashed ideal lines."""
+    """ticks/s vs workers: one panel per parallel backend, one line per build, dashed ideal
+    lines (1-worker rate x W) and a dotted line at the best single-core rate of any build."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -93,8 +95,14 @@ def plot_scaling(section: dict[str, Any], path: Path) -> None:
     cells = section["cells"]
     summaries = aggregate(cells, section["builds"])
     labels = {b["name"]: b["label"] for b in section["builds"]}
-    backends = [b for b in ("threads", "interpreters", "processes", "inline")
+    backends = [b for b in ("threads", "interpreters", "processes")
                 if any(c["backend"] == b and c["workload"] == "arena" for c in cells)]
+    if not backends:
+        backends = ["inline"]
+    ones = [s.get("ticks_per_s", {}).get("median", 0.0)
+            for c, s in zip(cells, summaries, strict=True)
+            if c["workload"] == "arena" and c["workers"] == 1 and s["status"] == "ok"]
+    best_one = max(ones) if ones else None
     fig, axes = plt.subplots(1, max(1, len(backends)), figsize=(4.2 * max(1, len(backends)), 3.8),
                              squeeze=False, sharey=True)
     for ax, backend in zip(axes[0], backends, strict=False):
@@ -118,6 +126,9 @@ def plot_scaling(section: dict[str, Any], path: Path) -> None:
             if one is not None and len(xs) > 1:
                 ax.plot(xs, [one * w for w in xs], linestyle="--", color=color, alpha=0.4,
                         linewidth=1)
+        if best_one is not None:
+            ax.axhline(best_one, color="black", linestyle=":", linewidth=1,
+                       label="best 1-core, any build/backend")
         ax.set_title(f"{backend} (dashed: ideal)")
         ax.set_xlabel("workers (= pinned cores)")
         ax.set_xticks(sorted({c["workers"] for c in cells}))

@@ -66,7 +66,7 @@ class Plan:
     ticks: int = 20
     #: untimed ticks first: imports, caches and the first border exchange settle
     warmup: int = 3
-    #: iterations of the ceiling loop per worker (about 0.25 s on this machine)
+    #: ceiling loop iterations per repeat, split over the workers (about 0.4 s on one core here)
     ceiling_iters: int = 2_000_000
     world: tuple[tuple[str, Any], ...] = tuple(ARENA_20K.items())
     ceiling: bool = True
@@ -326,6 +326,54 @@ def table(section: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def headlines(section: dict[str, Any]) -> list[str]:
+    """The few sentences a reader wants first, each a ratio measured in this run.
+
+    For every build and parallel backend: speedup at the most workers vs 1 worker, and how that
+    compares with the ceiling; then the best parallel cell vs the best single-core cell of any
+    build.  The issue's targets (>= 1.8x at 2 workers for free threads and subinterpreters,
+    within 10 % of the ceiling, >= 1.7x best parallel vs best single core) are quoted beside
+    the measurements, never used to alter them.
+    """
+    cells = section["cells"]
+    sums = aggregate(cells, section["builds"])
+    labels = {b["name"]: b["label"] for b in section["builds"]}
+    arena = [(c, s) for c, s in zip(cells, sums, strict=True)
+             if c["workload"] == "arena" and c["kernel"] == "python"]
+    out: list[str] = []
+    wmax = max((c["workers"] for c, _ in arena), default=1)
+    for c, s in arena:
+        if c["workers"] != wmax or wmax == 1 or c["backend"] == "inline":
+            continue
+        label = f"{labels.get(c['build'], c['build'])}, {c['backend']}"
+        if s["status"] != "ok" or s.get("speedup_vs_1") is None:
+            out.append(f"- {label}: {s['status']} ({s.get('reason') or 'no 1-worker baseline'})")
+            continue
+        ceil = s.get("ceiling_ratio")
+        out.append(f"- {label}: {s['speedup_vs_1']:.2f}x at {wmax} workers vs 1 worker "
+                   f"(efficiency {s['efficiency']:.0%}"
+                   + (f"; {ceil:.0%} of the ceiling's speedup" if ceil is not None else "")
+                   + ")")
+    valid = [(c, s) for c, s in arena if s["status"] == "ok" and "ticks_per_s" in s]
+    par = [(c, s) for c, s in valid if c["workers"] > 1]
+    one = [(c, s) for c, s in valid if c["workers"] == 1]
+    if par and one:
+        bc, bs = max(par, key=lambda cs: cs[1]["ticks_per_s"]["median"])
+        oc, os_ = max(one, key=lambda cs: cs[1]["ticks_per_s"]["median"])
+        out.append(f"- best parallel: {labels.get(bc['build'], bc['build'])} {bc['backend']} "
+                   f"x{bc['workers']} at {bs['ticks_per_s']['median']:.2f} ticks/s = "
+                   f"{bs['speedup_vs_best_1']:.2f}x the best single core "
+                   f"({labels.get(oc['build'], oc['build'])} {oc['backend']}, "
+                   f"{os_['ticks_per_s']['median']:.2f} ticks/s)")
+    bad = [c for c, s in zip(cells, sums, strict=True) if s["status"] != "ok"]
+    if bad:
+        out.append(f"- {len(bad)} cell(s) INVALID or ERROR (see the status column)")
+    out.append("- issue targets on 2 cores: free threads and subinterpreters >= 1.8x at 2 workers "
+               "and within 10% of the ceiling; GIL threads ~1.0x; best parallel >= 1.7x the "
+               "best single core")
+    return out
+
+
 def build_section(plan: Plan, cells: list[dict[str, Any]], order: list[list[int]],
                   environment: dict[str, Any], command: Sequence[str]) -> dict[str, Any]:
     builds = [b.to_dict() for b in plan.builds]
@@ -392,7 +440,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--entities", type=int, default=None,
                    help="world size (default 20000: arena-20k)")
     p.add_argument("--ceiling-iters", type=int, default=None,
-                   help="ceiling loop iterations per worker (default 2,000,000)")
+                   help="ceiling loop iterations per repeat, split over the workers "
+                        "(default 2,000,000)")
     p.add_argument("--no-ceiling", action="store_true", help="skip the ceiling rows")
     p.add_argument("--venvs", default=None, help="folder holding gil/ and ft/ venvs")
     p.add_argument("--out", type=Path, default=None,
@@ -461,6 +510,7 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or results_dir()
     path = schema.save_section(out, "scaling", section)
     print(table(section))
+    print("\n".join(["", *headlines(section)]))
     written = report.write(out, plots=not args.no_plots)
     print(f"\nresults: {path}\nreport:  {', '.join(str(p) for p in written)}")
     bad = [c for c in cells if c["summary"]["status"] != "ok"]
