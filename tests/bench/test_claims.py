@@ -31,12 +31,13 @@ def test_verdicts_follow_the_measurements() -> None:
     rows = claims.judge({"gil": probe(interp_ms=30.0, interp_mb=3.0, msg_ms=0.05)}, kernel)
     assert row(rows, "start-up")["verdict"] == "holds"
     assert row(rows, "memory")["verdict"] == "does not hold"  # 3 MB vs ~1 MB claimed
-    assert row(rows, "1 KB")["verdict"] == "holds"
+    assert row(rows, "1 KB message, subinterpreter channel")["verdict"] == "holds"
+    assert len([r for r in rows if "message" in r["name"]]) == 6  # 3 transports x 2 sizes
     ft = row(rows, "free-threaded single-thread slowdown")
     assert ft["measured"] == pytest.approx(25.0) and ft["verdict"] == "does not hold"
     slow = claims.judge({"ft": probe(interp_ms=200.0, msg_ms=1.2)}, {})
     assert row(slow, "start-up")["verdict"] == "does not hold"
-    assert row(slow, "64 KB")["verdict"] == "roughly holds"
+    assert row(slow, "64 KB message, process pipe")["verdict"] == "roughly holds"
     assert not any(r["name"].startswith("free-threaded") for r in slow)
 
 
