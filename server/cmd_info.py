@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -39,10 +40,8 @@ def collect() -> dict[str, Any]:
     # Import the extensions paratick uses so that the GIL state reflects them (an extension
     # without free-threading support re-enables the GIL when imported).
     for mod in ("msgpack", "numpy"):
-        try:
+        with contextlib.suppress(ImportError):
             __import__(mod)
-        except ImportError:
-            pass
     free_threaded = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
     return {
         "executable": sys.executable,

@@ -66,7 +66,7 @@ def validate_row(row: Any, *, width: float, height: float, max_radius: float) ->
         raise InvalidInput(f"radius must be in (0, {max_radius:g}], got {r:g}")
     if not (r <= out[X] <= width - r and r <= out[Y] <= height - r):
         raise InvalidInput(f"entity {out[ID]} at ({out[X]:g}, {out[Y]:g}) is outside the world")
-    return tuple(out)  # type: ignore[return-value]
+    return tuple(out)
 
 
 def validate_input(inp: Any) -> InputRow:

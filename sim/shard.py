@@ -91,8 +91,8 @@ class Shard(ABC):
         try:
             if state["region"] != self.region:
                 raise SchemaError(f"checkpoint of region {state['region']} given to {self.region}")
-            self._load([tuple(r) for r in state["rows"]], list(state["ghosts"]))  # type: ignore[misc]
-            self._view_in = [tuple(v) for v in state["view"]]  # type: ignore[misc]
+            self._load([tuple(r) for r in state["rows"]], list(state["ghosts"]))
+            self._view_in = [tuple(v) for v in state["view"]]
         except (KeyError, TypeError) as exc:
             raise SchemaError(f"not a shard checkpoint: {exc}") from exc
 

@@ -134,4 +134,4 @@ class World:
             raise SchemaError(f"not a paratick save: {exc}") from exc
         if not isinstance(tick, int) or tick < 0:
             raise SchemaError(f"bad tick in save: {tick!r}")
-        return cls(config, rows, kernel=kernel, tick=tick)  # type: ignore[arg-type]
+        return cls(config, rows, kernel=kernel, tick=tick)
