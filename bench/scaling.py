@@ -53,8 +53,9 @@ ARENA_20K: dict[str, Any] = {"entities": 20_000, "width": 2048.0, "height": 2048
 
 @dataclass(frozen=True)
 class Plan:
-    """What to run; the defaults give a full run of about 8 minutes on the 2-core dev box
-    (about 100 ms per arena tick per core on the GIL build)."""
+    """What to run; the defaults give a full run of about 8 minutes on the idle 2-core dev box
+    (arena-20k: about 100 ms per tick on one core on the GIL build, 2-3x that on 3.13t; cell
+    start-up 1-3 s, most of it spawning the world and starting subinterpreters)."""
 
     builds: tuple[Build, ...]
     backends: tuple[str, ...] = BACKENDS
@@ -62,10 +63,11 @@ class Plan:
     kernels: tuple[str, ...] = ("python",)
     #: >= 5 so a median means something and one outlier cannot move it
     repeats: int = 5
-    #: timed ticks per repeat: 20 ticks of ~100 ms keep each run near 2 s of measurement
-    ticks: int = 20
+    #: timed ticks per repeat: 12 ticks of 50-300 ms keep each run near 2 s of measurement,
+    #: x5 repeats gives 60 tick times per cell for the MSPT percentiles
+    ticks: int = 12
     #: untimed ticks first: imports, caches and the first border exchange settle
-    warmup: int = 3
+    warmup: int = 2
     #: ceiling loop iterations per repeat, split over the workers (about 0.4 s on one core here)
     ceiling_iters: int = 2_000_000
     world: tuple[tuple[str, Any], ...] = tuple(ARENA_20K.items())
@@ -423,8 +425,8 @@ def _workers(text: str) -> tuple[int, ...]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true",
-                   help="smaller matrix (gil+ft; inline, threads, interpreters), 3 repeats, "
-                        "8 ticks: about 2 minutes on 2 cores")
+                   help="smaller matrix (gil+ft; threads, interpreters), 3 repeats of 5 "
+                        "ticks: about 1-2 minutes on 2 cores")
     p.add_argument("--builds", type=_csv, default=None,
                    help=f"comma list of {', '.join((*ALL_BUILDS, 'current'))} "
                         "(default: all three, or gil,ft with --quick)")
@@ -435,8 +437,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kernels", type=_csv, default=None,
                    help="comma list of python, numpy (default: python)")
     p.add_argument("--repeats", type=int, default=None, help="repeats per cell (default 5)")
-    p.add_argument("--ticks", type=int, default=None, help="timed ticks per repeat (default 20)")
-    p.add_argument("--warmup", type=int, default=None, help="untimed ticks first (default 3)")
+    p.add_argument("--ticks", type=int, default=None, help="timed ticks per repeat (default 12)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed ticks first (default 2)")
     p.add_argument("--entities", type=int, default=None,
                    help="world size (default 20000: arena-20k)")
     p.add_argument("--ceiling-iters", type=int, default=None,
@@ -455,7 +457,7 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
     names = args.builds or (("gil", "ft") if quick else ALL_BUILDS)
     venvs = find_venvs(root, args.venvs)
     builds = tuple(make_build(n, venvs) for n in names)
-    backends = args.backends or (("inline", "threads", "interpreters") if quick else BACKENDS)
+    backends = args.backends or (("threads", "interpreters") if quick else BACKENDS)
     for b in backends:
         if b not in BACKENDS:
             raise SetupError(f"unknown backend {b!r}; expected one of {BACKENDS}")
@@ -475,8 +477,8 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
     return Plan(
         builds=builds, backends=tuple(backends), workers=workers, kernels=tuple(kernels),
         repeats=args.repeats or (3 if quick else base.repeats),
-        ticks=args.ticks or (8 if quick else base.ticks),
-        warmup=args.warmup if args.warmup is not None else (2 if quick else base.warmup),
+        ticks=args.ticks or (5 if quick else base.ticks),
+        warmup=args.warmup if args.warmup is not None else (1 if quick else base.warmup),
         ceiling_iters=args.ceiling_iters or (500_000 if quick else base.ceiling_iters),
         world=tuple(world.items()), ceiling=not args.no_ceiling, quick=quick)
 
