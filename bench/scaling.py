@@ -486,7 +486,7 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
 def _progress(line: str) -> None:
     if sys.stderr.isatty():
         sys.stderr.write("\r\x1b[2K" + line[:150])
-        if line.endswith(("done", "s")) and "done in" in line:
+        if "done in" in line:
             sys.stderr.write("\n")
     else:
         sys.stderr.write(line + "\n")
