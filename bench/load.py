@@ -150,15 +150,20 @@ def get_stats(port: int, timeout: float = 2.0) -> dict[str, Any] | None:
 
 
 def probe_load(build: Build, *, backend: str, workers: int | None, kernel: str, entities: int,
-               bots: int, duration: float, root: Path) -> dict[str, Any]:
+               bots: int, duration: float, root: Path,
+               program: list[str] | None = None) -> dict[str, Any]:
     """One server + bots run; returns the bots' report plus /stats samples and timings.
+
+    ``program`` is the command that takes ``serve ...`` and ``bots ...`` arguments; by default
+    ``<build python> -m server.cli`` (tests substitute a stand-in).
 
     Raises:
         CellError: the server did not start, or the bots printed no report.
     """
     port = free_port()
     env = build.environ(root)
-    serve = [build.python, "-m", "server.cli", "serve", "--port", str(port),
+    prog = program or [build.python, "-m", "server.cli"]
+    serve = [*prog, "serve", "--port", str(port),
              "--tick-rate", f"{TICK_RATE:g}", "--regions", REGIONS, "--entities", str(entities),
              "--players", str(bots + 16), "--max-per-address", str(bots + 16),
              "--backend", backend, "--kernel", kernel]
@@ -185,7 +190,7 @@ def probe_load(build: Build, *, backend: str, workers: int | None, kernel: str, 
 
         poller = threading.Thread(target=poll, daemon=True)
         poller.start()
-        cmd = [build.python, "-m", "server.cli", "bots", "--url", f"ws://127.0.0.1:{port}",
+        cmd = [*prog, "bots", "--url", f"ws://127.0.0.1:{port}",
                "--bots", str(bots), "--duration", f"{duration:g}", "--json", "--quiet"]
         proc = subprocess.run(cmd, env=env, cwd=root, capture_output=True, text=True,
                               timeout=duration + 120 + bots / 50, check=False)
@@ -209,14 +214,16 @@ def probe_load(build: Build, *, backend: str, workers: int | None, kernel: str, 
 
 
 def run_probe(build: Build, backend: str, workers: int | None, kernel: str, entities: int,
-              bots: int, duration: float, root: Path, criteria: Criteria) -> dict[str, Any]:
+              bots: int, duration: float, root: Path, criteria: Criteria,
+              program: list[str] | None = None) -> dict[str, Any]:
     """A probe as a results record (schema: load.runs[*]); failures become records too."""
     rec: dict[str, Any] = {"build": build.name, "backend": backend, "workers": workers,
                            "kernel": kernel, "entities": entities, "bots": bots,
                            "duration_s": duration}
     try:
         out = probe_load(build, backend=backend, workers=workers, kernel=kernel,
-                         entities=entities, bots=bots, duration=duration, root=root)
+                         entities=entities, bots=bots, duration=duration, root=root,
+                         program=program)
     except (CellError, subprocess.TimeoutExpired, OSError) as exc:
         rec.update(ok=False, holds=False, why=[f"{type(exc).__name__}: {exc}"])
         return rec
