@@ -503,7 +503,7 @@ def run(args: argparse.Namespace) -> int:
                "command": ["paratick", "bench", "claims", *sys.argv[3:]],
                "environment": env.capture(root, interpreters), "claims": rows,
                "raw": {"probes": per_build, "kernel": kernel}}
-    out = args.out or results_dir()
+    out = args.out or results_dir(quick=args.quick)
     schema.save_section(out, "claims", section)
     print(table(section))
     for path in report.write(out, plots=True):

@@ -354,7 +354,7 @@ def run(args: argparse.Namespace) -> int:
                           "max_probes": max_probes, "regions": REGIONS, "kernel": args.kernel,
                           "workers": args.workers, "quick": quick},
                "runs": runs, "best": best}
-    out = args.out or results_dir()
+    out = args.out or results_dir(quick=quick)
     schema.save_section(out, "load", section)
     print(table(section))
     for path in report.write(out, plots=True):

@@ -394,13 +394,15 @@ def build_section(plan: Plan, cells: list[dict[str, Any]], order: list[list[int]
     }
 
 
-def results_dir(base: Path | None = None) -> Path:
-    """``bench/results/<date>-<host>/`` (UTC date), the default --out."""
+def results_dir(base: Path | None = None, *, quick: bool = False) -> Path:
+    """``bench/results/<date>-<host>/`` (UTC date), the default --out; quick runs go to
+    ``<date>-<host>-quick/`` so they never replace a full run's figures."""
     import socket
 
     date = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d")
     host = socket.gethostname().split(".")[0] or "host"
-    return (base or repo_root() / "bench" / "results") / f"{date}-{host}"
+    return (base or repo_root() / "bench" / "results") / (f"{date}-{host}"
+                                                          + ("-quick" if quick else ""))
 
 
 # --- command line -------------------------------------------------------------------------
@@ -447,8 +449,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-ceiling", action="store_true", help="skip the ceiling rows")
     p.add_argument("--venvs", default=None, help="folder holding gil/ and ft/ venvs")
     p.add_argument("--out", type=Path, default=None,
-                   help="results folder (default bench/results/<date>-<host>/)")
+                   help="results folder (default bench/results/<date>-<host>/, with a -quick "
+                        "suffix for --quick)")
     p.add_argument("--no-plots", action="store_true", help="write report.md without PNGs")
+    p.add_argument("--no-save", action="store_true",
+                   help="print the table only; write no results folder (for demos)")
 
 
 def plan_from_args(args: argparse.Namespace) -> Plan:
@@ -509,12 +514,13 @@ def run(args: argparse.Namespace) -> int:
     cells, order = execute(plan, root=root, progress=_progress)
     section = build_section(plan, cells, order, environment, ["paratick", "bench", "scaling",
                                                               *sys.argv[3:]])
-    out = args.out or results_dir()
-    path = schema.save_section(out, "scaling", section)
     print(table(section))
     print("\n".join(["", *headlines(section)]))
-    written = report.write(out, plots=not args.no_plots)
-    print(f"\nresults: {path}\nreport:  {', '.join(str(p) for p in written)}")
+    if not args.no_save:
+        out = args.out or results_dir(quick=plan.quick)
+        path = schema.save_section(out, "scaling", section)
+        written = report.write(out, plots=not args.no_plots)
+        print(f"\nresults: {path}\nreport:  {', '.join(str(p) for p in written)}")
     bad = [c for c in cells if c["summary"]["status"] != "ok"]
     if bad:
         print(f"{len(bad)} cell(s) INVALID or ERROR: see the status column", file=sys.stderr)
