@@ -270,21 +270,24 @@ def table(section: dict[str, Any]) -> str:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true",
-                   help="gil+ft, threads only, 6 s probes, 3 probes per search")
+                   help="gil+ft, threads only, 6 s probes, 3 probes per search (~4 min); the "
+                        "default run (2 builds x 3 backends, 9 probes each) takes ~15 min")
     p.add_argument("--builds", default=None, help="comma list (default gil,ft)")
     p.add_argument("--backends", default=None,
                    help="comma list (default threads,interpreters,processes)")
     p.add_argument("--workers", type=int, default=None, help="workers (default: usable cores)")
     p.add_argument("--kernel", default="python", help="simulation kernel (default python)")
     p.add_argument("--duration", type=float, default=None,
-                   help="seconds of play per probe (default 12; 6 with --quick)")
+                   help="seconds of play per probe (default 10; 6 with --quick)")
     p.add_argument("--max-probes", type=int, default=None,
-                   help="probes per bounded search (default 6; 3 with --quick)")
-    p.add_argument("--entities-start", type=int, default=1000)
+                   help="probes per bounded search (default 4; 3 with --quick)")
+    p.add_argument("--entities-start", type=int, default=2500,
+                   help="first world size tried (default 2500; doubled: 5000, 10000, ...)")
     p.add_argument("--entities-limit", type=int, default=160_000)
     p.add_argument("--bots-fixed", type=int, default=100,
                    help="bots during the entity search (default 100)")
-    p.add_argument("--bots-start", type=int, default=100)
+    p.add_argument("--bots-start", type=int, default=250,
+                   help="first bot count tried (default 250; doubled: 500, 1000, 2000)")
     p.add_argument("--bots-limit", type=int, default=2000)
     p.add_argument("--entities-fixed", type=int, default=5000,
                    help="entities during the bot search and the fixed-load run (default 5000)")
@@ -310,8 +313,8 @@ def run(args: argparse.Namespace) -> int:
     builds = [make_build(n, venvs) for n in names]
     backends = tuple(x for x in (args.backends or ("threads" if quick else
                                                    "threads,interpreters,processes")).split(","))
-    duration = args.duration or (6.0 if quick else 12.0)
-    max_probes = args.max_probes or (3 if quick else 6)
+    duration = args.duration or (6.0 if quick else 10.0)
+    max_probes = args.max_probes or (3 if quick else 4)
     criteria = Criteria()
     runs: list[dict[str, Any]] = []
     best: list[dict[str, Any]] = []
