@@ -42,6 +42,7 @@ expected int, got str``), so a truncated or hand-edited file fails clearly.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -173,6 +174,18 @@ def load(path: Path) -> dict[str, Any]:
     return validate(doc, source=str(path))
 
 
+def finite(value: Any) -> Any:
+    """``value`` with every NaN or infinity replaced by None (JSON has no NaN; an empty
+    percentile window in some metrics is NaN), recursively through dicts and lists."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value
+
+
 def save_section(folder: Path, name: str, section: dict[str, Any]) -> Path:
     """Write ``section`` under ``name`` into ``folder/results.json``, keeping other sections.
 
@@ -182,9 +195,9 @@ def save_section(folder: Path, name: str, section: dict[str, Any]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / FILENAME
     doc = load(path) if path.exists() else empty()
-    doc[name] = section
+    doc[name] = finite(section)
     validate(doc, source=str(path))
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(doc, indent=1, sort_keys=False) + "\n", encoding="utf-8")
+    tmp.write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n", encoding="utf-8")
     tmp.replace(path)
     return path

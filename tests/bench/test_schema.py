@@ -69,3 +69,12 @@ def test_load_reports_missing_and_non_json_files(tmp_path: Path) -> None:
     (tmp_path / "results.json").write_text(json.dumps([1, 2]))
     with pytest.raises(BenchError, match="expected a JSON object"):
         schema.load(tmp_path)
+
+
+def test_nan_in_raw_metrics_is_written_as_null(tmp_path: Path) -> None:
+    doc = scaling_doc()
+    doc["scaling"]["cells"][0]["runs"][0]["runtime_metrics"] = {"mspt": {"p99": float("nan")}}
+    schema.save_section(tmp_path, "scaling", doc["scaling"])
+    assert '"p99": null' in (tmp_path / "results.json").read_text()
+    assert schema.load(tmp_path)["scaling"]["cells"][0]["runs"][0]["runtime_metrics"] == {
+        "mspt": {"p99": None}}
