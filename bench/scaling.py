@@ -222,6 +222,35 @@ def judge(cell: dict[str, Any], expects_gil: bool) -> tuple[str, str | None]:
     return "ok", None
 
 
+def _runtime_figures(runs: Sequence[dict[str, Any]]) -> dict[str, float] | None:
+    """Cross-checks from the runtime's own metrics (medians over repeats): its step MSPT window
+    (includes warm-up ticks, unlike ours), and per worker the compute MSPT and the time spent
+    waiting for neighbours' borders, which is where imperfect scaling shows up."""
+    def med(values: list[float]) -> float | None:
+        return stats.median(values) if values else None
+
+    step50, step99, work50, wait50 = [], [], [], []
+    for r in runs:
+        m = r.get("runtime_metrics") or {}
+        step = m.get("mspt") or {}
+        if isinstance(step.get("p50"), int | float):
+            step50.append(float(step["p50"]))
+        if isinstance(step.get("p99"), int | float):
+            step99.append(float(step["p99"]))
+        workers = [w for w in m.get("workers") or [] if isinstance(w, dict)]
+        w50 = [w["mspt"]["p50"] for w in workers
+               if isinstance((w.get("mspt") or {}).get("p50"), int | float)]
+        b50 = [w["border_wait_ms"]["p50"] for w in workers
+               if isinstance((w.get("border_wait_ms") or {}).get("p50"), int | float)]
+        if w50:
+            work50.append(max(w50))
+        if b50:
+            wait50.append(max(b50))
+    out = {"step_mspt_p50": med(step50), "step_mspt_p99": med(step99),
+           "slowest_worker_mspt_p50": med(work50), "max_border_wait_ms_p50": med(wait50)}
+    return {k: v for k, v in out.items() if v is not None} or None
+
+
 def aggregate(cells: Sequence[dict[str, Any]], builds: Sequence[dict[str, Any]],
               ) -> list[dict[str, Any]]:
     """Per-cell summaries (see the module docstring); pure, in the order of ``cells``."""
@@ -241,6 +270,7 @@ def aggregate(cells: Sequence[dict[str, Any]], builds: Sequence[dict[str, Any]],
             s["worker_gil"] = good[-1]["worker_gil"]
             rss = [r["peak_rss"] for r in good if r.get("peak_rss")]
             s["peak_rss"] = max(rss) if rss else None
+            s["runtime"] = _runtime_figures(good)
             digests = sorted({r["digest"] for r in good if r.get("digest")})
             s["digest"] = digests[0] if len(digests) == 1 else None
             if len(digests) > 1:

@@ -106,3 +106,17 @@ def test_matrix_skips_impossible_cells() -> None:
         ("inline", "python"), ("inline", "numpy"), ("threads", "python"), ("threads", "numpy"),
         ("interpreters", "python")}
     assert len([c for c in cells if c["workload"] == "ceiling"]) == 5
+
+
+def test_runtime_metrics_are_summarised_as_cross_checks() -> None:
+    c = cell("arena", "ft", "threads", 2, [10.0, 10.0], False)
+    for i, r in enumerate(c["runs"]):
+        r["runtime_metrics"] = {"mspt": {"p50": 90.0 + i, "p99": 120.0},
+                                "workers": [{"mspt": {"p50": 40.0}, "border_wait_ms": {"p50": 5.0}},
+                                            {"mspt": {"p50": 60.0 + i},
+                                             "border_wait_ms": {"p50": None}}]}
+    s = aggregate([c], BUILDS)[0]
+    assert s["runtime"] == {"step_mspt_p50": 90.5, "step_mspt_p99": 120.0,
+                            "slowest_worker_mspt_p50": 60.5, "max_border_wait_ms_p50": 5.0}
+    assert aggregate([cell("arena", "ft", "threads", 2, [10.0], False)], BUILDS)[0][
+        "runtime"] is None
