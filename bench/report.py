@@ -61,8 +61,38 @@ def scaling_md(section: dict[str, Any], plot: bool) -> list[str]:
     out += [table(section), ""]
     if plot:
         out += [f"![ticks/s vs workers]({SCALING_PNG})", ""]
+    out += _where_time_goes(section)
     out += ["### Environment", "", *_env_lines(section["environment"]), ""]
     return out
+
+
+def _where_time_goes(section: dict[str, Any]) -> list[str]:
+    """From the runtime's own metrics: per arena cell, the coordinator's step time, the slowest
+    worker's compute time and the longest wait for neighbours' borders (medians of p50s)."""
+    from bench.scaling import aggregate
+
+    rows = []
+    labels = {b["name"]: b["label"] for b in section["builds"]}
+    for c, s in zip(section["cells"], aggregate(section["cells"], section["builds"]),
+                    strict=True):
+        rt = s.get("runtime")
+        if c["workload"] != "arena" or not rt:
+            continue
+
+        def f(key: str, rt: dict[str, float] = rt) -> str:
+            return f"{rt[key]:.1f}" if key in rt else "-"
+
+        rows.append(f"| {labels.get(c['build'], c['build'])} | {c['backend']} | {c['kernel']} "
+                    f"| {c['workers']} | {f('step_mspt_p50')} | {f('slowest_worker_mspt_p50')} "
+                    f"| {f('max_border_wait_ms_p50')} |")
+    if not rows:
+        return []
+    return ["### Where the time goes (runtime metrics, ms, p50)", "",
+            "Step = coordinator wall time per tick (the runtime's window includes warm-up); "
+            "worker = the slowest worker's compute time; border wait = the longest a worker "
+            "waited for its neighbours' borders.", "",
+            "| build | backend | kernel | W | step | worker | border wait |",
+            "|---|---|---|---|---|---|---|", *rows, ""]
 
 
 def load_md(section: dict[str, Any], plot: bool) -> list[str]:
