@@ -73,7 +73,7 @@ def test_results_and_report_from_the_run(tiny_run: tuple[Path, dict[str, Any]]) 
     assert schema.load(out)["scaling"]["cells"] == section["cells"]
     report.write(out)
     md = (out / "report.md").read_text()
-    assert "threads" in md and "CEILING" in md
+    assert "threads" in md and "CEILING" in md and "Where the time goes" in md
     assert (out / "scaling.png").stat().st_size > 1000
     assert table(section).count("\n") == len(section["cells"]) + 1
 
