@@ -1,7 +1,7 @@
 """One benchmark cell, measured in a fresh interpreter: ``python -m bench.cell --spec JSON``.
 
 The scaling driver starts one of these per (cell, repeat) with the interpreter and environment
-of the build under test, so no state (JIT-less warm caches, imported modules, a GIL re-enabled by
+of the build under test, so no state (warm caches, imported modules, a GIL re-enabled by
 an earlier import) leaks between cells.  The cell:
 
 1. pins itself to the CPUs in ``spec["cpus"]`` with :func:`os.sched_setaffinity` *before*
