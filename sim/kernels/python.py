@@ -3,13 +3,17 @@
 Designed for free-threaded scaling as much as for single-thread speed: every list it touches is
 owned by this shard (no shared mutable hot objects, so no refcount or lock contention between
 worker threads), the hot loops read locals only, and the per-tick allocations are a handful of
-lists, not an object per entity.  Column lists ("struct of arrays") beat ``__slots__`` objects
-and ``array('d')`` here; ``bench/kernel_layouts.py`` measures the three on both builds.
+lists plus one small tuple per entity for the contact grid.  Columns ("struct of arrays") beat
+``__slots__`` objects, and float columns as ``array('d')`` beat lists of floats, most of all on
+the free-threaded build (about 1.3x there, a few percent with the GIL);
+``bench/kernel_layouts.py`` measures the layouts on both builds and the results are in
+``bench/results/kernel-layouts-*.json``.
 """
 
 from __future__ import annotations
 
 import math
+from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -28,6 +32,13 @@ STRIDE = 1 << 20
 HALF = (STRIDE, 1, STRIDE + 1, 1 - STRIDE)
 
 
+#: A contact-grid entry: (index, x, y, radius); indices >= n are ghosts.
+Cand = tuple[int, float, float, float]
+#: Row fields kept in ``array('d')`` columns (unboxed floats: fastest on both builds, see
+#: bench/kernel_layouts.py); the integer fields stay in lists.
+FLOAT_FIELDS = frozenset((2, 3, 4, 5, 6, 7, 9, 10))
+
+
 class PythonShard(Shard):
     kernel = "python"
 
@@ -37,8 +48,9 @@ class PythonShard(Shard):
 
     # ---- state -----------------------------------------------------------------------------
     def _load(self, rows: Sequence[Row], ghosts: Sequence[float]) -> None:
-        cols: list[list[Any]] = [list(c) for c in zip(*rows, strict=True)] if rows else \
-            [[] for _ in range(13)]
+        data = list(zip(*rows, strict=True)) if rows else [() for _ in range(13)]
+        cols: list[Any] = [array("d", c) if k in FLOAT_FIELDS else list(c)
+                           for k, c in enumerate(data)]
         (self.ids, self.kinds, self.xs, self.ys, self.vxs, self.vys, self.rs, self.hs,
          self.scores, self.thr, self.trn, self.act, self.seq) = cols
         self._ghosts: list[float] = list(ghosts)
@@ -51,7 +63,7 @@ class PythonShard(Shard):
                 self.scores, self.thr, self.trn, self.act, self.seq]
 
     def rows(self) -> list[Row]:
-        return sorted(zip(*self._cols(), strict=True))  # type: ignore[arg-type]
+        return sorted(zip(*self._cols(), strict=True))
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -73,47 +85,60 @@ class PythonShard(Shard):
                                                 self.vxs, self.vys, self.rs, self.hs)
         n = len(ids)
         gh = self._ghosts
-        X = xs + gh[0::3]
-        Y = ys + gh[1::3]
-        R = rs + gh[2::3]
 
-        # 1. Contacts (Jacobi: previous positions only), half-stencil uniform grid.
+        # 1. Contacts (Jacobi: previous positions only), half-stencil uniform grid.  A cell
+        #    holds (index, x, y, r) tuples so the pair loop reads no lists by index; every
+        #    (cell, neighbour cells) and (entity, later entities of its cell) job is queued
+        #    first and run by one loop, so the contact code exists once and allocates nothing
+        #    per candidate.
         inv = 1.0 / (2.0 * cfg.radius * CELL_SLACK)
-        cells: dict[int, list[int]] = {}
+        cells: dict[int, list[Cand]] = {}
         get = cells.get
-        for i, x, y in zip(range(len(X)), X, Y, strict=True):
-            k = int(x * inv) * STRIDE + int(y * inv)
+        for e in zip(range(n), xs, ys, rs, strict=True):
+            k = int(e[1] * inv) * STRIDE + int(e[2] * inv)
             c = get(k)
             if c is None:
-                cells[k] = [i]
+                cells[k] = [e]
             else:
-                c.append(i)
+                c.append(e)
+        for e in zip(range(n, n + len(gh) // 3), gh[0::3], gh[1::3], gh[2::3], strict=True):
+            k = int(e[1] * inv) * STRIDE + int(e[2] * inv)
+            c = get(k)
+            if c is None:
+                cells[k] = [e]
+            else:
+                c.append(e)
+        s1, s2, s3, s4 = HALF
+        jobs: list[tuple[Sequence[Cand], list[Cand]]] = []
+        for k, c in cells.items():
+            nb = get(k + s1)
+            d = get(k + s2)
+            if d is not None:
+                nb = d if nb is None else nb + d
+            d = get(k + s3)
+            if d is not None:
+                nb = d if nb is None else nb + d
+            d = get(k + s4)
+            if d is not None:
+                nb = d if nb is None else nb + d
+            if nb is not None:
+                jobs.append((c, nb))
+            m = len(c)
+            if m > 1:
+                for p in range(m - 1):
+                    jobs.append(((c[p],), c[p + 1:]))
         accx = [0] * n
         accy = [0] * n
         hits = [0] * n
         stiff = cfg.stiffness
-        for k, c in cells.items():
-            nb: list[int] = []
-            for off in HALF:
-                d = get(k + off)
-                if d is not None:
-                    nb += d
-            m = len(c)
-            if m == 1 and not nb:
-                continue
-            for p in range(m):
-                i = c[p]
+        for group, cands in jobs:
+            for i, xi, yi, ri in group:
                 own_i = i < n
-                xi = X[i]
-                yi = Y[i]
-                ri = R[i]
-                for j in (c[p + 1:] + nb) if p + 1 < m else nb:
-                    if not own_i and j >= n:
-                        continue
-                    dx = X[j] - xi
-                    dy = Y[j] - yi
+                for j, xj, yj, rj in cands:
+                    dx = xj - xi
+                    dy = yj - yi
                     d2 = dx * dx + dy * dy
-                    rr = ri + R[j]
+                    rr = ri + rj
                     rr2 = rr * rr
                     if d2 < rr2:
                         w = stiff * (1.0 - d2 / rr2) / rr
@@ -156,9 +181,11 @@ class PythonShard(Shard):
         self_ghosts: list[float] = []
         cos = math.cos
         sin = math.sin
-        for i in range(n):
-            eid = ids[i]
-            if kinds[i] == PLAYER:
+        phase = (-tick) % wp  # (eid + tick) % wp == 0  <=>  eid % wp == phase
+        inv_s = INV_SCALE
+        for i, eid, kind, x, y, vx, vy, r, ax, ay, hit in zip(
+                range(n), ids, kinds, xs, ys, vxs, vys, rs, accx, accy, hits, strict=True):
+            if kind == PLAYER:
                 inp = inputs.get(eid)
                 if inp is not None:
                     seq[i] = inp[1]
@@ -174,23 +201,21 @@ class PythonShard(Shard):
                 a = thr[i] * accel_dt
                 if act[i] & 1:
                     a = a * boost
-                dvx = cos(h) * a
-                dvy = sin(h) * a
-            elif (eid + tick) % wp == 0:
-                dvx = (uniform(seed, eid, tick, 0) - 0.5) * kick
-                dvy = (uniform(seed, eid, tick, 1) - 0.5) * kick
+                vx = (vx + cos(h) * a + ax * inv_s) * damp
+                vy = (vy + sin(h) * a + ay * inv_s) * damp
+            elif eid % wp == phase:
+                vx = (vx + (uniform(seed, eid, tick, 0) - 0.5) * kick + ax * inv_s) * damp
+                vy = (vy + (uniform(seed, eid, tick, 1) - 0.5) * kick + ay * inv_s) * damp
             else:
-                dvx = dvy = 0.0
-            vx = (vxs[i] + dvx + accx[i] * INV_SCALE) * damp
-            vy = (vys[i] + dvy + accy[i] * INV_SCALE) * damp
+                vx = (vx + 0.0 + ax * inv_s) * damp  # + 0.0 as for a zero kick (-0.0 -> 0.0)
+                vy = (vy + 0.0 + ay * inv_s) * damp
             s2 = vx * vx + vy * vy
             if s2 > cap2:
                 f = cap / math.sqrt(s2)
                 vx = vx * f
                 vy = vy * f
-            x = xs[i] + vx * dt
-            y = ys[i] + vy * dt
-            r = rs[i]
+            x = x + vx * dt
+            y = y + vy * dt
             if x < r:
                 x = r + (r - x)
                 vx = -vx
@@ -207,8 +232,8 @@ class PythonShard(Shard):
             ys[i] = y
             vxs[i] = vx
             vys[i] = vy
-            if hits[i]:
-                scores[i] += hits[i]
+            if hit:
+                scores[i] += hit
             if ix0 < x < ix1 and iy0 < y < iy1:
                 continue  # deep inside: stays here, nobody needs it as a ghost
             owner = region_of(x, y)
@@ -230,7 +255,8 @@ class PythonShard(Shard):
         if leavers:
             gone = set(leavers)
             for col in self._cols():
-                col[:] = [v for j, v in enumerate(col) if j not in gone]
+                kept = [v for j, v in enumerate(col) if j not in gone]
+                col[:] = array("d", kept) if isinstance(col, array) else kept
         self._ghosts = self_ghosts
         self._view_in: list[ViewRow] = []
         return out

@@ -1,0 +1,54 @@
+"""The shard runtime: a sharded world ticked in lockstep by workers on one of four backends.
+
+Where a tick happens: :class:`Runtime` (``runtime.py``) is the coordinator;
+``worker.py`` is what runs in each worker (a thread, a subinterpreter or a process);
+``channels.py`` moves msgpack bytes (``messages.py``) between them; ``scheduler.py`` decides when
+the next tick starts; ``metrics.py`` turns reports into MSPT percentiles.
+
+Public surface::
+
+    from server.runtime import Runtime, TickResult
+    with Runtime(config, rows, backend="threads", workers=4) as rt:
+        rt.step(inputs, view=False, jobs=())
+        rt.digest(), rt.metrics().to_dict(), rt.worker_gil()
+"""
+
+from server.runtime.errors import (
+    BackendUnavailable,
+    ChannelClosed,
+    ChannelError,
+    ChannelFull,
+    InvalidState,
+    ProtocolError,
+    RuntimeConfigError,
+    RuntimeFault,
+    ShardFault,
+    WorkerCrashed,
+    WorkerError,
+    WorkerTimeout,
+)
+from server.runtime.runtime import BACKENDS, Runtime, State, TickResult, usable_cores
+from server.runtime.scheduler import Overload, TickScheduler, VirtualClock
+
+__all__ = [
+    "BACKENDS",
+    "BackendUnavailable",
+    "ChannelClosed",
+    "ChannelError",
+    "ChannelFull",
+    "InvalidState",
+    "Overload",
+    "ProtocolError",
+    "Runtime",
+    "RuntimeConfigError",
+    "RuntimeFault",
+    "ShardFault",
+    "State",
+    "TickResult",
+    "TickScheduler",
+    "VirtualClock",
+    "WorkerCrashed",
+    "WorkerError",
+    "WorkerTimeout",
+    "usable_cores",
+]

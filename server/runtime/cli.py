@@ -1,0 +1,190 @@
+"""``paratick run``: tick a sharded world on one backend and print MSPT, GIL state and the digest.
+
+The same options on every backend give the same digest (``--check`` also ticks the single-thread
+reference :class:`sim.world.World` and compares).  Players get deterministic synthetic inputs, so
+a run is a pure function of its options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import sysconfig
+import time
+from typing import Any
+
+HELP = "tick a sharded world on inline/threads/interpreters/processes workers; print MSPT + digest"
+DESCRIPTION = __doc__
+
+#: Seconds between progress lines on stderr (long runs only).
+PROGRESS_EVERY = 2.0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from server.runtime.runtime import BACKENDS
+    g = parser.add_argument_group("runtime")
+    g.add_argument("--backend", choices=BACKENDS, default="threads",
+                   help="where the workers run (default: threads)")
+    g.add_argument("--workers", type=int, default=None,
+                   help="worker count (default: usable cores, capped at the region count)")
+    g.add_argument("--kernel", choices=("python", "numpy"), default="python",
+                   help="shard kernel (numpy cannot run with --backend interpreters)")
+    w = parser.add_argument_group("world")
+    w.add_argument("--regions", default="4x4", help="region grid, e.g. 4x4 (default) or 8x2")
+    w.add_argument("--entities", type=int, default=2000, help="entities (default 2000)")
+    w.add_argument("--players", type=int, default=0,
+                   help="how many entities get synthetic player inputs (default 0)")
+    w.add_argument("--size", type=float, default=2048.0, help="world width and height (2048)")
+    w.add_argument("--seed", type=int, default=1, help="world seed (default 1)")
+    r = parser.add_argument_group("run")
+    r.add_argument("--ticks", type=int, default=300, help="ticks to run (default 300)")
+    pace = r.add_mutually_exclusive_group()
+    pace.add_argument("--rate", type=float, default=30.0, help="target tick rate in Hz (30)")
+    pace.add_argument("--flat-out", action="store_true", help="no pacing: tick as fast as possible")
+    r.add_argument("--overload", choices=("dilate", "catch-up"), default="dilate",
+                   help="when ticks overrun: slow the world clock (dilate) or catch up (bounded)")
+    r.add_argument("--tick-timeout", type=float, default=30.0,
+                   help="watchdog: seconds a worker may take for one tick (30)")
+    r.add_argument("--check", action="store_true",
+                   help="also tick the single-thread reference World and compare digests")
+    r.add_argument("--json", action="store_true", help="print one JSON document")
+    r.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def player_inputs(players: int, tick: int) -> list[tuple[int, int, float, float, int]]:
+    """Deterministic steering for entities ``0..players-1`` (a slow weave, boosts now and then)."""
+    out = []
+    for p in range(players):
+        phase = (tick + 7 * p) % 120
+        out.append((p, tick, 1.0 if phase < 90 else 0.0, math.sin(phase / 19.0),
+                    1 if phase % 40 < 5 else 0))
+    return out
+
+
+def _fail(msg: str) -> int:
+    print(f"paratick run: error: {msg}", file=sys.stderr)
+    return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    from server.runtime import (
+        BackendUnavailable,
+        Runtime,
+        RuntimeConfigError,
+        RuntimeFault,
+        TickScheduler,
+    )
+    from server.runtime.scheduler import MonotonicClock
+    from server.runtime.scheduler import run as run_paced
+    from sim.config import WorldConfig, parse_grid
+    from sim.errors import SimError
+    from sim.world import World, spawn
+
+    if args.ticks < 1:
+        return _fail(f"--ticks must be >= 1, got {args.ticks}")
+    if args.entities < 0 or not 0 <= args.players <= args.entities:
+        return _fail("need 0 <= --players <= --entities")
+    try:
+        rx, ry = parse_grid(args.regions)
+        config = WorldConfig(width=args.size, height=args.size, regions_x=rx, regions_y=ry,
+                             seed=args.seed)
+        rows = spawn(config, args.entities, players=args.players)
+        sched = TickScheduler(rate=args.rate, flat_out=args.flat_out, overload=args.overload)
+        started = time.perf_counter()
+        rt = Runtime(config, rows, backend=args.backend, workers=args.workers,
+                     kernel=args.kernel, tick_timeout=args.tick_timeout)
+    except (SimError, RuntimeConfigError, BackendUnavailable) as exc:  # the options' fault
+        return _fail(str(exc).splitlines()[0])
+    except RuntimeFault as exc:  # a worker failed to start
+        print(f"paratick run: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    startup = time.perf_counter() - started
+    clock = MonotonicClock()
+    last = [clock.now()]
+    t_run = clock.now()
+
+    def progress(i: int) -> None:
+        now = clock.now()
+        if not args.quiet and now - last[0] >= PROGRESS_EVERY:
+            last[0] = now
+            m = rt.metrics()
+            print(f"  tick {i + 1}/{args.ticks}  {m.ticks_per_s:.1f} ticks/s  "
+                  f"mspt p50 {m.step['p50']:.2f} ms", file=sys.stderr, flush=True)
+
+    try:
+        with rt:
+            tick = [0]
+
+            def step() -> None:
+                rt.step(player_inputs(args.players, tick[0]))
+                tick[0] += 1
+
+            stats = run_paced(step, sched, clock, args.ticks, progress)
+            wall = clock.now() - t_run
+            digest = rt.digest()
+            metrics = rt.metrics(scheduler=stats.to_dict()).to_dict()
+    except RuntimeFault as exc:
+        print(f"paratick run: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    ref = None
+    if args.check:
+        world = World(config, rows, kernel=args.kernel)
+        for t in range(args.ticks):
+            world.step(player_inputs(args.players, t))
+        ref = world.digest()
+    doc: dict[str, Any] = {
+        "backend": args.backend, "workers": rt.workers, "kernel": args.kernel,
+        "python": sys.version.split()[0],
+        "free_threaded": bool(sysconfig.get_config_var("Py_GIL_DISABLED")),
+        "config": config.to_dict(), "entities": args.entities, "players": args.players,
+        "ticks": args.ticks, "rate": None if args.flat_out else args.rate,
+        "startup_s": startup, "wall_s": wall, "ticks_per_s": args.ticks / wall if wall else None,
+        "digest": digest, "reference_digest": ref, "metrics": metrics}
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        _print_text(doc)
+    return 1 if ref is not None and ref != digest else 0
+
+
+def _ms(x: float | None) -> str:
+    return "     -" if x is None else f"{x:6.2f}"
+
+
+def _print_text(doc: dict[str, Any]) -> None:
+    m = doc["metrics"]
+    gil = " ".join("on" if g else "off" for g in m["worker_gil"])
+    build = "free-threaded" if doc["free_threaded"] else "GIL build"
+    pace = "flat out" if doc["rate"] is None else f"target {doc['rate']:g} Hz"
+    print(f"backend {doc['backend']}  workers {doc['workers']}  kernel {doc['kernel']}  "
+          f"python {doc['python']} ({build})")
+    own = "  (each subinterpreter has its own GIL)" if doc["backend"] == "interpreters" \
+        and not doc["free_threaded"] else ""
+    print(f"GIL inside workers: {gil}{own}")
+    print(f"{doc['ticks']} ticks, {doc['entities']} entities, regions "
+          f"{doc['config']['regions_x']}x{doc['config']['regions_y']}: {doc['wall_s']:.2f} s "
+          f"-> {doc['ticks_per_s']:.1f} ticks/s ({pace}; start-up {doc['startup_s']:.2f} s)")
+    s = m.get("scheduler") or {}
+    if doc["rate"] is not None:
+        print(f"deadline misses {s.get('deadline_misses', 0)}  dilation {s.get('dilation', 1):.2f}"
+              f" (min {s.get('min_dilation', 1):.2f})  skipped {s.get('skipped', 0)}")
+    st = m["mspt"]
+    print(f"tick MSPT (coordinator)  p50 {_ms(st['p50'])}  p95 {_ms(st['p95'])}  "
+          f"p99 {_ms(st['p99'])}  max {_ms(st['max'])}")
+    print("region worker entities   p50    p95    p99    max   (advance ms, last "
+          f"{m['shards'][0]['mspt']['n']} ticks)")
+    for sh in m["shards"]:
+        q = sh["mspt"]
+        print(f"{sh['region']:6d} {sh['worker']:6d} {sh['entities']:8d} {_ms(q['p50'])} "
+              f"{_ms(q['p95'])} {_ms(q['p99'])} {_ms(q['max'])}")
+    print("worker   tick p50  p99   wait p50  msgs sent  bytes sent  cmsgpack")
+    for w in m["workers"]:
+        q, b, ch = w["mspt"], w["border_wait_ms"], w["channel"]
+        print(f"{w['worker']:6d}  {_ms(q['p50'])} {_ms(q['p99'])}  {_ms(b['p50'])}  "
+              f"{ch.get('messages_sent', 0):9d}  {ch.get('bytes_sent', 0):10d}  "
+              f"{'yes' if w['cmsgpack'] else 'no (pure-Python fallback)'}")
+    print(f"digest {doc['digest']}" + ("" if doc["reference_digest"] is None else
+          ("  (matches the reference World)" if doc["reference_digest"] == doc["digest"]
+           else f"  MISMATCH: reference {doc['reference_digest']}")))

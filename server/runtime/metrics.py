@@ -1,0 +1,146 @@
+"""Tick metrics: what a spark/Folia user reads, per shard, per worker and for the whole run.
+
+Durations are kept in bounded sliding windows (``collections.deque(maxlen=window)``): memory stays
+constant on a server that runs for days, and percentiles describe recent behaviour, not the
+warm-up.  Percentiles use the nearest-rank method on the window (no interpolation: every reported
+value is a tick that really happened).  Everything converts to plain JSON with ``to_dict()``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Ticks kept per window: 10 s at 30 Hz, enough for a stable p99 (~3 samples above it).
+DEFAULT_WINDOW = 300
+
+
+def percentile(values: Iterable[float], q: float) -> float:
+    """Nearest-rank percentile ``q`` in [0, 100] of ``values``; NaN when empty."""
+    data = sorted(values)
+    if not data:
+        return math.nan
+    if not 0 <= q <= 100:
+        raise ValueError(f"percentile must be in [0, 100], got {q}")
+    rank = max(1, math.ceil(q / 100 * len(data)))
+    return data[rank - 1]
+
+
+class Window:
+    """The last ``size`` samples of one duration (milliseconds)."""
+
+    def __init__(self, size: int = DEFAULT_WINDOW) -> None:
+        if size < 1:
+            raise ValueError(f"window size must be >= 1, got {size}")
+        self.samples: deque[float] = deque(maxlen=size)
+        self.count = 0  # all samples ever added, not only those in the window
+
+    def add(self, value: float) -> None:
+        self.samples.append(value)
+        self.count += 1
+
+    def summary(self) -> dict[str, float | int]:
+        data = sorted(self.samples)
+        if not data:
+            return {"p50": math.nan, "p95": math.nan, "p99": math.nan, "max": math.nan,
+                    "mean": math.nan, "n": 0}
+        return {"p50": percentile(data, 50), "p95": percentile(data, 95),
+                "p99": percentile(data, 99), "max": data[-1],
+                "mean": sum(data) / len(data), "n": len(data)}
+
+
+class Rate:
+    """Events per second over the timestamps of the last ``size`` events."""
+
+    def __init__(self, size: int = DEFAULT_WINDOW) -> None:
+        self.stamps: deque[float] = deque(maxlen=size)
+
+    def add(self, now: float) -> None:
+        self.stamps.append(now)
+
+    def per_second(self) -> float:
+        if len(self.stamps) < 2 or self.stamps[-1] <= self.stamps[0]:
+            return math.nan
+        return (len(self.stamps) - 1) / (self.stamps[-1] - self.stamps[0])
+
+
+@dataclass
+class ShardMetrics:
+    """One region: MSPT of its ``advance`` and its entity count."""
+
+    region: int
+    worker: int
+    mspt: Window
+    entities: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"region": self.region, "worker": self.worker, "entities": self.entities,
+                "mspt": _clean(self.mspt.summary())}
+
+
+@dataclass
+class WorkerMetrics:
+    """One worker: its whole tick (advance + exchange + absorb + hook), border wait, channels."""
+
+    worker: int
+    mspt: Window
+    wait: Window
+    gil: bool | None = None
+    cmsgpack: bool | None = None
+    pid: int = 0
+    interp: int = -1
+    regions: list[int] = field(default_factory=list)
+    channel: dict[str, int] = field(default_factory=dict)
+    faults_recovered: int = 0
+    last_fault: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"worker": self.worker, "gil_enabled": self.gil, "cmsgpack": self.cmsgpack,
+                "pid": self.pid, "interpreter": self.interp, "regions": self.regions,
+                "mspt": _clean(self.mspt.summary()), "border_wait_ms": _clean(self.wait.summary()),
+                "channel": dict(self.channel), "faults_recovered": self.faults_recovered,
+                "last_fault": self.last_fault}
+
+
+@dataclass
+class RuntimeMetrics:
+    """The whole run; ``step`` is the coordinator's wall time per lockstep tick."""
+
+    backend: str
+    kernel: str
+    tick: int
+    ticks: int
+    ticks_per_s: float
+    step: dict[str, float | int]
+    shards: list[ShardMetrics]
+    workers: list[WorkerMetrics]
+    channel: dict[str, int]
+    scheduler: dict[str, Any] | None = None
+
+    @property
+    def entities(self) -> int:
+        return sum(s.entities for s in self.shards)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {"backend": self.backend, "kernel": self.kernel, "tick": self.tick,
+               "ticks": self.ticks, "ticks_per_s": _num(self.ticks_per_s),
+               "entities": self.entities, "mspt": _clean(self.step),
+               "worker_gil": [w.gil for w in self.workers],
+               "shards": [s.to_dict() for s in self.shards],
+               "workers": [w.to_dict() for w in self.workers],
+               "coordinator_channel": dict(self.channel)}
+        if self.scheduler is not None:
+            out["scheduler"] = dict(self.scheduler)
+        return out
+
+
+def _num(x: float) -> float | None:
+    """JSON has no NaN: an empty statistic becomes null."""
+    return None if isinstance(x, float) and math.isnan(x) else x
+
+
+def _clean(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: _num(v) for k, v in d.items()}

@@ -1,0 +1,565 @@
+"""The coordinator: starts W workers on a backend, drives lockstep ticks, gathers results.
+
+A :class:`Runtime` splits the world's regions over workers with
+:meth:`sim.geometry.Layout.assign` (contiguous row-major blocks), starts one worker per block on
+the chosen backend and, for each :meth:`Runtime.step`, broadcasts ``TICK t + inputs + jobs`` and
+waits for every worker's ``DONE t`` (or a failure, or the watchdog).  Workers exchange borders
+among themselves; the coordinator only sees control messages and reports.
+
+Lifecycle (:class:`State`)::
+
+    RUNNING --step()--> RUNNING        (a worker failure moves to FAILED and raises)
+    RUNNING --close()--> CLOSED        FAILED --close()--> CLOSED      CLOSED --close()--> CLOSED
+
+The constructor starts the workers (there is no separate NEW state visible to callers); any other
+transition raises :class:`~server.runtime.errors.InvalidState`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+from server.runtime import messages as m
+from server.runtime.channels import (
+    Endpoint,
+    FdEndpoint,
+    InterpHub,
+    ThreadHub,
+    capacity,
+    socket_mesh,
+)
+from server.runtime.errors import (
+    ChannelClosed,
+    InvalidState,
+    ProtocolError,
+    RuntimeConfigError,
+    RuntimeFault,
+    ShardFault,
+    WorkerCrashed,
+    WorkerError,
+    WorkerTimeout,
+)
+from server.runtime.metrics import (
+    DEFAULT_WINDOW,
+    Rate,
+    RuntimeMetrics,
+    ShardMetrics,
+    Window,
+    WorkerMetrics,
+)
+from server.runtime.worker import CHECKPOINT_EVERY, WorkerCore, thread_main
+from sim.config import WorldConfig
+from sim.entities import Row, validate_row
+from sim.errors import InvalidInput, KernelUnavailable
+from sim.geometry import Layout
+from sim.shard import KERNELS
+from sim.world import digest as rows_digest
+from sim.world import normalise_inputs
+
+BACKENDS = ("inline", "threads", "interpreters", "processes")
+#: Seconds the watchdog lets a worker take for one tick before naming it (WorkerTimeout).  Ticks
+#: take milliseconds; 30 s only fires on a hang, yet leaves room for a loaded CI machine.
+TICK_TIMEOUT = 30.0
+#: Seconds to wait for every worker's HELLO (spawned processes import the simulation first).
+START_TIMEOUT = 120.0
+#: Seconds close() waits for a worker to leave before abandoning (thread) or killing (process) it.
+STOP_TIMEOUT = 5.0
+
+_BOOT = """\
+import sys
+sys.path[:] = [p for p in PARATICK_PATH.split(PARATICK_SEP) if p]
+from server.runtime.worker import interp_main
+interp_main(PARATICK_SPEC, PARATICK_INDEX, PARATICK_DESC, PARATICK_COORD)
+"""
+
+
+class State(enum.Enum):
+    RUNNING = "running"
+    FAILED = "failed"
+    CLOSED = "closed"
+
+
+#: Allowed (state, operation) pairs -> next state.
+TRANSITIONS: dict[tuple[State, str], State] = {
+    (State.RUNNING, "step"): State.RUNNING,
+    (State.RUNNING, "query"): State.RUNNING,
+    (State.RUNNING, "fail"): State.FAILED,
+    (State.RUNNING, "close"): State.CLOSED,
+    (State.FAILED, "close"): State.CLOSED,
+    (State.FAILED, "fail"): State.FAILED,
+    (State.CLOSED, "close"): State.CLOSED,
+}
+
+
+@dataclass
+class TickResult:
+    """What one :meth:`Runtime.step` produced.
+
+    Attributes:
+        tick: the tick the world reached (``rt.tick`` after the step).
+        hook_results: every worker's ``hook.run`` results concatenated in worker order.
+        hook_results_by_worker: the same, one list per worker.
+        mspt: coordinator wall milliseconds for the whole lockstep tick.
+    """
+
+    tick: int
+    hook_results: list[Any] = field(default_factory=list)
+    hook_results_by_worker: list[list[Any]] = field(default_factory=list)
+    mspt: float = 0.0
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (affinity-aware)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+class Runtime:
+    """A sharded world ticked by W workers on one backend.
+
+    Args:
+        config: the world.
+        rows: initial entities (validated like :class:`sim.world.World` does).
+        backend: ``inline`` (calling thread, one worker), ``threads``, ``interpreters`` (one
+            subinterpreter per worker, each with its own GIL) or ``processes`` (spawned).
+        workers: worker count; default usable cores, always capped at the number of regions.
+        kernel: shard kernel, ``python`` or ``numpy`` (numpy cannot load in subinterpreters).
+        hook: ``"module:Class"`` instantiated once per worker with ``**hook_args``; its
+            ``run(tick, shards, jobs) -> list`` is called after ticks that carry jobs.
+        hook_args: msgpack-able keyword arguments for the hook.
+        tick: the tick number of ``rows`` (a loaded save starts later than 0).
+        tick_timeout: watchdog; a worker silent for this long during a tick -> WorkerTimeout.
+        start_timeout: how long workers may take to start.
+        checkpoint: keep shard checkpoints and a log of later ticks' inputs and borders, so a
+            failed tick can be restored, replayed and retried (False: a fault is fatal).
+        checkpoint_every: ticks between checkpoints (the log covers the ticks in between).
+        fault_at: ``(region, tick)``: inject one exception in that region's advance (tests).
+        metrics_window: ticks kept in the sliding MSPT windows.
+        clock: monotonic seconds (injected for tests; ``time.perf_counter`` by default).
+
+    Raises:
+        RuntimeConfigError: bad backend/workers/hook arguments.
+        BackendUnavailable: the backend does not exist on this interpreter.
+        KernelUnavailable: ``kernel="numpy"`` with ``backend="interpreters"``.
+        InvalidInput: a bad entity row.
+        WorkerCrashed / WorkerTimeout: a worker failed to start.
+    """
+
+    def __init__(self, config: WorldConfig, rows: Iterable[Row] = (), *,
+                 backend: str = "inline", workers: int | None = None, kernel: str = "python",
+                 hook: str | None = None, hook_args: dict[str, Any] | None = None,
+                 tick: int = 0, tick_timeout: float = TICK_TIMEOUT,
+                 start_timeout: float = START_TIMEOUT, checkpoint: bool = True,
+                 checkpoint_every: int = CHECKPOINT_EVERY,
+                 fault_at: tuple[int, int] | None = None,
+                 metrics_window: int = DEFAULT_WINDOW,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
+        if backend not in BACKENDS:
+            raise RuntimeConfigError(f"unknown backend {backend!r}; choose one of "
+                                     f"{', '.join(BACKENDS)}")
+        if kernel not in KERNELS:
+            raise RuntimeConfigError(f"unknown kernel {kernel!r}; choose one of "
+                                     f"{', '.join(KERNELS)}")
+        if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
+                                    or workers < 1):
+            raise RuntimeConfigError(f"workers must be an integer >= 1, got {workers!r}")
+        if hook is not None and (not isinstance(hook, str) or hook.count(":") != 1):
+            raise RuntimeConfigError(f"hook must look like 'module:Class', got {hook!r}")
+        if tick_timeout <= 0 or start_timeout <= 0:
+            raise RuntimeConfigError("tick_timeout and start_timeout must be > 0")
+        if backend == "interpreters":
+            from server.runtime import interp
+            interp.require()
+            if kernel == "numpy":
+                raise KernelUnavailable(
+                    "the numpy kernel cannot run in subinterpreters (numpy refuses to load in "
+                    "them); use --kernel python with --backend interpreters, or another backend")
+        if backend == "inline":
+            if workers not in (None, 1):
+                raise RuntimeConfigError("backend 'inline' ticks every region in the calling "
+                                         f"thread: workers must be 1, got {workers}")
+            workers = 1
+        self.config = config
+        self.backend = backend
+        self.kernel = kernel
+        self.tick = tick
+        self.tick_timeout = tick_timeout
+        self._clock = clock
+        layout = Layout(config)
+        self.workers = min(workers or usable_cores(), config.regions)
+        self.assignment: list[list[int]] = layout.assign(config.regions, self.workers)
+        self.owner = [0] * config.regions
+        for w, regions in enumerate(self.assignment):
+            for r in regions:
+                self.owner[r] = w
+        per = _split_rows(config, layout, rows)
+        self._window = metrics_window
+        self._shard_m = [ShardMetrics(r, self.owner[r], Window(metrics_window), len(per[r]))
+                         for r in range(config.regions)]
+        self._worker_m = [WorkerMetrics(w, Window(metrics_window), Window(metrics_window),
+                                        regions=list(self.assignment[w]))
+                          for w in range(self.workers)]
+        self._step_ms = Window(metrics_window)
+        self._rate = Rate(metrics_window)
+        self._ticks = 0
+        self._state = State.RUNNING
+        self._core: WorkerCore | None = None
+        self._ep: Endpoint | None = None
+        self._threads: list[threading.Thread] = []
+        self._procs: list[Any] = []
+        self._interps: list[int] = []
+        self._hub: Any = None
+        base = {"config": config.to_dict(), "owner": self.owner, "kernel": kernel,
+                "tick": tick, "hook": hook, "hook_args": dict(hook_args or {}),
+                "fault_at": list(fault_at) if fault_at is not None else None,
+                "checkpoint": checkpoint, "checkpoint_every": checkpoint_every,
+                "recv_timeout": max(tick_timeout, 1.0) * 2}
+        specs = [dict(base, w=w, rows=[(r, per[r]) for r in self.assignment[w]])
+                 for w in range(self.workers)]
+        try:
+            getattr(self, f"_start_{backend}")(specs)
+            if self._core is None:
+                hellos = self._collect(m.HELLO, None, start_timeout)
+                for w, msg in hellos.items():
+                    self._hello(w, msg[2])
+        except BaseException:
+            self._state = State.FAILED
+            self.close()
+            raise
+
+    # ---- start-up per backend ------------------------------------------------------------------
+    def _start_inline(self, specs: list[dict[str, Any]]) -> None:
+        self._core = WorkerCore(specs[0])
+        self._hello(0, self._core.info)
+
+    def _start_threads(self, specs: list[dict[str, Any]]) -> None:
+        hub = ThreadHub(self.workers + 1, capacity(self.workers))
+        self._hub = hub
+        self._ep = hub.endpoint(self.workers)
+        notify = hub.endpoint(self.workers)
+        for w, spec in enumerate(specs):
+            ep = hub.endpoint(w)
+
+            def body(spec: dict[str, Any] = spec, ep: Endpoint = ep, w: int = w) -> None:
+                thread_main(spec, ep, self.workers)
+                _post_exit(notify, self.workers, w, "")
+
+            t = threading.Thread(target=body, name=f"paratick-worker-{w}", daemon=True)
+            self._threads.append(t)
+            t.start()
+
+    def _start_interpreters(self, specs: list[dict[str, Any]]) -> None:
+        from server.runtime import interp
+        hub = InterpHub(self.workers + 1, capacity(self.workers))
+        self._hub = hub
+        self._ep = hub.endpoint(self.workers)
+        notify = hub.endpoint(self.workers)
+        desc = msgpack.packb(hub.describe())
+        for w, spec in enumerate(specs):
+            iid = interp.create()
+            self._interps.append(iid)
+            interp.bind_main(iid, {
+                "PARATICK_PATH": os.pathsep.join(sys.path), "PARATICK_SEP": os.pathsep,
+                "PARATICK_SPEC": msgpack.packb(spec, use_bin_type=True),
+                "PARATICK_INDEX": w, "PARATICK_DESC": desc, "PARATICK_COORD": self.workers})
+
+            def body(iid: int = iid, w: int = w) -> None:
+                err = interp.run(iid, _BOOT)
+                _post_exit(notify, self.workers, w, err or "")
+
+            t = threading.Thread(target=body, name=f"paratick-interp-{w}", daemon=True)
+            self._threads.append(t)
+            t.start()
+
+    def _start_processes(self, specs: list[dict[str, Any]]) -> None:
+        import multiprocessing
+
+        from server.runtime.worker import process_main
+        # spawn, never fork: forking a process in which a subinterpreter exists (or existed)
+        # kills the child (CPython gh-139759), and fork with threads is unsafe anyway.
+        ctx = multiprocessing.get_context("spawn")
+        mesh = socket_mesh(self.workers + 1)
+        try:
+            for w, spec in enumerate(specs):
+                p = ctx.Process(target=process_main, name=f"paratick-worker-{w}", daemon=True,
+                                args=(msgpack.packb(spec, use_bin_type=True), w, mesh[w],
+                                      self.workers))
+                p.start()
+                self._procs.append(p)
+        finally:
+            for w in range(self.workers):  # the children hold their own copies now
+                for sock in mesh[w].values():
+                    sock.close()
+        self._ep = FdEndpoint(self.workers, mesh[self.workers])
+
+    # ---- the tick --------------------------------------------------------------------------------
+    def step(self, inputs: Iterable[Any] = (), view: bool = False,
+             jobs: Sequence[Any] = ()) -> TickResult:
+        """Advance the world one lockstep tick; returns when every worker is done.
+
+        Args:
+            inputs: player inputs ``(entity id, seq, thrust, turn, action)``, validated here and
+                broadcast to every worker (shards ignore entities they do not own).
+            view: exchange view rows too, so ``view_rows()`` is complete after the tick.
+            jobs: msgpack-able work items for the hook, broadcast to every worker.
+
+        Raises:
+            InvalidInput: a malformed input (nothing was sent; the runtime stays usable).
+            InvalidState: the runtime is closed or failed.
+            WorkerCrashed / WorkerTimeout / ShardFault: a worker failed; the runtime is FAILED.
+        """
+        self._transition("step")
+        norm = list(normalise_inputs(inputs).values())
+        jobs = list(jobs)
+        t = self.tick
+        t0 = self._clock()
+        try:
+            if self._core is not None:
+                report, results = self._core.step(t, norm, bool(view), jobs)
+                # Same types as the message-passing backends (tuples), and the same check
+                # that results are msgpack-able.
+                results = msgpack.unpackb(msgpack.packb(results, use_bin_type=True),
+                                          use_list=False, raw=False, strict_map_key=False)
+                done = {0: (report, results)}
+            else:
+                try:
+                    data = m.encode(m.TICK, t, norm, bool(view), jobs)
+                except ProtocolError as exc:
+                    raise InvalidInput(f"jobs must be msgpack-able: {exc}") from exc
+                self._broadcast(data)
+                msgs = self._collect(m.DONE, t, self.tick_timeout)
+                done = {w: (msg[3], msg[4]) for w, msg in msgs.items()}
+        except InvalidInput:
+            raise
+        except BaseException:
+            self._fail()
+            raise
+        now = self._clock()
+        self.tick = t + 1
+        self._ticks += 1
+        self._rate.add(now)
+        ms = (now - t0) * 1e3
+        self._step_ms.add(ms)
+        by_worker: list[list[Any]] = []
+        for w in range(self.workers):
+            report, results = done[w]
+            self._account(w, report)
+            by_worker.append(list(results))
+        return TickResult(tick=self.tick, hook_results=[r for rs in by_worker for r in rs],
+                          hook_results_by_worker=by_worker, mspt=ms)
+
+    def _account(self, w: int, report: dict[str, Any]) -> None:
+        wm = self._worker_m[w]
+        wm.mspt.add(report["ms"])
+        wm.wait.add(report["wait_ms"])
+        wm.channel = dict(report["ch"])
+        wm.faults_recovered = report["faults"]
+        wm.last_fault = report["fault_tb"]
+        for r, ms, n in zip(self.assignment[w], report["adv"], report["n"], strict=True):
+            sm = self._shard_m[r]
+            sm.mspt.add(ms)
+            sm.entities = n
+
+    def _broadcast(self, data: bytes) -> None:
+        """Send to every worker; a closed channel means that worker died."""
+        assert self._ep is not None
+        for w in range(self.workers):
+            try:
+                self._ep.send(w, data)
+            except ChannelClosed as exc:
+                dead = self._dead() or [w]
+                raise WorkerCrashed(f"worker {dead[0]} is gone: its channel closed "
+                                    f"({self.backend} backend)", worker=dead[0]) from exc
+
+    def _collect(self, kind: int, tick: int | None, timeout: float) -> dict[int, m.Message]:
+        """Wait for one ``kind`` message from every worker, or raise naming the culprit."""
+        ep = self._ep
+        assert ep is not None
+        pending = set(range(self.workers))
+        got: dict[int, m.Message] = {}
+        deadline = self._clock() + timeout
+        while pending:
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                dead = self._dead()
+                if dead:
+                    raise WorkerCrashed(f"worker {dead[0]} died", worker=dead[0])
+                what = "start" if tick is None else f"finish tick {tick}"
+                names = ", ".join(map(str, sorted(pending)))
+                raise WorkerTimeout(f"worker {names} did not {what} within {timeout:g} s "
+                                    f"({self.backend} backend)", worker=min(pending))
+            try:
+                data = ep.recv(remaining)
+            except ChannelClosed as exc:
+                peer = getattr(exc, "peer", -1)
+                dead = self._dead() or [peer]
+                raise WorkerCrashed(f"worker {dead[0]} is gone: its channel closed "
+                                    f"({self.backend} backend)", worker=dead[0]) from exc
+            if data is None:
+                continue
+            msg = m.decode(data)
+            w = msg[1]
+            if msg[0] == kind and (tick is None or msg[2] == tick):
+                got[w] = msg
+                pending.discard(w)
+            elif msg[0] == m.FAIL:
+                symptom = msg[2] in ("ChannelClosed", "TimeoutError")
+                if symptom:  # a peer's death seen from worker w: name the dead one
+                    dead = [d for d in self._dead() if d != w]
+                    if dead:
+                        raise WorkerCrashed(f"worker {dead[0]} died (worker {w} saw: {msg[2]})",
+                                            worker=dead[0], detail=msg[3])
+                cls = ShardFault if tick is not None and not symptom else WorkerCrashed
+                raise cls(f"worker {w} failed with {msg[2]}; its traceback:\n{msg[3]}",
+                          worker=w, detail=msg[3])
+            elif msg[0] == m.EXITED:
+                raise WorkerCrashed(f"worker {w} exited unexpectedly" +
+                                    (f":\n{msg[2]}" if msg[2] else ""), worker=w, detail=msg[2])
+            else:
+                raise ProtocolError(f"coordinator expected {m.NAMES[kind]}, got "
+                                    f"{m.NAMES[msg[0]]} from worker {w}")
+        return got
+
+    def _dead(self) -> list[int]:
+        """Workers known to be gone (process exited, thread ended)."""
+        if self._procs:
+            return [w for w, p in enumerate(self._procs) if not p.is_alive()]
+        return [w for w, t in enumerate(self._threads) if not t.is_alive()]
+
+    def _hello(self, w: int, info: dict[str, Any]) -> None:
+        wm = self._worker_m[w]
+        wm.gil = bool(info["gil"])
+        wm.cmsgpack = bool(info["cmsgpack"])
+        wm.pid = int(info["pid"])
+        wm.interp = int(info["interp"])
+
+    # ---- queries ---------------------------------------------------------------------------------
+    def rows(self) -> list[Row]:
+        """Every entity, sorted by id (asks every worker)."""
+        self._transition("query")
+        if self._core is not None:
+            return sorted(self._core.rows())
+        assert self._ep is not None
+        try:
+            self._broadcast(m.encode(m.ROWS))
+            got = self._collect(m.ROWS_OK, None, self.tick_timeout)
+        except BaseException:
+            self._fail()
+            raise
+        return sorted(tuple(r) for w in range(self.workers) for r in got[w][2])
+
+    def digest(self) -> str:
+        """Same digest as :meth:`sim.world.World.digest` for the same world and tick."""
+        return rows_digest(self.rows(), self.tick)
+
+    def worker_gil(self) -> list[bool]:
+        """``sys._is_gil_enabled()`` as each worker saw it after importing what it runs."""
+        return [bool(w.gil) for w in self._worker_m]
+
+    def worker_pids(self) -> list[int]:
+        return [w.pid for w in self._worker_m]
+
+    def metrics(self, scheduler: dict[str, Any] | None = None) -> RuntimeMetrics:
+        """A snapshot of the metrics (``.to_dict()`` for JSON); ``scheduler`` stats are merged."""
+        ch = self._ep.statistics().to_dict() if self._ep is not None else {}
+        return RuntimeMetrics(
+            backend=self.backend, kernel=self.kernel, tick=self.tick, ticks=self._ticks,
+            ticks_per_s=self._rate.per_second(), step=self._step_ms.summary(),
+            shards=[ShardMetrics(s.region, s.worker, s.mspt, s.entities) for s in self._shard_m],
+            workers=list(self._worker_m), channel=ch, scheduler=scheduler)
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    # ---- lifecycle -------------------------------------------------------------------------------
+    def _transition(self, op: str) -> None:
+        nxt = TRANSITIONS.get((self._state, op))
+        if nxt is None:
+            raise InvalidState(f"cannot {op} a runtime that is {self._state.value}")
+        self._state = nxt
+
+    def _fail(self) -> None:
+        """Enter FAILED and ask every worker to stop; joining waits for :meth:`close` (a hung
+        worker would otherwise delay the exception by ``STOP_TIMEOUT``)."""
+        self._state = State.FAILED
+        self._signal_stop()
+
+    def close(self) -> None:
+        """Stop every worker and release channels, interpreters, processes (idempotent)."""
+        self._transition("close") if self._state is not State.FAILED else None
+        self._state = State.CLOSED
+        self._stop_workers()
+        if self._ep is not None:
+            self._ep.close()
+        if self._hub is not None and hasattr(self._hub, "close"):
+            self._hub.close()
+        self._hub = None
+
+    def _signal_stop(self) -> None:
+        if self._ep is not None:
+            stop = m.encode(m.STOP)
+            for w in range(self.workers):
+                with contextlib.suppress(RuntimeFault):  # that worker is gone already
+                    self._ep.send(w, stop)
+
+    def _stop_workers(self) -> None:
+        self._signal_stop()
+        deadline = time.monotonic() + STOP_TIMEOUT
+        for p in self._procs:
+            p.join(max(0.0, deadline - time.monotonic()))
+            if p.is_alive():
+                p.kill()
+                p.join(1.0)
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        if self._interps:
+            from server.runtime import interp
+            for iid, t in zip(self._interps, self._threads, strict=False):
+                if not t.is_alive():  # a hung interpreter cannot be destroyed while it runs
+                    interp.destroy(iid)
+            self._interps = []
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"Runtime(backend={self.backend!r}, workers={self.workers}, "
+                f"kernel={self.kernel!r}, tick={self.tick}, state={self._state.value})")
+
+
+def _post_exit(ep: Endpoint, coord: int, w: int, detail: str) -> None:
+    # The coordinator may be gone (closed runtime): then there is nobody to tell.
+    with contextlib.suppress(RuntimeFault):
+        ep.send(coord, m.encode(m.EXITED, w, detail))
+
+
+def _split_rows(config: WorldConfig, layout: Layout, rows: Iterable[Row]) -> list[list[Row]]:
+    """Validate rows as World does and group them by owning region."""
+    per: list[list[Row]] = [[] for _ in range(config.regions)]
+    seen: set[int] = set()
+    for raw in rows:
+        row = validate_row(raw, width=config.width, height=config.height,
+                           max_radius=config.radius)
+        if row[0] in seen:
+            raise InvalidInput(f"duplicate entity id {row[0]}")
+        seen.add(row[0])
+        per[layout.region_of(row[2], row[3])].append(row)
+    return per
+
+
+__all__ = ["BACKENDS", "Runtime", "State", "TickResult", "WorkerError", "usable_cores"]

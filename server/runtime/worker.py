@@ -1,0 +1,340 @@
+"""The worker: owns a fixed set of shards and ticks them in lockstep with its peers.
+
+Importable in a thread, a subinterpreter or a spawned process: no numpy at module level (numpy
+refuses to load in a subinterpreter), only the standard library, msgpack and :mod:`sim`.
+
+One tick (message ``TICK t``)::
+
+    advance own shards t -> t+1           (fault: restore every own shard, retry; see below)
+    send borders: same worker -> kept in memory; other worker -> one BORDERS message per peer
+    receive one BORDERS message from every peer for tick t (early ones are stashed)
+    absorb, per own shard, the borders from all its neighbours in ascending source-region order
+    log (inputs, borders) or checkpoint own shards, run the hook if there are jobs, report DONE
+
+The order of absorption matches :class:`sim.world.World`, so the digest of a sharded run equals
+the reference's.  Faults: an exception raised while advancing or absorbing is caught with its
+traceback; every own shard is restored from its last checkpoint, the ticks completed since are
+replayed from the log of their inputs and inbound borders, and the tick is recomputed (a tick is a
+pure function of state, inputs, borders and tick number, so the retry gives the same bytes and
+the borders already sent stay valid).  After ``MAX_RETRIES`` failures the worker
+reports FAIL and the coordinator raises :class:`~server.runtime.errors.ShardFault`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import sys
+import time
+import traceback
+from collections.abc import Mapping
+from typing import Any
+
+from server.runtime import messages as m
+from server.runtime.channels import Endpoint
+from sim.config import WorldConfig
+from sim.shard import Border, Shard, make_shard
+
+#: Attempts at a failing tick after the first (a deterministic bug fails every time; a transient
+#: one - memory pressure, an injected fault - passes on the first retry).
+MAX_RETRIES = 2
+#: Ticks between shard checkpoints.  ``shard.state()`` copies every row (a quarter of a tick's
+#: cost when taken every tick); between checkpoints the worker logs each tick's inputs and
+#: inbound borders (references it holds anyway) and a recovery replays them from the checkpoint.
+#: 32 ticks (~1 s at 30 Hz) makes the copy ~1 % of the run and bounds the replay.
+CHECKPOINT_EVERY = 32
+#: Environment variable ``"region:tick"`` injecting one fault (test tuning, like ``fault_at``).
+FAULT_ENV = "PARATICK_FAULT_AT"
+
+
+class InjectedFault(RuntimeError):
+    """The test fault raised by ``fault_at``; never raised unless asked for."""
+
+
+class Stop(Exception):
+    """The coordinator asked the worker to leave its loop."""
+
+
+def gil_enabled() -> bool:
+    """``sys._is_gil_enabled()`` as seen here (True on builds without the function)."""
+    fn = getattr(sys, "_is_gil_enabled", None)
+    return True if fn is None else bool(fn())
+
+
+def load_hook(spec: str, args: Mapping[str, Any] | None) -> Any:
+    """Import ``"module:Class"`` and instantiate it with ``**args``."""
+    modname, _, clsname = spec.partition(":")
+    cls = getattr(importlib.import_module(modname), clsname)
+    return cls(**dict(args or {}))
+
+
+class WorkerCore:
+    """Shards of one worker and the tick logic, independent of the transport.
+
+    Args:
+        spec: plain dict (msgpack-able): ``w`` worker index, ``config`` WorldConfig dict, ``rows``
+            list of (region, rows) for the own regions, ``owner`` worker index per region,
+            ``kernel``, ``tick``, ``hook``, ``hook_args``, ``fault_at`` ([region, tick] or None),
+            ``checkpoint`` (bool), ``recv_timeout`` (seconds a worker waits for borders).
+        endpoint: channels to peers and coordinator (None for the inline backend).
+        coord: the coordinator's participant index on ``endpoint``.
+    """
+
+    def __init__(self, spec: Mapping[str, Any], endpoint: Endpoint | None = None,
+                 coord: int = -1) -> None:
+        self.w: int = spec["w"]
+        self.coord = coord
+        self.config = WorldConfig.from_dict(dict(spec["config"]))
+        self.owner: list[int] = list(spec["owner"])
+        self.tick: int = spec["tick"]
+        self.ep = endpoint
+        self.recv_timeout: float = spec.get("recv_timeout", 60.0)
+        self.checkpointing: bool = spec.get("checkpoint", True)
+        self.checkpoint_every: int = max(1, int(spec.get("checkpoint_every", CHECKPOINT_EVERY)))
+        kernel = spec["kernel"]
+        self.shards: dict[int, Shard] = {}
+        for region, rows in spec["rows"]:
+            self.shards[region] = make_shard(self.config, region, [tuple(r) for r in rows],
+                                              kernel=kernel)
+        self.regions = sorted(self.shards)
+        peers = {self.owner[n] for r in self.regions for n in self.shards[r].neighbours}
+        peers.discard(self.w)
+        self.peers = sorted(peers)
+        fault = spec.get("fault_at")
+        env = os.environ.get(FAULT_ENV)
+        if fault is None and env:
+            region, _, tick = env.partition(":")
+            fault = (int(region), int(tick))
+        self.fault_at = tuple(fault) if fault is not None else None
+        self.hook = load_hook(spec["hook"], spec.get("hook_args")) if spec.get("hook") else None
+        self._stash: dict[int, list[Any]] = {}
+        self._ckpt: dict[int, dict[str, Any]] = {}
+        self._ckpt_tick = self.tick
+        #: (tick, inputs, view, inbound borders) of every tick completed since the checkpoint
+        self._log: list[tuple[int, Mapping[int, Any], bool, dict[int, list[Any]]]] = []
+        self.faults_recovered = 0
+        self.last_fault = ""
+        self.info = {"w": self.w, "gil": gil_enabled(), "pid": os.getpid(),
+                     "interp": _interp_id(), "cmsgpack": m.cmsgpack(),
+                     "python": sys.version.split()[0], "kernel": kernel,
+                     "regions": self.regions}
+        # First exchange: borders of the initial state, as World does on construction.
+        self._exchange(self.tick - 1, {r: self.shards[r].emit() for r in self.regions})
+
+    # ---- one tick ----------------------------------------------------------------------------
+    def step(self, tick: int, inputs: Any, view: bool, jobs: Any) -> tuple[dict[str, Any], list]:
+        """Run tick ``tick`` (-> ``tick + 1``); returns (report, hook results)."""
+        if tick != self.tick:
+            raise m.ProtocolError(f"worker {self.w} is at tick {self.tick}, asked for {tick}")
+        t0 = time.perf_counter()
+        norm = {row[0]: tuple(row) for row in inputs}
+        adv_ms: list[float] = []
+        attempt = 0
+        while True:
+            try:
+                out, adv_ms = self._advance(tick, norm, view, inject=attempt == 0)
+                break
+            except Exception as exc:
+                attempt = self._recover(exc, attempt)
+        t1 = time.perf_counter()
+        inbound = self._exchange(tick, out, absorb=False)
+        t2 = time.perf_counter()
+        while True:
+            try:
+                self._absorb(inbound)
+                break
+            except Exception as exc:  # restore, recompute our advance, absorb again
+                attempt = self._recover(exc, attempt)
+                self._advance(tick, norm, view, inject=False)
+        self.tick = tick + 1
+        if self.checkpointing:
+            if self.tick - self._ckpt_tick >= self.checkpoint_every:
+                self._checkpoint()
+            else:
+                self._log.append((tick, norm, view, inbound))
+        results: list[Any] = []
+        if jobs and self.hook is not None:
+            results = list(self.hook.run(self.tick, [self.shards[r] for r in self.regions],
+                                         list(jobs)))
+        t3 = time.perf_counter()
+        report = {"ms": (t3 - t0) * 1e3, "wait_ms": (t2 - t1) * 1e3, "adv": adv_ms,
+                  "n": [len(self.shards[r]) for r in self.regions],
+                  "faults": self.faults_recovered, "fault_tb": self.last_fault,
+                  "ch": self.ep.statistics().to_dict() if self.ep is not None else {}}
+        return report, results
+
+    def _advance(self, tick: int, norm: Mapping[int, Any], view: bool, *, inject: bool,
+                 ) -> tuple[dict[int, dict[int, Border]], list[float]]:
+        out: dict[int, dict[int, Border]] = {}
+        ms: list[float] = []
+        clock = time.perf_counter
+        for r in self.regions:
+            s = clock()
+            out[r] = self.shards[r].advance(tick, norm, view=view)
+            ms.append((clock() - s) * 1e3)
+            if inject and self.fault_at == (r, tick):
+                # After the advance: the shard is already at tick+1, so only a real restore
+                # from the checkpoint makes the retry give the right bytes.
+                self.fault_at = None
+                raise InjectedFault(f"injected fault in region {r} at tick {tick}")
+        return out, ms
+
+    def _checkpoint(self) -> None:
+        self._ckpt = {r: self.shards[r].state() for r in self.regions}
+        self._ckpt_tick = self.tick
+        self._log.clear()
+
+    def _recover(self, exc: BaseException, attempt: int) -> int:
+        """Bring every own shard back to the start of the current tick, or re-raise."""
+        self.last_fault = "".join(traceback.format_exception(exc))
+        if attempt >= MAX_RETRIES or not (self.checkpointing and self._ckpt):
+            raise exc
+        for r in self.regions:
+            self.shards[r].restore(self._ckpt[r])
+        # Replay the ticks completed since the checkpoint from the message log: same state,
+        # inputs and borders give the same bytes (the borders they emit were sent already).
+        for tick, inputs, view, inbound in self._log:
+            self._advance(tick, inputs, view, inject=False)
+            self._absorb(inbound)
+        self.faults_recovered += 1
+        return attempt + 1
+
+    def _absorb(self, inbound: dict[int, list[tuple[int, Border]]]) -> None:
+        for r in self.regions:
+            borders = inbound[r]
+            borders.sort(key=lambda item: item[0])
+            self.shards[r].absorb([b for _, b in borders])
+
+    def _exchange(self, tick: int, out: Mapping[int, Mapping[int, Border]], *,
+                  absorb: bool = True) -> dict[int, list[tuple[int, Border]]]:
+        """Route borders: keep local ones, send remote ones, collect every peer's."""
+        inbound: dict[int, list[tuple[int, Border]]] = {r: [] for r in self.regions}
+        remote: dict[int, list[tuple[int, int, Border]]] = {p: [] for p in self.peers}
+        owner, me = self.owner, self.w
+        for src in self.regions:
+            for dst, border in out[src].items():
+                w = owner[dst]
+                if w == me:
+                    inbound[dst].append((src, border))
+                else:
+                    remote[w].append((src, dst, border))
+        if self.peers:
+            assert self.ep is not None
+            for peer in self.peers:
+                self.ep.send(peer, m.encode(m.BORDERS, tick, me, remote[peer]))
+            got = self._stash.pop(tick, [])
+            while len(got) < len(self.peers):
+                msg = self._recv()
+                if msg[0] == m.BORDERS:
+                    if msg[1] == tick:
+                        got.append(msg[3])
+                    else:
+                        self._stash.setdefault(msg[1], []).append(msg[3])
+                elif msg[0] == m.STOP:
+                    raise Stop
+                else:
+                    raise m.ProtocolError(f"worker {me} got {m.NAMES[msg[0]]} while waiting "
+                                          f"for borders of tick {tick}")
+            for items in got:
+                for src, dst, border in items:
+                    inbound[dst].append((src, border))
+            # Peers still waiting for the tail of a large border get it now, not after our
+            # absorb (socket transport only; queue transports hand over on send).
+            if not self.ep.flush(self.recv_timeout):
+                raise TimeoutError(f"worker {me} could not deliver its borders of tick {tick}")
+        if absorb:
+            self._absorb(inbound)
+            if self.checkpointing:
+                self._checkpoint()
+        return inbound
+
+    def _recv(self) -> m.Message:
+        assert self.ep is not None
+        data = self.ep.recv(self.recv_timeout)
+        if data is None:
+            raise TimeoutError(f"worker {self.w} received nothing for {self.recv_timeout} s")
+        return m.decode(data)
+
+    def rows(self) -> list[Any]:
+        return [row for r in self.regions for row in self.shards[r].rows()]
+
+    # ---- the loop ----------------------------------------------------------------------------
+    def serve(self) -> None:
+        """Answer the coordinator until STOP (or until a message cannot be handled)."""
+        ep = self.ep
+        assert ep is not None
+        coord = self.coord
+        while True:
+            try:
+                msg = self._recv()
+            except TimeoutError:
+                continue  # idle between ticks is fine: the coordinator owns the watchdog
+            kind = msg[0]
+            if kind == m.TICK:
+                report, results = self.step(msg[1], msg[2], msg[3], msg[4])
+                ep.send(coord, m.encode(m.DONE, self.w, msg[1], report, results))
+            elif kind == m.BORDERS:
+                self._stash.setdefault(msg[1], []).append(msg[3])
+            elif kind == m.ROWS:
+                ep.send(coord, m.encode(m.ROWS_OK, self.w, self.rows()))
+            elif kind == m.STOP:
+                return
+            else:
+                raise m.ProtocolError(f"worker {self.w} cannot handle {m.NAMES[kind]}")
+
+
+def _interp_id() -> int:
+    try:
+        from server.runtime import interp
+        return interp.current_id()
+    except Exception:
+        return -1
+
+
+def run_worker(spec: Mapping[str, Any], ep: Endpoint, coord: int) -> None:
+    """Build the worker, say HELLO, serve until STOP; report any failure as FAIL.
+
+    Shared by every backend's entry point; never raises (the coordinator learns what happened).
+    """
+    w = spec["w"]
+    try:
+        core = WorkerCore(spec, ep, coord)
+        ep.send(coord, m.encode(m.HELLO, w, core.info))
+        core.serve()
+    except Stop:
+        pass
+    except BaseException as exc:
+        kind = type(exc).__name__
+        with contextlib.suppress(Exception):
+            ep.send(coord, m.encode(m.FAIL, w, kind, "".join(traceback.format_exception(exc))))
+
+
+# ---- entry points, one per backend ---------------------------------------------------------------
+def thread_main(spec: Mapping[str, Any], ep: Endpoint, coord: int) -> None:
+    run_worker(spec, ep, coord)
+
+
+def process_main(spec_bytes: bytes, index: int, socks: dict[int, Any], coord: int) -> None:
+    """Target of a spawned worker process."""
+    import msgpack
+
+    from server.runtime.channels import FdEndpoint
+    ep = FdEndpoint(index, socks)
+    try:
+        run_worker(msgpack.unpackb(spec_bytes, raw=False, strict_map_key=False), ep, coord)
+    finally:
+        ep.close()
+
+
+def interp_main(spec_bytes: bytes, index: int, desc_bytes: bytes, coord: int) -> None:
+    """Called by the boot script inside a worker subinterpreter."""
+    import msgpack
+
+    from server.runtime.channels import InterpEndpoint
+    desc = msgpack.unpackb(desc_bytes, raw=False, strict_map_key=False)
+    ep = InterpEndpoint(index, desc)
+    try:
+        run_worker(msgpack.unpackb(spec_bytes, raw=False, strict_map_key=False), ep, coord)
+    finally:
+        ep.close()

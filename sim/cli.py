@@ -1,0 +1,123 @@
+"""``paratick sim``: tick a world headless in this thread and report its speed and final digest.
+
+The world is :class:`sim.world.World` (every region ticked in turn in one thread: the reference
+the parallel runtime is checked against), so the digest printed here is the one every backend
+must reproduce for the same options.  Players, if any, are driven by :func:`bot_inputs`, a pure
+function of (seed, player id, tick), so runs are repeatable byte for byte.
+
+Exit status: 0 on success, 2 when the options describe a world that cannot run (the message
+says which option and why; no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import sysconfig
+import time
+from typing import Any
+
+from sim.config import WorldConfig, parse_grid
+from sim.entities import InputRow
+from sim.errors import SimError
+from sim.rng import uniform
+from sim.shard import KERNELS
+
+HELP = "tick a world headless; print ticks/s, entity-updates/s and the final digest"
+DESCRIPTION = """\
+Tick a world of N entities split into RXxRY regions for T ticks in this thread (the reference
+for every parallel backend) and print ticks/s, entity-updates/s (entities x ticks / s), the
+final state digest, and the interpreter with its GIL state.  Same options, same digest."""
+
+#: Seconds between progress lines on stderr (long runs only; a run shorter than this is silent).
+PROGRESS_EVERY_S = 2.0
+#: RNG lanes used for the scripted players' inputs; NPC wander draws use lanes 0 and 1.
+_LANE_THRUST, _LANE_TURN, _LANE_ACTION = 10, 11, 12
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--entities", type=int, default=20_000, metavar="N",
+                        help="entities in the world (default 20000, the arena-20k workload)")
+    parser.add_argument("--regions", default="4x4", metavar="RXxRY",
+                        help="region grid, e.g. 4x4, 3x2 or 1 (default 4x4)")
+    parser.add_argument("--ticks", type=int, default=300, metavar="T",
+                        help="timed ticks (default 300, ten seconds of game time at 30 Hz)")
+    parser.add_argument("--kernel", default="python", choices=KERNELS,
+                        help="tick kernel (default python)")
+    parser.add_argument("--seed", type=int, default=1, help="world seed (default 1)")
+    parser.add_argument("--players", type=int, default=0, metavar="P",
+                        help="entities 0..P-1 are players driven by scripted inputs (default 0)")
+    parser.add_argument("--warmup", type=int, default=5, metavar="W",
+                        help="untimed ticks before timing (default 5); they count in the digest")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead")
+
+
+def bot_inputs(seed: int, players: int, tick: int) -> list[InputRow]:
+    """Scripted player inputs for ``tick``: a pure function, so runs repeat byte for byte."""
+    out: list[InputRow] = []
+    for pid in range(players):
+        thrust = uniform(seed, pid, tick, _LANE_THRUST) * 2.0 - 1.0
+        turn = uniform(seed, pid, tick, _LANE_TURN) * 2.0 - 1.0
+        action = int(uniform(seed, pid, tick, _LANE_ACTION) * 4)
+        out.append((pid, tick, thrust, turn, action))
+    return out
+
+
+def interpreter() -> dict[str, Any]:
+    gil = getattr(sys, "_is_gil_enabled", lambda: True)()
+    return {"version": platform.python_version(),
+            "free_threaded": bool(sysconfig.get_config_var("Py_GIL_DISABLED")),
+            "gil_enabled": bool(gil)}
+
+
+def _fail(msg: str) -> int:
+    print(f"paratick sim: {msg}", file=sys.stderr)
+    return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    from sim.world import World, spawn
+
+    if args.ticks < 0 or args.warmup < 0:
+        return _fail(f"--ticks and --warmup must be >= 0, got {args.ticks} and {args.warmup}")
+    try:
+        rx, ry = parse_grid(args.regions)
+        config = WorldConfig(regions_x=rx, regions_y=ry, seed=args.seed)
+        world = World(config, spawn(config, args.entities, players=args.players),
+                      kernel=args.kernel)
+    except SimError as exc:
+        return _fail(str(exc))
+    seed, players = args.seed, args.players
+    for _ in range(args.warmup):
+        world.step(bot_inputs(seed, players, world.tick))
+    t0 = last = time.perf_counter()
+    for k in range(args.ticks):
+        world.step(bot_inputs(seed, players, world.tick))
+        now = time.perf_counter()
+        if now - last >= PROGRESS_EVERY_S and not args.json:
+            last = now
+            print(f"  tick {k + 1}/{args.ticks}  {(k + 1) / (now - t0):.1f} ticks/s",
+                  file=sys.stderr, flush=True)
+    elapsed = time.perf_counter() - t0
+    tps = args.ticks / elapsed if elapsed > 0 else 0.0
+    result = {"entities": len(world), "regions": f"{rx}x{ry}", "kernel": args.kernel,
+              "seed": seed, "players": players, "warmup": args.warmup, "ticks": args.ticks,
+              "tick": world.tick, "seconds": elapsed, "ticks_per_s": tps,
+              "entity_updates_per_s": tps * len(world), "digest": world.digest(),
+              "interpreter": interpreter()}
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+        return 0
+    it = result["interpreter"]
+    print(f"world        {len(world)} entities ({players} players), {rx}x{ry} regions, "
+          f"seed {seed}, kernel {args.kernel}")
+    print(f"ticks        {args.ticks} timed (+{args.warmup} warm-up) in {elapsed:.3f} s")
+    print(f"ticks/s      {tps:.1f}")
+    print(f"updates/s    {tps * len(world) / 1e6:.3f} M entity-updates/s")
+    print(f"digest       {result['digest']} (tick {world.tick})")
+    print(f"interpreter  CPython {it['version']}"
+          f"{' free-threaded' if it['free_threaded'] else ''}, "
+          f"GIL {'enabled' if it['gil_enabled'] else 'disabled'}")
+    return 0

@@ -1,0 +1,511 @@
+"""The numpy kernel: the python kernel's arithmetic, vectorised, bit for bit.
+
+Theory of operation
+-------------------
+Every float this kernel produces is computed by the same IEEE-754 operations, in the same order,
+as :mod:`sim.kernels.python` computes it; numpy's elementwise ``+ - * /``, ``sqrt`` and ``trunc``
+are correctly rounded exactly like CPython's, so the results are the same bits.  Three places
+need care:
+
+* **Contact sums.**  Each contact impulse is quantised (``trunc(w*dx*SCALE)``) and the integers
+  are summed with ``np.bincount``; integer-valued float64 sums are exact below ``2**53`` (an
+  impulse is at most ``stiffness * SCALE`` ~ ``2**29``), so the summation order -- which differs
+  from the python kernel's -- cannot change a bit.  The contact *set* is the same: all pairs
+  closer than the sum of their radii, found through a uniform grid whose cells are wider than
+  any contact.  Ghost-ghost pairs are not skipped here: they only add to ghost slots, which are
+  thrown away.
+* **Trigonometry.**  ``np.cos``/``np.sin`` may differ from libm's ``math.cos``/``math.sin`` by
+  an ulp, so the few players are steered in a Python loop with :mod:`math`.
+* **Random draws.**  :func:`uniform` re-implements :func:`sim.rng.uniform` on ``uint64`` arrays
+  (wrapping multiplies, xors and shifts); ``tests/sim/test_kernels.py`` checks it bit for bit.
+
+Rows leaving the kernel (``rows()``, handoffs, ghosts, view rows) are converted with ``tolist()``
+so they hold plain Python ints and floats: digests and msgpack bytes equal the python kernel's.
+
+Storage is two shard-private arrays, ``F`` (float64, one row per float field) and ``I`` (int64,
+one row per integer field), so dropping leavers or adopting arrivals is two array operations.
+
+numpy refuses to load in a subinterpreter; this module is only imported by
+:func:`sim.shard.make_shard`, which turns that failure into :class:`~sim.errors.KernelUnavailable`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+try:
+    import numpy as np
+except ImportError as exc:  # pragma: no cover - depends on the interpreter
+    from sim.errors import KernelUnavailable
+
+    raise KernelUnavailable(f"the numpy kernel needs numpy, which cannot be imported here: {exc}"
+                            ) from exc
+
+from sim.config import WorldConfig
+from sim.entities import PLAYER, InputRow, Row
+from sim.kernels.python import CELL_SLACK
+from sim.rng import GOLDEN, K_ID, K_LANE, K_TICK, M1, M2, MASK, TWO_M53
+from sim.shard import INV_SCALE, SCALE, TAU, Border, Shard
+
+PI = math.pi
+
+# Float rows of F and integer rows of I.  x, y, r come first so that F[:3] is the contact input.
+FX, FY, FR, FVX, FVY, FH, FTHR, FTRN = range(8)
+#: I rows: the five integer row fields, then two per-entity constants of the wander draw: the
+#: phase ``id % wander_period`` and ``id * K_ID mod 2**64`` (stored as int64 bits).
+IID, IKIND, ISCORE, IACT, ISEQ, IPHASE, IKID = range(7)
+_FLOAT_FIELDS = (2, 3, 6, 4, 5, 7, 9, 10)  # row fields stored in F rows 0..7
+_INT_FIELDS = (0, 1, 8, 11, 12)  # row fields stored in I rows 0..4
+
+#: Shifts of the SplitMix64 finaliser, as uint64 so numpy keeps the dtype.
+_U11 = np.uint64(11)
+_U27 = np.uint64(27)
+_U30 = np.uint64(30)
+_U31 = np.uint64(31)
+#: Bit positions 0..8 of the 3x3 neighbourhood masks (see :meth:`NumpyShard._borders`).
+_BITS9 = np.arange(9, dtype=np.uint16)[:, None]
+
+
+def _mix(z: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser on uint64 arrays, in place; returns floats in [0, 1)."""
+    z += np.uint64(GOLDEN)
+    z ^= z >> _U30
+    z *= np.uint64(M1)
+    z ^= z >> _U27
+    z *= np.uint64(M2)
+    z ^= z >> _U31
+    u = (z >> _U11).astype(np.float64)
+    u *= TWO_M53
+    return u
+
+
+def uniform(seed: int, eids: np.ndarray, tick: int, lane: int) -> np.ndarray:
+    """:func:`sim.rng.uniform` for an array of entity ids, bit for bit.
+
+    Args:
+        seed: world seed.
+        eids: entity ids (non-negative int64).
+        tick: tick number (may be negative, as spawn draws are).
+        lane: which independent draw.
+
+    Returns:
+        float64 array in [0, 1), one value per id.
+    """
+    z = eids.astype(np.uint64) * np.uint64(K_ID)
+    z ^= np.uint64(_lane_const(seed, tick, lane))
+    return _mix(z)
+
+
+def _lane_const(seed: int, tick: int, lane: int) -> int:
+    """The part of the RNG input that does not depend on the entity: ``(seed ^ t*K ^ l*K)``."""
+    return (seed ^ (tick * K_TICK) ^ (lane * K_LANE)) & MASK
+
+
+def _split_rows(rows: Sequence[Sequence[Any]], wp: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows -> (F, I) arrays (I gains the wander phase and id-hash rows)."""
+    if not rows:
+        return np.empty((8, 0), dtype=np.float64), np.empty((7, 0), dtype=np.int64)
+    cols = list(zip(*rows, strict=True))
+    f = np.array([cols[k] for k in _FLOAT_FIELDS], dtype=np.float64)
+    i = np.empty((7, len(rows)), dtype=np.int64)
+    i[:5] = [cols[k] for k in _INT_FIELDS]
+    ids = i[IID]
+    i[IPHASE] = ids % wp
+    i[IKID] = (ids.astype(np.uint64) * np.uint64(K_ID)).view(np.int64)
+    return f, i
+
+
+def _to_rows(f: np.ndarray, i: np.ndarray) -> list[Row]:
+    """(F, I) columns -> rows of plain Python values, in column order."""
+    x, y, r, vx, vy, h, thr, trn = f.tolist()
+    eid, kind, score, act, seq = i[:5].tolist()
+    return list(zip(eid, kind, x, y, vx, vy, r, h, score, thr, trn, act, seq, strict=True))
+
+
+def _neighbourhood_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Lookup tables indexed by the per-axis codes of :meth:`NumpyShard._borders`.
+
+    A code describes one axis of one entity relative to this region's column ``m``: the first
+    and last columns within the margin (``l``, ``h``) and the owner's column ``o``, each as
+    0, 1, 2 for ``m-1, m, m+1``; ``code = l + 3*h + 9*o``.  Indexed by ``[code_x, code_y]``:
+
+    * ghosts: bit ``b*3 + a`` set for every cell (a, b) of the 3x3 block within the margin,
+      except the owner's (it has the entity itself);
+    * views: the same without the centre (this region has the entity or just handed it off);
+    * owner: the owner's slot ``oy*3 + ox`` (4 = this region).
+    """
+    ghost = np.zeros((27, 27), dtype=np.uint16)
+    view = np.zeros((27, 27), dtype=np.uint16)
+    owner = np.zeros((27, 27), dtype=np.int64)
+    for cx in range(27):
+        for cy in range(27):
+            lx, hx, ox = cx % 3, cx // 3 % 3, cx // 9
+            ly, hy, oy = cy % 3, cy // 3 % 3, cy // 9
+            for a in range(lx, hx + 1):
+                for b in range(ly, hy + 1):
+                    if (a, b) != (ox, oy):
+                        ghost[cx, cy] |= 1 << (b * 3 + a)
+                        if (a, b) != (1, 1):
+                            view[cx, cy] |= 1 << (b * 3 + a)
+            owner[cx, cy] = oy * 3 + ox
+    return ghost, view, owner
+
+
+_GHOST_TABLE, _VIEW_TABLE, _OWNER_TABLE = _neighbourhood_tables()
+#: Weights of (l, h, o) in a code.
+_CODE_W = np.array([1, 3, 9], dtype=np.int64)
+
+
+class NumpyShard(Shard):
+    """A region whose tick runs as about a hundred numpy operations over all its entities."""
+
+    kernel = "numpy"
+
+    def __init__(self, config: WorldConfig, region: int, rows: Iterable[Row] = ()) -> None:
+        super().__init__(config, region)
+        cfg = config
+        self._wp = cfg.wander_period
+        self._load(list(rows), [])
+        layout = self.layout
+        rect = self.rect
+        g = cfg.ghost_range
+        # The contact grid: a dense local grid covering the rectangle, the ghost band and two
+        # spare cells each side, with a one-cell empty border so stencil offsets never wrap.
+        # Cells are a hair wider than the largest contact (CELL_SLACK), so contacts are always
+        # in adjacent cells; keys are clamped to the grid, which keeps adjacent cells adjacent.
+        cell = 2.0 * cfg.radius * CELL_SLACK
+        self._inv_cell = 1.0 / cell
+        pad = g + 2.0 * cell
+        self._grid_org = np.array([[rect.x0 - pad], [rect.y0 - pad]])
+        gx = int((rect.x1 - rect.x0 + 2 * pad) / cell) + 3
+        gy = int((rect.y1 - rect.y0 + 2 * pad) / cell) + 3
+        self._grid_max = np.array([[gx - 2.0], [gy - 2.0]])
+        self._grid_mul = np.array([gy, 1], dtype=np.int64)
+        self._grid_cells = gx * gy
+        # uint16 keys sort with numpy's radix sort (stable sort of <= 16-bit integers).
+        self._key_dtype = np.uint16 if gx * gy <= 0xFFFF else np.int64
+        self._offs = np.array([0, gy, 1, gy + 1, 1 - gy], dtype=np.int64)[:, None]
+        # Border classification (see _borders).
+        iy, ix = divmod(region, layout.nx)
+        self._rwh = np.array([[layout.rw], [layout.rh]])
+        self._col_max = np.array([[layout.nx - 1], [layout.ny - 1]], dtype=np.int64)
+        self._col_base = np.array([[ix - 1], [iy - 1]], dtype=np.int64)
+        self._inner: dict[float, tuple[np.ndarray, np.ndarray]] = {}
+        # 3x3 slot (b*3 + a) -> region number (or -1 outside the grid).
+        self._slot_region = [
+            (iy + b - 1) * layout.nx + (ix + a - 1)
+            if 0 <= ix + a - 1 < layout.nx and 0 <= iy + b - 1 < layout.ny else -1
+            for b in range(3) for a in range(3)]
+        # Walls: only regions that touch the world's edge (within one step and a radius, with a
+        # unit of slack) can see an entity cross it; the others skip the checks.
+        reach = cfg.max_speed * cfg.dt + cfg.radius + 1.0
+        self._walls = (rect.x0 <= reach or rect.y0 <= reach or rect.x1 >= cfg.width - reach
+                       or rect.y1 >= cfg.height - reach)
+        self._wh = np.array([[cfg.width], [cfg.height]], dtype=np.float64)
+        self._ar = np.arange(0)
+
+    def _arange(self, n: int) -> np.ndarray:
+        """A cached ``arange`` at least ``n`` long (slices of it are free)."""
+        if len(self._ar) < n:
+            self._ar = np.arange(max(n, 2 * len(self._ar)))
+        return self._ar[:n]
+
+    # ---- state -----------------------------------------------------------------------------
+    def _load(self, rows: Sequence[Row], ghosts: Sequence[float]) -> None:
+        self._f, self._i = _split_rows(rows, self._wp)
+        self._players = sum(1 for r in rows if r[1] == PLAYER)
+        self._ghosts: list[float] = list(ghosts)
+        self._arrivals: list[Row] = []
+
+    def _ghost_flat(self) -> list[float]:
+        return self._ghosts
+
+    def _settle(self) -> None:
+        """Adopt the handoff rows received since the last advance."""
+        if self._arrivals:
+            f, i = _split_rows(self._arrivals, self._wp)
+            self._players += sum(1 for r in self._arrivals if r[1] == PLAYER)
+            self._f = np.concatenate((self._f, f), axis=1)
+            self._i = np.concatenate((self._i, i), axis=1)
+            self._arrivals = []
+
+    def rows(self) -> list[Row]:
+        self._settle()
+        order = np.argsort(self._i[IID], kind="stable")
+        return _to_rows(self._f.take(order, axis=1), self._i.take(order, axis=1))
+
+    def __len__(self) -> int:
+        return self._f.shape[1] + len(self._arrivals)
+
+    def absorb(self, borders: Iterable[Border]) -> None:
+        for hand, ghosts, view in borders:
+            if hand:
+                self._arrivals.extend(hand)
+            if ghosts:
+                self._ghosts.extend(ghosts)
+            if view:
+                self._view_in.extend(view)
+
+    # ---- the tick ----------------------------------------------------------------------------
+    def advance(self, tick: int, inputs: Mapping[int, InputRow], *,
+                view: bool = False) -> dict[int, Border]:
+        self._settle()
+        cfg = self.config
+        F = self._f
+        I = self._i  # noqa: E741 - F and I name the two storage arrays throughout
+        n = F.shape[1]
+        gh = self._ghosts
+        P = np.concatenate((F[:3], np.array(gh).reshape(-1, 3).T), axis=1) if gh else F[:3]
+        N = P.shape[1]
+        acc, hits = self._contacts(P, n, N)
+
+        # 2. Control: players steered in Python (math.cos/sin, see the module docstring),
+        #    NPC wander kicks drawn vectorised.
+        wander = (I[IPHASE] == (-tick) % self._wp).nonzero()[0]
+        if self._players:
+            wander = wander[I[IKIND, wander] != PLAYER]
+        V = F[FVX:FVY + 1]
+        if self._players or len(wander):
+            dv = np.zeros((2, n))
+            if self._players:
+                self._steer(tick, inputs, dv)
+            if len(wander):
+                z = I[IKID, wander].view(np.uint64) ^ np.array(
+                    [[_lane_const(cfg.seed, tick, 0)], [_lane_const(cfg.seed, tick, 1)]],
+                    dtype=np.uint64)
+                u = _mix(z)
+                u -= 0.5
+                u *= cfg.wander_kick
+                dv[:, wander] = u
+            V += dv
+        else:
+            V += 0.0  # as the python kernel does (-0.0 + 0.0 is +0.0)
+
+        # 3. Integration (in place: old velocities are not needed again), speed cap, walls.
+        dt = cfg.dt
+        if acc is not None:
+            acc *= INV_SCALE
+            V += acc
+        V *= 1.0 - cfg.drag * dt
+        sq = V * V
+        s2 = sq[0] + sq[1]
+        cap = cfg.max_speed
+        over = (s2 > cap * cap).nonzero()[0]
+        if len(over):
+            V[:, over] *= cap / np.sqrt(s2[over])
+        Pn = F[:2]
+        Pn += V * dt
+        if self._walls:
+            r = F[FR]
+            below = Pn < r
+            lim = self._wh - r
+            above = Pn > lim
+            if below.any() or above.any():
+                bk = below.nonzero()
+                Pn[bk] = r[bk[1]] + (r[bk[1]] - Pn[bk])
+                V[bk] = -V[bk]
+                above &= ~below
+                ak = above.nonzero()
+                Pn[ak] = lim[ak] - (Pn[ak] - lim[ak])
+                V[ak] = -V[ak]
+        if hits is not None:
+            I[ISCORE] += hits
+
+        # 4. Borders: only entities near the rectangle's edge can leave or be anyone's ghost.
+        return self._borders(view)
+
+    def _contacts(self, P: np.ndarray, n: int, N: int
+                  ) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Summed quantised impulses (2, n) and contact counts (n,) of the owned entities.
+
+        Sort entities by cell key (radix sort on uint16 keys); a cell's range in the sorted
+        order comes from a bincount + cumsum over the dense grid; each entity's candidates are
+        the later entries of its own cell and the entries of the four half-stencil cells; the
+        ranges are expanded into (src, dst) pairs with ``repeat``.
+        """
+        if N < 2:
+            return None, None
+        T = P[:2] - self._grid_org
+        T *= self._inv_cell
+        np.maximum(T, 1.0, out=T)
+        np.minimum(T, self._grid_max, out=T)
+        C = T.astype(np.int64)
+        key = (self._grid_mul @ C).astype(self._key_dtype)
+        order = key.argsort(kind="stable")
+        ks = key.take(order)
+        ends = np.bincount(ks, minlength=self._grid_cells).cumsum()
+        # Layout (5, N): row k holds every entity's k-th stencil cell.
+        Q = ks + self._offs
+        hi = ends.take(Q)
+        Q -= 1
+        lo = ends.take(Q)
+        ar = self._arange(5 * N + 1)
+        lo[0] = ar[1:N + 1]  # own cell: only later entries, so each pair is seen once
+        cnt = (hi - lo).ravel()
+        cs = cnt.cumsum()
+        tot = int(cs[-1])
+        if not tot:
+            return None, None
+        src = np.broadcast_to(ar[:N], (5, N)).repeat(cnt)
+        cs -= cnt
+        dst = (lo.ravel() - cs).repeat(cnt)
+        dst += self._arange(tot)
+        Ps = P.take(order, axis=1)
+        A = Ps.take(src, axis=1)
+        B = Ps.take(dst, axis=1)
+        d = B[:2] - A[:2]
+        sq = d * d
+        d2 = sq[0] + sq[1]
+        rr = A[2] + B[2]
+        rr2 = rr * rr
+        sel = (d2 < rr2).nonzero()[0]
+        if not len(sel):
+            return None, None
+        # w = stiff * (1 - d2/rr2) / rr ; q = trunc(w*dx*SCALE): the python kernel's order.
+        w = d2[sel]
+        w /= rr2[sel]
+        w = 1.0 - w
+        w = self.config.stiffness * w
+        w /= rr[sel]
+        q = w * d.take(sel, axis=1)
+        q *= SCALE
+        np.trunc(q, out=q)
+        k = len(sel)
+        ij = np.empty(2 * k, dtype=np.int64)
+        ij[:k] = src[sel]
+        ij[k:] = dst[sel]
+        oij = order[ij]
+        qq = np.empty((2, 2 * k))
+        np.negative(q, out=qq[:, :k])
+        qq[:, k:] = q
+        acc = np.empty((2, n))
+        acc[0] = np.bincount(oij, qq[0], N)[:n]
+        acc[1] = np.bincount(oij, qq[1], N)[:n]
+        hits = np.bincount(oij, minlength=N)[:n]
+        return acc, hits
+
+    def _steer(self, tick: int, inputs: Mapping[int, InputRow], dv: np.ndarray) -> None:
+        """The python kernel's player control, same operations, written into ``dv``."""
+        cfg = self.config
+        F = self._f
+        I = self._i  # noqa: E741
+        dt = cfg.dt
+        accel_dt = cfg.player_accel * dt
+        turn_dt = cfg.turn_rate * dt
+        boost = cfg.boost
+        cos = math.cos
+        sin = math.sin
+        for i in (I[IKIND] == PLAYER).nonzero()[0].tolist():
+            inp = inputs.get(int(I[IID, i]))
+            if inp is not None:
+                I[ISEQ, i] = inp[1]
+                F[FTHR, i] = inp[2]
+                F[FTRN, i] = inp[3]
+                I[IACT, i] = inp[4]
+            h = float(F[FH, i]) + float(F[FTRN, i]) * turn_dt
+            if h > PI:
+                h -= TAU
+            elif h < -PI:
+                h += TAU
+            F[FH, i] = h
+            a = float(F[FTHR, i]) * accel_dt
+            if int(I[IACT, i]) & 1:
+                a = a * boost
+            dv[0, i] = cos(h) * a
+            dv[1, i] = sin(h) * a
+
+    def _borders(self, view: bool) -> dict[int, Border]:
+        """Handoffs, ghosts and view rows for the neighbours, from the new positions.
+
+        Only entities outside the inner rectangle (the margin plus one unit, as in the python
+        kernel) can leave or be anyone's ghost.  For those, :meth:`_codes` evaluates
+        ``regions_near`` and ``region_of`` per axis relative to this region's column, and
+        table lookups turn the two codes into the 3x3 block of destinations and the owner.
+        """
+        cfg = self.config
+        F = self._f
+        I = self._i  # noqa: E741
+        g = cfg.ghost_range
+        vr = cfg.view_radius if view else 0.0
+        margin = max(g, vr) + 1.0
+        rect = self.rect
+        nbrs = self.neighbours
+        out: dict[int, Border] = {nbr: ([], [], []) for nbr in nbrs}
+        Pn = F[:2]
+        inner = self._inner.get(margin)
+        if inner is None:
+            inner = self._inner[margin] = (
+                np.array([[rect.x0 + margin], [rect.y0 + margin]]),
+                np.array([[rect.x1 - margin], [rect.y1 - margin]]))
+        t = Pn <= inner[0]
+        t |= Pn >= inner[1]
+        edge = (t[0] | t[1]).nonzero()[0]
+        self._view_in = []
+        if not len(edge):
+            self._ghosts = []
+            return out
+        E = Pn.take(edge, axis=1)
+        slots = self._slot_region
+        code = self._codes(E, g)
+        mask = _GHOST_TABLE[code[0], code[1]]
+        slot, ent = ((mask >> _BITS9) & 1).nonzero()
+        bounds = (3 * np.bincount(slot, minlength=9).cumsum()).tolist()
+        trip = F[:3].take(edge.take(ent), axis=1).T.ravel().tolist()
+        start = 0
+        for s in range(9):
+            end = bounds[s]
+            if end > start and s != 4:
+                out[slots[s]][1].extend(trip[start:end])
+            start = end
+        self._ghosts = trip[bounds[3]:bounds[4]]
+
+        # Handoffs: entities owned by another column or row now.
+        oslot = _OWNER_TABLE[code[0], code[1]]
+        leave = (oslot != 4).nonzero()[0]
+        if len(leave):
+            gone = edge.take(leave)
+            owners = [slots[s] for s in oslot.take(leave).tolist()]
+            rows = _to_rows(F.take(gone, axis=1), I.take(gone, axis=1))
+            for row, o in zip(rows, owners, strict=True):
+                out[o][0].append(row)
+            self._players -= sum(1 for r in rows if r[1] == PLAYER)
+            stay = np.ones(F.shape[1], dtype=bool)
+            stay[gone] = False
+            self._f = F.compress(stay, axis=1)
+            self._i = I.compress(stay, axis=1)
+
+        # View rows: every region within the view radius except the owner and this one.
+        if vr:
+            code = self._codes(E, vr)
+            mask = _VIEW_TABLE[code[0], code[1]]
+            slot, ent = ((mask >> _BITS9) & 1).nonzero()
+            if len(ent):
+                e = edge[ent]
+                f = F.take(e, axis=1).tolist()
+                i = I.take(e, axis=1).tolist()
+                for eid, kind, x, y, vx, vy, h, score, s in zip(
+                        i[IID], i[IKIND], f[FX], f[FY], f[FVX], f[FVY], f[FH], i[ISCORE],
+                        slot.tolist(), strict=True):
+                    out[slots[s]][2].append((eid, kind, x, y, vx, vy, h, score))
+        return out
+
+    def _codes(self, E: np.ndarray, margin: float) -> np.ndarray:
+        """Per-axis neighbourhood codes (see :func:`_neighbourhood_tables`) of positions ``E``.
+
+        The same divisions as :meth:`sim.geometry.Layout.regions_near` and ``region_of``:
+        ``max(0, int((x - m)/rw)) if x > m else 0`` equals ``max(0, trunc((x - m)/rw))`` for
+        every x (and ``x + -m`` is ``x - m`` exactly), ``min(nx - 1, int((x + m)/rw))``, and
+        ``min(nx - 1, int(x/rw))`` (``x + 0.0`` is ``x`` for positions, which are positive).
+        """
+        V = E + np.array([[[-margin]], [[margin]], [[0.0]]])
+        V /= self._rwh
+        C = V.astype(np.int64)
+        np.maximum(C, 0, out=C)
+        np.minimum(C, self._col_max, out=C)
+        C -= self._col_base
+        if C.min() < 0 or C.max() > 2:
+            raise AssertionError(f"region {self.region}: an entity is beyond the neighbouring "
+                                 "regions (moved further than the configuration allows)")
+        return (_CODE_W @ C.reshape(3, -1)).reshape(2, -1)

@@ -1,0 +1,54 @@
+"""Shared helpers for the runtime tests (small worlds so the suite stays fast)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from server.runtime import interp
+from sim.config import WorldConfig
+from sim.world import World, spawn
+
+BACKENDS = ["inline", "threads", "processes"] + (["interpreters"] if interp.available() else [])
+PARALLEL = [b for b in BACKENDS if b != "inline"]
+
+
+def small_world(grid: tuple[int, int] = (3, 2), entities: int = 240, seed: int = 5,
+                view_radius: float = 0.0) -> tuple[WorldConfig, list[Any]]:
+    cfg = WorldConfig(width=480, height=480, regions_x=grid[0], regions_y=grid[1], seed=seed,
+                      view_radius=view_radius)
+    return cfg, spawn(cfg, entities, players=6)
+
+
+def inputs_for(tick: int) -> list[tuple[int, int, float, float, int]]:
+    """Deterministic inputs that change over time (some ticks have none)."""
+    if tick % 3 == 2:
+        return []
+    return [(p, tick, 1.0 - 0.25 * p, (-1) ** tick * 0.5, tick & 1) for p in range(6)]
+
+
+def reference_digest(cfg: WorldConfig, rows: Sequence[Any], ticks: int) -> str:
+    world = World(cfg, rows)
+    for t in range(ticks):
+        world.step(inputs_for(t))
+    return world.digest()
+
+
+#: Released by the test that blocks a worker's hook (threads backend shares this module).
+GATE = threading.Event()
+
+
+class BlockingHook:
+    """Blocks in ``run`` until :data:`GATE` is set: a hung worker for the watchdog test."""
+
+    def run(self, tick: int, shards: Sequence[Any], jobs: Sequence[Any]) -> list[Any]:
+        GATE.wait(30)
+        return []
+
+
+class FailingHook:
+    """Raises in ``run``: a bug outside the shards (not retried: the hook is not checkpointed)."""
+
+    def run(self, tick: int, shards: Sequence[Any], jobs: Sequence[Any]) -> list[Any]:
+        raise ZeroDivisionError("hook bug")

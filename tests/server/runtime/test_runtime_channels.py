@@ -1,0 +1,115 @@
+"""Messages (sans-I/O) and channels: bounded, counted, no deadlock on large crossing sends."""
+
+from __future__ import annotations
+
+import threading
+
+import msgpack
+import pytest
+
+from server.runtime import ChannelClosed, ChannelFull, ProtocolError, channels, interp
+from server.runtime import messages as m
+
+
+def test_messages_round_trip_as_tuples() -> None:
+    border = ([(1, 0, 1.5, 2.5, 0.0, 0.0, 4.0, 0.0, 0, 0.0, 0.0, 0, 0)], [1.0, 2.0, 4.0], [])
+    data = m.encode(m.BORDERS, 7, 2, [(0, 1, border)])
+    assert m.decode(data) == (m.BORDERS, 7, 2, ((0, 1, (tuple(border[0]), (1.0, 2.0, 4.0), ())),))
+    assert m.decode(m.encode(m.STOP)) == (m.STOP,)
+
+
+@pytest.mark.parametrize("data", [
+    b"", b"\xc1", msgpack.packb([99, m.STOP]), msgpack.packb([m.VERSION, 42]),
+    msgpack.packb([m.VERSION, m.TICK, 1]), msgpack.packb({"v": 1}), msgpack.packb(3)])
+def test_bad_messages_raise_protocol_error(data: bytes) -> None:
+    with pytest.raises(ProtocolError):
+        m.decode(data)
+
+
+def test_encode_refuses_wrong_arity_and_unencodable_fields() -> None:
+    with pytest.raises(ProtocolError):
+        m.encode(m.TICK, 1)
+    with pytest.raises(ProtocolError):
+        m.encode(m.PING, object())
+
+
+def test_thread_inbox_is_bounded_and_counts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(channels, "SEND_TIMEOUT", 0.01)
+    hub = channels.ThreadHub(2, maxsize=3)
+    a, b = hub.endpoint(0), hub.endpoint(1)
+    for i in range(3):
+        a.send(1, bytes([i]) * 10)
+    with pytest.raises(ChannelFull):
+        a.send(1, b"overflow")
+    assert a.statistics().full_events == 1
+    assert a.statistics().messages_sent == 3 and a.statistics().bytes_sent == 30
+    assert [b.recv(0) for _ in range(3)] == [bytes([i]) * 10 for i in range(3)]
+    assert b.recv(0) is None
+    assert b.statistics().messages_received == 3 and b.statistics().bytes_received == 30
+
+
+def test_capacity_covers_the_lockstep_bound() -> None:
+    for w in (1, 2, 16, 64):
+        assert channels.capacity(w) >= w + 2  # one control + one border per peer + exit
+
+
+def test_socket_mesh_large_crossing_sends_do_not_deadlock() -> None:
+    mesh = channels.socket_mesh(2)
+    a, b = channels.FdEndpoint(0, mesh[0]), channels.FdEndpoint(1, mesh[1])
+    big = bytes(range(256)) * 8192  # 2 MiB, far beyond a socket buffer
+    got: dict[str, bytes | None] = {}
+
+    def side(ep: channels.FdEndpoint, dst: int, name: str) -> None:
+        ep.send(dst, big)       # cannot complete until the other side reads...
+        got[name] = ep.recv(30)  # ...which it does while waiting here
+        assert ep.flush(30)      # our own frame may still be partly queued
+
+    t = threading.Thread(target=side, args=(b, 0, "b"))
+    t.start()
+    side(a, 1, "a")
+    t.join(30)
+    assert got == {"a": big, "b": big}
+    assert a.statistics().bytes_received == len(big)
+    assert a.statistics().full_events >= 1
+    b.close()
+    with pytest.raises(ChannelClosed):
+        a.recv(1)
+    a.close()
+
+
+def test_socket_mesh_frames_keep_boundaries_and_order() -> None:
+    mesh = channels.socket_mesh(3)
+    eps = [channels.FdEndpoint(i, mesh[i]) for i in range(3)]
+    msgs = [bytes([i]) * (i * 37 % 200) for i in range(100)]
+    for msg in msgs:
+        eps[1].send(0, msg)
+    assert [eps[0].recv(5) for _ in msgs] == msgs
+    assert eps[0].recv(0.01) is None
+    for ep in eps:
+        ep.close()
+
+
+@pytest.mark.skipif(not interp.available(), reason="no subinterpreters on this interpreter")
+def test_interpreter_queue_with_wakeup_pipe(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(channels, "SEND_TIMEOUT", 0.01)
+    hub = channels.InterpHub(2, maxsize=2)
+    try:
+        a, b = hub.endpoint(0), hub.endpoint(1)
+        assert b.recv(0.01) is None
+        a.send(1, b"one")
+        a.send(1, b"two")
+        with pytest.raises(ChannelFull):
+            a.send(1, b"three")
+        assert a.statistics().full_events == 1
+        assert b.recv(1) == b"one" and b.recv(1) == b"two"
+
+        def later() -> None:
+            a.send(1, b"wake")
+
+        t = threading.Timer(0.05, later)
+        t.start()
+        assert b.recv(10) == b"wake"  # woken by the pipe, not by polling
+        t.join()
+        assert b.statistics().messages_received == 3
+    finally:
+        hub.close()

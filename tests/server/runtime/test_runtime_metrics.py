@@ -1,0 +1,75 @@
+"""Metrics: nearest-rank percentiles over bounded windows, JSON-ready runtime stats."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+
+import pytest
+
+from server.runtime import Runtime
+from server.runtime.metrics import Rate, Window, percentile
+from tests.server.runtime.runtime_helpers import small_world
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = list(range(1, 101))
+    random.Random(4).shuffle(values)
+    for q in (1, 50, 95, 99, 100):
+        assert percentile(values, q) == q  # value of rank ceil(q/100 * n) in 1..100
+    assert percentile([7.0], 99) == 7.0
+    assert math.isnan(percentile([], 50))
+    with pytest.raises(ValueError):
+        percentile([1.0], 101)
+
+
+def test_every_percentile_is_a_real_sample() -> None:
+    rng = random.Random(9)
+    data = [rng.expovariate(1.0) for _ in range(37)]
+    for q in (50, 95, 99):
+        assert percentile(data, q) in data
+
+
+def test_window_is_bounded_and_forgets_old_samples() -> None:
+    w = Window(10)
+    for v in range(1000):
+        w.add(float(v))
+    assert len(w.samples) == 10
+    assert w.count == 1000
+    s = w.summary()
+    assert s["max"] == 999.0
+    assert s["p50"] >= 990.0
+    assert s["n"] == 10
+
+
+def test_rate_counts_events_per_second() -> None:
+    r = Rate(100)
+    for i in range(31):
+        r.add(i / 30)
+    assert r.per_second() == pytest.approx(30.0)
+    assert math.isnan(Rate().per_second())
+
+
+def test_runtime_metrics_are_json_ready_and_consistent() -> None:
+    cfg, rows = small_world()
+    with Runtime(cfg, rows, backend="threads", workers=2, metrics_window=3) as rt:
+        for _ in range(5):
+            rt.step()
+        m = rt.metrics()
+        d = json.loads(json.dumps(m.to_dict()))
+        assert d["tick"] == 5 and d["ticks"] == 5
+        assert d["entities"] == len(rows)
+        assert [s["region"] for s in d["shards"]] == list(range(cfg.regions))
+        assert all(s["mspt"]["n"] == 3 for s in d["shards"])  # the window, not all ticks
+        for s in d["shards"]:
+            assert s["mspt"]["p50"] <= s["mspt"]["p95"] <= s["mspt"]["p99"] <= s["mspt"]["max"]
+        for w in d["workers"]:
+            # a worker's tick contains its shards' advances
+            own = [s for s in d["shards"] if s["worker"] == w["worker"]]
+            assert w["mspt"]["max"] >= max(s["mspt"]["max"] for s in own)
+            assert w["channel"]["messages_sent"] > 0
+            assert w["channel"]["bytes_received"] > 0
+        assert d["ticks_per_s"] > 0
+        sched = {"deadline_misses": 0, "dilation": 1.0}
+        assert rt.metrics(scheduler=sched).to_dict()["scheduler"] == sched

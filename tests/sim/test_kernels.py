@@ -1,0 +1,63 @@
+"""The numpy kernel is bit-identical to the python kernel (digests and rows)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sim.config import WorldConfig
+from sim.errors import KernelUnavailable, SimError
+
+from .helpers import run_world
+
+
+@pytest.mark.parametrize("grid", [(1, 1), (2, 2), (3, 2), (1, 4), (4, 4)])
+def test_numpy_equals_python_with_players_and_inputs(grid):
+    cfg = WorldConfig(width=768, height=640, regions_x=grid[0], regions_y=grid[1], seed=21,
+                      view_radius=30.0)
+    py = run_world(cfg, 1500, 100, kernel="python", players=10, log_seed=2, view=True)
+    nu = run_world(cfg, 1500, 100, kernel="numpy", players=10, log_seed=2, view=True)
+    assert nu.rows() == py.rows()  # same values, same Python types
+    assert nu.digest() == py.digest()
+    for a, b in zip(py.shards, nu.shards, strict=True):
+        assert sorted(a.view_rows()) == sorted(b.view_rows())
+
+
+def test_numpy_equals_python_in_a_crowd_against_walls():
+    """Dense world: many contacts per entity, wall reflections, speed caps."""
+    cfg = WorldConfig(width=256, height=256, regions_x=2, regions_y=2, seed=4, max_speed=300,
+                      wander_period=3, wander_kick=900.0)
+    py = run_world(cfg, 1200, 60, kernel="python", players=3, log_seed=1)
+    nu = run_world(cfg, 1200, 60, kernel="numpy", players=3, log_seed=1)
+    assert nu.digest() == py.digest()
+
+
+def test_kernel_unavailable_is_a_sim_error():
+    assert issubclass(KernelUnavailable, SimError)
+
+
+def _python(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=False, cwd=Path(__file__).resolve().parents[2])
+
+
+def test_nothing_but_the_numpy_kernel_imports_numpy():
+    """Subinterpreter workers import sim; numpy must stay out of everything they import."""
+    proc = _python("import sys, sim.world, sim.shard, sim.cli, sim.kernels.python, sim.geometry;"
+                   "print('numpy' in sys.modules)")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "False"
+
+
+def test_numpy_kernel_without_numpy_is_kernel_unavailable():
+    proc = _python("import sys; sys.modules['numpy'] = None\n"
+                   "from sim.config import WorldConfig\n"
+                   "from sim.errors import KernelUnavailable\n"
+                   "from sim.shard import make_shard\n"
+                   "try:\n"
+                   "    make_shard(WorldConfig(), 0, kernel='numpy')\n"
+                   "except KernelUnavailable as exc:\n"
+                   "    print('unavailable:', exc)\n")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("unavailable: the numpy kernel needs numpy")
