@@ -91,7 +91,6 @@ def memory() -> dict[str, int]:
 
 def run_arena(spec: dict[str, Any]) -> dict[str, Any]:
     from server.runtime import Runtime
-
     from sim.config import WorldConfig
     from sim.world import spawn
 
@@ -115,8 +114,7 @@ def run_arena(spec: dict[str, Any]) -> dict[str, Any]:
         elapsed = clock() - t0
         mem = memory()  # before close: every worker still alive
         worker_gil = [bool(g) for g in rt.worker_gil()]
-        metrics = rt.metrics()
-        metrics_dict = metrics.to_dict() if hasattr(metrics, "to_dict") else dict(metrics)
+        metrics_dict = rt.metrics().to_dict()
         result = {
             "tick": rt.tick,
             "digest": rt.digest(),
