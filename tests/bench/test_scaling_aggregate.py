@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from bench.builds import Build
-from bench.scaling import Plan, aggregate, cells_for, judge, table
+from bench.scaling import Plan, aggregate, cells_for, headlines, judge, table
 from tests.bench.synthetic import BUILDS, cell, section, standard_cells
 
 
@@ -120,3 +120,15 @@ def test_runtime_metrics_are_summarised_as_cross_checks() -> None:
                             "slowest_worker_mspt_p50": 60.5, "max_border_wait_ms_p50": 5.0}
     assert aggregate([cell("arena", "ft", "threads", 2, [10.0], False)], BUILDS)[0][
         "runtime"] is None
+
+
+def test_headlines_quote_measured_ratios() -> None:
+    lines = headlines(section(standard_cells()))
+    assert ("- 3.13t free-threaded, threads: 1.80x at 2 workers vs 1 worker (efficiency 90%; "
+            "90% of the ceiling's speedup)") in lines
+    assert "- 3.13 GIL, threads: 1.00x at 2 workers vs 1 worker (efficiency 50%)" in lines
+    best = next(x for x in lines if x.startswith("- best parallel"))
+    assert "3.13t free-threaded threads x2 at 16.20 ticks/s = 1.62x the best single core" in best
+    cells = standard_cells()
+    cells[3] = cell("arena", "ft", "threads", 2, [30.0], True)
+    assert any("INVALID" in x for x in headlines(section(cells)))
