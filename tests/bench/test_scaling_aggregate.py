@@ -7,7 +7,15 @@ from typing import Any
 import pytest
 
 from bench.builds import Build
-from bench.scaling import Plan, aggregate, cells_for, headlines, judge, table
+from bench.scaling import (
+    Plan,
+    aggregate,
+    cells_for,
+    default_workers,
+    headlines,
+    judge,
+    table,
+)
 from tests.bench.synthetic import BUILDS, cell, section, standard_cells
 
 
@@ -132,3 +140,11 @@ def test_headlines_quote_measured_ratios() -> None:
     cells = standard_cells()
     cells[3] = cell("arena", "ft", "threads", 2, [30.0], True)
     assert any("INVALID" in x for x in headlines(section(cells)))
+
+
+def test_default_worker_counts() -> None:
+    assert default_workers(1) == (1,)
+    assert default_workers(2) == (1, 2)
+    assert default_workers(4) == (1, 2, 3, 4)
+    assert default_workers(12) == (1, 2, 4, 8, 12)
+    assert default_workers(16) == (1, 2, 4, 8, 16)
