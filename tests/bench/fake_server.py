@@ -11,6 +11,7 @@ import json
 import signal
 import sys
 import threading
+import time
 import urllib.request
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
@@ -22,11 +23,14 @@ def arg(argv: list[str], name: str, default: str) -> str:
 def serve(argv: list[str]) -> int:
     port = int(arg(argv, "--port", "0"))
     p99 = int(arg(argv, "--entities", "1000")) / 100.0
+    started = time.monotonic()
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            body = json.dumps({"tick": 1, "ticker": {"mspt_p50": p99 / 2, "mspt_p99": p99,
-                                                     "tick_rate_actual": 30.0}}).encode()
+            tick = int((time.monotonic() - started) * 30)  # a steady 30 Hz
+            body = json.dumps({"tick": tick, "ticker": {"mspt_p50": p99 / 2, "mspt_p99": p99,
+                                                        "tick_rate_actual": 30.0,
+                                                        "deadline_misses": 0}}).encode()
             self.send_response(200 if self.path == "/stats" else 404)
             self.send_header("Content-Type", "application/json")
             self.end_headers()
@@ -45,6 +49,7 @@ def serve(argv: list[str]) -> int:
 def bots(argv: list[str]) -> int:
     port = arg(argv, "--url", "").rsplit(":", 1)[1]
     n = int(arg(argv, "--bots", "1"))
+    time.sleep(float(arg(argv, "--duration", "0")))  # "play" while the harness polls /stats
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=5) as r:
         stats = json.loads(r.read())
     t = stats["ticker"]

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bench.load import Criteria, bounded_search, holds, table
+from bench.load import Criteria, bounded_search, holds, table, window
 
 
 def report(**kw: Any) -> dict[str, Any]:
@@ -89,3 +89,17 @@ def test_table_lists_runs_and_bests() -> None:
     text = table(section)
     assert "| ft | threads | fixed load | 5000 | 200 | 12.0 / 30.0 | 55.0 | 29.8 | yes |" in text
     assert "server did not start" in text and "| 8000 (with 100 bots) | 700" in text
+
+
+def test_window_rate_overrides_the_since_start_rate() -> None:
+    assert holds(report(), 100, tick_rate=20.0) == (False, ["tick rate fell to 20.0 Hz"])
+    assert holds(report(server={"mspt_p99_max": 20.0, "tick_rate_min": 10.0}), 100,
+                 tick_rate=29.5)[0]
+
+
+def test_window_measures_ticks_between_first_and_last_sample() -> None:
+    samples: list[dict[str, Any]] = [{"t": 10.0, "tick": 300, "ticker": {"deadline_misses": 4}},
+               {"t": 11.0, "tick": None, "ticker": {}},
+               {"t": 14.0, "tick": 420, "ticker": {"deadline_misses": 6}}]
+    assert window(samples) == {"seconds": 4.0, "tick_rate": 30.0, "deadline_misses": 2.0}
+    assert window(samples[:1]) == {}

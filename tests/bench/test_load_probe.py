@@ -13,16 +13,18 @@ from bench.load import Criteria, bounded_search, run_probe
 FAKE = [sys.executable, str(Path(__file__).with_name("fake_server.py"))]
 
 
-def probe(entities: int) -> dict[str, Any]:
-    return run_probe(make_build("current", None), "threads", 2, "python", entities, 5, 1.2,
-                     repo_root(), Criteria(), program=FAKE)
+def probe(entities: int, duration: float = 0.0) -> dict[str, Any]:
+    return run_probe(make_build("current", None), "threads", 2, "python", entities, 5, duration,
+                     repo_root(), Criteria(), program=FAKE, settle=0.0)
 
 
 def test_a_probe_runs_server_and_bots_and_judges_them() -> None:
-    rec = probe(1000)  # stand-in p99 MSPT = 10 ms
+    rec = probe(1000, duration=2.5)  # stand-in p99 MSPT = 10 ms
     assert rec["ok"] and rec["holds"], rec.get("why")
     assert rec["mspt_p99_ms"] == 10.0 and rec["connected"] == 5
     assert rec["ack_ms"]["p99"] == 40.0
+    # the rate over the bots' run comes from /stats tick counts, not the since-start counter
+    assert 25.0 < rec["window"]["tick_rate"] < 35.0 and rec["window"]["deadline_misses"] == 0
     failing = probe(5000)  # p99 MSPT = 50 ms > 33.3 ms budget
     assert failing["ok"] and not failing["holds"]
     assert failing["why"] == ["p99 MSPT 50.0 ms > 33.3 ms"]
@@ -30,7 +32,8 @@ def test_a_probe_runs_server_and_bots_and_judges_them() -> None:
 
 def test_a_server_that_never_starts_is_a_failed_record_not_a_crash() -> None:
     rec = run_probe(make_build("current", None), "threads", 2, "python", 1000, 5, 1.0,
-                    repo_root(), Criteria(), program=[sys.executable, "-c", "raise SystemExit(3)"])
+                    repo_root(), Criteria(), program=[sys.executable, "-c", "raise SystemExit(3)"],
+                    settle=0.0)
     assert not rec["ok"] and not rec["holds"] and "server did not start" in rec["why"][0]
 
 
