@@ -28,9 +28,11 @@ recomputes it from ``results.json`` rather than trusting stored summaries:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -121,15 +123,22 @@ def run_cell(build: Build, spec: dict[str, Any], root: Path, timeout_s: float) -
     """
     cmd = [build.python, "-m", "bench.cell", "--spec", json.dumps(spec)]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=build.environ(root),
-                              cwd=root, timeout=timeout_s, check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise CellError(f"timed out after {timeout_s:.0f} s") from exc
+        # Own session: on a timeout the whole group goes (worker processes included), so a
+        # stuck cell never leaves load behind that would skew the cells after it.
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=build.environ(root), cwd=root, start_new_session=True)
     except OSError as exc:
         raise CellError(f"cannot start {build.python}: {exc}") from exc
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired as exc:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise CellError(f"timed out after {timeout_s:.0f} s") from exc
+    lines = [ln for ln in stdout.splitlines() if ln.startswith("{")]
     if not lines:
-        tail = (proc.stderr or proc.stdout).strip()[-400:]
+        tail = (stderr or stdout).strip()[-400:]
         raise CellError(f"exit {proc.returncode}, no result: {tail}")
     try:
         result: dict[str, Any] = json.loads(lines[-1])

@@ -91,3 +91,17 @@ def test_cell_pins_itself_and_reports_failures_as_data() -> None:
                           capture_output=True, text=True, env=env, check=False, timeout=60)
     res = json.loads(proc.stdout)
     assert proc.returncode == 2 and not res["ok"] and "bogus" in res["error"]
+
+
+def test_a_stuck_cell_is_killed_with_its_children_and_reported() -> None:
+    from bench.errors import CellError
+    from bench.scaling import run_cell
+
+    spec = {"workload": "ceiling", "backend": "processes", "workers": 1, "kernel": "python",
+            "cpus": None, "iters": 10**12}  # would spin for hours in a child process
+    with pytest.raises(CellError, match="timed out"):
+        run_cell(make_build("current", None), spec, repo_root(), timeout_s=1.5)
+    # the spinning grandchild (in its warm-up, spin(10**11)) went with the process group
+    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True,
+                         check=True).stdout
+    assert f"spin({10**11}" not in out
