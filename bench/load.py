@@ -25,12 +25,15 @@ server, which the report says plainly.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import json
+import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -157,6 +160,28 @@ def get_stats(port: int, timeout: float = 2.0) -> dict[str, Any] | None:
         return None
 
 
+def _tail(log: Any, n: int = 400) -> str:
+    log.flush()
+    log.seek(0)
+    return str(log.read())[-n:].strip()
+
+
+def run_group(cmd: list[str], *, env: dict[str, str], cwd: Path, timeout: float,
+              ) -> tuple[int, str, str]:
+    """Run ``cmd`` in its own session; on timeout kill the whole group (a bot fleet spreads
+    over several processes) and raise CellError."""
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise CellError(f"{' '.join(cmd[-12:])} timed out after {timeout:.0f} s") from exc
+    return proc.returncode, out, err
+
+
 def probe_load(build: Build, *, backend: str, workers: int | None, kernel: str, entities: int,
                bots: int, duration: float, root: Path,
                program: list[str] | None = None, settle: float = SETTLE_S) -> dict[str, Any]:
@@ -177,50 +202,51 @@ def probe_load(build: Build, *, backend: str, workers: int | None, kernel: str, 
              "--backend", backend, "--kernel", kernel]
     if workers:
         serve += ["--workers", str(workers)]
-    server = subprocess.Popen(serve, env=env, cwd=root, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
-    samples: list[dict[str, Any]] = []
-    stop = threading.Event()
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while get_stats(port) is None:
-            if server.poll() is not None or time.monotonic() > deadline:
-                err = server.stderr.read() if server.stderr and server.poll() is not None else ""
-                raise CellError(f"server did not start ({' '.join(serve[2:])}): {err[-400:]}")
-            time.sleep(0.2)
-
-        time.sleep(settle)
-
-        def poll() -> None:
-            while not stop.wait(1.0):
-                s = get_stats(port)
-                if s is not None:
-                    samples.append({"t": time.monotonic(), "tick": s.get("tick"),
-                                    "ticker": s.get("ticker", {})})
-
-        poller = threading.Thread(target=poll, daemon=True)
-        poller.start()
-        cmd = [*prog, "bots", "--url", f"ws://127.0.0.1:{port}",
-               "--bots", str(bots), "--duration", f"{duration:g}", "--json", "--quiet"]
-        proc = subprocess.run(cmd, env=env, cwd=root, capture_output=True, text=True,
-                              timeout=duration + 120 + bots / 50, check=False)
-        stop.set()
-        poller.join(timeout=5)
+    # The server's output goes to a file, not a pipe nobody reads while it runs: a chatty
+    # server must never block on a full pipe in the middle of a probe.
+    with tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace") as log:
+        server = subprocess.Popen(serve, env=env, cwd=root, stdout=log, stderr=log,
+                                  start_new_session=True)
+        samples: list[dict[str, Any]] = []
+        stop = threading.Event()
         try:
-            report: dict[str, Any] = json.loads(proc.stdout)
-        except ValueError as exc:
-            raise CellError(f"bots printed no JSON (exit {proc.returncode}): "
-                            f"{proc.stderr.strip()[-400:]}") from exc
-    finally:
-        stop.set()
-        if server.poll() is None:
-            server.send_signal(signal.SIGINT)
+            deadline = time.monotonic() + START_TIMEOUT_S
+            while get_stats(port) is None:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise CellError(f"server did not start ({' '.join(serve[2:])}): {_tail(log)}")
+                time.sleep(0.2)
+
+            time.sleep(settle)
+
+            def poll() -> None:
+                while not stop.wait(1.0):
+                    s = get_stats(port)
+                    if s is not None:
+                        samples.append({"t": time.monotonic(), "tick": s.get("tick"),
+                                        "ticker": s.get("ticker", {})})
+
+            poller = threading.Thread(target=poll, daemon=True)
+            poller.start()
+            cmd = [*prog, "bots", "--url", f"ws://127.0.0.1:{port}",
+                   "--bots", str(bots), "--duration", f"{duration:g}", "--json", "--quiet"]
+            code, out, err = run_group(cmd, env=env, cwd=root, timeout=duration + 120 + bots / 50)
+            stop.set()
+            poller.join(timeout=5)
             try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
-    return {"bots_report": report, "stats_samples": samples}
+                report: dict[str, Any] = json.loads(out)
+            except ValueError as exc:
+                raise CellError(f"bots printed no JSON (exit {code}): "
+                                f"{err.strip()[-400:]}") from exc
+        finally:
+            stop.set()
+            if server.poll() is None:
+                server.send_signal(signal.SIGINT)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    server.wait(timeout=30)
+            with contextlib.suppress(ProcessLookupError):  # workers or a stuck server: all of it
+                os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+        return {"bots_report": report, "stats_samples": samples}
 
 
 def window(samples: list[dict[str, Any]]) -> dict[str, float]:
