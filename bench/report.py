@@ -244,12 +244,40 @@ def write(folder: Path, *, plots: bool = True) -> list[Path]:
     return [path, *written]
 
 
+def readme_snippet(folder: Path) -> str:
+    """Markdown for the project README: headlines, the scaling table and the plot, linked
+    relative to the repository root so the README shows the committed figures."""
+    from bench.builds import repo_root
+    from bench.scaling import headlines, table
+
+    doc = schema.load(folder)
+    if "scaling" not in doc:
+        return "(no scaling section in this results folder)"
+    sc = doc["scaling"]
+    try:
+        rel = folder.resolve().relative_to(repo_root())
+    except ValueError:
+        rel = folder
+    m = sc["environment"].get("machine", {})
+    lines = [f"Measured on {m.get('cpu_model', '?')}, {m.get('usable_cores', '?')} cores, "
+             f"{m.get('date', '?')} ([full report]({rel}/report.md), raw figures in "
+             f"[results.json]({rel}/{schema.FILENAME})):", "", *headlines(sc), "", table(sc), ""]
+    if (folder / SCALING_PNG).exists():
+        lines += [f"![ticks/s vs workers]({rel}/{SCALING_PNG})", ""]
+    return "\n".join(lines)
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("dir", type=Path, help="a results folder (holding results.json)")
     p.add_argument("--no-plots", action="store_true", help="write report.md only")
+    p.add_argument("--readme", action="store_true",
+                   help="also print a markdown snippet (headlines, table, plot) for README.md")
 
 
 def run(args: argparse.Namespace) -> int:
     for path in write(args.dir, plots=not args.no_plots):
         print(path)
+    if args.readme:
+        print()
+        print(readme_snippet(args.dir))
     return 0

@@ -70,3 +70,12 @@ def test_cli_report_on_a_bad_file_is_a_clear_error(tmp_path: Path,
     err = capsys.readouterr().err
     assert "scaling.cells[1].runs[0].tick_ms: expected list, got str" in err
     assert not (tmp_path / "report.md").exists()
+
+
+def test_readme_snippet_links_the_committed_figures(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    write_doc(tmp_path, scaling_doc())
+    assert main(["bench", "report", str(tmp_path), "--readme"]) == 0
+    out = capsys.readouterr().out
+    assert "Measured on Test CPU, 2 cores" in out and "- best parallel" in out
+    assert f"![ticks/s vs workers]({tmp_path}/scaling.png)" in out
