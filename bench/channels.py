@@ -8,7 +8,8 @@ or a spawned process (processes: socket pair).  ``interpreters-naive`` echoes th
 stdlib's blocking ``Queue.get()``, which polls every 10 ms: the number the wake-up pipe replaces.
 
 Prints a table (median, p99, min, max in microseconds over N round trips after a warm-up) and
-writes JSON with the environment to ``bench/results/channels-<build>-<utc time>.json``.
+writes JSON with the environment (and the echo side's GIL state) to
+``bench/results/channels-<build>-<utc time>.json``.
 Targets (issue 4): median <= 30 us threads, <= 50 us interpreters, <= 150 us processes.
 """
 
@@ -33,17 +34,27 @@ from server.runtime import messages as m
 TARGETS_US = {"threads": 30.0, "interpreters": 50.0, "processes": 150.0}
 RESULTS = Path(__file__).resolve().parent / "results"
 PAYLOAD = b"x" * 48  # ~64 bytes once framed as a msgpack PING
+#: What the echo side of the last measurement reported about itself (GIL state, msgpack).
+ECHO_INFO: dict[str, Any] = {}
 
 
 # ---- echo side (importable in a subinterpreter and a spawned process: stdlib + msgpack only) ----
 def echo(ep: channels.Endpoint, peer: int) -> None:
-    """Send every PING back to ``peer`` until STOP."""
+    """Send every PING back to ``peer`` until STOP; a PING of b"info" is answered with the
+    echo side's GIL state and msgpack flavour (JSON bytes)."""
     while True:
         data = ep.recv(None)
         if data is None:
             continue
-        if m.decode(data)[0] == m.STOP:
+        msg = m.decode(data)
+        if msg[0] == m.STOP:
             return
+        if msg[1] == b"info":
+            import json
+
+            from server.runtime.worker import gil_enabled
+            info = {"gil_enabled": gil_enabled(), "cmsgpack": m.cmsgpack(), "pid": os.getpid()}
+            data = m.encode(m.PING, json.dumps(info).encode())
         ep.send(peer, data)
 
 
@@ -85,7 +96,18 @@ interp_echo(DESC)
 
 
 # ---- measuring side --------------------------------------------------------------------------
+def _echo_info(ep: channels.Endpoint) -> dict[str, Any]:
+    ep.send(1, m.encode(m.PING, b"info"))
+    data = ep.recv(60)
+    if data is None:
+        raise TimeoutError("the echo side did not answer within 60 s")
+    info: dict[str, Any] = json.loads(m.decode(data)[1])
+    return info
+
+
 def _measure(ep: channels.Endpoint, n: int, warmup: int) -> list[float]:
+    ECHO_INFO.clear()
+    ECHO_INFO.update(_echo_info(ep))
     msg = m.encode(m.PING, PAYLOAD)
     clock = time.perf_counter_ns
     out: list[float] = []
@@ -231,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append({"transport": name, "error": f"{type(exc).__name__}: {exc}"})
             continue
         target = TARGETS_US.get(name)
+        s["echo_side"] = dict(ECHO_INFO) if name != "interpreters-naive" else None
         s.update(transport=name, target_median_us=target,
                  meets_target=None if target is None else s["median_us"] <= target)
         rows.append(s)

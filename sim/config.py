@@ -40,7 +40,8 @@ class WorldConfig:
         wander_period: NPCs draw a new random kick every this many ticks (staggered by id).
         wander_kick: largest velocity kick an NPC draws (units/s, per axis, +/- half of it).
         view_radius: area-of-interest radius used by the server's snapshots; 0 disables view
-            exchange.  Must not exceed a region's size (neighbours then cover it).
+            exchange.  At most a region's size minus one step and one unit (validated), so
+            the eight neighbours always cover it, even for an entity that just left.
         seed: world seed; NPC random streams derive from (seed, entity id, tick).
     """
 
@@ -102,9 +103,14 @@ class WorldConfig:
                 f"{self.tick_rate:g} Hz: an entity would move {step:g} units per tick, and with "
                 f"the {ghost:g}-unit interaction band that could skip a region; use max_speed < "
                 f"{max(limit, 0):.4g} or fewer regions")
-        if self.view_radius > min(rw, rh):
-            raise ConfigError(f"view_radius {self.view_radius:g} exceeds the region size "
-                              f"{min(rw, rh):g}; use fewer regions or a smaller view radius")
+        # An entity that just left a region is still classified by it: its view band must stay
+        # within the neighbouring regions, so the band plus one step (and the unit of slack the
+        # ghost band has too) must fit in a region.
+        view_max = min(rw, rh) - step - GHOST_SLACK
+        if self.view_radius > view_max:
+            raise ConfigError(f"view_radius {self.view_radius:g} is too large for regions of "
+                              f"{rw:g} x {rh:g}: with a step of {step:g} per tick it must be <= "
+                              f"{max(view_max, 0):.4g}; use fewer regions or a smaller view radius")
         d = self._derived
         d.update(dt=dt, region_w=rw, region_h=rh, ghost=ghost, cell=2 * self.radius,
                  damp=1.0 - self.drag * dt)

@@ -28,7 +28,13 @@ from server.runtime.errors import (
     WorkerTimeout,
 )
 from server.runtime.runtime import BACKENDS, Runtime, State, TickResult, usable_cores
-from server.runtime.scheduler import Overload, TickScheduler, VirtualClock
+from server.runtime.scheduler import (
+    MonotonicClock,
+    Overload,
+    SchedulerStats,
+    TickScheduler,
+    VirtualClock,
+)
 
 __all__ = [
     "BACKENDS",
@@ -37,11 +43,13 @@ __all__ = [
     "ChannelError",
     "ChannelFull",
     "InvalidState",
+    "MonotonicClock",
     "Overload",
     "ProtocolError",
     "Runtime",
     "RuntimeConfigError",
     "RuntimeFault",
+    "SchedulerStats",
     "ShardFault",
     "State",
     "TickResult",

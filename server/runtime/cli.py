@@ -13,7 +13,7 @@ import math
 import sys
 import sysconfig
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 HELP = "tick a sharded world on inline/threads/interpreters/processes workers; print MSPT + digest"
 DESCRIPTION = __doc__
@@ -24,6 +24,12 @@ PROGRESS_EVERY = 2.0
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from server.runtime.runtime import BACKENDS
+
+    def one_line_error(message: str) -> NoReturn:
+        # argparse prints the whole usage first; one line says it better for one bad option.
+        parser.exit(2, f"paratick run: error: {message} (see paratick run --help)\n")
+
+    parser.error = one_line_error  # type: ignore[method-assign]
     g = parser.add_argument_group("runtime")
     g.add_argument("--backend", choices=BACKENDS, default="threads",
                    help="where the workers run (default: threads)")

@@ -4,7 +4,9 @@ A hook is named ``"module:Class"`` (so a subinterpreter or a spawned process can
 instantiated once per worker with ``**hook_args`` and called as ``run(tick, shards, jobs)`` after
 every tick that carries jobs.  It returns a list of msgpack-able results; the coordinator
 concatenates the lists of all workers in :attr:`TickResult.hook_results`.  Jobs are broadcast to
-every worker, so a hook answers only for what its own shards hold.
+every worker, so a hook answers only for what its own shards hold.  Hooks read shards and must
+not change them; a hook that raises loses that worker's results for the tick (the traceback is in
+:attr:`TickResult.hook_errors`) and the world ticks on.
 
 :class:`EntityLookup` is the smallest useful hook (and the one the tests use): jobs are entity
 ids, results are ``[id, region, row]`` for the ids this worker owns.

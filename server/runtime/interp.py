@@ -129,6 +129,8 @@ def queue_put(qid: int, data: bytes) -> None:
     except queue.Full as exc:  # QueueFull subclasses queue.Full
         raise ChannelFull(f"interpreter queue {qid} is full") from exc
     except _queues.QueueError as exc:
+        if _named(exc, "QueueFull"):
+            raise ChannelFull(f"interpreter queue {qid} is full") from exc
         raise ChannelClosed(f"interpreter queue {qid}: {exc}") from exc
 
 
@@ -143,8 +145,18 @@ def queue_get_nowait(qid: int) -> bytes | None:
     except queue.Empty:  # QueueEmpty subclasses queue.Empty
         return None
     except _queues.QueueError as exc:
+        if _named(exc, "QueueEmpty"):
+            return None
         raise ChannelClosed(f"interpreter queue {qid}: {exc}") from exc
     obj = item[0]
     if obj is None:  # an item whose sender was destroyed (unbound): skip it
         return queue_get_nowait(qid)
     return bytes(obj)
+
+
+def _named(exc: BaseException, name: str) -> bool:
+    """``_interpqueues`` raises the stdlib's QueueEmpty/QueueFull, which also subclass
+    ``queue.Empty``/``queue.Full``, once ``test.support.interpreters.queues`` (3.13) or
+    ``concurrent.interpreters._queues`` (3.14) registered them; a build without that module
+    raises a plain QueueError subclass, recognised here by name."""
+    return any(cls.__name__ == name for cls in type(exc).__mro__)

@@ -62,7 +62,8 @@ def decode(data: bytes) -> Message:
     """
     try:
         obj = msgpack.unpackb(data, use_list=False, raw=False, strict_map_key=False)
-    except (ValueError, msgpack.UnpackException) as exc:
+    # TypeError: a map with an unhashable key (found by the fuzz test); the rest: bad bytes.
+    except (ValueError, TypeError, OverflowError, msgpack.UnpackException) as exc:
         raise ProtocolError(f"undecodable runtime message ({len(data)} bytes): {exc}") from exc
     if not isinstance(obj, tuple) or len(obj) < 2:
         raise ProtocolError(f"a runtime message is an array [version, kind, ...], got {obj!r:.60}")

@@ -42,6 +42,12 @@ class Window:
         self.samples.append(value)
         self.count += 1
 
+    def copy(self) -> Window:
+        other = Window(self.samples.maxlen or 1)
+        other.samples.extend(self.samples)
+        other.count = self.count
+        return other
+
     def summary(self) -> dict[str, float | int]:
         data = sorted(self.samples)
         if not data:
@@ -96,13 +102,14 @@ class WorkerMetrics:
     channel: dict[str, int] = field(default_factory=dict)
     faults_recovered: int = 0
     last_fault: str = ""
+    hook_errors: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"worker": self.worker, "gil_enabled": self.gil, "cmsgpack": self.cmsgpack,
                 "pid": self.pid, "interpreter": self.interp, "regions": self.regions,
                 "mspt": _clean(self.mspt.summary()), "border_wait_ms": _clean(self.wait.summary()),
                 "channel": dict(self.channel), "faults_recovered": self.faults_recovered,
-                "last_fault": self.last_fault}
+                "last_fault": self.last_fault, "hook_errors": self.hook_errors}
 
 
 @dataclass

@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import json
 import os
+import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import msgpack
@@ -63,8 +65,8 @@ from sim.entities import Row, validate_row
 from sim.errors import InvalidInput, KernelUnavailable
 from sim.geometry import Layout
 from sim.shard import KERNELS
+from sim.world import SAVE_VERSION, normalise_inputs
 from sim.world import digest as rows_digest
-from sim.world import normalise_inputs
 
 BACKENDS = ("inline", "threads", "interpreters", "processes")
 #: Seconds the watchdog lets a worker take for one tick before naming it (WorkerTimeout).  Ticks
@@ -74,6 +76,12 @@ TICK_TIMEOUT = 30.0
 START_TIMEOUT = 120.0
 #: Seconds close() waits for a worker to leave before abandoning (thread) or killing (process) it.
 STOP_TIMEOUT = 5.0
+
+_PROC_BOOT = """\
+import sys
+from server.runtime.worker import process_main
+process_main(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3])
+"""
 
 _BOOT = """\
 import sys
@@ -109,12 +117,15 @@ class TickResult:
         tick: the tick the world reached (``rt.tick`` after the step).
         hook_results: every worker's ``hook.run`` results concatenated in worker order.
         hook_results_by_worker: the same, one list per worker.
+        hook_errors: ``(worker, traceback)`` for every worker whose hook raised this tick (its
+            results are missing; the world is unaffected and the runtime keeps running).
         mspt: coordinator wall milliseconds for the whole lockstep tick.
     """
 
     tick: int
     hook_results: list[Any] = field(default_factory=list)
     hook_results_by_worker: list[list[Any]] = field(default_factory=list)
+    hook_errors: list[tuple[int, str]] = field(default_factory=list)
     mspt: float = 0.0
 
 
@@ -127,6 +138,9 @@ def usable_cores() -> int:
 
 class Runtime:
     """A sharded world ticked by W workers on one backend.
+
+    One thread drives it (``step``, ``rows``, ``digest``, ``save``, ``close``); ``metrics()``
+    and ``worker_gil()`` may be called from any thread.
 
     Args:
         config: the world.
@@ -210,6 +224,7 @@ class Runtime:
         self._worker_m = [WorkerMetrics(w, Window(metrics_window), Window(metrics_window),
                                         regions=list(self.assignment[w]))
                           for w in range(self.workers)]
+        self._metrics_lock = threading.Lock()
         self._step_ms = Window(metrics_window)
         self._rate = Rate(metrics_window)
         self._ticks = 0
@@ -217,7 +232,7 @@ class Runtime:
         self._core: WorkerCore | None = None
         self._ep: Endpoint | None = None
         self._threads: list[threading.Thread] = []
-        self._procs: list[Any] = []
+        self._procs: list[subprocess.Popen[bytes]] = []
         self._interps: list[int] = []
         self._hub: Any = None
         base = {"config": config.to_dict(), "owner": self.owner, "kernel": kernel,
@@ -283,25 +298,27 @@ class Runtime:
             t.start()
 
     def _start_processes(self, specs: list[dict[str, Any]]) -> None:
-        import multiprocessing
-
-        from server.runtime.worker import process_main
-        # spawn, never fork: forking a process in which a subinterpreter exists (or existed)
-        # kills the child (CPython gh-139759), and fork with threads is unsafe anyway.
-        ctx = multiprocessing.get_context("spawn")
+        # A fresh interpreter per worker (fork + immediate exec, like multiprocessing's spawn):
+        # never a bare fork, which kills the child once a subinterpreter exists (CPython
+        # gh-139759) and is unsafe with threads anyway.  Unlike multiprocessing's spawn, the
+        # child does not re-import the parent's __main__, so scripts need no main guard.
         mesh = socket_mesh(self.workers + 1)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
         try:
-            for w, spec in enumerate(specs):
-                p = ctx.Process(target=process_main, name=f"paratick-worker-{w}", daemon=True,
-                                args=(msgpack.packb(spec, use_bin_type=True), w, mesh[w],
-                                      self.workers))
-                p.start()
-                self._procs.append(p)
+            for w in range(self.workers):
+                fds = {str(peer): sock.fileno() for peer, sock in mesh[w].items()}
+                argv = [sys.executable, "-c", _PROC_BOOT, str(w), str(self.workers),
+                        json.dumps(fds)]
+                self._procs.append(subprocess.Popen(argv, pass_fds=list(fds.values()), env=env,
+                                                    stdin=subprocess.DEVNULL))
         finally:
             for w in range(self.workers):  # the children hold their own copies now
                 for sock in mesh[w].values():
                     sock.close()
         self._ep = FdEndpoint(self.workers, mesh[self.workers])
+        for w, spec in enumerate(specs):  # the first frame a worker reads is its spec
+            self._ep.send(w, msgpack.packb(spec, use_bin_type=True))
 
     # ---- the tick --------------------------------------------------------------------------------
     def step(self, inputs: Iterable[Any] = (), view: bool = False,
@@ -346,18 +363,22 @@ class Runtime:
             self._fail()
             raise
         now = self._clock()
-        self.tick = t + 1
-        self._ticks += 1
-        self._rate.add(now)
         ms = (now - t0) * 1e3
-        self._step_ms.add(ms)
         by_worker: list[list[Any]] = []
-        for w in range(self.workers):
-            report, results = done[w]
-            self._account(w, report)
-            by_worker.append(list(results))
+        errors: list[tuple[int, str]] = []
+        with self._metrics_lock:  # metrics() may be called from another thread (a stats page)
+            self.tick = t + 1
+            self._ticks += 1
+            self._rate.add(now)
+            self._step_ms.add(ms)
+            for w in range(self.workers):
+                report, results = done[w]
+                self._account(w, report)
+                by_worker.append(list(results))
+                if report["hook_error"]:
+                    errors.append((w, report["hook_error"]))
         return TickResult(tick=self.tick, hook_results=[r for rs in by_worker for r in rs],
-                          hook_results_by_worker=by_worker, mspt=ms)
+                          hook_results_by_worker=by_worker, hook_errors=errors, mspt=ms)
 
     def _account(self, w: int, report: dict[str, Any]) -> None:
         wm = self._worker_m[w]
@@ -366,6 +387,8 @@ class Runtime:
         wm.channel = dict(report["ch"])
         wm.faults_recovered = report["faults"]
         wm.last_fault = report["fault_tb"]
+        wm.hook_errors = report["hook_errors"]
+        wm.gil = bool(report["gil"])
         for r, ms, n in zip(self.assignment[w], report["adv"], report["n"], strict=True):
             sm = self._shard_m[r]
             sm.mspt.add(ms)
@@ -434,7 +457,7 @@ class Runtime:
     def _dead(self) -> list[int]:
         """Workers known to be gone (process exited, thread ended)."""
         if self._procs:
-            return [w for w, p in enumerate(self._procs) if not p.is_alive()]
+            return [w for w, p in enumerate(self._procs) if p.poll() is not None]
         return [w for w, t in enumerate(self._threads) if not t.is_alive()]
 
     def _hello(self, w: int, info: dict[str, Any]) -> None:
@@ -463,21 +486,37 @@ class Runtime:
         """Same digest as :meth:`sim.world.World.digest` for the same world and tick."""
         return rows_digest(self.rows(), self.tick)
 
+    def save(self) -> bytes:
+        """The world as :meth:`sim.world.World.save` writes it (``World.load`` reads it back,
+        and ``Runtime(config, rows, tick=...)`` can resume from the loaded world)."""
+        return msgpack.packb({"v": SAVE_VERSION, "config": self.config.to_dict(),
+                              "tick": self.tick, "rows": self.rows()}, use_bin_type=True)
+
     def worker_gil(self) -> list[bool]:
-        """``sys._is_gil_enabled()`` as each worker saw it after importing what it runs."""
+        """``sys._is_gil_enabled()`` as each worker saw it: at start-up (after importing its
+        kernel and hook), then at the end of every tick (the GIL, once re-enabled by an
+        extension, stays on, so the last value covers the whole run)."""
         return [bool(w.gil) for w in self._worker_m]
 
     def worker_pids(self) -> list[int]:
         return [w.pid for w in self._worker_m]
 
     def metrics(self, scheduler: dict[str, Any] | None = None) -> RuntimeMetrics:
-        """A snapshot of the metrics (``.to_dict()`` for JSON); ``scheduler`` stats are merged."""
+        """A snapshot of the metrics (``.to_dict()`` for JSON); ``scheduler`` stats are merged.
+
+        Safe to call from another thread while :meth:`step` runs: the windows are copied under
+        a lock, so the snapshot never changes afterwards.
+        """
         ch = self._ep.statistics().to_dict() if self._ep is not None else {}
-        return RuntimeMetrics(
-            backend=self.backend, kernel=self.kernel, tick=self.tick, ticks=self._ticks,
-            ticks_per_s=self._rate.per_second(), step=self._step_ms.summary(),
-            shards=[ShardMetrics(s.region, s.worker, s.mspt, s.entities) for s in self._shard_m],
-            workers=list(self._worker_m), channel=ch, scheduler=scheduler)
+        with self._metrics_lock:
+            return RuntimeMetrics(
+                backend=self.backend, kernel=self.kernel, tick=self.tick, ticks=self._ticks,
+                ticks_per_s=self._rate.per_second(), step=self._step_ms.summary(),
+                shards=[replace(s, mspt=s.mspt.copy()) for s in self._shard_m],
+                workers=[replace(w, mspt=w.mspt.copy(), wait=w.wait.copy(),
+                                 channel=dict(w.channel), regions=list(w.regions))
+                         for w in self._worker_m],
+                channel=ch, scheduler=scheduler)
 
     @property
     def state(self) -> State:
@@ -498,7 +537,7 @@ class Runtime:
 
     def close(self) -> None:
         """Stop every worker and release channels, interpreters, processes (idempotent)."""
-        self._transition("close") if self._state is not State.FAILED else None
+        self._transition("close")
         self._state = State.CLOSED
         self._stop_workers()
         if self._ep is not None:
@@ -518,10 +557,11 @@ class Runtime:
         self._signal_stop()
         deadline = time.monotonic() + STOP_TIMEOUT
         for p in self._procs:
-            p.join(max(0.0, deadline - time.monotonic()))
-            if p.is_alive():
+            try:
+                p.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
                 p.kill()
-                p.join(1.0)
+                p.wait()
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
         if self._interps:

@@ -10,6 +10,7 @@ One tick (message ``TICK t``)::
     receive one BORDERS message from every peer for tick t (early ones are stashed)
     absorb, per own shard, the borders from all its neighbours in ascending source-region order
     log (inputs, borders) or checkpoint own shards, run the hook if there are jobs, report DONE
+    (a hook that raises costs that worker's results for the tick, reported as a hook error)
 
 The order of absorption matches :class:`sim.world.World`, so the digest of a sharded run equals
 the reference's.  Faults: an exception raised while advancing or absorbing is caught with its
@@ -76,7 +77,8 @@ class WorkerCore:
         spec: plain dict (msgpack-able): ``w`` worker index, ``config`` WorldConfig dict, ``rows``
             list of (region, rows) for the own regions, ``owner`` worker index per region,
             ``kernel``, ``tick``, ``hook``, ``hook_args``, ``fault_at`` ([region, tick] or None),
-            ``checkpoint`` (bool), ``recv_timeout`` (seconds a worker waits for borders).
+            ``checkpoint`` (bool), ``checkpoint_every`` (ticks), ``recv_timeout`` (seconds a
+            worker waits for borders).
         endpoint: channels to peers and coordinator (None for the inline backend).
         coord: the coordinator's participant index on ``endpoint``.
     """
@@ -114,6 +116,7 @@ class WorkerCore:
         #: (tick, inputs, view, inbound borders) of every tick completed since the checkpoint
         self._log: list[tuple[int, Mapping[int, Any], bool, dict[int, list[Any]]]] = []
         self.faults_recovered = 0
+        self.hook_errors = 0
         self.last_fault = ""
         self.info = {"w": self.w, "gil": gil_enabled(), "pid": os.getpid(),
                      "interp": _interp_id(), "cmsgpack": m.cmsgpack(),
@@ -154,11 +157,21 @@ class WorkerCore:
             else:
                 self._log.append((tick, norm, view, inbound))
         results: list[Any] = []
+        hook_error = ""
         if jobs and self.hook is not None:
-            results = list(self.hook.run(self.tick, [self.shards[r] for r in self.regions],
-                                         list(jobs)))
+            # A hook reads shards, it does not own them: its bug costs this tick's results, not
+            # the world (reported with the traceback; the shards are untouched).
+            try:
+                results = list(self.hook.run(self.tick, [self.shards[r] for r in self.regions],
+                                             list(jobs)))
+            except Exception as exc:
+                hook_error = "".join(traceback.format_exception(exc))
+                self.hook_errors += 1
         t3 = time.perf_counter()
         report = {"ms": (t3 - t0) * 1e3, "wait_ms": (t2 - t1) * 1e3, "adv": adv_ms,
+                  "hook_error": hook_error, "hook_errors": self.hook_errors,
+                  # every tick: an extension imported later (by a hook) can re-enable the GIL
+                  "gil": gil_enabled(),
                   "n": [len(self.shards[r]) for r in self.regions],
                   "faults": self.faults_recovered, "fault_tb": self.last_fault,
                   "ch": self.ep.statistics().to_dict() if self.ep is not None else {}}
@@ -315,16 +328,47 @@ def thread_main(spec: Mapping[str, Any], ep: Endpoint, coord: int) -> None:
     run_worker(spec, ep, coord)
 
 
-def process_main(spec_bytes: bytes, index: int, socks: dict[int, Any], coord: int) -> None:
-    """Target of a spawned worker process."""
+def process_main(index: int, coord: int, fds_json: str) -> None:
+    """Entry point of a worker process (``python -c`` boot line, see the runtime).
+
+    ``fds_json`` maps peer index -> inherited socket fd; the first frame from the coordinator
+    is this worker's spec.
+    """
+    import json
+    import socket
+
     import msgpack
 
     from server.runtime.channels import FdEndpoint
+    socks = {int(peer): socket.socket(fileno=fd) for peer, fd in json.loads(fds_json).items()}
+    try:
+        # Read the spec from the coordinator's socket itself (blocking): a peer that started
+        # sooner may already have sent its first borders on another socket.
+        data = _recv_frame(socks[coord])
+    except OSError as exc:
+        print(f"paratick worker {index}: no spec from the coordinator: {exc}", file=sys.stderr)
+        return
     ep = FdEndpoint(index, socks)
     try:
-        run_worker(msgpack.unpackb(spec_bytes, raw=False, strict_map_key=False), ep, coord)
+        run_worker(msgpack.unpackb(data, raw=False, strict_map_key=False), ep, coord)
+    except Exception as exc:  # before the spec arrived: nobody to report to but stderr
+        print(f"paratick worker {index}: {type(exc).__name__}: {exc}", file=sys.stderr)
     finally:
         ep.close()
+
+
+def _recv_frame(sock: Any) -> bytes:
+    """One length-prefixed frame (the FdEndpoint framing) read with blocking calls."""
+    def exact(n: int) -> bytes:
+        buf = bytearray()
+        while len(buf) < n:
+            chunk = sock.recv(min(n - len(buf), 1 << 20))
+            if not chunk:
+                raise ConnectionError("socket closed mid-frame")
+            buf += chunk
+        return bytes(buf)
+
+    return exact(int.from_bytes(exact(4), "little"))
 
 
 def interp_main(spec_bytes: bytes, index: int, desc_bytes: bytes, coord: int) -> None:

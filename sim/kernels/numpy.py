@@ -17,7 +17,7 @@ need care:
 * **Trigonometry.**  ``np.cos``/``np.sin`` may differ from libm's ``math.cos``/``math.sin`` by
   an ulp, so the few players are steered in a Python loop with :mod:`math`.
 * **Random draws.**  :func:`uniform` re-implements :func:`sim.rng.uniform` on ``uint64`` arrays
-  (wrapping multiplies, xors and shifts); ``tests/sim/test_kernels.py`` checks it bit for bit.
+  (wrapping multiplies, xors and shifts); ``tests/sim/test_rng.py`` checks it bit for bit.
 
 Rows leaving the kernel (``rows()``, handoffs, ghosts, view rows) are converted with ``tolist()``
 so they hold plain Python ints and floats: digests and msgpack bytes equal the python kernel's.
@@ -25,8 +25,9 @@ so they hold plain Python ints and floats: digests and msgpack bytes equal the p
 Storage is two shard-private arrays, ``F`` (float64, one row per float field) and ``I`` (int64,
 one row per integer field), so dropping leavers or adopting arrivals is two array operations.
 
-numpy refuses to load in a subinterpreter; this module is only imported by
-:func:`sim.shard.make_shard`, which turns that failure into :class:`~sim.errors.KernelUnavailable`.
+numpy refuses to load in a subinterpreter (or may be missing); importing this module then raises
+:class:`~sim.errors.KernelUnavailable` instead of ImportError, so :func:`sim.shard.make_shard`
+reports a clear error.  Nothing else in :mod:`sim` imports numpy.
 """
 
 from __future__ import annotations
@@ -64,6 +65,9 @@ _U11 = np.uint64(11)
 _U27 = np.uint64(27)
 _U30 = np.uint64(30)
 _U31 = np.uint64(31)
+#: Largest local contact grid (cells) scanned densely each tick; beyond it, binary searches.
+#: 2**17 cells is a 1 MiB count array, about what a 2048 x 2048 world in one region needs.
+DENSE_GRID_MAX = 1 << 17
 #: Bit positions 0..8 of the 3x3 neighbourhood masks (see :meth:`NumpyShard._borders`).
 _BITS9 = np.arange(9, dtype=np.uint16)[:, None]
 
@@ -184,6 +188,10 @@ class NumpyShard(Shard):
         self._grid_max = np.array([[gx - 2.0], [gy - 2.0]])
         self._grid_mul = np.array([gy, 1], dtype=np.int64)
         self._grid_cells = gx * gy
+        # Cell runs come from a bincount over the dense grid, unless the grid is so large
+        # (a huge world split into few regions) that a per-tick pass over it would cost more
+        # than binary searches in the sorted keys.
+        self._dense = gx * gy <= DENSE_GRID_MAX
         # uint16 keys sort with numpy's radix sort (stable sort of <= 16-bit integers).
         self._key_dtype = np.uint16 if gx * gy <= 0xFFFF else np.int64
         self._offs = np.array([0, gy, 1, gy + 1, 1 - gy], dtype=np.int64)[:, None]
@@ -193,6 +201,7 @@ class NumpyShard(Shard):
         self._col_max = np.array([[layout.nx - 1], [layout.ny - 1]], dtype=np.int64)
         self._col_base = np.array([[ix - 1], [iy - 1]], dtype=np.int64)
         self._inner: dict[float, tuple[np.ndarray, np.ndarray]] = {}
+        self._margins: dict[float, np.ndarray] = {}
         # 3x3 slot (b*3 + a) -> region number (or -1 outside the grid).
         self._slot_region = [
             (iy + b - 1) * layout.nx + (ix + a - 1)
@@ -297,7 +306,7 @@ class NumpyShard(Shard):
             V[:, over] *= cap / np.sqrt(s2[over])
         Pn = F[:2]
         Pn += V * dt
-        if self._walls:
+        if self._walls and n and self._near_wall(Pn):
             r = F[FR]
             below = Pn < r
             lim = self._wh - r
@@ -316,6 +325,18 @@ class NumpyShard(Shard):
         # 4. Borders: only entities near the rectangle's edge can leave or be anyone's ghost.
         return self._borders(view)
 
+    def _near_wall(self, Pn: np.ndarray) -> bool:
+        """Whether any position may have crossed a wall (conservative, two reductions).
+
+        Radii are at most ``cfg.radius``, so nobody crossed a wall if the extreme positions
+        stay that far from it; only then is the exact per-entity test needed.
+        """
+        cfg = self.config
+        rad = cfg.radius
+        lo = Pn.min(1).tolist()
+        hi = Pn.max(1).tolist()
+        return min(lo) < rad or hi[0] > cfg.width - rad or hi[1] > cfg.height - rad
+
     def _contacts(self, P: np.ndarray, n: int, N: int
                   ) -> tuple[np.ndarray | None, np.ndarray | None]:
         """Summed quantised impulses (2, n) and contact counts (n,) of the owned entities.
@@ -331,16 +352,23 @@ class NumpyShard(Shard):
         T *= self._inv_cell
         np.maximum(T, 1.0, out=T)
         np.minimum(T, self._grid_max, out=T)
-        C = T.astype(np.int64)
-        key = (self._grid_mul @ C).astype(self._key_dtype)
+        kt = self._key_dtype  # uint16 only when every key fits, so uint16 arithmetic is exact
+        C = T.astype(kt)
+        key = C[0] * kt(self._grid_mul[0])
+        key += C[1]
         order = key.argsort(kind="stable")
         ks = key.take(order)
-        ends = np.bincount(ks, minlength=self._grid_cells).cumsum()
-        # Layout (5, N): row k holds every entity's k-th stencil cell.
+        # Layout (5, N): row k holds every entity's k-th stencil cell; hi/lo are the end and
+        # start of that cell's run in the sorted order.
         Q = ks + self._offs
-        hi = ends.take(Q)
-        Q -= 1
-        lo = ends.take(Q)
+        if self._dense:
+            ends = np.bincount(ks, minlength=self._grid_cells).cumsum()
+            hi = ends.take(Q)
+            Q -= 1
+            lo = ends.take(Q)
+        else:
+            hi = ks.searchsorted(Q, "right")
+            lo = ks.searchsorted(Q, "left")
         ar = self._arange(5 * N + 1)
         lo[0] = ar[1:N + 1]  # own cell: only later entries, so each pair is seen once
         cnt = (hi - lo).ravel()
@@ -348,9 +376,12 @@ class NumpyShard(Shard):
         tot = int(cs[-1])
         if not tot:
             return None, None
-        src = np.broadcast_to(ar[:N], (5, N)).repeat(cnt)
+        # Expand only the non-empty ranges (a fifth of them): repeat() costs per entry.
+        nz = cnt.nonzero()[0]
+        cnz = cnt.take(nz)
+        src = (nz % N).repeat(cnz)
         cs -= cnt
-        dst = (lo.ravel() - cs).repeat(cnt)
+        dst = (lo.ravel() - cs).take(nz).repeat(cnz)
         dst += self._arange(tot)
         Ps = P.take(order, axis=1)
         A = Ps.take(src, axis=1)
@@ -499,7 +530,10 @@ class NumpyShard(Shard):
         every x (and ``x + -m`` is ``x - m`` exactly), ``min(nx - 1, int((x + m)/rw))``, and
         ``min(nx - 1, int(x/rw))`` (``x + 0.0`` is ``x`` for positions, which are positive).
         """
-        V = E + np.array([[[-margin]], [[margin]], [[0.0]]])
+        offs = self._margins.get(margin)
+        if offs is None:
+            offs = self._margins[margin] = np.array([[[-margin]], [[margin]], [[0.0]]])
+        V = E + offs
         V /= self._rwh
         C = V.astype(np.int64)
         np.maximum(C, 0, out=C)

@@ -130,7 +130,9 @@ class PythonShard(Shard):
         accx = [0] * n
         accy = [0] * n
         hits = [0] * n
-        stiff = cfg.stiffness
+        # w*dx*SCALE with SCALE folded into the stiffness: scaling by a power of two is exact,
+        # so (stiff*SCALE)*(1 - d2/rr2)/rr*dx rounds to the same bits as stiff*(...)/rr*dx*SCALE.
+        stiff_s = cfg.stiffness * SCALE
         for group, cands in jobs:
             for i, xi, yi, ri in group:
                 own_i = i < n
@@ -141,9 +143,9 @@ class PythonShard(Shard):
                     rr = ri + rj
                     rr2 = rr * rr
                     if d2 < rr2:
-                        w = stiff * (1.0 - d2 / rr2) / rr
-                        qx = int(w * dx * SCALE)
-                        qy = int(w * dy * SCALE)
+                        w = stiff_s * (1.0 - d2 / rr2) / rr
+                        qx = int(w * dx)
+                        qy = int(w * dy)
                         if own_i:
                             accx[i] -= qx
                             accy[i] -= qy

@@ -41,6 +41,11 @@ def test_speed_cap_too_high_for_regions_says_the_limit():
 def test_view_radius_larger_than_region_is_refused():
     with pytest.raises(ConfigError, match="view_radius"):
         WorldConfig(regions_x=8, regions_y=8, view_radius=300.0)
+    # The band must leave room for one step: an entity that just left is classified by the
+    # region it left, and its view band must not reach past that region's neighbours.
+    with pytest.raises(ConfigError, match="view_radius"):
+        WorldConfig(regions_x=8, regions_y=8, view_radius=256.0)
+    WorldConfig(regions_x=8, regions_y=8, view_radius=256.0 - 120.0 / 30 - 1.0)
 
 
 def test_round_trip_and_replace():

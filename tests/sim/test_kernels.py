@@ -33,6 +33,26 @@ def test_numpy_equals_python_in_a_crowd_against_walls():
     assert nu.digest() == py.digest()
 
 
+def test_numpy_equals_python_at_the_largest_view_radius():
+    """Entities leaving a region are classified with the whole view band: no crash, same rows."""
+    cfg = WorldConfig(width=512, height=512, regions_x=4, regions_y=4, seed=3,
+                      view_radius=128.0 - 120.0 / 30 - 1.0)
+    py = run_world(cfg, 2000, 40, kernel="python", players=4, log_seed=5, view=True)
+    nu = run_world(cfg, 2000, 40, kernel="numpy", players=4, log_seed=5, view=True)
+    assert nu.digest() == py.digest()
+    for a, b in zip(py.shards, nu.shards, strict=True):
+        assert sorted(a.view_rows()) == sorted(b.view_rows())
+
+
+def test_numpy_equals_python_in_a_huge_region():
+    """Regions too large for the dense contact grid (the binary-search path), with contacts."""
+    cfg = WorldConfig(width=3000.0, height=3000.0, seed=2)
+    py = run_world(cfg, 4000, 30, kernel="python", players=2, log_seed=1)
+    nu = run_world(cfg, 4000, 30, kernel="numpy", players=2, log_seed=1)
+    assert max(r[8] for r in py.rows()) > 0  # some contacts happened
+    assert nu.digest() == py.digest()
+
+
 def test_kernel_unavailable_is_a_sim_error():
     assert issubclass(KernelUnavailable, SimError)
 

@@ -140,7 +140,8 @@ def test_save_load_continues_identically(kernel, other, grid):
     msgpack.packb({"v": 1, "config": {"bogus": 1}, "tick": 0, "rows": []}),
     msgpack.packb({"v": 1, "config": {}, "tick": -4, "rows": []}),
     msgpack.packb({"v": 1, "config": {}, "tick": 0}),
-])
+], ids=["empty", "garbage", "list", "future-version", "unknown-config-field", "negative-tick",
+        "no-rows"])
 def test_corrupt_save_is_a_schema_error(blob):
     with pytest.raises(SchemaError):
         World.load(blob)

@@ -52,3 +52,10 @@ class FailingHook:
 
     def run(self, tick: int, shards: Sequence[Any], jobs: Sequence[Any]) -> list[Any]:
         raise ZeroDivisionError("hook bug")
+
+
+class ViewHook:
+    """Returns ``[region, sorted view rows]`` for every own shard (what snapshots read)."""
+
+    def run(self, tick: int, shards: Sequence[Any], jobs: Sequence[Any]) -> list[Any]:
+        return [[s.region, sorted(s.view_rows())] for s in shards]

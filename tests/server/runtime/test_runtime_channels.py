@@ -6,6 +6,8 @@ import threading
 
 import msgpack
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from server.runtime import ChannelClosed, ChannelFull, ProtocolError, channels, interp
 from server.runtime import messages as m
@@ -113,3 +115,19 @@ def test_interpreter_queue_with_wakeup_pipe(monkeypatch: pytest.MonkeyPatch) -> 
         assert b.statistics().messages_received == 3
     finally:
         hub.close()
+
+
+@given(st.binary(max_size=200))
+def test_decode_of_arbitrary_bytes_never_raises_anything_but_protocol_error(data: bytes) -> None:
+    try:
+        msg = m.decode(data)
+    except ProtocolError:
+        return
+    assert msg[0] in range(len(m.ARITY))
+
+
+@given(st.lists(st.tuples(st.integers(0, 2**31), st.integers(0, 2**31),
+                          st.floats(allow_nan=False), st.floats(allow_nan=False),
+                          st.integers(0, 255)), max_size=20))
+def test_tick_messages_round_trip_exactly(inputs: list[tuple[int, int, float, float, int]]) -> None:
+    assert m.decode(m.encode(m.TICK, 3, inputs, True, [])) == (m.TICK, 3, tuple(inputs), True, ())

@@ -36,11 +36,15 @@ def test_run_text_output_names_gil_and_digest(capsys: pytest.CaptureFixture[str]
 @pytest.mark.parametrize("argv", [
     ["--regions", "0x3"], ["--ticks", "0"], ["--workers", "0"], ["--players", "5", "--entities",
                                                                    "2"],
-    ["--backend", "inline", "--workers", "3"]])
+    ["--backend", "inline", "--workers", "3"], ["--backend", "gpu"], ["--ticks", "many"],
+    ["--rate", "10", "--flat-out"]])
 def test_bad_options_exit_2_with_one_line(argv: list[str],
                                           capsys: pytest.CaptureFixture[str]) -> None:
-    rc = main(["run", "--ticks", "2", "--entities", "10", *argv] if "--ticks" not in argv
-              else ["run", "--entities", "10", *argv])
+    try:
+        rc = main(["run", "--ticks", "2", "--entities", "10", *argv] if "--ticks" not in argv
+                  else ["run", "--entities", "10", *argv])
+    except SystemExit as exc:  # argparse-level errors exit from the parser
+        rc = int(exc.code or 0)
     err = capsys.readouterr().err
     assert rc == 2
     assert err.startswith("paratick run: error:") and err.count("\n") == 1

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -66,13 +69,20 @@ def test_fault_without_checkpoints_fails_the_runtime() -> None:
             rt.step()
 
 
-def test_hook_exception_is_reported_with_its_traceback() -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_hook_exception_is_reported_and_the_world_goes_on(backend: str) -> None:
     cfg, rows = small_world()
-    with Runtime(cfg, rows, backend="threads", workers=2,
+    workers = None if backend == "inline" else 2
+    with Runtime(cfg, rows, backend=backend, workers=workers,
                  hook="tests.server.runtime.runtime_helpers:FailingHook") as rt:
-        with pytest.raises(ShardFault) as info:
-            rt.step(jobs=[1])
-        assert "ZeroDivisionError: hook bug" in info.value.detail
+        res = rt.step(inputs_for(0), jobs=[1])
+        assert res.hook_results == []
+        assert [w for w, _ in res.hook_errors] == list(range(rt.workers))
+        assert all("ZeroDivisionError: hook bug" in tb for _, tb in res.hook_errors)
+        assert rt.state is State.RUNNING
+        assert rt.step(inputs_for(1)).hook_errors == []  # no jobs, no hook call
+        assert rt.digest() == reference_digest(cfg, rows, 2)
+        assert [w.hook_errors for w in rt.metrics().workers] == [1] * rt.workers
 
 
 def test_killed_worker_process_is_reported_not_hung_on() -> None:
@@ -126,3 +136,60 @@ def test_processes_after_interpreters_in_one_process() -> None:
             assert rt.digest() == ref
     finally:
         interp.destroy(stray)
+
+
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b in ("threads", "interpreters")])
+def test_worker_that_left_its_loop_is_reported_not_hung_on(backend: str) -> None:
+    """A worker thread or interpreter that ends (here: told to STOP behind the runtime's back)
+    is named by the next step instead of being waited for until the watchdog."""
+    from server.runtime import messages
+    cfg, rows = small_world()
+    with Runtime(cfg, rows, backend=backend, workers=3, tick_timeout=60) as rt:
+        rt.step()
+        assert rt._ep is not None
+        rt._ep.send(2, messages.encode(messages.STOP))
+        with pytest.raises(WorkerCrashed) as info:
+            rt.step()
+        assert info.value.worker == 2
+
+
+SCRIPT = """
+from server.runtime import Runtime
+from sim.config import WorldConfig
+from sim.world import World, spawn
+cfg = WorldConfig(width=1024, height=1024, regions_x=3, regions_y=3, seed=2)
+rows = spawn(cfg, 3000, players=2)
+world = World(cfg, rows)
+with Runtime(cfg, rows, backend="processes", workers=3) as rt:
+    for t in range(2):
+        rt.step()
+        world.step()
+    print("same" if rt.digest() == world.digest() else "different")
+"""
+
+
+def test_processes_from_a_script_without_a_main_guard(tmp_path: Path) -> None:
+    """Workers are fresh interpreters that import the runtime, not the parent's __main__
+    (multiprocessing's spawn would re-run this script in every child).  3000 rows make the
+    specs large enough that a fast worker's first borders race a slow worker's spec."""
+    script = tmp_path / "no_guard.py"
+    script.write_text(SCRIPT)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         env=env, timeout=120, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "same"
+
+
+@pytest.mark.parametrize("backend", ["inline", "threads", "processes"])
+def test_numpy_kernel_recovers_from_a_fault_with_identical_digest(backend: str) -> None:
+    pytest.importorskip("sim.kernels.numpy", reason="the numpy kernel lands from the sim branch")
+    cfg, rows = small_world()
+    ticks = 6
+    ref = reference_digest(cfg, rows, ticks)
+    with Runtime(cfg, rows, backend=backend, kernel="numpy", checkpoint_every=3,
+                 workers=None if backend == "inline" else 2, fault_at=(3, 4)) as rt:
+        for t in range(ticks):
+            rt.step(inputs_for(t))
+        assert rt.digest() == ref
+        assert sum(w.faults_recovered for w in rt.metrics().workers) == 1

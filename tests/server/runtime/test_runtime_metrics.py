@@ -73,3 +73,31 @@ def test_runtime_metrics_are_json_ready_and_consistent() -> None:
         assert d["ticks_per_s"] > 0
         sched = {"deadline_misses": 0, "dilation": 1.0}
         assert rt.metrics(scheduler=sched).to_dict()["scheduler"] == sched
+
+
+def test_metrics_snapshot_does_not_change_and_is_safe_from_another_thread() -> None:
+    import threading
+    cfg, rows = small_world()
+    with Runtime(cfg, rows, backend="threads", workers=2) as rt:
+        rt.step()
+        snap = rt.metrics()
+        before = snap.to_dict()
+        errors: list[BaseException] = []
+        stop = threading.Event()
+
+        def reader() -> None:
+            try:
+                while not stop.is_set():
+                    json.dumps(rt.metrics().to_dict())
+            except BaseException as exc:
+                errors.append(exc)
+
+        t = threading.Thread(target=reader)
+        t.start()
+        for _ in range(5):
+            rt.step()
+        stop.set()
+        t.join()
+        assert errors == []
+        assert snap.to_dict() == before
+        assert rt.metrics().to_dict()["ticks"] == 6
