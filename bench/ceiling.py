@@ -1,0 +1,146 @@
+"""The ceiling: an embarrassingly parallel pure-Python loop with no shared state.
+
+The tick loop can never scale better than the interpreter itself does on this machine, so each
+scaling table carries a *ceiling* row: :func:`spin` (integer arithmetic in a local loop: no
+allocation-heavy objects, no shared mutable state, no messages) run as W equal parts started
+together on W workers of the same kind the runtime uses, timed from "go" until the last one
+finishes.  :func:`run` takes the iterations *per worker*; :mod:`bench.cell` divides a fixed total
+by W (strong scaling, like a fixed world split over W workers).
+
+* ``threads``: W threads released by a barrier (on a GIL build they take turns: ~1x).
+* ``interpreters``: W isolated subinterpreters (PEP 684, one GIL each; private ``_interpreters``
+  module on 3.13, public as ``concurrent.interpreters`` from 3.14 per PEP 734), each driven by
+  one thread; the loop's source is executed in each beforehand so creation is not timed.
+* ``processes``: W child processes of the same interpreter, started beforehand and released by
+  a line on stdin.
+* ``inline``: one loop in the calling thread (W must be 1).
+
+Start-up is excluded everywhere: only the parallel section is timed, as for ticks.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+#: The loop, as source, so that subinterpreters and child processes run the very same code.
+SPIN_SOURCE = """
+def spin(n):
+    x = 1
+    acc = 0
+    for _ in range(n):
+        x = (x * 1103515245 + 12345) & 0x7FFFFFFF
+        acc += x >> 16
+    return acc
+"""
+
+_ns: dict[str, object] = {}
+exec(SPIN_SOURCE, _ns)
+#: spin(n) -> int: n iterations of a linear congruential step; pure, local, deterministic.
+spin: Callable[[int], int] = _ns["spin"]  # type: ignore[assignment]
+
+BACKENDS = ("inline", "threads", "interpreters", "processes")
+
+
+def _run_threads(workers: int, iters: int, clock: Callable[[], float]) -> float:
+    barrier = threading.Barrier(workers + 1)
+
+    def body() -> None:
+        barrier.wait()
+        spin(iters)
+
+    threads = [threading.Thread(target=body) for _ in range(workers)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    t0 = clock()
+    for t in threads:
+        t.join()
+    return clock() - t0
+
+
+def _run_interpreters(workers: int, iters: int, clock: Callable[[], float]) -> float:
+    import _interpreters  # private in 3.13 (PEP 734 made it public in 3.14)
+
+    ids = [_interpreters.create() for _ in range(workers)]
+    try:
+        for iid in ids:
+            _interpreters.exec(iid, SPIN_SOURCE)
+        barrier = threading.Barrier(workers + 1)
+        errors: list[object] = []
+
+        def body(iid: int) -> None:
+            barrier.wait()
+            err = _interpreters.exec(iid, f"spin({iters})")
+            if err is not None:
+                errors.append(err)
+
+        threads = [threading.Thread(target=body, args=(iid,)) for iid in ids]
+        for t in threads:
+            t.start()
+        barrier.wait()
+        t0 = clock()
+        for t in threads:
+            t.join()
+        elapsed = clock() - t0
+        if errors:
+            raise RuntimeError(f"spin failed in a subinterpreter: {errors[0]}")
+        return elapsed
+    finally:
+        for iid in ids:
+            _interpreters.destroy(iid)
+
+
+def _run_processes(workers: int, iters: int, clock: Callable[[], float]) -> float:
+    code = (SPIN_SOURCE + "\nimport sys\nprint('ready', flush=True)\nsys.stdin.readline()\n"
+            f"spin({iters})\nprint('done', flush=True)\n")
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True) for _ in range(workers)]
+    try:
+        for p in procs:  # every child started and spin defined: start-up stays untimed
+            assert p.stdout is not None
+            if p.stdout.readline().strip() != "ready":
+                raise RuntimeError("a ceiling child process failed to start")
+        t0 = clock()
+        for p in procs:
+            assert p.stdin is not None
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        for p in procs:
+            assert p.stdout is not None
+            if p.stdout.readline().strip() != "done":
+                raise RuntimeError("a ceiling child process failed")
+        elapsed = clock() - t0
+    finally:
+        for p in procs:
+            if p.stdin is not None:
+                p.stdin.close()
+            p.wait(timeout=30)
+    return elapsed
+
+
+def run(backend: str, workers: int, iters: int, *,
+        clock: Callable[[], float] = time.perf_counter) -> float:
+    """Seconds for ``workers`` parallel copies of ``spin(iters)`` on ``backend``.
+
+    Raises:
+        ValueError: unknown backend, or ``inline`` with more than one worker.
+    """
+    if workers < 1 or iters < 1:
+        raise ValueError(f"need workers >= 1 and iters >= 1, got {workers}, {iters}")
+    if backend == "inline":
+        if workers != 1:
+            raise ValueError("the inline backend has exactly one worker")
+        t0 = clock()
+        spin(iters)
+        return clock() - t0
+    if backend == "threads":
+        return _run_threads(workers, iters, clock)
+    if backend == "interpreters":
+        return _run_interpreters(workers, iters, clock)
+    if backend == "processes":
+        return _run_processes(workers, iters, clock)
+    raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")

@@ -1,0 +1,283 @@
+"""report.md and PNG plots from a results folder, rebuilt from results.json alone.
+
+``paratick bench report DIR`` calls :func:`write`; so do the measuring commands after saving
+their section.  Every number in the report is recomputed from the raw runs in results.json
+(:func:`bench.scaling.aggregate`), so the report of an old folder reflects today's statistics
+code and a hand-edited summary cannot leak into it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from bench import schema
+
+SCALING_PNG = "scaling.png"
+MSPT_PNG = "mspt.png"
+
+
+def _env_lines(env: dict[str, Any]) -> list[str]:
+    m, g = env.get("machine", {}), env.get("git", {})
+    lines = [
+        f"- machine: {m.get('cpu_model', '?')}, {m.get('usable_cores', '?')} usable cores "
+        f"(of {m.get('cpu_count', '?')}), {m.get('kernel', '?')}, host `{m.get('hostname', '?')}`",
+        f"- date: {m.get('date', '?')}",
+        f"- commit: `{g.get('commit') or '?'}` on `{g.get('branch') or '?'}`"
+        + (" **(uncommitted changes)**" if g.get("dirty") else ""),
+    ]
+    for name, info in (env.get("interpreters") or {}).items():
+        pk = ", ".join(f"{k} {v}" for k, v in (info.get("packages") or {}).items() if v)
+        lines.append(
+            f"- `{name}`: CPython {info.get('version')} `{info.get('executable')}`, "
+            f"Py_GIL_DISABLED={int(bool(info.get('py_gil_disabled')))}, "
+            f"GIL {'enabled' if info.get('gil_enabled') else 'disabled'}"
+            + (f" (PYTHON_GIL={info['python_gil_env']})" if info.get("python_gil_env") else "")
+            + f"; configure `{info.get('config_args') or ''}`; {pk}")
+    return lines
+
+
+def scaling_md(section: dict[str, Any], plot: bool) -> list[str]:
+    from bench.scaling import headlines, table
+
+    p = section["params"]
+    w = p["world"]
+    out = ["## Tick-rate scaling", ""]
+    out += [f"Workload: {w['entities']:,} entities, {w['width']:g}x{w['height']:g}, radius "
+            f"{w['radius']:g}, {w['regions_x']}x{w['regions_y']} regions, seed {w['seed']}; "
+            f"{p['ticks']} timed flat-out ticks after {p['warmup']} warm-up ticks; "
+            f"{p['repeats']} repeats per cell, interleaved round by round"
+            + (" (**--quick run**)" if p["quick"] else "") + ".", ""]
+    out += ["Columns: ticks/s is the median of the repeats [min–max]; MSPT is wall time per "
+            "`Runtime.step` over all timed ticks (linear-interpolation percentiles); ×1w = "
+            "speedup vs the same build/backend/kernel at 1 worker; ×best-1core = vs the fastest "
+            "valid 1-worker cell of any build and backend (the honest number: it charges the "
+            "free-threaded build its single-thread cost); eff = ×1w / workers; vs ceiling = "
+            "×1w divided by the CEILING row's ×1w for the same build, backend and workers. "
+            "Cells whose workers' GIL state contradicts the build are **INVALID** and never "
+            "used as baselines.", ""]
+    out += ["Headlines (ratios from this run):", "", *headlines(section), ""]
+    out += [table(section), ""]
+    if plot:
+        out += [f"![ticks/s vs workers]({SCALING_PNG})", ""]
+    out += _where_time_goes(section)
+    out += ["### Environment", "", *_env_lines(section["environment"]), ""]
+    return out
+
+
+def _where_time_goes(section: dict[str, Any]) -> list[str]:
+    """From the runtime's own metrics: per arena cell, the coordinator's step time, the slowest
+    worker's compute time and the longest wait for neighbours' borders (medians of p50s)."""
+    from bench.scaling import aggregate
+
+    rows = []
+    labels = {b["name"]: b["label"] for b in section["builds"]}
+    for c, s in zip(section["cells"], aggregate(section["cells"], section["builds"]),
+                    strict=True):
+        rt = s.get("runtime")
+        if c["workload"] != "arena" or not rt:
+            continue
+
+        def f(key: str, rt: dict[str, float] = rt) -> str:
+            return f"{rt[key]:.1f}" if key in rt else "-"
+
+        rows.append(f"| {labels.get(c['build'], c['build'])} | {c['backend']} | {c['kernel']} "
+                    f"| {c['workers']} | {f('step_mspt_p50')} | {f('slowest_worker_mspt_p50')} "
+                    f"| {f('max_border_wait_ms_p50')} |")
+    if not rows:
+        return []
+    return ["### Where the time goes (runtime metrics, ms, p50)", "",
+            "Step = coordinator wall time per tick (the runtime's window includes warm-up); "
+            "worker = the slowest worker's compute time; border wait = the longest a worker "
+            "waited for its neighbours' borders.", "",
+            "| build | backend | kernel | W | step | worker | border wait |",
+            "|---|---|---|---|---|---|---|", *rows, ""]
+
+
+def load_md(section: dict[str, Any], plot: bool) -> list[str]:
+    from bench.load import table as load_table
+
+    p = section.get("params", {})
+    out = ["## Under load: server + bots", "",
+           f"Each probe: `paratick serve` ({p.get('regions', '?')} regions, "
+           f"{p.get('tick_rate', 30):g} Hz) and `paratick bots --json` on this machine for "
+           f"{p.get('duration_s', '?')} s. "
+           f"Holds = all bots connected, none dropped, server p99 MSPT <= "
+           f"{p.get('mspt_budget_ms', 33.3):.1f} ms (max of its rolling p99 over /stats samples), "
+           f"tick rate over the bots' run (Hz column, from /stats tick counts) >= 95% of target, "
+           f"bots' p99 input->ack <= {p.get('ack_p99_ms', 100):g} ms. The server ticks "
+           f"{p.get('settle_s', 5):g} s before the bots start; its MSPT percentiles come from "
+           "its rolling window of recent ticks, which can still hold some start-up ticks. "
+           "Searches double then bisect, with a bounded number of probes.", "",
+           load_table(section), ""]
+    if plot:
+        out += [f"![MSPT distributions under load]({MSPT_PNG})", ""]
+    out += ["### Environment", "", *_env_lines(section["environment"]), ""]
+    return out
+
+
+def claims_md(section: dict[str, Any]) -> list[str]:
+    from bench.claims import table as claims_table
+
+    return ["## Commonly made claims, measured here", "", claims_table(section), "",
+            "### Environment", "", *_env_lines(section["environment"]), ""]
+
+
+def plot_scaling(section: dict[str, Any], path: Path) -> None:
+    """ticks/s vs workers: one panel per parallel backend, one line per build, dashed ideal
+    lines (1-worker rate x W) and a dotted line at the best single-core rate of any build."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from bench.scaling import aggregate
+
+    cells = section["cells"]
+    summaries = aggregate(cells, section["builds"])
+    labels = {b["name"]: b["label"] for b in section["builds"]}
+    backends = [b for b in ("threads", "interpreters", "processes")
+                if any(c["backend"] == b and c["workload"] == "arena" for c in cells)]
+    if not backends:
+        backends = ["inline"]
+    ones = [s.get("ticks_per_s", {}).get("median", 0.0)
+            for c, s in zip(cells, summaries, strict=True)
+            if c["workload"] == "arena" and c["workers"] == 1 and s["status"] == "ok"]
+    best_one = max(ones) if ones else None
+    fig, axes = plt.subplots(1, max(1, len(backends)), figsize=(4.2 * max(1, len(backends)), 3.8),
+                             squeeze=False, sharey=True)
+    for ax, backend in zip(axes[0], backends, strict=False):
+        for bi, build in enumerate(section["builds"]):
+            pts = sorted((c["workers"], s) for c, s in zip(cells, summaries, strict=True)
+                         if c["workload"] == "arena" and c["backend"] == backend
+                         and c["build"] == build["name"] and "ticks_per_s" in s)
+            if not pts:
+                continue
+            xs = [w for w, _ in pts]
+            ys = [s["ticks_per_s"]["median"] for _, s in pts]
+            lo = [s["ticks_per_s"]["median"] - s["ticks_per_s"]["min"] for _, s in pts]
+            hi = [s["ticks_per_s"]["max"] - s["ticks_per_s"]["median"] for _, s in pts]
+            color = f"C{bi}"
+            invalid = any(s["status"] != "ok" for _, s in pts)
+            ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, color=color,
+                        linestyle=":" if invalid else "-",
+                        label=labels.get(build["name"], build["name"])
+                        + (" (INVALID)" if invalid else ""))
+            one = next((s["ticks_per_s"]["median"] for w, s in pts if w == 1), None)
+            if one is not None and len(xs) > 1:
+                ax.plot(xs, [one * w for w in xs], linestyle="--", color=color, alpha=0.4,
+                        linewidth=1)
+        if best_one is not None:
+            ax.axhline(best_one, color="black", linestyle=":", linewidth=1,
+                       label="best 1-core, any build/backend")
+        ax.set_title(f"{backend} (dashed: ideal)")
+        ax.set_xlabel("workers (= pinned cores)")
+        ax.set_xticks(sorted({c["workers"] for c in cells}))
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("ticks/s (median, min–max)")
+    axes[0][0].legend(fontsize=7)
+    w = section["params"]["world"]
+    fig.suptitle(f"paratick tick rate, {w['entities']:,} entities, "
+                 f"{w['regions_x']}x{w['regions_y']} regions")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_mspt(section: dict[str, Any], path: Path) -> bool:
+    """Box plots, one per load run, of the server's rolling p99 MSPT as sampled from ``/stats``
+    once a second (the server exposes percentiles over its recent-tick window, not raw ticks)."""
+    runs = [r for r in section["runs"] if r.get("mspt_samples")]
+    if not runs:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(runs)), 4))
+    ax.boxplot([r["mspt_samples"] for r in runs], whis=(1, 99), showfliers=False)
+    ax.set_xticks(range(1, len(runs) + 1),
+                  [f"{r.get('build')}\n{r.get('backend')}\n{r.get('entities')}e/{r.get('bots')}b"
+                   for r in runs], fontsize=7)
+    budget = section.get("params", {}).get("mspt_budget_ms", 33.3)
+    ax.axhline(budget, color="red", linestyle="--", linewidth=1, label=f"budget {budget:.1f} ms")
+    ax.set_ylabel("server rolling p99 MSPT per 1 s sample (ms)")
+    ax.set_title("MSPT under load (box: quartiles of the samples, whiskers p1–p99)", fontsize=9)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def write(folder: Path, *, plots: bool = True) -> list[Path]:
+    """(Re)build ``folder/report.md`` (and PNGs) from ``folder/results.json``.
+
+    Raises:
+        ResultsError: results.json is missing or invalid.
+    """
+    doc = schema.load(folder)
+    written: list[Path] = []
+    md = ["# paratick benchmark report", "",
+          f"Generated from `{schema.FILENAME}` (schema {doc['schema']} v{doc['version']}); "
+          "rebuild with `paratick bench report " + str(folder) + "`.", ""]
+    if "scaling" in doc:
+        sc = doc["scaling"]
+        if plots and sc["cells"]:
+            plot_scaling(sc, folder / SCALING_PNG)
+            written.append(folder / SCALING_PNG)
+        md += scaling_md(sc, plots and bool(sc["cells"]))
+    if "load" in doc:
+        has = plots and plot_mspt(doc["load"], folder / MSPT_PNG)
+        if has:
+            written.append(folder / MSPT_PNG)
+        md += load_md(doc["load"], has)
+    if "claims" in doc:
+        md += claims_md(doc["claims"])
+    if len(md) == 4:
+        md += ["(results.json holds no sections yet)", ""]
+    path = folder / "report.md"
+    path.write_text("\n".join(md), encoding="utf-8")
+    return [path, *written]
+
+
+def readme_snippet(folder: Path) -> str:
+    """Markdown for the project README: headlines, the scaling table and the plot, linked
+    relative to the repository root so the README shows the committed figures."""
+    from bench.builds import repo_root
+    from bench.scaling import headlines, table
+
+    doc = schema.load(folder)
+    if "scaling" not in doc:
+        return "(no scaling section in this results folder)"
+    sc = doc["scaling"]
+    try:
+        rel = folder.resolve().relative_to(repo_root())
+    except ValueError:
+        rel = folder
+    m = sc["environment"].get("machine", {})
+    lines = [f"Measured on {m.get('cpu_model', '?')}, {m.get('usable_cores', '?')} cores, "
+             f"{m.get('date', '?')} ([full report]({rel}/report.md), raw figures in "
+             f"[results.json]({rel}/{schema.FILENAME})):", "", *headlines(sc), "", table(sc), ""]
+    if (folder / SCALING_PNG).exists():
+        lines += [f"![ticks/s vs workers]({rel}/{SCALING_PNG})", ""]
+    return "\n".join(lines)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dir", type=Path, help="a results folder (holding results.json)")
+    p.add_argument("--no-plots", action="store_true", help="write report.md only")
+    p.add_argument("--readme", action="store_true",
+                   help="also print a markdown snippet (headlines, table, plot) for README.md")
+
+
+def run(args: argparse.Namespace) -> int:
+    for path in write(args.dir, plots=not args.no_plots):
+        print(path)
+    if args.readme:
+        print()
+        print(readme_snippet(args.dir))
+    return 0

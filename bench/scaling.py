@@ -1,0 +1,590 @@
+"""Tick-rate scaling per core: the matrix, the interleaved runs, and what each cell means.
+
+Theory of operation
+-------------------
+A *cell* is (workload, build, backend, kernel, workers).  The ``arena`` workload is arena-20k
+(20,000 entities, 2048x2048, radius 4, 4x4 regions, seed 1) ticked flat out through
+:class:`server.runtime.Runtime`; the ``ceiling`` workload is :mod:`bench.ceiling`'s
+embarrassingly parallel loop on the same kind of workers.  Every (cell, repeat) runs in a fresh
+subprocess of the build's interpreter (:mod:`bench.cell`), pinned to the first W usable CPUs, and
+the repeats are interleaved round by round (:func:`bench.stats.interleave`) so drift on a shared
+machine is spread over every cell.
+
+:func:`aggregate` turns the raw runs into the figures the tables show; it is pure, and the report
+recomputes it from ``results.json`` rather than trusting stored summaries:
+
+* ticks/s, entity-updates/s: median, min, max over the repeats that succeeded;
+* MSPT p50/p99: over every timed tick of every repeat, pooled (linear-interpolation percentiles);
+* speedup vs 1 worker (same workload, build, backend, kernel), speedup vs the best valid 1-worker
+  cell of *any* build and backend (same workload and kernel), parallel efficiency;
+* ``ceiling_ratio``: the arena's speedup vs 1 worker divided by the ceiling's for the same build,
+  backend and workers (1.0 = the tick loop scales as well as the interpreter can);
+* status: ``ok``; ``INVALID`` when any worker's GIL state contradicts the build (a free-threaded
+  cell whose workers report the GIL enabled is not a no-GIL figure) or the digests of the same
+  workload disagree; ``ERROR`` when no repeat succeeded.  INVALID and ERROR cells never serve as
+  baselines and their speedups are shown struck through in the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as _dt
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import stats
+from bench.builds import ALL_BUILDS, Build, find_venvs, make_build, repo_root
+from bench.errors import CellError, SetupError
+
+BACKENDS = ("inline", "threads", "interpreters", "processes")
+KERNELS = ("python", "numpy")
+
+#: arena-20k, the issue's reference workload.
+ARENA_20K: dict[str, Any] = {"entities": 20_000, "width": 2048.0, "height": 2048.0,
+                             "regions_x": 4, "regions_y": 4, "radius": 4.0, "seed": 1}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to run; the defaults give a full run of about 8 minutes on the idle 2-core dev box
+    (arena-20k: about 100 ms per tick on one core on the GIL build, 2-3x that on 3.13t; cell
+    start-up 1-3 s, most of it spawning the world and starting subinterpreters)."""
+
+    builds: tuple[Build, ...]
+    backends: tuple[str, ...] = BACKENDS
+    workers: tuple[int, ...] = (1, 2)
+    kernels: tuple[str, ...] = ("python",)
+    #: >= 5 so a median means something and one outlier cannot move it
+    repeats: int = 5
+    #: timed ticks per repeat: 12 ticks of 50-300 ms keep each run near 2 s of measurement,
+    #: x5 repeats gives 60 tick times per cell for the MSPT percentiles
+    ticks: int = 12
+    #: untimed ticks first: imports, caches and the first border exchange settle
+    warmup: int = 2
+    #: ceiling loop iterations per repeat, split over the workers (about 0.4 s on one core here)
+    ceiling_iters: int = 2_000_000
+    world: tuple[tuple[str, Any], ...] = tuple(ARENA_20K.items())
+    ceiling: bool = True
+    quick: bool = False
+    #: per-run timeout; a stuck cell is an ERROR, not a hung benchmark
+    timeout_s: float = 300.0
+
+
+def cells_for(plan: Plan) -> list[dict[str, Any]]:
+    """The cells of ``plan``, in table order.
+
+    Skips combinations that cannot exist rather than reporting them as failures: ``inline`` has
+    one worker by definition; numpy cannot be imported in a subinterpreter (the runtime raises
+    KernelUnavailable); more workers than regions would idle.
+    """
+    world = dict(plan.world)
+    regions = world["regions_x"] * world["regions_y"]
+    out: list[dict[str, Any]] = []
+    for build in plan.builds:
+        for backend in plan.backends:
+            for kernel in plan.kernels:
+                if kernel == "numpy" and backend == "interpreters":
+                    continue
+                for w in plan.workers:
+                    if (backend == "inline" and w != 1) or w > regions:
+                        continue
+                    out.append({"workload": "arena", "build": build.name, "backend": backend,
+                                "kernel": kernel, "workers": w})
+    if plan.ceiling:
+        for build in plan.builds:
+            for backend in plan.backends:
+                for w in plan.workers:
+                    if backend == "inline" and w != 1:
+                        continue
+                    out.append({"workload": "ceiling", "build": build.name, "backend": backend,
+                                "kernel": "python", "workers": w})
+    return out
+
+
+def spec_for(cell: dict[str, Any], plan: Plan, cpus: list[int]) -> dict[str, Any]:
+    return {**cell, "cpus": cpus[: cell["workers"]], "world": dict(plan.world),
+            "ticks": plan.ticks, "warmup": plan.warmup, "iters": plan.ceiling_iters}
+
+
+def run_cell(build: Build, spec: dict[str, Any], root: Path, timeout_s: float) -> dict[str, Any]:
+    """Run one (cell, repeat) in a fresh interpreter of ``build``; returns the cell's JSON.
+
+    Raises:
+        CellError: the subprocess could not run, timed out, or printed no JSON.
+    """
+    cmd = [build.python, "-m", "bench.cell", "--spec", json.dumps(spec)]
+    try:
+        # Own session: on a timeout the whole group goes (worker processes included), so a
+        # stuck cell never leaves load behind that would skew the cells after it.
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=build.environ(root), cwd=root, start_new_session=True)
+    except OSError as exc:
+        raise CellError(f"cannot start {build.python}: {exc}") from exc
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired as exc:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise CellError(f"timed out after {timeout_s:.0f} s") from exc
+    lines = [ln for ln in stdout.splitlines() if ln.startswith("{")]
+    if not lines:
+        tail = (stderr or stdout).strip()[-400:]
+        raise CellError(f"exit {proc.returncode}, no result: {tail}")
+    try:
+        result: dict[str, Any] = json.loads(lines[-1])
+    except ValueError as exc:
+        raise CellError(f"exit {proc.returncode}, unreadable result") from exc
+    return result
+
+
+def _run_record(rnd: int, res: dict[str, Any]) -> dict[str, Any]:
+    """The raw per-repeat record stored in results.json (schema RUN)."""
+    ok = bool(res.get("ok"))
+    mem = res.get("memory") or {}
+    return {
+        "round": rnd, "ok": ok, "error": None if ok else str(res.get("error")),
+        "ticks_per_s": res.get("ticks_per_s") if ok else None,
+        "entity_updates_per_s": res.get("entity_updates_per_s") if ok else None,
+        "tick_ms": list(res.get("tick_ms") or []) if ok else [],
+        "worker_gil": [bool(g) for g in res.get("worker_gil") or []],
+        "gil_enabled": res.get("gil_enabled"),
+        "peak_rss": int(mem["peak_rss"]) if ok and "peak_rss" in mem else None,
+        "digest": res.get("digest") if ok else None,
+        "startup_s": res.get("startup_s") if ok else None,
+        "runtime_metrics": res.get("runtime_metrics") if ok else None,
+    }
+
+
+def _fmt_eta(seconds: float) -> str:
+    m, s = divmod(int(max(0.0, seconds)), 60)
+    return f"{m}:{s:02d}"
+
+
+def execute(plan: Plan, *, root: Path | None = None,
+            progress: Callable[[str], None] | None = None) -> tuple[list[dict[str, Any]],
+                                                                    list[list[int]]]:
+    """Run every cell ``plan.repeats`` times, interleaved; returns (cells with runs, order)."""
+    root = root or repo_root()
+    builds = {b.name: b for b in plan.builds}
+    cells = cells_for(plan)
+    for c in cells:
+        c["runs"] = []
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [0]
+    schedule = stats.interleave(list(range(len(cells))), plan.repeats)
+    order: list[list[int]] = []
+    t_start = time.monotonic()
+    for n, (rnd, idx) in enumerate(schedule):
+        cell = cells[idx]
+        if progress is not None:
+            done = time.monotonic() - t_start
+            eta = done / n * (len(schedule) - n) if n else 0.0
+            bar = "#" * (20 * n // len(schedule))
+            progress(f"[{bar:<20}] {n}/{len(schedule)} eta {_fmt_eta(eta)}  round {rnd + 1}: "
+                     f"{cell['workload']} {cell['build']} {cell['backend']} w{cell['workers']} "
+                     f"{cell['kernel']}")
+        spec = spec_for({k: cell[k] for k in ("workload", "build", "backend", "kernel",
+                                              "workers")}, plan, cpus)
+        try:
+            res = run_cell(builds[cell["build"]], spec, root, plan.timeout_s)
+        except CellError as exc:
+            res = {"ok": False, "error": str(exc)}
+        cell["runs"].append(_run_record(rnd, res))
+        order.append([rnd, idx])
+    if progress is not None:
+        progress(f"[{'#' * 20}] {len(schedule)}/{len(schedule)} done in "
+                 f"{_fmt_eta(time.monotonic() - t_start)}")
+    return cells, order
+
+
+def _key(cell: dict[str, Any], *fields: str) -> tuple[Any, ...]:
+    return tuple(cell[f] for f in fields)
+
+
+def judge(cell: dict[str, Any], expects_gil: bool) -> tuple[str, str | None]:
+    """Status of one cell from its raw runs: ``ok``, ``INVALID`` (GIL contradicts the build) or
+    ``ERROR`` (no repeat succeeded), with the reason."""
+    good = [r for r in cell["runs"] if r["ok"]]
+    if not good:
+        errors = {r.get("error") for r in cell["runs"]}
+        return "ERROR", "; ".join(sorted(str(e) for e in errors))[:300] or "no runs"
+    for r in good:
+        states = list(r["worker_gil"])
+        if r.get("gil_enabled") is not None:
+            states.append(bool(r["gil_enabled"]))
+        if not states:
+            return "INVALID", "no worker reported its GIL state"
+        wrong = [g for g in states if g != expects_gil]
+        if wrong:
+            want = "enabled" if expects_gil else "disabled"
+            return "INVALID", (f"build expects the GIL {want} but {len(wrong)} of {len(states)} "
+                               f"workers/coordinator report otherwise")
+    return "ok", None
+
+
+def _runtime_figures(runs: Sequence[dict[str, Any]]) -> dict[str, float] | None:
+    """Cross-checks from the runtime's own metrics (medians over repeats): its step MSPT window
+    (includes warm-up ticks, unlike ours), and per worker the compute MSPT and the time spent
+    waiting for neighbours' borders, which is where imperfect scaling shows up."""
+    def med(values: list[float]) -> float | None:
+        return stats.median(values) if values else None
+
+    step50, step99, work50, wait50 = [], [], [], []
+    for r in runs:
+        m = r.get("runtime_metrics") or {}
+        step = m.get("mspt") or {}
+        if isinstance(step.get("p50"), int | float):
+            step50.append(float(step["p50"]))
+        if isinstance(step.get("p99"), int | float):
+            step99.append(float(step["p99"]))
+        workers = [w for w in m.get("workers") or [] if isinstance(w, dict)]
+        w50 = [w["mspt"]["p50"] for w in workers
+               if isinstance((w.get("mspt") or {}).get("p50"), int | float)]
+        b50 = [w["border_wait_ms"]["p50"] for w in workers
+               if isinstance((w.get("border_wait_ms") or {}).get("p50"), int | float)]
+        if w50:
+            work50.append(max(w50))
+        if b50:
+            wait50.append(max(b50))
+    out = {"step_mspt_p50": med(step50), "step_mspt_p99": med(step99),
+           "slowest_worker_mspt_p50": med(work50), "max_border_wait_ms_p50": med(wait50)}
+    return {k: v for k, v in out.items() if v is not None} or None
+
+
+def aggregate(cells: Sequence[dict[str, Any]], builds: Sequence[dict[str, Any]],
+              ) -> list[dict[str, Any]]:
+    """Per-cell summaries (see the module docstring); pure, in the order of ``cells``."""
+    expects = {b["name"]: bool(b["expects_gil"]) for b in builds}
+    summaries: list[dict[str, Any]] = []
+    for cell in cells:
+        status, reason = judge(cell, expects.get(cell["build"], True))
+        good = [r for r in cell["runs"] if r["ok"]]
+        s: dict[str, Any] = {"status": status, "reason": reason, "repeats": len(good),
+                             "failed_repeats": len(cell["runs"]) - len(good)}
+        if good:
+            s["ticks_per_s"] = stats.summarise(r["ticks_per_s"] for r in good).to_dict()
+            eu = [r["entity_updates_per_s"] for r in good if r.get("entity_updates_per_s")]
+            s["entity_updates_per_s"] = stats.summarise(eu).to_dict() if eu else None
+            ms = [t for r in good for t in r["tick_ms"]]
+            s["mspt"] = stats.percentiles(ms, (50, 99)) | {"max": max(ms)} if ms else None
+            s["worker_gil"] = good[-1]["worker_gil"]
+            rss = [r["peak_rss"] for r in good if r.get("peak_rss")]
+            s["peak_rss"] = max(rss) if rss else None
+            s["runtime"] = _runtime_figures(good)
+            digests = sorted({r["digest"] for r in good if r.get("digest")})
+            s["digest"] = digests[0] if len(digests) == 1 else None
+            if len(digests) > 1:
+                s["status"], s["reason"] = "INVALID", "repeats disagree on the final digest"
+        summaries.append(s)
+    # Digest agreement across every arena cell of the run (same world, same tick count).
+    arena_digests = {s.get("digest") for c, s in zip(cells, summaries, strict=True)
+                     if c["workload"] == "arena" and s["status"] == "ok" and s.get("digest")}
+    if len(arena_digests) > 1:
+        for c, s in zip(cells, summaries, strict=True):
+            if c["workload"] == "arena" and s["status"] == "ok":
+                s["digest_mismatch"] = True
+    # Baselines: only valid cells.
+    ones: dict[tuple[Any, ...], float] = {}
+    best: dict[tuple[Any, ...], float] = {}
+    for c, s in zip(cells, summaries, strict=True):
+        if s["status"] != "ok" or c["workers"] != 1:
+            continue
+        rate = s["ticks_per_s"]["median"]
+        ones[_key(c, "workload", "build", "backend", "kernel")] = rate
+        bk = _key(c, "workload", "kernel")
+        best[bk] = max(best.get(bk, 0.0), rate)
+    for c, s in zip(cells, summaries, strict=True):
+        if "ticks_per_s" not in s:
+            continue
+        rate = s["ticks_per_s"]["median"]
+        one = ones.get(_key(c, "workload", "build", "backend", "kernel"))
+        b1 = best.get(_key(c, "workload", "kernel"))
+        s["speedup_vs_1"] = stats.speedup(rate, one) if one else None
+        s["speedup_vs_best_1"] = stats.speedup(rate, b1) if b1 else None
+        s["efficiency"] = (stats.efficiency(s["speedup_vs_1"], c["workers"])
+                           if s["speedup_vs_1"] is not None else None)
+    ceil = {_key(c, "build", "backend", "workers"): s.get("speedup_vs_1")
+            for c, s in zip(cells, summaries, strict=True)
+            if c["workload"] == "ceiling" and s["status"] == "ok"}
+    for c, s in zip(cells, summaries, strict=True):
+        if c["workload"] != "arena":
+            continue
+        cs = ceil.get(_key(c, "build", "backend", "workers"))
+        mine = s.get("speedup_vs_1")
+        s["ceiling_ratio"] = mine / cs if mine is not None and cs else None
+    return summaries
+
+
+def _fmt(x: float | None, spec: str = ".2f", none: str = "-") -> str:
+    return none if x is None else format(x, spec)
+
+
+def table(section: dict[str, Any]) -> str:
+    """The terminal/markdown table of a scaling section (recomputes summaries from raw runs)."""
+    cells = section["cells"]
+    summaries = aggregate(cells, section["builds"])
+    labels = {b["name"]: b["label"] for b in section["builds"]}
+    head = ("| workload | build | backend | kernel | W | ticks/s median [min–max] | "
+            "Mupd/s | MSPT p50/p99 ms | ×1w | ×best-1core | eff | vs ceiling | RSS MB | "
+            "worker GIL | status |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for c, s in zip(cells, summaries, strict=True):
+        tp = s.get("ticks_per_s")
+        rate = (f"{tp['median']:.2f} [{tp['min']:.2f}–{tp['max']:.2f}]" if tp else "-")
+        eu = s.get("entity_updates_per_s")
+        mspt = s.get("mspt")
+        flag = s["status"] if s["status"] == "ok" else f"**{s['status']}**: {s['reason']}"
+        if s.get("digest_mismatch"):
+            flag += " (digest differs from other cells!)"
+        mspt_txt = f"{mspt['p50']:.1f}/{mspt['p99']:.1f}" if mspt else "-"
+        gil = s.get("worker_gil")
+        gil_txt = "-" if gil is None else ("on" if all(gil) else "off" if not any(gil)
+                                           else "mixed") + f" ×{len(gil)}"
+        valid = s["status"] == "ok"
+
+        def mark(text: str, valid: bool = valid) -> str:
+            return text if valid or text == "-" else f"~~{text}~~"
+
+        lines.append(
+            f"| {'CEILING' if c['workload'] == 'ceiling' else 'arena'} "
+            f"| {labels.get(c['build'], c['build'])} | {c['backend']} | {c['kernel']} "
+            f"| {c['workers']} | {mark(rate)} "
+            f"| {_fmt(eu['median'] / 1e6 if eu else None)} "
+            f"| {mspt_txt} "
+            f"| {mark(_fmt(s.get('speedup_vs_1')))} | {mark(_fmt(s.get('speedup_vs_best_1')))} "
+            f"| {mark(_fmt(s.get('efficiency')))} | {_fmt(s.get('ceiling_ratio'))} "
+            f"| {_fmt(s['peak_rss'] / 2**20 if s.get('peak_rss') else None, '.0f')} "
+            f"| {gil_txt} | {flag} |")
+    return "\n".join(lines)
+
+
+def _kernel_headlines(arena: list[tuple[dict[str, Any], dict[str, Any]]],
+                      labels: dict[str, str], tag: str) -> list[str]:
+    out: list[str] = []
+    wmax = max((c["workers"] for c, _ in arena), default=1)
+    for c, s in arena:
+        if c["workers"] != wmax or wmax == 1 or c["backend"] == "inline":
+            continue
+        label = f"{labels.get(c['build'], c['build'])}, {c['backend']}{tag}"
+        if s["status"] != "ok" or s.get("speedup_vs_1") is None:
+            out.append(f"- {label}: {s['status']} ({s.get('reason') or 'no 1-worker baseline'})")
+            continue
+        ceil = s.get("ceiling_ratio")
+        out.append(f"- {label}: {s['speedup_vs_1']:.2f}x at {wmax} workers vs 1 worker "
+                   f"(efficiency {s['efficiency']:.0%}"
+                   + (f"; {ceil:.0%} of the ceiling's speedup" if ceil is not None else "")
+                   + ")")
+    valid = [(c, s) for c, s in arena if s["status"] == "ok" and "ticks_per_s" in s]
+    par = [(c, s) for c, s in valid if c["workers"] > 1]
+    one = [(c, s) for c, s in valid if c["workers"] == 1]
+    if par and one:
+        bc, bs = max(par, key=lambda cs: cs[1]["ticks_per_s"]["median"])
+        oc, os_ = max(one, key=lambda cs: cs[1]["ticks_per_s"]["median"])
+        out.append(f"- best parallel{tag}: {labels.get(bc['build'], bc['build'])} "
+                   f"{bc['backend']} x{bc['workers']} at {bs['ticks_per_s']['median']:.2f} "
+                   f"ticks/s = {bs['speedup_vs_best_1']:.2f}x the best single core "
+                   f"({labels.get(oc['build'], oc['build'])} {oc['backend']}, "
+                   f"{os_['ticks_per_s']['median']:.2f} ticks/s)")
+    return out
+
+
+def headlines(section: dict[str, Any]) -> list[str]:
+    """The few sentences a reader wants first, each a ratio measured in this run.
+
+    For every build and parallel backend: speedup at the most workers vs 1 worker, and how that
+    compares with the ceiling; then the best parallel cell vs the best single-core cell of any
+    build.  The issue's targets (>= 1.8x at 2 workers for free threads and subinterpreters,
+    within 10 % of the ceiling, >= 1.7x best parallel vs best single core) are quoted beside
+    the measurements, never used to alter them.
+    """
+    cells = section["cells"]
+    sums = aggregate(cells, section["builds"])
+    labels = {b["name"]: b["label"] for b in section["builds"]}
+    out: list[str] = []
+    kernels = sorted({c["kernel"] for c in cells if c["workload"] == "arena"})
+    for kernel in kernels:
+        arena = [(c, s) for c, s in zip(cells, sums, strict=True)
+                 if c["workload"] == "arena" and c["kernel"] == kernel]
+        tag = f" [{kernel} kernel]" if len(kernels) > 1 else ""
+        out += _kernel_headlines(arena, labels, tag)
+    bad = [c for c, s in zip(cells, sums, strict=True) if s["status"] != "ok"]
+    if bad:
+        out.append(f"- {len(bad)} cell(s) INVALID or ERROR (see the status column)")
+    out.append("- issue targets on 2 cores: free threads and subinterpreters >= 1.8x at 2 workers "
+               "and within 10% of the ceiling; GIL threads ~1.0x; best parallel >= 1.7x the "
+               "best single core")
+    return out
+
+
+def build_section(plan: Plan, cells: list[dict[str, Any]], order: list[list[int]],
+                  environment: dict[str, Any], command: Sequence[str]) -> dict[str, Any]:
+    builds = [b.to_dict() for b in plan.builds]
+    for c, s in zip(cells, aggregate(cells, builds), strict=True):
+        c["summary"] = s
+    return {
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "command": list(command),
+        "environment": environment,
+        "params": {"world": dict(plan.world), "ticks": plan.ticks, "warmup": plan.warmup,
+                   "repeats": plan.repeats, "ceiling_iters": plan.ceiling_iters,
+                   "quick": plan.quick},
+        "builds": builds,
+        "cells": cells,
+        "order": order,
+    }
+
+
+def results_dir(base: Path | None = None, *, quick: bool = False) -> Path:
+    """``bench/results/<date>-<host>/`` (UTC date), the default --out; quick runs go to
+    ``<date>-<host>-quick/`` so they never replace a full run's figures."""
+    import socket
+
+    date = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d")
+    host = socket.gethostname().split(".")[0] or "host"
+    return (base or repo_root() / "bench" / "results") / (f"{date}-{host}"
+                                                          + ("-quick" if quick else ""))
+
+
+# --- command line -------------------------------------------------------------------------
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in text.split(",") if x.strip())
+
+
+def _workers(text: str) -> tuple[int, ...]:
+    out: list[int] = []
+    for part in _csv(text):
+        if "-" in part:
+            a, b = part.split("-", 1)
+            out.extend(range(int(a), int(b) + 1))
+        else:
+            out.append(int(part))
+    if not out or min(out) < 1:
+        raise argparse.ArgumentTypeError(f"workers must be positive integers, got {text!r}")
+    return tuple(sorted(set(out)))
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quick", action="store_true",
+                   help="smaller matrix (gil+ft; threads, interpreters), 3 repeats of 5 "
+                        "ticks: about 1-2 minutes on 2 cores")
+    p.add_argument("--builds", type=_csv, default=None,
+                   help=f"comma list of {', '.join((*ALL_BUILDS, 'current'))} "
+                        "(default: all three, or gil,ft with --quick)")
+    p.add_argument("--backends", type=_csv, default=None,
+                   help=f"comma list of {', '.join(BACKENDS)} (default: all)")
+    p.add_argument("--workers", type=_workers, default=None,
+                   help="worker counts, e.g. 1-2 or 1,2,4 (default: 1..usable cores; powers of "
+                        "two plus the core count above 4 cores)")
+    p.add_argument("--kernels", type=_csv, default=None,
+                   help="comma list of python, numpy (default: python)")
+    p.add_argument("--repeats", type=int, default=None, help="repeats per cell (default 5)")
+    p.add_argument("--ticks", type=int, default=None, help="timed ticks per repeat (default 12)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed ticks first (default 2)")
+    p.add_argument("--entities", type=int, default=None,
+                   help="world size (default 20000: arena-20k)")
+    p.add_argument("--ceiling-iters", type=int, default=None,
+                   help="ceiling loop iterations per repeat, split over the workers "
+                        "(default 2,000,000)")
+    p.add_argument("--no-ceiling", action="store_true", help="skip the ceiling rows")
+    p.add_argument("--venvs", default=None, help="folder holding gil/ and ft/ venvs")
+    p.add_argument("--out", type=Path, default=None,
+                   help="results folder (default bench/results/<date>-<host>/, with a -quick "
+                        "suffix for --quick)")
+    p.add_argument("--no-plots", action="store_true", help="write report.md without PNGs")
+    p.add_argument("--no-save", action="store_true",
+                   help="print the table only; write no results folder (for demos)")
+
+
+def default_workers(cores: int) -> tuple[int, ...]:
+    """1..cores on small machines; on larger ones 1, 2, 4, ... plus ``cores`` itself, so a
+    32-core run measures 6 worker counts instead of 32 while keeping the curve's shape."""
+    if cores <= 4:
+        return tuple(range(1, cores + 1))
+    out = {cores}
+    w = 1
+    while w < cores:
+        out.add(w)
+        w *= 2
+    return tuple(sorted(out))
+
+
+def plan_from_args(args: argparse.Namespace) -> Plan:
+    root = repo_root()
+    quick = bool(args.quick)
+    names = args.builds or (("gil", "ft") if quick else ALL_BUILDS)
+    venvs = find_venvs(root, args.venvs)
+    builds = tuple(make_build(n, venvs) for n in names)
+    backends = args.backends or (("threads", "interpreters") if quick else BACKENDS)
+    for b in backends:
+        if b not in BACKENDS:
+            raise SetupError(f"unknown backend {b!r}; expected one of {BACKENDS}")
+    kernels = args.kernels or ("python",)
+    for k in kernels:
+        if k not in KERNELS:
+            raise SetupError(f"unknown kernel {k!r}; expected one of {KERNELS}")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    workers = args.workers or default_workers(cores)
+    if max(workers) > cores:
+        raise SetupError(f"{max(workers)} workers asked but only {cores} usable cores: "
+                         "W workers must mean W cores")
+    world = dict(ARENA_20K)
+    if args.entities is not None:
+        world["entities"] = args.entities
+    base = Plan(builds=builds)
+    return Plan(
+        builds=builds, backends=tuple(backends), workers=workers, kernels=tuple(kernels),
+        repeats=args.repeats or (3 if quick else base.repeats),
+        ticks=args.ticks or (5 if quick else base.ticks),
+        warmup=args.warmup if args.warmup is not None else (1 if quick else base.warmup),
+        ceiling_iters=args.ceiling_iters or (500_000 if quick else base.ceiling_iters),
+        world=tuple(world.items()), ceiling=not args.no_ceiling, quick=quick)
+
+
+def _progress(line: str) -> None:
+    if sys.stderr.isatty():
+        sys.stderr.write("\r\x1b[2K" + line[:150])
+        if "done in" in line:
+            sys.stderr.write("\n")
+    else:
+        sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+def run(args: argparse.Namespace) -> int:
+    from bench import env, report, schema
+
+    plan = plan_from_args(args)
+    root = repo_root()
+    interpreters = {b.name: env.probe(b.python, b.environ(root), cwd=str(root))
+                    for b in plan.builds}
+    environment = env.capture(root, interpreters)
+    n_cells = len(cells_for(plan))
+    print(f"paratick bench scaling: {n_cells} cells x {plan.repeats} repeats, "
+          f"{plan.ticks} ticks (+{plan.warmup} warm-up), "
+          f"{dict(plan.world)['entities']} entities, builds {[b.name for b in plan.builds]}",
+          file=sys.stderr)
+    cells, order = execute(plan, root=root, progress=_progress)
+    section = build_section(plan, cells, order, environment, ["paratick", "bench", "scaling",
+                                                              *sys.argv[3:]])
+    print(table(section))
+    print("\n".join(["", *headlines(section)]))
+    if not args.no_save:
+        out = args.out or results_dir(quick=plan.quick)
+        path = schema.save_section(out, "scaling", section)
+        written = report.write(out, plots=not args.no_plots)
+        print(f"\nresults: {path}\nreport:  {', '.join(str(p) for p in written)}")
+    bad = [c for c in cells if c["summary"]["status"] != "ok"]
+    if bad:
+        print(f"{len(bad)} cell(s) INVALID or ERROR: see the status column", file=sys.stderr)
+    return 0

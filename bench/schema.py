@@ -1,0 +1,203 @@
+"""The results.json format: versioned, documented here, validated on every load.
+
+One results folder (``bench/results/<date>-<host>/``) holds one ``results.json``; each bench
+command fills its own *section* and leaves the others alone, so ``scaling``, ``load`` and
+``claims`` run at different times still produce one report.  Schema version 1::
+
+    {
+      "schema": "paratick-bench",           # constant
+      "version": 1,                          # bumped on any incompatible change
+      "scaling": {                           # optional: written by `paratick bench scaling`
+        "created": "2026-11-25T19:00:00+00:00",
+        "command": ["paratick", "bench", "scaling", "--quick"],
+        "environment": {...},                # bench.env.capture(): machine, git, interpreters
+        "params": {"world": {"entities", "width", "height", "regions_x", "regions_y",
+                             "radius", "seed"},
+                   "ticks": int, "warmup": int, "repeats": int, "ceiling_iters": int,
+                   "quick": bool},
+        "builds": [{"name": "gil"|"ft"|"ft-gil"|..., "label": str, "python": str,
+                    "env": {str: str}, "expects_gil": bool}],
+        "cells": [{                          # one per measured configuration
+          "workload": "arena"|"ceiling", "build": str, "backend": str, "kernel": str,
+          "workers": int,
+          "runs": [{                         # raw, one per repeat, in run order
+             "round": int, "ok": bool, "error": str|null,
+             "ticks_per_s": float|null, "entity_updates_per_s": float|null,
+             "tick_ms": [float], "worker_gil": [bool], "gil_enabled": bool|null,
+             "peak_rss": int|null, "digest": str|null, "startup_s": float|null,
+             "runtime_metrics": object|null}],
+          "summary": {...}                   # derived by bench.scaling.aggregate(); a report
+        }],                                  # recomputes it from "runs", never trusts it
+        "order": [[round, cell_index], ...]  # the actual interleaved run order
+      },
+      "load": {"created", "command", "environment", "params", "runs": [...]},     # optional
+      "claims": {"created", "command", "environment", "claims": [...]}           # optional
+    }
+
+Validation checks structure and types of everything a report reads and raises
+:class:`~bench.errors.ResultsError` naming the first bad path (``scaling.cells[3].workers:
+expected int, got str``), so a truncated or hand-edited file fails clearly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench.errors import ResultsError
+
+SCHEMA = "paratick-bench"
+VERSION = 1
+FILENAME = "results.json"
+
+Check = Callable[[Any, str], None]
+
+
+def _typename(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _is(kinds: tuple[type, ...], nullable: bool = False) -> Check:
+    def check(value: Any, path: str) -> None:
+        if value is None and nullable:
+            return
+        # bool is an int subclass; a flag is never a count and a count never a flag.
+        ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
+        if not ok:
+            want = "|".join(k.__name__ for k in kinds) + ("|null" if nullable else "")
+            raise ResultsError(f"{path}: expected {want}, got {_typename(value)}")
+    return check
+
+
+INT, FLOAT, STR, BOOL = _is((int,)), _is((int, float)), _is((str,)), _is((bool,))
+OPT_FLOAT, OPT_STR, OPT_BOOL, OPT_INT = (_is((int, float), True), _is((str,), True),
+                                         _is((bool,), True), _is((int,), True))
+ANY_DICT = _is((dict,))
+OPT_DICT = _is((dict,), True)
+
+
+def list_of(item: Check) -> Check:
+    def check(value: Any, path: str) -> None:
+        if not isinstance(value, list):
+            raise ResultsError(f"{path}: expected list, got {_typename(value)}")
+        for i, v in enumerate(value):
+            item(v, f"{path}[{i}]")
+    return check
+
+
+def record(fields: dict[str, Check], optional: dict[str, Check] | None = None) -> Check:
+    def check(value: Any, path: str) -> None:
+        if not isinstance(value, dict):
+            raise ResultsError(f"{path}: expected object, got {_typename(value)}")
+        for key, sub in fields.items():
+            if key not in value:
+                raise ResultsError(f"{path}: missing key {key!r}")
+            sub(value[key], f"{path}.{key}")
+        for key, sub in (optional or {}).items():
+            if key in value:
+                sub(value[key], f"{path}.{key}")
+    return check
+
+
+def one_of(*choices: str) -> Check:
+    def check(value: Any, path: str) -> None:
+        if value not in choices:
+            raise ResultsError(f"{path}: expected one of {choices}, got {value!r}")
+    return check
+
+
+RUN = record({"round": INT, "ok": BOOL, "ticks_per_s": OPT_FLOAT, "tick_ms": list_of(FLOAT),
+              "worker_gil": list_of(BOOL), "peak_rss": OPT_INT, "digest": OPT_STR},
+             {"error": OPT_STR, "entity_updates_per_s": OPT_FLOAT, "gil_enabled": OPT_BOOL,
+              "startup_s": OPT_FLOAT, "runtime_metrics": OPT_DICT})
+CELL = record({"workload": one_of("arena", "ceiling"), "build": STR, "backend": STR,
+               "kernel": STR, "workers": INT, "runs": list_of(RUN)}, {"summary": OPT_DICT})
+BUILD = record({"name": STR, "label": STR, "python": STR, "env": ANY_DICT, "expects_gil": BOOL})
+WORLD = record({"entities": INT, "width": FLOAT, "height": FLOAT, "regions_x": INT,
+                "regions_y": INT, "radius": FLOAT, "seed": INT})
+SCALING = record({"created": STR, "command": list_of(STR), "environment": ANY_DICT,
+                  "params": record({"world": WORLD, "ticks": INT, "warmup": INT, "repeats": INT,
+                                    "ceiling_iters": INT, "quick": BOOL}),
+                  "builds": list_of(BUILD), "cells": list_of(CELL),
+                  "order": list_of(list_of(INT))})
+LOAD = record({"created": STR, "command": list_of(STR), "environment": ANY_DICT,
+               "params": ANY_DICT, "runs": list_of(ANY_DICT)})
+CLAIM = record({"name": STR, "claimed": STR, "measured": OPT_FLOAT, "unit": STR,
+                "verdict": STR}, {"detail": OPT_STR, "values": ANY_DICT})
+CLAIMS = record({"created": STR, "command": list_of(STR), "environment": ANY_DICT,
+                 "claims": list_of(CLAIM)})
+DOCUMENT = record({"schema": one_of(SCHEMA), "version": INT},
+                  {"scaling": SCALING, "load": LOAD, "claims": CLAIMS})
+
+
+def validate(doc: Any, *, source: str = "results") -> dict[str, Any]:
+    """Check ``doc`` against schema version 1 and return it.
+
+    Raises:
+        ResultsError: wrong schema name, unknown version, or the first structural error.
+    """
+    if not isinstance(doc, dict):
+        raise ResultsError(f"{source}: expected a JSON object, got {_typename(doc)}")
+    if doc.get("schema") != SCHEMA:
+        raise ResultsError(f"{source}: not a paratick benchmark file "
+                           f"(schema={doc.get('schema')!r})")
+    if doc.get("version") != VERSION:
+        raise ResultsError(f"{source}: schema version {doc.get('version')!r} is not supported "
+                           f"(this paratick reads version {VERSION})")
+    DOCUMENT(doc, source)
+    return doc
+
+
+def empty() -> dict[str, Any]:
+    return {"schema": SCHEMA, "version": VERSION}
+
+
+def load(path: Path) -> dict[str, Any]:
+    """Read and validate a results file (or the results.json inside a folder).
+
+    Raises:
+        ResultsError: missing, unreadable, not JSON, or invalid.
+    """
+    if path.is_dir():
+        path = path / FILENAME
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ResultsError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        raise ResultsError(f"{path}: not valid JSON ({exc})") from exc
+    return validate(doc, source=str(path))
+
+
+def finite(value: Any) -> Any:
+    """``value`` with every NaN or infinity replaced by None (JSON has no NaN; an empty
+    percentile window in some metrics is NaN), recursively through dicts and lists."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value
+
+
+def save_section(folder: Path, name: str, section: dict[str, Any]) -> Path:
+    """Write ``section`` under ``name`` into ``folder/results.json``, keeping other sections.
+
+    The merged document is validated before it is written, so a bug never leaves a file that
+    ``paratick bench report`` refuses.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / FILENAME
+    doc = load(path) if path.exists() else empty()
+    doc[name] = finite(section)
+    validate(doc, source=str(path))
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path

@@ -1,0 +1,63 @@
+"""A stand-in for ``paratick serve`` / ``paratick bots`` used by test_load_probe.
+
+``serve --port P ... [--entities N]``: answers GET /stats with a ticker whose p99 MSPT is N/100 ms
+(so a test picks pass or fail through the world size) until SIGINT, then prints final JSON.
+``bots --url ws://127.0.0.1:P --bots B ... --json``: checks /stats answers, prints a bots report.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+
+def arg(argv: list[str], name: str, default: str) -> str:
+    return argv[argv.index(name) + 1] if name in argv else default
+
+
+def serve(argv: list[str]) -> int:
+    port = int(arg(argv, "--port", "0"))
+    p99 = int(arg(argv, "--entities", "1000")) / 100.0
+    started = time.monotonic()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            tick = int((time.monotonic() - started) * 30)  # a steady 30 Hz
+            body = json.dumps({"tick": tick, "ticker": {"mspt_p50": p99 / 2, "mspt_p99": p99,
+                                                        "tick_rate_actual": 30.0,
+                                                        "deadline_misses": 0}}).encode()
+            self.send_response(200 if self.path == "/stats" else 404)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = HTTPServer(("127.0.0.1", port), Handler)
+    signal.signal(signal.SIGINT, lambda *_: threading.Thread(target=httpd.shutdown).start())
+    httpd.serve_forever()
+    print(json.dumps({"final": True}))
+    return 0
+
+
+def bots(argv: list[str]) -> int:
+    port = arg(argv, "--url", "").rsplit(":", 1)[1]
+    n = int(arg(argv, "--bots", "1"))
+    time.sleep(float(arg(argv, "--duration", "0")))  # "play" while the harness polls /stats
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=5) as r:
+        stats = json.loads(r.read())
+    t = stats["ticker"]
+    print(json.dumps({"connected": n, "dropped": 0, "latency_ms": {"p50": 10.0, "p99": 40.0},
+                      "server": {"mspt_p50_median": t["mspt_p50"], "mspt_p99_max": t["mspt_p99"],
+                                 "tick_rate_min": t["tick_rate_actual"]}}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(serve(sys.argv[2:]) if sys.argv[1] == "serve" else bots(sys.argv[2:]))

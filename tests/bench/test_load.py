@@ -1,0 +1,105 @@
+"""bench.load: the pass/fail rule and the bounded search (pure parts; no server needed)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bench.load import Criteria, bounded_search, holds, table, window
+
+
+def report(**kw: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {"connected": 100, "dropped": 0,
+                            "latency_ms": {"p50": 20.0, "p99": 60.0},
+                            "server": {"mspt_p50_median": 10.0, "mspt_p99_max": 25.0,
+                                       "tick_rate_min": 29.9}}
+    base.update(kw)
+    return base
+
+
+def test_a_healthy_run_holds() -> None:
+    assert holds(report(), 100) == (True, [])
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    ({"connected": 97}, "97 of 100 bots connected"),
+    ({"dropped": 2}, "2 bots dropped"),
+    ({"latency_ms": {"p99": 140.0}}, "p99 input->ack 140.0 ms > 100 ms"),
+    ({"latency_ms": {}}, "no input->ack latency sample"),
+    ({"server": {"mspt_p99_max": 40.0, "tick_rate_min": 30.0}}, "p99 MSPT 40.0 ms > 33.3 ms"),
+    ({"server": {"mspt_p99_max": 20.0, "tick_rate_min": 21.0}}, "tick rate fell to 21.0 Hz"),
+    ({"server": {}}, "no server MSPT sample"),
+])
+def test_each_criterion_can_fail_alone(change: dict[str, Any], reason: str) -> None:
+    ok, why = holds(report(**change), 100)
+    assert not ok and why == [reason]
+
+
+def test_criteria_are_configurable() -> None:
+    assert holds(report(), 100, Criteria(mspt_p99_ms=20.0))[0] is False
+
+
+@given(st.integers(min_value=1, max_value=5000), st.integers(min_value=1, max_value=12))
+def test_search_finds_the_threshold_within_its_probe_budget(threshold: int,
+                                                            probes: int) -> None:
+    calls: list[int] = []
+
+    def passes(n: int) -> bool:
+        calls.append(n)
+        return n <= threshold
+
+    best, trail = bounded_search(passes, start=100, limit=4000, max_probes=probes)
+    assert len(calls) <= probes and [n for n, _ in trail] == calls
+    if best is None:
+        assert threshold < 100 or not trail[0][1]
+    else:
+        assert passes(best) and 100 <= best <= min(4000, threshold)
+        # every probe at or below best passed: the answer is a measured pass, never a guess
+        assert any(n == best and ok for n, ok in trail)
+
+
+def test_search_converges_with_enough_probes() -> None:
+    best, trail = bounded_search(lambda n: n <= 1234, start=100, limit=100_000, max_probes=30)
+    assert best is not None and 1234 * 0.95 <= best <= 1234
+    assert [n for n, _ in trail][:5] == [100, 200, 400, 800, 1600]
+
+
+def test_search_stops_at_the_limit_and_when_start_fails() -> None:
+    assert bounded_search(lambda n: True, start=100, limit=300, max_probes=10) == (
+        300, [(100, True), (200, True), (300, True)])
+    assert bounded_search(lambda n: False, start=100, limit=300, max_probes=10) == (
+        None, [(100, False)])
+    with pytest.raises(ValueError):
+        bounded_search(lambda n: True, start=0, limit=10, max_probes=3)
+
+
+def test_table_lists_runs_and_bests() -> None:
+    section = {"runs": [{"build": "ft", "backend": "threads", "phase": "fixed load",
+                         "entities": 5000, "bots": 200, "mspt_p50_ms": 12.0,
+                         "mspt_p99_ms": 30.0, "ack_ms": {"p99": 55.0}, "tick_rate_min": 29.8,
+                         "holds": True, "why": []},
+                        {"build": "gil", "backend": "threads", "phase": "fixed load",
+                         "entities": 5000, "bots": 200, "holds": False,
+                         "why": ["CellError: server did not start"]}],
+               "best": [{"build": "ft", "backend": "threads", "entities": 8000,
+                         "bots_fixed": 100, "bots": 700, "entities_fixed": 5000}]}
+    text = table(section)
+    assert "| ft | threads | fixed load | 5000 | 200 | 12.0 / 30.0 | 55.0 | 29.8 | yes |" in text
+    assert "server did not start" in text and "| 8000 (with 100 bots) | 700" in text
+
+
+def test_window_rate_overrides_the_since_start_rate() -> None:
+    assert holds(report(), 100, tick_rate=20.0) == (False, ["tick rate fell to 20.0 Hz"])
+    assert holds(report(server={"mspt_p99_max": 20.0, "tick_rate_min": 10.0}), 100,
+                 tick_rate=29.5)[0]
+
+
+def test_window_measures_ticks_between_first_and_last_sample() -> None:
+    samples: list[dict[str, Any]] = [{"t": 10.0, "tick": 300, "ticker": {"deadline_misses": 4}},
+               {"t": 11.0, "tick": None, "ticker": {}},
+               {"t": 14.0, "tick": 420, "ticker": {"deadline_misses": 6}}]
+    assert window(samples) == {"seconds": 4.0, "tick_rate": 30.0, "deadline_misses": 2.0}
+    assert window(samples[:1]) == {}

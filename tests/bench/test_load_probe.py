@@ -1,0 +1,44 @@
+"""bench.load's harness against stand-in serve/bots programs on loopback: start-up wait, /stats
+polling, the bots' JSON, shutdown by SIGINT, and a search over real subprocess probes."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from bench.builds import make_build, repo_root
+from bench.load import Criteria, bounded_search, run_probe
+
+FAKE = [sys.executable, str(Path(__file__).with_name("fake_server.py"))]
+
+
+def probe(entities: int, duration: float = 0.0) -> dict[str, Any]:
+    return run_probe(make_build("current", None), "threads", 2, "python", entities, 5, duration,
+                     repo_root(), Criteria(), program=FAKE, settle=0.0)
+
+
+def test_a_probe_runs_server_and_bots_and_judges_them() -> None:
+    rec = probe(1000, duration=2.5)  # stand-in p99 MSPT = 10 ms
+    assert rec["ok"] and rec["holds"], rec.get("why")
+    assert rec["mspt_p99_ms"] == 10.0 and rec["connected"] == 5
+    assert rec["ack_ms"]["p99"] == 40.0
+    # the rate over the bots' run comes from /stats tick counts, not the since-start counter
+    assert 25.0 < rec["window"]["tick_rate"] < 35.0 and rec["window"]["deadline_misses"] == 0
+    failing = probe(5000)  # p99 MSPT = 50 ms > 33.3 ms budget
+    assert failing["ok"] and not failing["holds"]
+    assert failing["why"] == ["p99 MSPT 50.0 ms > 33.3 ms"]
+
+
+def test_a_server_that_never_starts_is_a_failed_record_not_a_crash() -> None:
+    rec = run_probe(make_build("current", None), "threads", 2, "python", 1000, 5, 1.0,
+                    repo_root(), Criteria(), program=[sys.executable, "-c", "raise SystemExit(3)"],
+                    settle=0.0)
+    assert not rec["ok"] and not rec["holds"] and "server did not start" in rec["why"][0]
+
+
+def test_search_over_real_probes() -> None:
+    best, trail = bounded_search(lambda n: bool(probe(n)["holds"]), start=1000, limit=8000,
+                                 max_probes=3)
+    # passes up to 3330 entities (p99 <= 33.3 ms): 1000 ok, 2000 ok, 4000 fails
+    assert best == 2000 and trail == [(1000, True), (2000, True), (4000, False)]

@@ -1,0 +1,150 @@
+"""bench.scaling.aggregate: speedups, baselines, the ceiling ratio and the invalid-cell rule."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from bench.builds import Build
+from bench.scaling import (
+    Plan,
+    aggregate,
+    cells_for,
+    default_workers,
+    headlines,
+    judge,
+    table,
+)
+from tests.bench.synthetic import BUILDS, cell, section, standard_cells
+
+
+def by(cells: list[dict[str, Any]], summaries: list[dict[str, Any]], **match: Any,
+       ) -> dict[str, Any]:
+    hits = [s for c, s in zip(cells, summaries, strict=True)
+            if all(c[k] == v for k, v in match.items())]
+    assert len(hits) == 1
+    return hits[0]
+
+
+def test_speedups_efficiency_and_ceiling_ratio() -> None:
+    cells = standard_cells()
+    sums = aggregate(cells, BUILDS)
+    ft2 = by(cells, sums, workload="arena", build="ft", workers=2)
+    assert ft2["status"] == "ok"
+    assert ft2["ticks_per_s"] == {"median": 16.2, "min": 15.0, "max": 17.0, "n": 3}
+    assert ft2["speedup_vs_1"] == pytest.approx(16.2 / 9.0)
+    # best single core of any build is the GIL build's 10.0, not ft's own 9.0
+    assert ft2["speedup_vs_best_1"] == pytest.approx(16.2 / 10.0)
+    assert ft2["efficiency"] == pytest.approx(16.2 / 9.0 / 2)
+    assert ft2["ceiling_ratio"] == pytest.approx((16.2 / 9.0) / 2.0)
+    gil2 = by(cells, sums, workload="arena", build="gil", workers=2)
+    assert gil2["speedup_vs_1"] == pytest.approx(1.0)
+    assert gil2["mspt"]["p50"] == pytest.approx(100.0)
+
+
+def test_ft_cell_with_gil_enabled_in_a_worker_is_invalid_and_never_a_baseline() -> None:
+    cells = standard_cells()
+    # ft at 1 worker is the fastest single-core cell, but one of its workers had the GIL on.
+    cells[2] = cell("arena", "ft", "threads", 1, [50.0, 50.0, 50.0], True)
+    sums = aggregate(cells, BUILDS)
+    bad = by(cells, sums, workload="arena", build="ft", workers=1)
+    assert bad["status"] == "INVALID"
+    assert "expects the GIL disabled" in bad["reason"]
+    ft2 = by(cells, sums, workload="arena", build="ft", workers=2)
+    assert ft2["speedup_vs_1"] is None  # its baseline is invalid
+    assert ft2["speedup_vs_best_1"] == pytest.approx(16.2 / 10.0)  # not 16.2 / 50
+    text = table(section(cells))
+    assert "**INVALID**" in text
+    assert "~~50.00 [50.00–50.00]~~" in text
+
+
+def test_gil_build_reporting_no_gil_is_invalid_too() -> None:
+    c = cell("arena", "gil", "threads", 2, [10.0], False)
+    assert judge(c, expects_gil=True)[0] == "INVALID"
+    assert judge(c, expects_gil=False) == ("ok", None)
+
+
+def test_mixed_gil_states_and_missing_states_are_invalid() -> None:
+    c = cell("arena", "ft", "threads", 2, [10.0], False)
+    c["runs"][0]["worker_gil"] = [False, True]
+    assert judge(c, expects_gil=False)[0] == "INVALID"
+    c["runs"][0]["worker_gil"] = []
+    c["runs"][0]["gil_enabled"] = None
+    assert judge(c, expects_gil=False) == ("INVALID", "no worker reported its GIL state")
+
+
+def test_cell_without_a_successful_repeat_is_error() -> None:
+    c = cell("arena", "ft", "threads", 2, [10.0], False)
+    c["runs"][0].update(ok=False, error="CellError: timed out", ticks_per_s=None)
+    status, reason = judge(c, expects_gil=False)
+    assert status == "ERROR" and "timed out" in (reason or "")
+    s = aggregate([c], BUILDS)[0]
+    assert "ticks_per_s" not in s
+
+
+def test_failed_repeats_are_counted_not_averaged() -> None:
+    c = cell("arena", "gil", "threads", 1, [10.0, 12.0, 11.0], True)
+    c["runs"][1].update(ok=False, error="x", ticks_per_s=None, tick_ms=[])
+    s = aggregate([c], BUILDS)[0]
+    assert s["status"] == "ok" and s["repeats"] == 2 and s["failed_repeats"] == 1
+    assert s["ticks_per_s"]["median"] == pytest.approx(10.5)
+
+
+def test_digest_disagreement_is_flagged() -> None:
+    cells = standard_cells()
+    cells[1] = cell("arena", "gil", "threads", 2, [10.0, 10.0, 10.0], True, digest="other")
+    sums = aggregate(cells, BUILDS)
+    assert all(s.get("digest_mismatch") for c, s in zip(cells, sums, strict=True)
+               if c["workload"] == "arena")
+    c = cell("arena", "gil", "threads", 1, [10.0, 10.0], True)
+    c["runs"][1]["digest"] = "zzz"
+    assert aggregate([c], BUILDS)[0]["status"] == "INVALID"
+
+
+def test_matrix_skips_impossible_cells() -> None:
+    b = Build("ft", "/x/python", expects_gil=False)
+    plan = Plan(builds=(b,), backends=("inline", "threads", "interpreters"), workers=(1, 2),
+                kernels=("python", "numpy"), ceiling=True)
+    cells = cells_for(plan)
+    arena = [c for c in cells if c["workload"] == "arena"]
+    assert not any(c["backend"] == "inline" and c["workers"] != 1 for c in cells)
+    assert not any(c["kernel"] == "numpy" and c["backend"] == "interpreters" for c in arena)
+    assert {(c["backend"], c["kernel"]) for c in arena} == {
+        ("inline", "python"), ("inline", "numpy"), ("threads", "python"), ("threads", "numpy"),
+        ("interpreters", "python")}
+    assert len([c for c in cells if c["workload"] == "ceiling"]) == 5
+
+
+def test_runtime_metrics_are_summarised_as_cross_checks() -> None:
+    c = cell("arena", "ft", "threads", 2, [10.0, 10.0], False)
+    for i, r in enumerate(c["runs"]):
+        r["runtime_metrics"] = {"mspt": {"p50": 90.0 + i, "p99": 120.0},
+                                "workers": [{"mspt": {"p50": 40.0}, "border_wait_ms": {"p50": 5.0}},
+                                            {"mspt": {"p50": 60.0 + i},
+                                             "border_wait_ms": {"p50": None}}]}
+    s = aggregate([c], BUILDS)[0]
+    assert s["runtime"] == {"step_mspt_p50": 90.5, "step_mspt_p99": 120.0,
+                            "slowest_worker_mspt_p50": 60.5, "max_border_wait_ms_p50": 5.0}
+    assert aggregate([cell("arena", "ft", "threads", 2, [10.0], False)], BUILDS)[0][
+        "runtime"] is None
+
+
+def test_headlines_quote_measured_ratios() -> None:
+    lines = headlines(section(standard_cells()))
+    assert ("- 3.13t free-threaded, threads: 1.80x at 2 workers vs 1 worker (efficiency 90%; "
+            "90% of the ceiling's speedup)") in lines
+    assert "- 3.13 GIL, threads: 1.00x at 2 workers vs 1 worker (efficiency 50%)" in lines
+    best = next(x for x in lines if x.startswith("- best parallel"))
+    assert "3.13t free-threaded threads x2 at 16.20 ticks/s = 1.62x the best single core" in best
+    cells = standard_cells()
+    cells[3] = cell("arena", "ft", "threads", 2, [30.0], True)
+    assert any("INVALID" in x for x in headlines(section(cells)))
+
+
+def test_default_worker_counts() -> None:
+    assert default_workers(1) == (1,)
+    assert default_workers(2) == (1, 2)
+    assert default_workers(4) == (1, 2, 3, 4)
+    assert default_workers(12) == (1, 2, 4, 8, 12)
+    assert default_workers(16) == (1, 2, 4, 8, 16)
