@@ -33,7 +33,7 @@ endef
 .PHONY: help setup test lint demo clean check-lint check-types check-gil check-ft
 
 help:
-	@echo "make demo   set up, then tick a sharded world on both interpreters and compare"
+	@echo "make demo   set up, then: one world on both builds, a server with bots, a quick scaling table"
 	@echo "make test   set up, then ruff + mypy, then pytest under the GIL and the free-threaded build"
 	@echo "make setup  find or build the interpreter pair and create .venv/gil and .venv/ft"
 	@echo "make lint   set up, then ruff + mypy only"
@@ -52,7 +52,7 @@ lint: setup
 	@$(MAKE) --no-print-directory -k check-lint check-types
 
 demo: setup
-	@$(PY_GIL) scripts/demo.py --python gil=$(PY_GIL) --python ft=$(PY_FT)
+	@bash scripts/demo.sh
 
 clean:
 	rm -rf .venv
