@@ -24,6 +24,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from server.cmd_info import gil_enabled, usable_cores
+
 #: Packages whose versions change results (the kernel, the codec, plotting only for reports).
 PACKAGES = ("paratick", "msgpack", "numpy", "websockets", "matplotlib")
 
@@ -31,17 +33,8 @@ PACKAGES = ("paratick", "msgpack", "numpy", "websockets", "matplotlib")
 PROBE_TIMEOUT_S = 60.0
 
 
-def usable_cores() -> int:
-    """Cores this process may run on (affinity mask), which is what ``workers`` ranges over."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
-def gil_enabled() -> bool:
-    """Whether the GIL is on right now in this interpreter (always True before 3.13)."""
-    fn = getattr(sys, "_is_gil_enabled", None)
-    return True if fn is None else bool(fn())
+# One definition of both, shared with `paratick info` (server/cmd_info.py).
+__all__ = ["gil_enabled", "usable_cores"]
 
 
 def cpu_model() -> str:
