@@ -15,14 +15,16 @@ else the ``.venv`` of the main git worktree (helpers' worktrees share it).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.errors import SetupError
+from bench.errors import CellError, SetupError
 
 ALL_BUILDS = ("gil", "ft", "ft-gil")
 
@@ -113,3 +115,28 @@ def make_build(name: str, venvs: Path | None) -> Build:
     if name == "ft":
         return Build("ft", str(python), {}, expects_gil=False, unset=("PYTHON_GIL",))
     return Build("ft-gil", str(python), {"PYTHON_GIL": "1"}, expects_gil=True)
+
+
+def run_group(cmd: list[str], *, env: dict[str, str], cwd: Path, timeout: float,
+              ) -> tuple[int, str, str]:
+    """Run ``cmd`` in its own session and return (exit code, stdout, stderr).
+
+    On a timeout the whole process group is killed (worker processes, a bot fleet spread over
+    several processes), so a stuck run never leaves load behind that would skew the runs after it.
+
+    Raises:
+        CellError: the command could not start or timed out.
+    """
+    try:
+        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+    except OSError as exc:
+        raise CellError(f"cannot start {cmd[0]}: {exc}") from exc
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise CellError(f"{' '.join(cmd[-12:])} timed out after {timeout:.0f} s") from exc
+    return proc.returncode, out, err

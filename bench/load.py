@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.builds import ALL_BUILDS, Build, find_venvs, make_build, repo_root
+from bench.builds import ALL_BUILDS, Build, find_venvs, make_build, repo_root, run_group
 from bench.errors import CellError
 
 #: Targets from the issue: 30 Hz ticks, p99 MSPT within the 33.3 ms budget, p99 input->ack
@@ -165,21 +165,6 @@ def _tail(log: Any, n: int = 400) -> str:
     log.seek(0)
     return str(log.read())[-n:].strip()
 
-
-def run_group(cmd: list[str], *, env: dict[str, str], cwd: Path, timeout: float,
-              ) -> tuple[int, str, str]:
-    """Run ``cmd`` in its own session; on timeout kill the whole group (a bot fleet spreads
-    over several processes) and raise CellError."""
-    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired as exc:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        raise CellError(f"{' '.join(cmd[-12:])} timed out after {timeout:.0f} s") from exc
-    return proc.returncode, out, err
 
 
 def probe_load(build: Build, *, backend: str, workers: int | None, kernel: str, entities: int,

@@ -28,12 +28,9 @@ recomputes it from ``results.json`` rather than trusting stored summaries:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as _dt
 import json
 import os
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -42,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import stats
-from bench.builds import ALL_BUILDS, Build, find_venvs, make_build, repo_root
+from bench.builds import ALL_BUILDS, Build, find_venvs, make_build, repo_root, run_group
 from bench.errors import CellError, SetupError
 
 BACKENDS = ("inline", "threads", "interpreters", "processes")
@@ -122,28 +119,15 @@ def run_cell(build: Build, spec: dict[str, Any], root: Path, timeout_s: float) -
         CellError: the subprocess could not run, timed out, or printed no JSON.
     """
     cmd = [build.python, "-m", "bench.cell", "--spec", json.dumps(spec)]
-    try:
-        # Own session: on a timeout the whole group goes (worker processes included), so a
-        # stuck cell never leaves load behind that would skew the cells after it.
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env=build.environ(root), cwd=root, start_new_session=True)
-    except OSError as exc:
-        raise CellError(f"cannot start {build.python}: {exc}") from exc
-    try:
-        stdout, stderr = proc.communicate(timeout=timeout_s)
-    except subprocess.TimeoutExpired as exc:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        raise CellError(f"timed out after {timeout_s:.0f} s") from exc
+    code, stdout, stderr = run_group(cmd, env=build.environ(root), cwd=root, timeout=timeout_s)
     lines = [ln for ln in stdout.splitlines() if ln.startswith("{")]
     if not lines:
         tail = (stderr or stdout).strip()[-400:]
-        raise CellError(f"exit {proc.returncode}, no result: {tail}")
+        raise CellError(f"exit {code}, no result: {tail}")
     try:
         result: dict[str, Any] = json.loads(lines[-1])
     except ValueError as exc:
-        raise CellError(f"exit {proc.returncode}, unreadable result") from exc
+        raise CellError(f"exit {code}, unreadable result") from exc
     return result
 
 
