@@ -139,4 +139,10 @@ def run_group(cmd: list[str], *, env: dict[str, str], cwd: Path, timeout: float,
             os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
         raise CellError(f"{' '.join(cmd[-12:])} timed out after {timeout:.0f} s") from exc
+    except BaseException:
+        # Ctrl-C or another signal in the driver: take the run's whole group down with us.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
     return proc.returncode, out, err

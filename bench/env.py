@@ -120,14 +120,34 @@ def git_state(root: Path) -> dict[str, Any]:
             "dirty": None if status is None else bool(status)}
 
 
+def cpu_quota(text: str | None = None) -> float | None:
+    """CPUs the cgroup lets this process use (``/sys/fs/cgroup/cpu.max``: "QUOTA PERIOD"), or
+    None when unlimited or unknown.  A container can see 64 CPUs and be allowed 16: the
+    affinity mask alone would overstate what "W workers = W cores" means."""
+    if text is None:
+        try:
+            text = Path("/sys/fs/cgroup/cpu.max").read_text()
+        except OSError:
+            return None
+    parts = text.split()
+    if len(parts) != 2 or parts[0] == "max":
+        return None
+    try:
+        return int(parts[0]) / int(parts[1])
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
 def machine() -> dict[str, Any]:
-    """The machine: CPU, cores, OS kernel, hostname, and the time of capture (UTC)."""
+    """The machine: CPU, cores, cgroup CPU quota, OS kernel, hostname, and the time of
+    capture (UTC)."""
     uname = platform.uname()
     return {
         "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "usable_cores": usable_cores(),
         "affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "cpu_quota": cpu_quota(),
         "kernel": f"{uname.system} {uname.release}",
         "platform": platform.platform(),
         "hostname": socket.gethostname(),

@@ -22,7 +22,9 @@ def _env_lines(env: dict[str, Any]) -> list[str]:
     m, g = env.get("machine", {}), env.get("git", {})
     lines = [
         f"- machine: {m.get('cpu_model', '?')}, {m.get('usable_cores', '?')} usable cores "
-        f"(of {m.get('cpu_count', '?')}), {m.get('kernel', '?')}, host `{m.get('hostname', '?')}`",
+        f"(of {m.get('cpu_count', '?')}"
+        + (f"; cgroup quota {m['cpu_quota']:g} CPUs" if m.get("cpu_quota") else "")
+        + f"), {m.get('kernel', '?')}, host `{m.get('hostname', '?')}`",
         f"- date: {m.get('date', '?')}",
         f"- commit: `{g.get('commit') or '?'}` on `{g.get('branch') or '?'}`"
         + (" **(uncommitted changes)**" if g.get("dirty") else ""),
@@ -57,6 +59,12 @@ def scaling_md(section: dict[str, Any], plot: bool) -> list[str]:
             "×1w divided by the CEILING row's ×1w for the same build, backend and workers. "
             "Cells whose workers' GIL state contradicts the build are **INVALID** and never "
             "used as baselines.", ""]
+    if section.get("note"):
+        out += [f"Machine note: {section['note']}", ""]
+    if section.get("stopped_early"):
+        out += [f"**Stopped early**: {section['stopped_early']} "
+                f"({section.get('runs_done', '?')} of {section.get('runs_planned', '?')} runs); "
+                "figures below use the repeats that ran.", ""]
     out += ["Headlines (ratios from this run):", "", *headlines(section), ""]
     out += [table(section), ""]
     if plot:

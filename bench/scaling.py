@@ -21,8 +21,14 @@ recomputes it from ``results.json`` rather than trusting stored summaries:
   backend and workers (1.0 = the tick loop scales as well as the interpreter can);
 * status: ``ok``; ``INVALID`` when any worker's GIL state contradicts the build (a free-threaded
   cell whose workers report the GIL enabled is not a no-GIL figure) or the digests of the same
-  workload disagree; ``ERROR`` when no repeat succeeded.  INVALID and ERROR cells never serve as
-  baselines and their speedups are shown struck through in the report.
+  workload disagree; ``ERROR`` when no repeat succeeded; ``NOT RUN`` when the run stopped
+  (``--time-budget`` spent, or Ctrl-C) before the cell's first repeat.  INVALID, ERROR and NOT RUN
+  cells never serve as baselines and their speedups are shown struck through in the report.
+
+A run that stops early keeps what it measured: the runs done so far are aggregated and saved,
+and the section records why and how many of the planned runs finished.  Because repeats are
+interleaved by round, an early stop leaves every cell with the same number of repeats, give or
+take one.
 """
 
 from __future__ import annotations
@@ -74,6 +80,8 @@ class Plan:
     quick: bool = False
     #: per-run timeout; a stuck cell is an ERROR, not a hung benchmark
     timeout_s: float = 300.0
+    #: stop starting new runs after this many seconds (None: run every planned repeat)
+    time_budget_s: float | None = None
 
 
 def cells_for(plan: Plan) -> list[dict[str, Any]]:
@@ -155,9 +163,16 @@ def _fmt_eta(seconds: float) -> str:
 
 
 def execute(plan: Plan, *, root: Path | None = None,
-            progress: Callable[[str], None] | None = None) -> tuple[list[dict[str, Any]],
-                                                                    list[list[int]]]:
-    """Run every cell ``plan.repeats`` times, interleaved; returns (cells with runs, order)."""
+            progress: Callable[[str], None] | None = None,
+            clock: Callable[[], float] = time.monotonic,
+            ) -> tuple[list[dict[str, Any]], list[list[int]], str | None]:
+    """Run every cell ``plan.repeats`` times, interleaved.
+
+    Returns (cells with their runs, the order run, why the run stopped early or None).  A
+    KeyboardInterrupt or a spent ``plan.time_budget_s`` ends the loop between runs (an
+    interrupted run's process group is killed and the run discarded); everything measured before
+    is returned, never lost.
+    """
     root = root or repo_root()
     builds = {b.name: b for b in plan.builds}
     cells = cells_for(plan)
@@ -166,11 +181,17 @@ def execute(plan: Plan, *, root: Path | None = None,
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [0]
     schedule = stats.interleave(list(range(len(cells))), plan.repeats)
     order: list[list[int]] = []
-    t_start = time.monotonic()
+    stopped: str | None = None
+    t_start = clock()
     for n, (rnd, idx) in enumerate(schedule):
         cell = cells[idx]
+        elapsed = clock() - t_start
+        if plan.time_budget_s is not None and elapsed >= plan.time_budget_s:
+            stopped = (f"time budget of {plan.time_budget_s:g} s spent after {n} of "
+                       f"{len(schedule)} runs")
+            break
         if progress is not None:
-            done = time.monotonic() - t_start
+            done = elapsed
             eta = done / n * (len(schedule) - n) if n else 0.0
             bar = "#" * (20 * n // len(schedule))
             progress(f"[{bar:<20}] {n}/{len(schedule)} eta {_fmt_eta(eta)}  round {rnd + 1}: "
@@ -182,12 +203,15 @@ def execute(plan: Plan, *, root: Path | None = None,
             res = run_cell(builds[cell["build"]], spec, root, plan.timeout_s)
         except CellError as exc:
             res = {"ok": False, "error": str(exc)}
+        except KeyboardInterrupt:
+            stopped = f"interrupted (Ctrl-C) after {n} of {len(schedule)} runs"
+            break
         cell["runs"].append(_run_record(rnd, res))
         order.append([rnd, idx])
     if progress is not None:
-        progress(f"[{'#' * 20}] {len(schedule)}/{len(schedule)} done in "
-                 f"{_fmt_eta(time.monotonic() - t_start)}")
-    return cells, order
+        progress(f"[{'#' * 20}] {len(order)}/{len(schedule)} "
+                 f"{'stopped' if stopped else 'done'} in {_fmt_eta(clock() - t_start)}")
+    return cells, order, stopped
 
 
 def _key(cell: dict[str, Any], *fields: str) -> tuple[Any, ...]:
@@ -198,6 +222,8 @@ def judge(cell: dict[str, Any], expects_gil: bool) -> tuple[str, str | None]:
     """Status of one cell from its raw runs: ``ok``, ``INVALID`` (GIL contradicts the build) or
     ``ERROR`` (no repeat succeeded), with the reason."""
     good = [r for r in cell["runs"] if r["ok"]]
+    if not cell["runs"]:
+        return "NOT RUN", "the run stopped before this cell's first repeat"
     if not good:
         errors = {r.get("error") for r in cell["runs"]}
         return "ERROR", "; ".join(sorted(str(e) for e in errors))[:300] or "no runs"
@@ -402,7 +428,12 @@ def headlines(section: dict[str, Any]) -> list[str]:
         out += _kernel_headlines(arena, labels, tag)
     bad = [c for c, s in zip(cells, sums, strict=True) if s["status"] != "ok"]
     if bad:
-        out.append(f"- {len(bad)} cell(s) INVALID or ERROR (see the status column)")
+        out.append(f"- {len(bad)} cell(s) INVALID, ERROR or NOT RUN (see the status column)")
+    if section.get("stopped_early"):
+        reps = [s["repeats"] + s["failed_repeats"] for s in sums]
+        span = f"{min(reps)}" if min(reps) == max(reps) else f"{min(reps)}–{max(reps)}"
+        out.append(f"- run stopped early: {section['stopped_early']}; cells have {span} "
+                   f"repeats, not the {section['params']['repeats']} planned")
     out.append("- issue targets on 2 cores: free threads and subinterpreters >= 1.8x at 2 workers "
                "and within 10% of the ceiling; GIL threads ~1.0x; best parallel >= 1.7x the "
                "best single core")
@@ -410,7 +441,8 @@ def headlines(section: dict[str, Any]) -> list[str]:
 
 
 def build_section(plan: Plan, cells: list[dict[str, Any]], order: list[list[int]],
-                  environment: dict[str, Any], command: Sequence[str]) -> dict[str, Any]:
+                  environment: dict[str, Any], command: Sequence[str], *,
+                  stopped: str | None = None, note: str | None = None) -> dict[str, Any]:
     builds = [b.to_dict() for b in plan.builds]
     for c, s in zip(cells, aggregate(cells, builds), strict=True):
         c["summary"] = s
@@ -424,6 +456,10 @@ def build_section(plan: Plan, cells: list[dict[str, Any]], order: list[list[int]
         "builds": builds,
         "cells": cells,
         "order": order,
+        "stopped_early": stopped,
+        "runs_planned": len(cells) * plan.repeats,
+        "runs_done": len(order),
+        "note": note,
     }
 
 
@@ -481,6 +517,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="ceiling loop iterations per repeat, split over the workers "
                         "(default 2,000,000)")
     p.add_argument("--no-ceiling", action="store_true", help="skip the ceiling rows")
+    p.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
+                   help="start no new run after SECONDS; what was measured is saved, the "
+                        "report says the run stopped early (Ctrl-C does the same)")
+    p.add_argument("--note", default=None,
+                   help="a line about the machine for the report (e.g. 'lent 16-core box')")
     p.add_argument("--venvs", default=None, help="folder holding gil/ and ft/ venvs")
     p.add_argument("--out", type=Path, default=None,
                    help="results folder (default bench/results/<date>-<host>/, with a -quick "
@@ -532,7 +573,8 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
         ticks=args.ticks or (5 if quick else base.ticks),
         warmup=args.warmup if args.warmup is not None else (1 if quick else base.warmup),
         ceiling_iters=args.ceiling_iters or (500_000 if quick else base.ceiling_iters),
-        world=tuple(world.items()), ceiling=not args.no_ceiling, quick=quick)
+        world=tuple(world.items()), ceiling=not args.no_ceiling, quick=quick,
+        time_budget_s=args.time_budget)
 
 
 def _progress(line: str) -> None:
@@ -558,9 +600,10 @@ def run(args: argparse.Namespace) -> int:
           f"{plan.ticks} ticks (+{plan.warmup} warm-up), "
           f"{dict(plan.world)['entities']} entities, builds {[b.name for b in plan.builds]}",
           file=sys.stderr)
-    cells, order = execute(plan, root=root, progress=_progress)
+    cells, order, stopped = execute(plan, root=root, progress=_progress)
     section = build_section(plan, cells, order, environment, ["paratick", "bench", "scaling",
-                                                              *sys.argv[3:]])
+                                                              *sys.argv[3:]],
+                            stopped=stopped, note=args.note)
     print(table(section))
     print("\n".join(["", *headlines(section)]))
     if not args.no_save:
@@ -570,5 +613,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"\nresults: {path}\nreport:  {', '.join(str(p) for p in written)}")
     bad = [c for c in cells if c["summary"]["status"] != "ok"]
     if bad:
-        print(f"{len(bad)} cell(s) INVALID or ERROR: see the status column", file=sys.stderr)
+        print(f"{len(bad)} cell(s) INVALID, ERROR or NOT RUN: see the status column",
+              file=sys.stderr)
+    if stopped:
+        print(f"stopped early: {stopped}", file=sys.stderr)
     return 0

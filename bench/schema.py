@@ -28,7 +28,10 @@ command fills its own *section* and leaves the others alone, so ``scaling``, ``l
              "runtime_metrics": object|null}],
           "summary": {...}                   # derived by bench.scaling.aggregate(); a report
         }],                                  # recomputes it from "runs", never trusts it
-        "order": [[round, cell_index], ...]  # the actual interleaved run order
+        "order": [[round, cell_index], ...], # the actual interleaved run order
+        "stopped_early": str|null,           # optional: why the run ended before its plan
+        "runs_planned": int, "runs_done": int,  # optional (absent in older files)
+        "note": str|null                     # optional: --note, a line about the machine
       },
       "load": {"created", "command", "environment", "params", "runs": [...]},     # optional
       "claims": {"created", "command", "environment", "claims": [...]}           # optional
@@ -122,7 +125,9 @@ SCALING = record({"created": STR, "command": list_of(STR), "environment": ANY_DI
                   "params": record({"world": WORLD, "ticks": INT, "warmup": INT, "repeats": INT,
                                     "ceiling_iters": INT, "quick": BOOL}),
                   "builds": list_of(BUILD), "cells": list_of(CELL),
-                  "order": list_of(list_of(INT))})
+                  "order": list_of(list_of(INT))},
+                 {"stopped_early": OPT_STR, "runs_planned": INT, "runs_done": INT,
+                  "note": OPT_STR})
 LOAD = record({"created": STR, "command": list_of(STR), "environment": ANY_DICT,
                "params": ANY_DICT, "runs": list_of(ANY_DICT)})
 CLAIM = record({"name": STR, "claimed": STR, "measured": OPT_FLOAT, "unit": STR,

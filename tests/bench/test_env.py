@@ -6,6 +6,8 @@ import os
 import sys
 import sysconfig
 
+import pytest
+
 from bench import env
 from bench.builds import make_build, repo_root
 
@@ -33,3 +35,10 @@ def test_capture_has_machine_git_and_interpreters() -> None:
     assert m["kernel"].startswith(os.uname().sysname)
     assert cap["git"]["commit"] is None or len(cap["git"]["commit"]) == 40
     assert cap["interpreters"] == {"x": {"version": "3.13"}}
+
+
+@pytest.mark.parametrize(("text", "cpus"), [("1600000 100000\n", 16.0), ("50000 100000", 0.5),
+                                            ("max 100000\n", None), ("garbage", None),
+                                            ("1 0", None)])
+def test_cpu_quota_reads_cgroup_v2_cpu_max(text: str, cpus: float | None) -> None:
+    assert env.cpu_quota(text) == cpus

@@ -31,7 +31,8 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, 
     plan = Plan(builds=(build,), backends=("inline", "threads"), workers=WORKERS, repeats=2,
                 ticks=2, warmup=1, ceiling_iters=2000, world=tuple(world.items()))
     lines: list[str] = []
-    cells, order = execute(plan, progress=lines.append)
+    cells, order, stopped = execute(plan, progress=lines.append)
+    assert stopped is None
     assert lines and "done in" in lines[-1]
     section = build_section(plan, cells, order, {"machine": {}, "git": {}, "interpreters": {}},
                             ["test"])
@@ -105,3 +106,38 @@ def test_a_stuck_cell_is_killed_with_its_children_and_reported() -> None:
     out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True,
                          check=True).stdout
     assert f"spin({10**11}" not in out
+
+
+def test_a_spent_time_budget_keeps_what_ran(tmp_path: Path) -> None:
+    """The budget is checked between runs on the injected clock: here each check advances it by
+    10 s against a 25 s budget, so exactly the first runs happen; the rest are NOT RUN, the
+    section says why, and the saved file still validates and reports."""
+    build = make_build("current", None)
+    world = {**ARENA_20K, "entities": 200}
+    plan = Plan(builds=(build,), backends=("inline", "threads"), workers=(1,), repeats=2,
+                ticks=1, warmup=0, ceiling=False, world=tuple(world.items()),
+                time_budget_s=25.0)
+    ticks = iter(range(0, 1000, 10))
+    cells, order, stopped = execute(plan, clock=lambda: float(next(ticks)))
+    assert stopped is not None and "time budget" in stopped
+    assert order == [[0, 0], [0, 1]]  # t=10 and t=20 start a run; t=30 is past the budget
+    section = build_section(plan, cells, order, {"machine": {}, "git": {}, "interpreters": {}},
+                            ["test"], stopped=stopped, note="tiny box")
+    assert section["runs_done"] == 2 and section["runs_planned"] == 4
+    sums = aggregate(section["cells"], section["builds"])
+    assert [s["status"] for s in sums] == ["ok", "ok"]
+    assert all(s["repeats"] == 1 for s in sums)
+    schema.save_section(tmp_path, "scaling", section)
+    report.write(tmp_path, plots=False)
+    md = (tmp_path / "report.md").read_text()
+    assert "Stopped early" in md and "tiny box" in md and "not the 2 planned" in md
+
+
+def test_a_cell_that_never_ran_is_not_run_not_error() -> None:
+    build = make_build("current", None)
+    plan = Plan(builds=(build,), backends=("inline",), workers=(1,), repeats=1, ceiling=False,
+                time_budget_s=0.0)
+    cells, order, stopped = execute(plan)
+    assert order == [] and stopped is not None
+    (s,) = aggregate(cells, [build.to_dict()])
+    assert s["status"] == "NOT RUN" and "ticks_per_s" not in s
