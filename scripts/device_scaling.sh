@@ -24,8 +24,11 @@ lscpu | grep -E 'Model name|^CPU\(s\)|Thread|Core|Socket|NUMA node\(s\)|MHz' || 
 free -g | head -2
 kdir=$(mktemp -d)
 tar -C "$kdir" -xJf "$kit" || { echo "cannot unpack $kit"; exit 1; }
-for b in gil ft; do "$kdir/$b/bin/python3" -m compileall -q -j0 "$kdir/$b/lib" >/dev/null & done
-wait
+pids=()  # wait on these only: a bare `wait` would also wait for the tee above, forever
+for b in gil ft; do
+  "$kdir/$b/bin/python3" -m compileall -q -j0 "$kdir/$b/lib" >/dev/null & pids+=($!)
+done
+wait "${pids[@]}"
 for b in gil ft; do
   rm -rf ".venv/$b"
   "$kdir/$b/bin/python3" -m venv --without-pip --system-site-packages ".venv/$b" || exit 1

@@ -44,6 +44,42 @@ _UNBOUND_REMOVE = 1
 _FALLBACK_SHARED = 0
 
 
+def _ensure_queue_errors() -> None:
+    """Give 3.13's ``_interpqueues`` its QueueEmpty/QueueFull classes without the test suite.
+
+    On 3.13 the C module gets those classes from a high-level module that registers them: the
+    first empty ``get`` imports ``interpreters.queues`` or else
+    ``test.support.interpreters.queues``.
+    Distributions often ship Python without ``test`` (Debian's libpython3.13-testsuite, slim
+    containers); there every empty ``get`` raised ModuleNotFoundError and the interpreters
+    backend could not run.  When that module is missing, register same-named classes (with
+    the same bases) ourselves, once per interpreter.  3.14 keeps them in the stdlib
+    (``concurrent.interpreters._queues``), so nothing is needed there.
+    """
+    if _queues is None or _NEW_API:
+        return
+    try:
+        importlib.import_module("test.support.interpreters.queues")
+        return
+    except ImportError:
+        pass
+
+    class QueueEmpty(_queues.QueueError, queue.Empty):
+        """Raised by ``_interpqueues.get`` on an empty queue."""
+
+    class QueueFull(_queues.QueueError, queue.Full):
+        """Raised by ``_interpqueues.put`` on a full queue."""
+
+    class Queue:
+        """Registered as the queue type only; this runtime passes queue ids, never objects."""
+
+    with contextlib.suppress(Exception):  # already registered in this interpreter
+        _queues._register_heap_types(Queue, QueueEmpty, QueueFull)
+
+
+_ensure_queue_errors()
+
+
 def available() -> bool:
     """Whether this interpreter can create subinterpreters with queues."""
     return _interpreters is not None and _queues is not None
