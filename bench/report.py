@@ -62,9 +62,8 @@ def scaling_md(section: dict[str, Any], plot: bool) -> list[str]:
     if section.get("note"):
         out += [f"Machine note: {section['note']}", ""]
     if section.get("stopped_early"):
-        out += [f"**Stopped early**: {section['stopped_early']} "
-                f"({section.get('runs_done', '?')} of {section.get('runs_planned', '?')} runs); "
-                "figures below use the repeats that ran.", ""]
+        out += [f"**Stopped early**: {section['stopped_early']}; figures below use the "
+                "repeats that ran.", ""]
     out += ["Headlines (ratios from this run):", "", *headlines(section), ""]
     out += [table(section), ""]
     if plot:

@@ -325,7 +325,19 @@ def run_worker(spec: Mapping[str, Any], ep: Endpoint, coord: int) -> None:
 
 # ---- entry points, one per backend ---------------------------------------------------------------
 def thread_main(spec: Mapping[str, Any], ep: Endpoint, coord: int) -> None:
-    run_worker(spec, ep, coord)
+    """Entry point of a worker thread.
+
+    The spec is decoded again *inside* the thread, as the other backends do, so the config's
+    floats and the rows' ints the kernel touches every tick are objects this thread created:
+    on the free-threaded build, reference counting on another thread's objects is atomic.
+    (Measured on a 16-core machine, this alone did not change the per-region slowdown at 16
+    threads; see bench/README.md, "16 cores".)
+    """
+    import msgpack
+
+    own = msgpack.unpackb(msgpack.packb(dict(spec), use_bin_type=True), raw=False,
+                          strict_map_key=False)
+    run_worker(own, ep, coord)
 
 
 def process_main(index: int, coord: int, fds_json: str) -> None:
