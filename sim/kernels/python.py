@@ -26,14 +26,11 @@ PI = math.pi
 #: Grid cells are a hair larger than the interaction range so that two entities in contact are
 #: always in adjacent cells despite rounding in ``int(x / cell)``.
 CELL_SLACK = 1.0 + 2.0**-20
-#: Cell key = cx * STRIDE + cy; worlds up to 2**20 cells high.
-STRIDE = 1 << 20
-#: Half stencil: each neighbouring cell pair is visited once.
-HALF = (STRIDE, 1, STRIDE + 1, 1 - STRIDE)
 
 
-#: A contact-grid entry: (index, x, y, radius); indices >= n are ghosts.
-Cand = tuple[int, float, float, float]
+#: A contact-sweep entry: (x, y, radius, index); indices >= n are ghosts.  x first: rows sort
+#: by it (ties broken by y, radius, then index, so the order is total and deterministic).
+Cand = tuple[float, float, float, int]
 #: Row fields kept in ``array('d')`` columns (unboxed floats: fastest on both builds, see
 #: bench/kernel_layouts.py); the integer fields stay in lists.
 FLOAT_FIELDS = frozenset((2, 3, 4, 5, 6, 7, 9, 10))
@@ -86,58 +83,53 @@ class PythonShard(Shard):
         n = len(ids)
         gh = self._ghosts
 
-        # 1. Contacts (Jacobi: previous positions only), half-stencil uniform grid.  A cell
-        #    holds (index, x, y, r) tuples so the pair loop reads no lists by index; every
-        #    (cell, neighbour cells) and (entity, later entities of its cell) job is queued
-        #    first and run by one loop, so the contact code exists once and allocates nothing
-        #    per candidate.
-        inv = 1.0 / (2.0 * cfg.radius * CELL_SLACK)
-        cells: dict[int, list[Cand]] = {}
-        get = cells.get
-        for e in zip(range(n), xs, ys, rs, strict=True):
-            k = int(e[1] * inv) * STRIDE + int(e[2] * inv)
-            c = get(k)
-            if c is None:
-                cells[k] = [e]
-            else:
-                c.append(e)
-        for e in zip(range(n, n + len(gh) // 3), gh[0::3], gh[1::3], gh[2::3], strict=True):
-            k = int(e[1] * inv) * STRIDE + int(e[2] * inv)
-            c = get(k)
-            if c is None:
-                cells[k] = [e]
-            else:
-                c.append(e)
-        s1, s2, s3, s4 = HALF
-        jobs: list[tuple[Sequence[Cand], list[Cand]]] = []
-        for k, c in cells.items():
-            nb = get(k + s1)
-            d = get(k + s2)
-            if d is not None:
-                nb = d if nb is None else nb + d
-            d = get(k + s3)
-            if d is not None:
-                nb = d if nb is None else nb + d
-            d = get(k + s4)
-            if d is not None:
-                nb = d if nb is None else nb + d
-            if nb is not None:
-                jobs.append((c, nb))
-            m = len(c)
-            if m > 1:
-                for p in range(m - 1):
-                    jobs.append(((c[p],), c[p + 1:]))
+        # 1. Contacts (Jacobi: previous positions only) by a sweep over rows of the grid.
+        #    Entities (own and ghosts) go into rows one cell high, each row is sorted by x, and
+        #    a pair can only touch if both are in the same row or adjacent rows and less than
+        #    a cell apart in x (rr <= 2*radius < cell).  Each unordered pair is visited once:
+        #    within a row from the entity with the smaller position, across rows from the lower
+        #    row, with a pointer into the next row that only moves forward.  Contacts add
+        #    integers (quantized), so visiting order cannot change the result.
+        #    No per-tick dict or per-cell lists: a handful of row lists and one tuple per
+        #    entity.  The per-cell dict-of-lists grid this replaces slowed down 2x per region
+        #    when 16 free threads ran it at once (bench/results/2026-11-26-device16/).
+        cell = 2.0 * cfg.radius * CELL_SLACK
+        inv = 1.0 / cell
+        gy = gh[1::3]
+        ycols = [c for c in (ys, gy) if len(c)]
+        row_lo = int(min(min(c) for c in ycols) * inv) if ycols else 0
+        row_hi = int(max(max(c) for c in ycols) * inv) if ycols else 0
+        # One spare empty row on top, so the last real row is swept as `below` too.
+        rows: list[list[Cand]] = [[] for _ in range(row_hi - row_lo + 2)]
+        for e in zip(xs, ys, rs, range(n), strict=True):
+            rows[int(e[1] * inv) - row_lo].append(e)
+        for e in zip(gh[0::3], gy, gh[2::3], range(n, n + len(gh) // 3), strict=True):
+            rows[int(e[1] * inv) - row_lo].append(e)
+        for row in rows:
+            if len(row) > 1:
+                row.sort()
         accx = [0] * n
         accy = [0] * n
         hits = [0] * n
         # w*dx*SCALE with SCALE folded into the stiffness: scaling by a power of two is exact,
         # so (stiff*SCALE)*(1 - d2/rr2)/rr*dx rounds to the same bits as stiff*(...)/rr*dx*SCALE.
         stiff_s = cfg.stiffness * SCALE
-        for group, cands in jobs:
-            for i, xi, yi, ri in group:
+        below = rows[0]
+        for here in rows[1:]:
+            # `below` (row r) against itself and against `here` (row r + 1).
+            la = len(below)
+            lb = len(here)
+            lo = 0
+            for a in range(la):
+                xi, yi, ri, i = below[a]
                 own_i = i < n
-                for j, xj, yj, rj in cands:
+                b = a + 1
+                while b < la:
+                    xj, yj, rj, j = below[b]
                     dx = xj - xi
+                    if dx >= cell:
+                        break
+                    b += 1
                     dy = yj - yi
                     d2 = dx * dx + dy * dy
                     rr = ri + rj
@@ -154,6 +146,33 @@ class PythonShard(Shard):
                             accx[j] += qx
                             accy[j] += qy
                             hits[j] += 1
+                lim = xi - cell
+                while lo < lb and here[lo][0] <= lim:
+                    lo += 1
+                b = lo
+                while b < lb:
+                    xj, yj, rj, j = here[b]
+                    dx = xj - xi
+                    if dx >= cell:
+                        break
+                    b += 1
+                    dy = yj - yi
+                    d2 = dx * dx + dy * dy
+                    rr = ri + rj
+                    rr2 = rr * rr
+                    if d2 < rr2:
+                        w = stiff_s * (1.0 - d2 / rr2) / rr
+                        qx = int(w * dx)
+                        qy = int(w * dy)
+                        if own_i:
+                            accx[i] -= qx
+                            accy[i] -= qy
+                            hits[i] += 1
+                        if j < n:
+                            accx[j] += qx
+                            accy[j] += qy
+                            hits[j] += 1
+            below = here
 
         # 2. Control, integration, walls, and 3. classification for the borders.
         seed = cfg.seed
