@@ -114,6 +114,9 @@ class PythonShard(Shard):
         # w*dx*SCALE with SCALE folded into the stiffness: scaling by a power of two is exact,
         # so (stiff*SCALE)*(1 - d2/rr2)/rr*dx rounds to the same bits as stiff*(...)/rr*dx*SCALE.
         stiff_s = cfg.stiffness * SCALE
+        # The contact block appears twice below (same row, next row) on purpose: it is the
+        # hottest code in the kernel, and a call or a per-entity tuple of ranges to share it
+        # would cost more than the repetition.
         below = rows[0]
         for here in rows[1:]:
             # `below` (row r) against itself and against `here` (row r + 1).
