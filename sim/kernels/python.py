@@ -114,67 +114,46 @@ class PythonShard(Shard):
         # w*dx*SCALE with SCALE folded into the stiffness: scaling by a power of two is exact,
         # so (stiff*SCALE)*(1 - d2/rr2)/rr*dx rounds to the same bits as stiff*(...)/rr*dx*SCALE.
         stiff_s = cfg.stiffness * SCALE
-        # The contact block appears twice below (same row, next row) on purpose: it is the
-        # hottest code in the kernel, and a call or a per-entity tuple of ranges to share it
-        # would cost more than the repetition.
+        # Row r is swept against itself (from the next entity on) and against row r + 1 (from a
+        # pointer that only moves forward, since both rows are sorted by x).
         below = rows[0]
         for here in rows[1:]:
-            # `below` (row r) against itself and against `here` (row r + 1).
             la = len(below)
-            lb = len(here)
-            lo = 0
-            for a in range(la):
-                xi, yi, ri, i = below[a]
-                own_i = i < n
-                b = a + 1
-                while b < la:
-                    xj, yj, rj, j = below[b]
-                    dx = xj - xi
-                    if dx >= cell:
-                        break
-                    b += 1
-                    dy = yj - yi
-                    d2 = dx * dx + dy * dy
-                    rr = ri + rj
-                    rr2 = rr * rr
-                    if d2 < rr2:
-                        w = stiff_s * (1.0 - d2 / rr2) / rr
-                        qx = int(w * dx)
-                        qy = int(w * dy)
-                        if own_i:
-                            accx[i] -= qx
-                            accy[i] -= qy
-                            hits[i] += 1
-                        if j < n:
-                            accx[j] += qx
-                            accy[j] += qy
-                            hits[j] += 1
-                lim = xi - cell
-                while lo < lb and here[lo][0] <= lim:
-                    lo += 1
-                b = lo
-                while b < lb:
-                    xj, yj, rj, j = here[b]
-                    dx = xj - xi
-                    if dx >= cell:
-                        break
-                    b += 1
-                    dy = yj - yi
-                    d2 = dx * dx + dy * dy
-                    rr = ri + rj
-                    rr2 = rr * rr
-                    if d2 < rr2:
-                        w = stiff_s * (1.0 - d2 / rr2) / rr
-                        qx = int(w * dx)
-                        qy = int(w * dy)
-                        if own_i:
-                            accx[i] -= qx
-                            accy[i] -= qy
-                            hits[i] += 1
-                        if j < n:
-                            accx[j] += qx
-                            accy[j] += qy
-                            hits[j] += 1
+            for other, same in ((below, True), (here, False)):
+                lb = len(other)
+                lo = 0
+                for a in range(la):
+                    xi, yi, ri, i = below[a]
+                    own_i = i < n
+                    if same:
+                        b = a + 1
+                    else:
+                        lim = xi - cell
+                        while lo < lb and other[lo][0] <= lim:
+                            lo += 1
+                        b = lo
+                    while b < lb:
+                        xj, yj, rj, j = other[b]
+                        dx = xj - xi
+                        if dx >= cell:
+                            break
+                        b += 1
+                        dy = yj - yi
+                        d2 = dx * dx + dy * dy
+                        rr = ri + rj
+                        rr2 = rr * rr
+                        if d2 < rr2:
+                            w = stiff_s * (1.0 - d2 / rr2) / rr
+                            qx = int(w * dx)
+                            qy = int(w * dy)
+                            if own_i:
+                                accx[i] -= qx
+                                accy[i] -= qy
+                                hits[i] += 1
+                            if j < n:
+                                accx[j] += qx
+                                accy[j] += qy
+                                hits[j] += 1
             below = here
 
         # 2. Control, integration, walls, and 3. classification for the borders.
