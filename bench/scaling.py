@@ -191,8 +191,7 @@ def execute(plan: Plan, *, root: Path | None = None,
                        f"{len(schedule)} runs")
             break
         if progress is not None:
-            done = elapsed
-            eta = done / n * (len(schedule) - n) if n else 0.0
+            eta = elapsed / n * (len(schedule) - n) if n else 0.0
             bar = "#" * (20 * n // len(schedule))
             progress(f"[{bar:<20}] {n}/{len(schedule)} eta {_fmt_eta(eta)}  round {rnd + 1}: "
                      f"{cell['workload']} {cell['build']} {cell['backend']} w{cell['workers']} "
@@ -219,11 +218,11 @@ def _key(cell: dict[str, Any], *fields: str) -> tuple[Any, ...]:
 
 
 def judge(cell: dict[str, Any], expects_gil: bool) -> tuple[str, str | None]:
-    """Status of one cell from its raw runs: ``ok``, ``INVALID`` (GIL contradicts the build) or
-    ``ERROR`` (no repeat succeeded), with the reason."""
-    good = [r for r in cell["runs"] if r["ok"]]
+    """Status of one cell from its raw runs: ``ok``, ``INVALID`` (GIL contradicts the build),
+    ``ERROR`` (no repeat succeeded) or ``NOT RUN`` (none attempted), with the reason."""
     if not cell["runs"]:
         return "NOT RUN", "the run stopped before this cell's first repeat"
+    good = [r for r in cell["runs"] if r["ok"]]
     if not good:
         errors = {r.get("error") for r in cell["runs"]}
         return "ERROR", "; ".join(sorted(str(e) for e in errors))[:300] or "no runs"

@@ -330,8 +330,8 @@ def thread_main(spec: Mapping[str, Any], ep: Endpoint, coord: int) -> None:
     The spec is decoded again *inside* the thread, as the other backends do, so the config's
     floats and the rows' ints the kernel touches every tick are objects this thread created:
     on the free-threaded build, reference counting on another thread's objects is atomic.
-    (Measured on a 16-core machine, this alone did not change the per-region slowdown at 16
-    threads; see bench/README.md, "16 cores".)
+    (On a 16-core machine this alone did not measurably change the per-region slowdown at 16
+    threads: bench/results/2026-11-26-device16/diagnostics.md.)
     """
     import msgpack
 
