@@ -3,7 +3,8 @@
 Designed for free-threaded scaling as much as for single-thread speed: every list it touches is
 owned by this shard (no shared mutable hot objects, so no refcount or lock contention between
 worker threads), the hot loops read locals only, and the per-tick allocations are a handful of
-lists plus one small tuple per entity for the contact grid.  Columns ("struct of arrays") beat
+lists plus one small tuple per entity for the contact sweep (the uniform grid kept as rows one
+cell high, each sorted by x).  Columns ("struct of arrays") beat
 ``__slots__`` objects, and float columns as ``array('d')`` beat lists of floats, most of all on
 the free-threaded build (about 1.3x there, a few percent with the GIL);
 ``bench/kernel_layouts.py`` measures the layouts on both builds and the results are in
