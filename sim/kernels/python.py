@@ -220,6 +220,16 @@ class PythonShard(Shard):
                 vy = vy * f
             x = x + vx * dt
             y = y + vy * dt
+            if hit:
+                scores[i] += hit
+            if ix0 < x < ix1 and iy0 < y < iy1:
+                # Deep inside the region (margin > any radius, so no wall either): stays here,
+                # nobody needs it as a ghost.  The common case, so it skips the rest.
+                xs[i] = x
+                ys[i] = y
+                vxs[i] = vx
+                vys[i] = vy
+                continue
             if x < r:
                 x = r + (r - x)
                 vx = -vx
@@ -236,10 +246,6 @@ class PythonShard(Shard):
             ys[i] = y
             vxs[i] = vx
             vys[i] = vy
-            if hit:
-                scores[i] += hit
-            if ix0 < x < ix1 and iy0 < y < iy1:
-                continue  # deep inside: stays here, nobody needs it as a ghost
             owner = region_of(x, y)
             for dst in near(x, y, g):
                 if dst != owner:
@@ -257,10 +263,12 @@ class PythonShard(Shard):
                     if dst != me and dst != owner:
                         out[dst][2].append(vrow)
         if leavers:
-            gone = set(leavers)
-            for col in self._cols():
-                kept = [v for j, v in enumerate(col) if j not in gone]
-                col[:] = array("d", kept) if isinstance(col, array) else kept
+            # A few leavers per tick: deleting them in place, highest index first, keeps the
+            # order and costs a memmove each (rebuilding every column cost ~30% of a tick).
+            cols = self._cols()
+            for i in reversed(leavers):
+                for col in cols:
+                    del col[i]
         self._ghosts = self_ghosts
         self._view_in: list[ViewRow] = []
         return out
