@@ -3,8 +3,10 @@
 Workload (issue 3): 20,000 entities, 2048 x 2048, radius 4, 4 x 4 regions, seed 1, ticked by
 :class:`sim.world.World` in this thread.  Kernels: ``naive`` (bench/naive.py, the baseline the
 issue's 0.13 M figure describes, unsharded), ``python`` and ``numpy``.  Each kernel runs a few
-warm-up ticks, then ``repeats`` timed batches; the table shows the median with min and max and
-the speed-up over ``naive`` measured in the same run.  Run it once per interpreter::
+warm-up ticks, then timed batches interleaved round by round (naive, python, numpy, naive, ...) so
+drift on a shared machine hits every kernel alike; the table shows the median with min and max,
+and the speed-up over ``naive`` as the median of the ratios measured within each round.
+Run it once per interpreter::
 
     python -m bench.sim_kernels [--quick]
 
@@ -54,9 +56,10 @@ def environment() -> dict[str, Any]:
     return env
 
 
-def bench_kernel(kernel: str, ticks: int, repeats: int) -> dict[str, Any]:
+def make_world(kernel: str, entities: int) -> Any:
+    """A warmed-up arena world ticked by ``kernel`` (raises SimError if it cannot load here)."""
     config = WorldConfig(regions_x=GRID[0], regions_y=GRID[1], seed=SEED)
-    rows = spawn(config, ENTITIES)
+    rows = spawn(config, entities)
     world: Any
     if kernel == "naive":
         from bench.naive import NaiveWorld
@@ -65,15 +68,40 @@ def bench_kernel(kernel: str, ticks: int, repeats: int) -> dict[str, Any]:
         world = World(config, rows, kernel=kernel)
     for _ in range(WARMUP):
         world.step()
-    rates = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(ticks):
-            world.step()
-        rates.append(ENTITIES * ticks / (time.perf_counter() - t0))
-    return {"ticks_per_batch": ticks, "repeats": repeats,
+    return world
+
+
+def bench_kernels(kernels: list[str], plan: dict[str, tuple[int, int]], entities: int,
+                  ) -> dict[str, Any]:
+    """Time every kernel with interleaved repeats (A B C A B C ...).
+
+    Interleaving makes drift on a shared machine hit every kernel alike; each kernel's ratio to
+    ``naive`` is the median of the ratios measured in the same round.
+    """
+    results: dict[str, Any] = {}
+    worlds: dict[str, Any] = {}
+    for kernel in kernels:
+        try:
+            worlds[kernel] = make_world(kernel, entities)
+        except SimError as exc:  # e.g. numpy unavailable on this interpreter
+            results[kernel] = {"unavailable": str(exc)}
+    samples: dict[str, list[float]] = {k: [] for k in worlds}
+    rounds = max((plan[k][1] for k in worlds), default=0)
+    for _ in range(rounds):
+        for kernel, world in worlds.items():
+            ticks = plan[kernel][0]
+            t0 = time.perf_counter()
+            for _ in range(ticks):
+                world.step()
+            samples[kernel].append(entities * ticks / (time.perf_counter() - t0))
+    base = samples.get("naive")
+    for kernel, rates in samples.items():
+        ratios = [r / b for r, b in zip(rates, base, strict=True)] if base else []
+        results[kernel] = {
+            "ticks_per_batch": plan[kernel][0], "repeats": rounds,
             "median": statistics.median(rates), "min": min(rates), "max": max(rates),
-            "samples": rates}
+            "samples": rates, "vs_naive": statistics.median(ratios) if ratios else None}
+    return {k: results[k] for k in kernels}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,19 +109,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="short batches (a smoke run)")
     ap.add_argument("--kernels", default="naive,python,numpy",
                     help="comma-separated kernels (default naive,python,numpy)")
+    ap.add_argument("--entities", type=int, default=ENTITIES,
+                    help=f"entities in the arena (default {ENTITIES}, the arena-20k workload)")
+    ap.add_argument("--out", type=Path, default=RESULTS,
+                    help="folder for the JSON results (default bench/results)")
     args = ap.parse_args(argv)
     plan = QUICK if args.quick else FULL
     env = environment()
     build = "3.13t" if env.get("py_gil_disabled") else "3.13"
-    results: dict[str, Any] = {}
-    for kernel in args.kernels.split(","):
-        ticks, repeats = plan[kernel]
-        try:
-            results[kernel] = bench_kernel(kernel, ticks, repeats)
-        except SimError as exc:  # e.g. numpy unavailable on this interpreter
-            results[kernel] = {"unavailable": str(exc)}
-    base = results.get("naive", {}).get("median")
-    print(f"arena-20k: {ENTITIES} entities, {GRID[0]}x{GRID[1]} regions, seed {SEED}; "
+    kernels = args.kernels.split(",")
+    unknown = [k for k in kernels if k not in FULL]
+    if unknown:
+        ap.error(f"unknown kernel(s) {', '.join(unknown)}; choose from {', '.join(FULL)}")
+    results = bench_kernels(kernels, plan, args.entities)
+    print(f"arena-20k: {args.entities} entities, {GRID[0]}x{GRID[1]} regions, seed {SEED}; "
           f"CPython {env.get('version')} {env.get('build', '')}, "
           f"GIL {'on' if env.get('gil_enabled', True) else 'off'}"
           f"{' (quick)' if args.quick else ''}")
@@ -103,14 +132,13 @@ def main(argv: list[str] | None = None) -> int:
         if "unavailable" in r:
             print(f"{kernel:<8} unavailable: {r['unavailable']}")
             continue
-        ratio = f"{r['median'] / base:7.2f}x" if base else "       -"
-        r["vs_naive"] = r["median"] / base if base else None
+        ratio = f"{r['vs_naive']:7.2f}x" if r["vs_naive"] else "       -"
         print(f"{kernel:<8} {r['median'] / 1e6:9.3f} {r['min'] / 1e6:9.3f} "
               f"{r['max'] / 1e6:9.3f}  {ratio}")
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"sim-kernels-{env['host'] or 'unknown'}-{build}.json"
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"sim-kernels-{env['host'] or 'unknown'}-{build}.json"
     path.write_text(json.dumps({
-        "workload": {"name": "arena-20k", "entities": ENTITIES, "regions": list(GRID),
+        "workload": {"name": "arena-20k", "entities": args.entities, "regions": list(GRID),
                      "seed": SEED, "width": 2048, "height": 2048, "radius": 4},
         "quick": args.quick, "unit": "entity-updates/s", "when": time.strftime("%FT%T%z"),
         "environment": env, "kernels": results}, indent=2, sort_keys=True) + "\n")

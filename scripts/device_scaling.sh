@@ -8,7 +8,8 @@
 # `paratick bench scaling` for GIL and free-threaded builds on every backend at 1, 2, 4, ... up
 # to the usable cores, stopping new runs after BUDGET_S seconds (default 300) so a time-limited
 # lease always returns results.  Plots are left out (no matplotlib in the kit): rebuild them
-# with `paratick bench report OUTDIR/scaling` on a machine that has it.
+# with `paratick bench report OUTDIR/scaling` on a machine that has it.  Environment: WORKERS
+# (e.g. 1,8,16), BUILDS (default gil,ft), SCALING_ARGS (more `bench scaling` options).
 set -uo pipefail
 kit=${1:?usage: device_scaling.sh KIT.tar.xz OUTDIR [BUDGET_S] [NOTE]}
 out=${2:?usage: device_scaling.sh KIT.tar.xz OUTDIR [BUDGET_S] [NOTE]}
@@ -43,5 +44,5 @@ workers=${WORKERS:-$(.venv/gil/bin/python -c "from bench.scaling import default_
 echo "== bench scaling: workers $workers, budget $budget s"
 timeout -s INT $(( budget + 240 )) .venv/gil/bin/python -m server.cli bench scaling \
   --builds "${BUILDS:-gil,ft}" --workers "$workers" --time-budget "$budget" --no-plots \
-  --out "$out/scaling" --note "$note"
+  --out "$out/scaling" --note "$note" ${SCALING_ARGS:-}
 echo "== rc $? after $(( $(date +%s) - t0 )) s"

@@ -1,0 +1,38 @@
+"""bench.sim_kernels: interleaved rounds, same-round ratios, the JSON it writes."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+
+from bench import sim_kernels
+
+
+def test_quick_run_writes_interleaved_results(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    rc = sim_kernels.main(["--quick", "--entities", "300", "--kernels", "naive,python",
+                           "--out", str(tmp_path)])
+    assert rc == 0
+    (path,) = tmp_path.glob("sim-kernels-*.json")
+    data = json.loads(path.read_text())
+    assert data["workload"]["entities"] == 300 and data["quick"] is True
+    naive, python = data["kernels"]["naive"], data["kernels"]["python"]
+    rounds = max(sim_kernels.QUICK["naive"][1], sim_kernels.QUICK["python"][1])
+    assert len(naive["samples"]) == len(python["samples"]) == rounds
+    # The ratio is the median of per-round ratios, not the ratio of medians.
+    ratios = [p / n for p, n in zip(python["samples"], naive["samples"], strict=True)]
+    assert python["vs_naive"] == pytest.approx(statistics.median(ratios))
+    assert naive["vs_naive"] == pytest.approx(1.0)
+    assert naive["min"] <= naive["median"] <= naive["max"]
+    out = capsys.readouterr().out
+    assert "python" in out and "vs naive" in out
+
+
+def test_unknown_kernel_is_a_usage_error(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as exc:
+        sim_kernels.main(["--kernels", "naive,fortran", "--out", str(tmp_path)])
+    assert exc.value.code == 2
+    assert not list(tmp_path.iterdir())
