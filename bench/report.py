@@ -9,6 +9,7 @@ code and a hand-edited summary cannot leak into it.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -231,6 +232,11 @@ def write(folder: Path, *, plots: bool = True) -> list[Path]:
     md = ["# paratick benchmark report", "",
           f"Generated from `{schema.FILENAME}` (schema {doc['schema']} v{doc['version']}); "
           "rebuild with `paratick bench report " + str(folder) + "`.", ""]
+    if plots and importlib.util.find_spec("matplotlib") is None:
+        # e.g. a borrowed machine running a minimal kit: the figures matter more than the PNGs.
+        plots = False
+        md += ["Plots skipped: matplotlib is not installed where this report was written; run "
+               "`paratick bench report " + str(folder) + "` where it is to add them.", ""]
     if "scaling" in doc:
         sc = doc["scaling"]
         if plots and sc["cells"]:
@@ -244,7 +250,7 @@ def write(folder: Path, *, plots: bool = True) -> list[Path]:
         md += load_md(doc["load"], has)
     if "claims" in doc:
         md += claims_md(doc["claims"])
-    if len(md) == 4:
+    if not any(k in doc for k in ("scaling", "load", "claims")):
         md += ["(results.json holds no sections yet)", ""]
     path = folder / "report.md"
     path.write_text("\n".join(md), encoding="utf-8")

@@ -79,3 +79,17 @@ def test_readme_snippet_links_the_committed_figures(tmp_path: Path,
     out = capsys.readouterr().out
     assert "Measured on Test CPU, 2 cores" in out and "- best parallel" in out
     assert f"![ticks/s vs workers]({tmp_path}/scaling.png)" in out
+
+
+def test_report_without_matplotlib_skips_plots_and_says_so(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = report.importlib.util.find_spec
+    monkeypatch.setattr(report.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    write_doc(tmp_path, scaling_doc())
+    written = report.write(tmp_path, plots=True)
+    md = (tmp_path / "report.md").read_text()
+    assert written == [tmp_path / "report.md"]
+    assert not (tmp_path / "scaling.png").exists()
+    assert "Plots skipped: matplotlib is not installed" in md
+    assert "16.20 [15.00–17.00]" in md  # the figures are all there

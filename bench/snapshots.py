@@ -1,0 +1,141 @@
+"""What one client snapshot costs: the server-side work behind ``paratick bench load``.
+
+Every snapshot tick, each playing client gets a frame built by
+:class:`server.snapshots.SnapshotHook` inside a shard worker: an area-of-interest query, the
+quantisation of the rows it finds, a delta against the client's acknowledged baseline, and the
+encoding.  This benchmark times exactly that, on one thread, for the load benchmark's world
+(2,048 x 2,048, 2 x 2 regions, view radius 128, 1,024 players + 2,000 NPCs), so the load results
+can be read against a cost model: ``bots x snapshot_rate x cost`` is the CPU time per second
+that snapshots need, spread over the workers.  It also times the encoding alone with msgpack's C
+extension and with its pure-Python fallback (what a subinterpreter gets: msgpack's extension does
+not load there).
+
+    python -m bench.snapshots [--quick] [--clients N] [--out DIR]
+
+Figures are medians of interleaved repeats with min and max; nothing here is a pass/fail test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import msgpack.fallback
+
+from bench.sim_kernels import RESULTS, environment
+from server.protocol import SUBPROTOCOL_MSGPACK
+from server.snapshots import SnapshotHook
+from sim.config import WorldConfig
+from sim.world import World, spawn
+
+PLAYERS = 1024
+NPCS = 2000
+VIEW_RADIUS = 128.0
+SNAPSHOT_RATE = 20.0
+
+
+def make_world(players: int, npcs: int) -> World:
+    config = WorldConfig(regions_x=2, regions_y=2, view_radius=VIEW_RADIUS, seed=1)
+    world = World(config, spawn(config, players + npcs, players=players))
+    for _ in range(3):
+        world.step(view=True)
+    return world
+
+
+def measure(clients: int, repeats: int, players: int = PLAYERS, npcs: int = NPCS,
+            ) -> dict[str, Any]:
+    """Per-snapshot costs in microseconds: full, delta, and the encoding alone (C vs Python)."""
+    world = make_world(players, npcs)
+    hook = SnapshotHook(view_radius=VIEW_RADIUS)
+    clients = min(clients, players)
+    acked: dict[int, int] = {}
+    samples: dict[str, list[float]] = {"full": [], "delta": [], "encode_c": [],
+                                       "encode_python": []}
+    sizes: list[int] = []
+    entities: list[int] = []
+    for _ in range(repeats):
+        # Full snapshots: no baseline (a new client, or one whose baseline left the ring).
+        jobs = [(eid, eid, SUBPROTOCOL_MSGPACK, -1, 0) for eid in range(clients)]
+        t0 = time.perf_counter()
+        out = hook.run(world.tick, world.shards, jobs)
+        samples["full"].append((time.perf_counter() - t0) / max(1, len(out)) * 1e6)
+        acked = {sid: world.tick for sid, _ in out}
+        payloads = [p for _, p in out if isinstance(p, bytes)]
+        sizes += [len(p) for p in payloads]
+        maps = [msgpack.unpackb(p) for p in payloads]
+        entities += [len(m["ents"]) for m in maps]
+        # Deltas: the next snapshot tick (20 Hz on 30 Hz ticks: one or two ticks later), every
+        # client having acknowledged the previous one.
+        world.step(view=True)
+        jobs = [(eid, eid, SUBPROTOCOL_MSGPACK, acked.get(eid, -1), 0)
+                for eid in range(clients)]
+        t0 = time.perf_counter()
+        out = hook.run(world.tick, world.shards, jobs)
+        samples["delta"].append((time.perf_counter() - t0) / max(1, len(out)) * 1e6)
+        world.step(view=True)
+        for key, packer in (("encode_c", msgpack.Packer(use_bin_type=True)),
+                            ("encode_python", msgpack.fallback.Packer(use_bin_type=True))):
+            t0 = time.perf_counter()
+            for m in maps:
+                packer.pack(m)
+            samples[key].append((time.perf_counter() - t0) / max(1, len(maps)) * 1e6)
+    stats = {k: {"median_us": statistics.median(v), "min_us": min(v), "max_us": max(v),
+                 "samples_us": v} for k, v in samples.items()}
+    return {"clients": clients, "repeats": repeats, "players": players, "npcs": npcs,
+            "view_radius": VIEW_RADIUS,
+            "entities_per_snapshot": statistics.median(entities) if entities else 0,
+            "bytes_per_full_snapshot": statistics.median(sizes) if sizes else 0,
+            "delta_share": hook.stats["delta"] / max(1, hook.stats["jobs"]),
+            "costs": stats}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="3 repeats of 200 clients")
+    ap.add_argument("--clients", type=int, default=1000,
+                    help="snapshots per batch (default 1000, at most the 1,024 players)")
+    ap.add_argument("--repeats", type=int, default=7, help="interleaved repeats (default 7)")
+    ap.add_argument("--out", type=Path, default=RESULTS,
+                    help="folder for the JSON results (default bench/results)")
+    args = ap.parse_args(argv)
+    clients, repeats = (200, 3) if args.quick else (args.clients, args.repeats)
+    if clients < 1 or repeats < 1:
+        ap.error("--clients and --repeats must be positive")
+    env = environment()
+    res = measure(clients, repeats)
+    build = "3.13t" if env.get("py_gil_disabled") else "3.13"
+    c = res["costs"]
+    print(f"snapshots: {res['clients']} clients, {res['players']} players + {res['npcs']} NPCs, "
+          f"view radius {VIEW_RADIUS:g}; CPython {env.get('version')} {env.get('build', '')}"
+          f"{' (quick)' if args.quick else ''}")
+    print(f"entities per snapshot {res['entities_per_snapshot']:.0f}, "
+          f"full snapshot {res['bytes_per_full_snapshot']:.0f} bytes")
+    print(f"{'cost per snapshot':<34} {'median':>9} {'min':>9} {'max':>9}   (µs, one thread)")
+    labels = {"full": "full (AOI + quantise + encode)", "delta": "delta vs acked baseline",
+              "encode_c": "encoding only, msgpack C", "encode_python": "encoding only, pure Python"}
+    for key, label in labels.items():
+        s = c[key]
+        print(f"{label:<34} {s['median_us']:9.1f} {s['min_us']:9.1f} {s['max_us']:9.1f}")
+    per_s = 1000 * SNAPSHOT_RATE
+    print(f"1,000 bots at {SNAPSHOT_RATE:g} Hz = {per_s:,.0f} snapshots/s: "
+          f"{per_s * c['delta']['median_us'] / 1e6:.2f} CPU-s/s as deltas, "
+          f"{per_s * c['full']['median_us'] / 1e6:.2f} as full snapshots (msgpack C); "
+          f"+{per_s * (c['encode_python']['median_us'] - c['encode_c']['median_us']) / 1e6:.2f}"
+          " with pure-Python msgpack")
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"snapshots-{env['host'] or 'unknown'}-{build}.json"
+    path.write_text(json.dumps({"quick": args.quick, "when": time.strftime("%FT%T%z"),
+                                "environment": env, "result": res}, indent=2,
+                               sort_keys=True) + "\n")
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

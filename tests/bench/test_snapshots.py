@@ -1,0 +1,40 @@
+"""bench.snapshots: the per-snapshot cost model behind the load benchmark."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench import snapshots
+
+
+def test_measure_reports_every_cost_per_repeat() -> None:
+    res = snapshots.measure(clients=30, repeats=2, players=40, npcs=300)
+    assert res["clients"] == 30
+    assert set(res["costs"]) == {"full", "delta", "encode_c", "encode_python"}
+    for cost in res["costs"].values():
+        assert len(cost["samples_us"]) == 2
+        assert 0 < cost["min_us"] <= cost["median_us"] <= cost["max_us"]
+    assert res["entities_per_snapshot"] >= 1  # a client always sees at least itself
+    assert res["bytes_per_full_snapshot"] > 0
+    assert 0.0 <= res["delta_share"] <= 1.0
+
+
+def test_clients_are_capped_by_players() -> None:
+    assert snapshots.measure(clients=500, repeats=1, players=12, npcs=50)["clients"] == 12
+
+
+def test_quick_cli_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert snapshots.main(["--quick", "--out", str(tmp_path)]) == 0
+    (path,) = tmp_path.glob("snapshots-*.json")
+    data = json.loads(path.read_text())
+    assert data["quick"] is True and data["result"]["clients"] == 200
+    assert "pure-Python msgpack" in capsys.readouterr().out
+
+
+def test_bad_arguments_are_usage_errors(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as exc:
+        snapshots.main(["--clients", "0", "--out", str(tmp_path)])
+    assert exc.value.code == 2
