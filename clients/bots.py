@@ -46,9 +46,12 @@ from server.protocol import (
 )
 
 BEHAVIOURS = ("wander", "chase", "idle")
-#: Bots per process before the fleet spreads over more processes (one asyncio loop comfortably
-#: runs a few hundred websocket clients at 20 Hz).
-PER_PROCESS = 250
+#: Bots per process before the fleet spreads over more processes.  Measured on the 2-core VM:
+#: 100 bots in one process used 0.55 of a core while receiving only 12 of their 20 snapshots/s
+#: (decode, delta application, behaviour and 20 inputs/s each), so a process of 250 bots at full
+#: rate needs more than one core there and a few hundred per loop is too many to keep the bots
+#: from being the bottleneck on a machine with cores to spare.
+PER_PROCESS = 100
 #: Snapshots kept for delta application (the server's ring is 32; acks arrive in order).
 HISTORY = 8
 #: Pending-input sequence numbers tracked for latency; older unacked ones are forgotten

@@ -28,7 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-rate", type=float, default=20.0,
                    help="inputs per second per bot (default %(default)s)")
     p.add_argument("--processes", type=int, default=None,
-                   help="bot processes (default: one per 250 bots, at most the core count)")
+                   help="bot processes (default: one per 100 bots, at most the core count)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress line")
 
