@@ -40,6 +40,7 @@ from server.protocol import (
     codec_for,
     dequantise,
     quantise,
+    snapshot_map,
 )
 
 MP = MsgpackCodec()
@@ -243,3 +244,23 @@ def test_random_fields_raise_only_protocol_errors(t: str, fields: dict[str, obje
             continue  # NaN in JSON, ints beyond 64 bits in msgpack: nothing a peer could send
         with contextlib.suppress(ProtocolError):
             codec.decode(data, accept=ALL)
+
+
+@given(st.lists(wire_entities, max_size=40), st.lists(ints, max_size=20), ints, ints,
+       st.none() | ints, st.sampled_from([MP, JS]))
+@settings(max_examples=150)
+def test_snapshot_from_fragments_is_the_plain_encoding(
+        ents: list[tuple[int, ...]], gone: list[int], tick: int, ack: int, base: int | None,
+        codec: object) -> None:
+    plain = codec.dumps(snapshot_map(tick, ack, ents, gone, base))  # type: ignore[attr-defined]
+    frags = [codec.fragment(w) for w in ents]  # type: ignore[attr-defined]
+    assert codec.dumps_snapshot(tick, ack, base, frags, gone) == plain  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("n", [15, 16, 0xFFFF, 0x10000])
+def test_snapshot_from_fragments_at_array_header_boundaries(n: int) -> None:
+    ents = [(i, 0, i, 0, 0, 0, 0, 0) for i in range(n)]
+    frag = MP.fragment(ents[0])
+    data = MP.dumps_snapshot(1, 0, None, [MP.fragment(w) for w in ents], ())
+    assert data == MP.dumps(snapshot_map(1, 0, ents, (), None))
+    assert len(msgpack.unpackb(data)["ents"]) == n and frag.startswith(b"\x98")
