@@ -7,8 +7,8 @@ encoding.  This benchmark times exactly that, on one thread, for the load benchm
 (2,048 x 2,048, 2 x 2 regions, view radius 128, 1,024 players + 2,000 NPCs), so the load results
 can be read against a cost model: ``bots x snapshot_rate x cost`` is the CPU time per second
 that snapshots need, spread over the workers.  It also times the encoding alone with msgpack's C
-extension and with its pure-Python fallback (what a subinterpreter gets: msgpack's extension does
-not load there).
+extension and with its pure-Python fallback, and the full hook inside a real subinterpreter
+(msgpack's extension does not load there, so it falls back to pure Python).
 
     python -m bench.snapshots [--quick] [--clients N] [--out DIR]
 
@@ -95,6 +95,58 @@ def measure(clients: int, repeats: int, players: int = PLAYERS, npcs: int = NPCS
             "costs": stats}
 
 
+def hook_only(clients: int, repeats: int, players: int = PLAYERS, npcs: int = NPCS,
+              ) -> dict[str, Any]:
+    """Full snapshots through the hook only (what runs in a worker), µs per snapshot; also
+    which msgpack implementation this interpreter loaded."""
+    world = make_world(players, npcs)
+    hook = SnapshotHook(view_radius=VIEW_RADIUS)
+    clients = min(clients, players)
+    jobs = [(eid, eid, SUBPROTOCOL_MSGPACK, -1, 0) for eid in range(clients)]
+    samples = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = hook.run(world.tick, world.shards, jobs)
+        samples.append((time.perf_counter() - t0) / max(1, len(out)) * 1e6)
+        world.step(view=True)
+    return {"msgpack": msgpack.Packer.__module__, "median_us": statistics.median(samples),
+            "min_us": min(samples), "max_us": max(samples), "samples_us": samples}
+
+
+_SUB_CODE = """
+import json, sys
+sys.path[:] = json.loads(PATH)
+from bench.snapshots import hook_only
+with open(OUT, "w") as f:
+    json.dump(hook_only(*json.loads(ARGS)), f)
+"""
+
+
+def in_subinterpreter(clients: int, repeats: int, players: int = PLAYERS, npcs: int = NPCS,
+                      ) -> dict[str, Any] | str:
+    """:func:`hook_only` run inside a fresh subinterpreter (where msgpack's C extension does not
+    load); returns the result, or a one-line reason when subinterpreters are unavailable."""
+    import tempfile
+
+    from server.runtime import interp
+
+    if not interp.available():
+        return "subinterpreters are not available on this interpreter"
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "result.json"
+        iid = interp.create()
+        try:
+            interp.bind_main(iid, {"PATH": json.dumps(sys.path), "OUT": str(out),
+                                   "ARGS": json.dumps([clients, repeats, players, npcs])})
+            err = interp.run(iid, _SUB_CODE)
+        finally:
+            interp.destroy(iid)
+        if err is not None:
+            return f"failed in the subinterpreter: {err.strip().splitlines()[-1]}"
+        result: dict[str, Any] = json.loads(out.read_text())
+        return result
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="3 repeats of 200 clients")
@@ -109,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--clients and --repeats must be positive")
     env = environment()
     res = measure(clients, repeats)
+    res["subinterpreter"] = in_subinterpreter(clients, repeats)
     build = "3.13t" if env.get("py_gil_disabled") else "3.13"
     c = res["costs"]
     print(f"snapshots: {res['clients']} clients, {res['players']} players + {res['npcs']} NPCs, "
@@ -122,12 +175,21 @@ def main(argv: list[str] | None = None) -> int:
     for key, label in labels.items():
         s = c[key]
         print(f"{label:<34} {s['median_us']:9.1f} {s['min_us']:9.1f} {s['max_us']:9.1f}")
+    sub = res["subinterpreter"]
+    if isinstance(sub, dict):
+        print(f"{'full, inside a subinterpreter':<34} {sub['median_us']:9.1f} {sub['min_us']:9.1f} "
+              f"{sub['max_us']:9.1f}   (msgpack there: {sub['msgpack']})")
+    else:
+        print(f"{'full, inside a subinterpreter':<34} not measured: {sub}")
     per_s = 1000 * SNAPSHOT_RATE
+    sub_cost = (f"{per_s * sub['median_us'] / 1e6:.2f} inside subinterpreters"
+                if isinstance(sub, dict) else "subinterpreters not measured")
     print(f"1,000 bots at {SNAPSHOT_RATE:g} Hz = {per_s:,.0f} snapshots/s: "
           f"{per_s * c['delta']['median_us'] / 1e6:.2f} CPU-s/s as deltas, "
-          f"{per_s * c['full']['median_us'] / 1e6:.2f} as full snapshots (msgpack C); "
-          f"+{per_s * (c['encode_python']['median_us'] - c['encode_c']['median_us']) / 1e6:.2f}"
-          " with pure-Python msgpack")
+          f"{per_s * c['full']['median_us'] / 1e6:.2f} as full snapshots, {sub_cost} "
+          "(whole-message encoding would add "
+          f"{per_s * (c['encode_python']['median_us'] - c['encode_c']['median_us']) / 1e6:.2f}"
+          " there; the hook encodes each entity once per tick instead)")
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"snapshots-{env['host'] or 'unknown'}-{build}.json"
     path.write_text(json.dumps({"quick": args.quick, "when": time.strftime("%FT%T%z"),
