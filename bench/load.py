@@ -11,8 +11,9 @@ tick budget (33.3 ms at 30 Hz), the bots' p99 input→acknowledgement latency is
 and the measured tick rate never fell below 95 % of the target.
 
 :func:`bounded_search` finds the largest passing value of one knob (entities with bots fixed,
-then bots with entities fixed) by doubling from a start value until a probe fails or a limit is
-reached, then bisecting between the last pass and the first fail for a bounded number of probes:
+then bots with entities fixed) by doubling from a start value while probes pass (halving while
+they fail, so a start that is too high still finds the answer below it), then bisecting between
+the last pass and the first fail for a bounded number of probes:
 at most ``max_probes`` probes per search, so the run time is bounded whatever the machine.
 Finally one probe at a fixed load records MSPT percentiles for every configuration, the
 comparison readers want ("GIL vs no-GIL at the same load").
@@ -103,11 +104,12 @@ def holds(bots_report: dict[str, Any], expected_bots: int,
 
 def bounded_search(passes: Callable[[int], bool], *, start: int, limit: int,
                    max_probes: int) -> tuple[int | None, list[tuple[int, bool]]]:
-    """Largest ``n`` in [start, limit] with ``passes(n)``, assuming monotonicity (pure).
+    """Largest ``n`` in [1, limit] with ``passes(n)``, assuming monotonicity (pure).
 
-    Doubles from ``start`` until a failure or ``limit``, then bisects between the last pass and
-    the first failure; never calls ``passes`` more than ``max_probes`` times.  Returns the best
-    passing value (None if even ``start`` fails) and the trail of (value, passed) probes.
+    From ``start`` it doubles while probes pass (up to ``limit``) or halves while they fail
+    (down to 1), until it has a passing and a failing value, then bisects between them; it never
+    calls ``passes`` more than ``max_probes`` times.  Returns the best measured passing value
+    (None if every probe failed) and the trail of (value, passed) probes.
     """
     if start < 1 or limit < start or max_probes < 1:
         raise ValueError(f"bad search bounds: start={start} limit={limit} probes={max_probes}")
@@ -124,12 +126,14 @@ def bounded_search(passes: Callable[[int], bool], *, start: int, limit: int,
     while len(trail) < max_probes:
         if probe(n):
             best = n
-            if n >= limit:
-                return best, trail
+            if fail is not None or n >= limit:
+                break
             n = min(limit, n * 2)
         else:
             fail = n
-            break
+            if best is not None or n <= 1:
+                break
+            n //= 2
     if best is None or fail is None:
         return best, trail
     lo, hi = best, fail
@@ -323,12 +327,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-probes", type=int, default=None,
                    help="probes per bounded search (default 4; 3 with --quick)")
     p.add_argument("--entities-start", type=int, default=2500,
-                   help="first world size tried (default 2500; doubled: 5000, 10000, ...)")
+                   help="first world size tried (default 2500; doubled while probes hold, "
+                        "halved while they fail)")
     p.add_argument("--entities-limit", type=int, default=160_000)
     p.add_argument("--bots-fixed", type=int, default=100,
                    help="bots during the entity search (default 100)")
     p.add_argument("--bots-start", type=int, default=250,
-                   help="first bot count tried (default 250; doubled: 500, 1000, 2000)")
+                   help="first bot count tried (default 250; doubled while probes hold, "
+                        "halved while they fail)")
     p.add_argument("--bots-limit", type=int, default=2000)
     p.add_argument("--entities-fixed", type=int, default=5000,
                    help="entities during the bot search and the fixed-load run (default 5000)")

@@ -54,9 +54,9 @@ def test_search_finds_the_threshold_within_its_probe_budget(threshold: int,
     best, trail = bounded_search(passes, start=100, limit=4000, max_probes=probes)
     assert len(calls) <= probes and [n for n, _ in trail] == calls
     if best is None:
-        assert threshold < 100 or not trail[0][1]
+        assert not any(ok for _, ok in trail) and threshold < min(n for n, _ in trail)
     else:
-        assert passes(best) and 100 <= best <= min(4000, threshold)
+        assert passes(best) and 1 <= best <= min(4000, threshold)
         # every probe at or below best passed: the answer is a measured pass, never a guess
         assert any(n == best and ok for n, ok in trail)
 
@@ -71,7 +71,16 @@ def test_search_stops_at_the_limit_and_when_start_fails() -> None:
     assert bounded_search(lambda n: True, start=100, limit=300, max_probes=10) == (
         300, [(100, True), (200, True), (300, True)])
     assert bounded_search(lambda n: False, start=100, limit=300, max_probes=10) == (
-        None, [(100, False)])
+        None, [(100, False), (50, False), (25, False), (12, False), (6, False), (3, False),
+               (1, False)])
+    assert bounded_search(lambda n: False, start=100, limit=300, max_probes=2) == (
+        None, [(100, False), (50, False)])
+
+
+def test_search_goes_below_a_start_that_fails() -> None:
+    best, trail = bounded_search(lambda n: n <= 30, start=100, limit=1000, max_probes=12)
+    assert [n for n, _ in trail][:3] == [100, 50, 25]
+    assert best is not None and 30 * 0.95 <= best <= 30
     with pytest.raises(ValueError):
         bounded_search(lambda n: True, start=0, limit=10, max_probes=3)
 
