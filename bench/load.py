@@ -316,7 +316,7 @@ def table(section: dict[str, Any]) -> str:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true",
                    help="gil+ft, threads only, 6 s probes, 3 probes per search (~4 min); the "
-                        "default run (2 builds x 3 backends, 9 probes each) takes ~15 min")
+                        "default run (2 builds x 3 backends, 9 probes each) takes ~15-17 min")
     p.add_argument("--builds", default=None, help="comma list (default gil,ft)")
     p.add_argument("--backends", default=None,
                    help="comma list (default threads,interpreters,processes)")
