@@ -48,6 +48,19 @@ def make_world(players: int, npcs: int) -> World:
     return world
 
 
+def _timed_run(hook: SnapshotHook, world: World, jobs: list[tuple[int, int, str, int, int]],
+               ) -> tuple[float, list[tuple[int, bytes | str]]]:
+    """One ``hook.run`` on the world's current tick: (µs per snapshot built, the snapshots)."""
+    t0 = time.perf_counter()
+    out = hook.run(world.tick, world.shards, jobs)
+    return (time.perf_counter() - t0) / max(1, len(out)) * 1e6, out
+
+
+def _summary(samples: list[float]) -> dict[str, Any]:
+    return {"median_us": statistics.median(samples), "min_us": min(samples),
+            "max_us": max(samples), "samples_us": samples}
+
+
 def measure(clients: int, repeats: int, players: int = PLAYERS, npcs: int = NPCS,
             ) -> dict[str, Any]:
     """Per-snapshot costs in microseconds: full, delta, and the encoding alone (C vs Python)."""
@@ -62,9 +75,8 @@ def measure(clients: int, repeats: int, players: int = PLAYERS, npcs: int = NPCS
     for _ in range(repeats):
         # Full snapshots: no baseline (a new client, or one whose baseline left the ring).
         jobs = [(eid, eid, SUBPROTOCOL_MSGPACK, -1, 0) for eid in range(clients)]
-        t0 = time.perf_counter()
-        out = hook.run(world.tick, world.shards, jobs)
-        samples["full"].append((time.perf_counter() - t0) / max(1, len(out)) * 1e6)
+        us, out = _timed_run(hook, world, jobs)
+        samples["full"].append(us)
         acked = {sid: world.tick for sid, _ in out}
         payloads = [p for _, p in out if isinstance(p, bytes)]
         sizes += [len(p) for p in payloads]
@@ -75,9 +87,7 @@ def measure(clients: int, repeats: int, players: int = PLAYERS, npcs: int = NPCS
         world.step(view=True)
         jobs = [(eid, eid, SUBPROTOCOL_MSGPACK, acked.get(eid, -1), 0)
                 for eid in range(clients)]
-        t0 = time.perf_counter()
-        out = hook.run(world.tick, world.shards, jobs)
-        samples["delta"].append((time.perf_counter() - t0) / max(1, len(out)) * 1e6)
+        samples["delta"].append(_timed_run(hook, world, jobs)[0])
         world.step(view=True)
         for key, packer in (("encode_c", msgpack.Packer(use_bin_type=True)),
                             ("encode_python", msgpack.fallback.Packer(use_bin_type=True))):
@@ -85,8 +95,7 @@ def measure(clients: int, repeats: int, players: int = PLAYERS, npcs: int = NPCS
             for m in maps:
                 packer.pack(m)
             samples[key].append((time.perf_counter() - t0) / max(1, len(maps)) * 1e6)
-    stats = {k: {"median_us": statistics.median(v), "min_us": min(v), "max_us": max(v),
-                 "samples_us": v} for k, v in samples.items()}
+    stats = {k: _summary(v) for k, v in samples.items()}
     return {"clients": clients, "repeats": repeats, "players": players, "npcs": npcs,
             "view_radius": VIEW_RADIUS,
             "entities_per_snapshot": statistics.median(entities) if entities else 0,
@@ -105,12 +114,9 @@ def hook_only(clients: int, repeats: int, players: int = PLAYERS, npcs: int = NP
     jobs = [(eid, eid, SUBPROTOCOL_MSGPACK, -1, 0) for eid in range(clients)]
     samples = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = hook.run(world.tick, world.shards, jobs)
-        samples.append((time.perf_counter() - t0) / max(1, len(out)) * 1e6)
+        samples.append(_timed_run(hook, world, jobs)[0])
         world.step(view=True)
-    return {"msgpack": msgpack.Packer.__module__, "median_us": statistics.median(samples),
-            "min_us": min(samples), "max_us": max(samples), "samples_us": samples}
+    return {"msgpack": msgpack.Packer.__module__, **_summary(samples)}
 
 
 _SUB_CODE = """

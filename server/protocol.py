@@ -394,7 +394,8 @@ def _to_map(msg: Message) -> dict[str, Any]:
 
 def snapshot_map(tick: int, ack: int, ents: Iterable[WireEntity], gone: Iterable[int],
                  base: int | None) -> dict[str, Any]:
-    """The wire map of a snapshot from already-quantised entities (the server's fast path)."""
+    """The wire map of a snapshot from already-quantised entities; the server builds the same
+    payload from per-entity fragments (:meth:`Codec.dumps_snapshot`), tests hold them equal."""
     return {"t": "snapshot", "tick": tick, "ack": ack, "base": base, "ents": list(ents),
             "gone": list(gone)}
 
