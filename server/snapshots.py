@@ -22,8 +22,10 @@ For a job the hook:
 4. encodes with the client's codec and returns ``(session id, payload)``.  Each entity is
    encoded once per tick and codec (:meth:`Codec.fragment <server.protocol.Codec.fragment>`,
    cached beside the quantised rows) and spliced into every snapshot that lists it, byte for
-   byte what encoding the whole message would give.  Inside a subinterpreter, where msgpack
-   runs in pure Python, that cut the cost of a snapshot 2.6x (bench/snapshots.py).
+   byte what encoding the whole message would give.  With msgpack's pure-Python fallback (what
+   a subinterpreter gets) that cut the cost of a snapshot 2.6x on the 2-core VM's GIL build
+   (fallback forced in the main interpreter, interleaved A/B; bench/snapshots.py measures the
+   hook inside a real subinterpreter too).
 
 Rings are per worker: after a handoff to a shard of another worker, the first snapshot there is
 full (the new worker has no baseline), which costs one frame and keeps workers free of shared
