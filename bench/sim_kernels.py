@@ -2,10 +2,13 @@
 
 Workload (issue 3): 20,000 entities, 2048 x 2048, radius 4, 4 x 4 regions, seed 1, ticked by
 :class:`sim.world.World` in this thread.  Kernels: ``naive`` (bench/naive.py, the baseline the
-issue's 0.13 M figure describes, unsharded), ``python`` and ``numpy``.  Each kernel runs a few
-warm-up ticks, then timed batches interleaved round by round (naive, python, numpy, naive, ...) so
-drift on a shared machine hits every kernel alike; the table shows the median with min and max,
-and the speed-up over ``naive`` as the median of the ratios measured within each round.
+issue's 0.13 M figure describes, unsharded), ``python``, ``numpy`` (the 16 regions ticked as
+one :class:`~sim.kernels.numpy.NumpyWorld`, what one thread owning the whole world runs) and
+``numpy-regions`` (one numpy shard per region, what a worker owning part of the world runs).
+Each kernel runs a few warm-up ticks, then timed batches interleaved round by round (naive,
+python, numpy, naive, ...) so drift on a shared machine hits every kernel alike; the table
+shows the median with min and max, and the speed-up over ``naive`` as the median of the ratios
+measured within each round.
 Run it once per interpreter::
 
     python -m bench.sim_kernels [--quick]
@@ -35,8 +38,8 @@ ENTITIES = 20_000
 GRID = (4, 4)
 SEED = 1
 #: (ticks per timed batch, repeats) per kernel: batches of about a second in full mode.
-FULL = {"naive": (5, 5), "python": (10, 7), "numpy": (60, 7)}
-QUICK = {"naive": (1, 5), "python": (2, 5), "numpy": (10, 5)}
+FULL = {"naive": (5, 5), "python": (10, 7), "numpy": (150, 7), "numpy-regions": (60, 7)}
+QUICK = {"naive": (1, 5), "python": (2, 5), "numpy": (20, 5), "numpy-regions": (10, 5)}
 WARMUP = 2
 
 
@@ -64,6 +67,8 @@ def make_world(kernel: str, entities: int) -> Any:
     if kernel == "naive":
         from bench.naive import NaiveWorld
         world = NaiveWorld(config, rows)
+    elif kernel == "numpy-regions":
+        world = World(config, rows, kernel="numpy", per_region=True)
     else:
         world = World(config, rows, kernel=kernel)
     for _ in range(WARMUP):
@@ -107,8 +112,8 @@ def bench_kernels(kernels: list[str], plan: dict[str, tuple[int, int]], entities
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="short batches (a smoke run)")
-    ap.add_argument("--kernels", default="naive,python,numpy",
-                    help="comma-separated kernels (default naive,python,numpy)")
+    ap.add_argument("--kernels", default=",".join(FULL),
+                    help=f"comma-separated kernels (default {','.join(FULL)})")
     ap.add_argument("--entities", type=int, default=ENTITIES,
                     help=f"entities in the arena (default {ENTITIES}, the arena-20k workload)")
     ap.add_argument("--out", type=Path, default=RESULTS,
@@ -126,14 +131,14 @@ def main(argv: list[str] | None = None) -> int:
           f"CPython {env.get('version')} {env.get('build', '')}, "
           f"GIL {'on' if env.get('gil_enabled', True) else 'off'}"
           f"{' (quick)' if args.quick else ''}")
-    print(f"{'kernel':<8} {'median':>9} {'min':>9} {'max':>9}  {'vs naive':>8}   "
+    print(f"{'kernel':<13} {'median':>9} {'min':>9} {'max':>9}  {'vs naive':>8}   "
           "(M entity-updates/s)")
     for kernel, r in results.items():
         if "unavailable" in r:
-            print(f"{kernel:<8} unavailable: {r['unavailable']}")
+            print(f"{kernel:<13} unavailable: {r['unavailable']}")
             continue
         ratio = f"{r['vs_naive']:7.2f}x" if r["vs_naive"] else "       -"
-        print(f"{kernel:<8} {r['median'] / 1e6:9.3f} {r['min'] / 1e6:9.3f} "
+        print(f"{kernel:<13} {r['median'] / 1e6:9.3f} {r['min'] / 1e6:9.3f} "
               f"{r['max'] / 1e6:9.3f}  {ratio}")
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"sim-kernels-{env['host'] or 'unknown'}-{build}.json"

@@ -163,4 +163,21 @@ def make_shard(config: WorldConfig, region: int, rows: Iterable[Row] = (), *,
     raise ConfigError(f"unknown kernel {kernel!r}; choose one of {', '.join(KERNELS)}")
 
 
+def make_shards(config: WorldConfig, rows_by_region: Mapping[int, Iterable[Row]], *,
+                kernel: str = "python", per_region: bool = False) -> list[Shard]:
+    """The shards of the regions in ``rows_by_region`` (ascending), as one thread will tick them.
+
+    With the numpy kernel, regions that make up the whole world become one
+    :class:`~sim.kernels.numpy.NumpyWorld`: one set of array operations per tick instead of one
+    per region, and no borders between them (its shards are facades over the shared arrays).
+    Otherwise, or with ``per_region=True`` (for comparisons), each region is an independent
+    :func:`make_shard`.  Either way the results are the same bits.
+    """
+    regions = sorted(rows_by_region)
+    if kernel == "numpy" and not per_region and regions == list(range(config.regions)):
+        from sim.kernels.numpy import NumpyWorld
+        return list(NumpyWorld(config, rows_by_region).shards)
+    return [make_shard(config, r, rows_by_region[r], kernel=kernel) for r in regions]
+
+
 assert len(FIELDS) == 13

@@ -18,7 +18,7 @@ from sim.entities import NPC, PLAYER, InputRow, Row, validate_input, validate_ro
 from sim.errors import InvalidInput, SchemaError
 from sim.geometry import Layout
 from sim.rng import uniform
-from sim.shard import Border, Shard, make_shard
+from sim.shard import Border, Shard, make_shards
 
 SAVE_VERSION = 1
 DIGEST_VERSION = 1
@@ -62,10 +62,15 @@ def normalise_inputs(inputs: Iterable[Any]) -> dict[int, InputRow]:
 
 
 class World:
-    """Every region of one world, ticked in the calling thread."""
+    """Every region of one world, ticked in the calling thread.
+
+    With the numpy kernel the regions are one :class:`~sim.kernels.numpy.NumpyWorld` (one set of
+    array operations per tick) unless ``per_region`` asks for one shard per region; the results
+    are the same bits either way (:func:`sim.shard.make_shards`).
+    """
 
     def __init__(self, config: WorldConfig, rows: Iterable[Row] = (), *, kernel: str = "python",
-                 tick: int = 0, validate: bool = True) -> None:
+                 tick: int = 0, validate: bool = True, per_region: bool = False) -> None:
         self.config = config
         self.layout = Layout(config)
         self.tick = tick
@@ -82,8 +87,8 @@ class World:
         per: list[list[Row]] = [[] for _ in range(config.regions)]
         for row in rows:
             per[self.layout.region_of(row[2], row[3])].append(row)
-        self.shards: list[Shard] = [make_shard(config, i, per[i], kernel=kernel)
-                                    for i in range(config.regions)]
+        self.shards: list[Shard] = make_shards(config, dict(enumerate(per)), kernel=kernel,
+                                               per_region=per_region)
         self._deliver({s.region: s.emit() for s in self.shards})
 
     def _deliver(self, outboxes: Mapping[int, Mapping[int, Border]]) -> None:

@@ -35,7 +35,7 @@ from typing import Any
 from server.runtime import messages as m
 from server.runtime.channels import Endpoint
 from sim.config import WorldConfig
-from sim.shard import Border, Shard, make_shard
+from sim.shard import Border, Shard, make_shards
 
 #: Attempts at a failing tick after the first (a deterministic bug fails every time; a transient
 #: one - memory pressure, an injected fault - passes on the first retry).
@@ -95,10 +95,9 @@ class WorkerCore:
         self.checkpointing: bool = spec.get("checkpoint", True)
         self.checkpoint_every: int = max(1, int(spec.get("checkpoint_every", CHECKPOINT_EVERY)))
         kernel = spec["kernel"]
-        self.shards: dict[int, Shard] = {}
-        for region, rows in spec["rows"]:
-            self.shards[region] = make_shard(self.config, region, [tuple(r) for r in rows],
-                                              kernel=kernel)
+        own = {region: [tuple(r) for r in rows] for region, rows in spec["rows"]}
+        self.shards: dict[int, Shard] = {
+            s.region: s for s in make_shards(self.config, own, kernel=kernel)}
         self.regions = sorted(self.shards)
         peers = {self.owner[n] for r in self.regions for n in self.shards[r].neighbours}
         peers.discard(self.w)

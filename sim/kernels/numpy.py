@@ -46,9 +46,11 @@ except ImportError as exc:  # pragma: no cover - depends on the interpreter
 
 from sim.config import WorldConfig
 from sim.entities import PLAYER, InputRow, Row
+from sim.errors import SimError
+from sim.geometry import Layout
 from sim.kernels.python import CELL_SLACK
 from sim.rng import GOLDEN, K_ID, K_LANE, K_TICK, M1, M2, MASK, TWO_M53
-from sim.shard import INV_SCALE, SCALE, TAU, Border, Shard
+from sim.shard import INV_SCALE, SCALE, TAU, Border, Shard, ViewRow
 
 PI = math.pi
 
@@ -162,6 +164,114 @@ _GHOST_TABLE, _VIEW_TABLE, _OWNER_TABLE = _neighbourhood_tables()
 _CODE_W = np.array([1, 3, 9], dtype=np.int64)
 
 
+def _integrate(cfg: WorldConfig, F: np.ndarray, I: np.ndarray, tick: int,  # noqa: E741
+               inputs: Mapping[int, InputRow], acc: np.ndarray | None, hits: np.ndarray | None,
+               *, players: int, walls: bool, wh: np.ndarray) -> None:
+    """Control, integration, speed cap, walls and scores of one tick, in place on ``F``/``I``.
+
+    Args:
+        acc: summed quantised contact impulses (2, n), or None without contacts.
+        hits: contact counts (n,), or None.
+        players: how many players there are (0 skips the steering loop).
+        walls: whether any entity can reach a world edge (False skips the wall tests).
+        wh: ``[[width], [height]]``.
+    """
+    n = F.shape[1]
+    wp = cfg.wander_period
+    # Players steered in Python (math.cos/sin, see the module docstring), NPC wander kicks drawn
+    # vectorised.
+    wander = (I[IPHASE] == (-tick) % wp).nonzero()[0]
+    if players:
+        wander = wander[I[IKIND, wander] != PLAYER]
+    V = F[FVX:FVY + 1]
+    if players or len(wander):
+        dv = np.zeros((2, n))
+        if players:
+            _steer(cfg, F, I, inputs, dv)
+        if len(wander):
+            z = I[IKID, wander].view(np.uint64) ^ np.array(
+                [[_lane_const(cfg.seed, tick, 0)], [_lane_const(cfg.seed, tick, 1)]],
+                dtype=np.uint64)
+            u = _mix(z)
+            u -= 0.5
+            u *= cfg.wander_kick
+            dv[:, wander] = u
+        V += dv
+    else:
+        V += 0.0  # as the python kernel does (-0.0 + 0.0 is +0.0)
+
+    # Integration (in place: old velocities are not needed again), speed cap, walls.
+    dt = cfg.dt
+    if acc is not None:
+        acc *= INV_SCALE
+        V += acc
+    V *= 1.0 - cfg.drag * dt
+    sq = V * V
+    s2 = sq[0] + sq[1]
+    cap = cfg.max_speed
+    over = (s2 > cap * cap).nonzero()[0]
+    if len(over):
+        V[:, over] *= cap / np.sqrt(s2[over])
+    Pn = F[:2]
+    Pn += V * dt
+    if walls and n and _near_wall(cfg, Pn):
+        r = F[FR]
+        below = Pn < r
+        lim = wh - r
+        above = Pn > lim
+        if below.any() or above.any():
+            bk = below.nonzero()
+            Pn[bk] = r[bk[1]] + (r[bk[1]] - Pn[bk])
+            V[bk] = -V[bk]
+            above &= ~below
+            ak = above.nonzero()
+            Pn[ak] = lim[ak] - (Pn[ak] - lim[ak])
+            V[ak] = -V[ak]
+    if hits is not None:
+        I[ISCORE] += hits
+
+
+def _near_wall(cfg: WorldConfig, Pn: np.ndarray) -> bool:
+    """Whether any position may have crossed a wall (conservative, two reductions).
+
+    Radii are at most ``cfg.radius``, so nobody crossed a wall if the extreme positions stay
+    that far from it; only then is the exact per-entity test needed.
+    """
+    rad = cfg.radius
+    lo = Pn.min(1).tolist()
+    hi = Pn.max(1).tolist()
+    return min(lo) < rad or hi[0] > cfg.width - rad or hi[1] > cfg.height - rad
+
+
+def _steer(cfg: WorldConfig, F: np.ndarray, I: np.ndarray,  # noqa: E741
+           inputs: Mapping[int, InputRow], dv: np.ndarray) -> None:
+    """The python kernel's player control, same operations, written into ``dv``."""
+    dt = cfg.dt
+    accel_dt = cfg.player_accel * dt
+    turn_dt = cfg.turn_rate * dt
+    boost = cfg.boost
+    cos = math.cos
+    sin = math.sin
+    for i in (I[IKIND] == PLAYER).nonzero()[0].tolist():
+        inp = inputs.get(int(I[IID, i]))
+        if inp is not None:
+            I[ISEQ, i] = inp[1]
+            F[FTHR, i] = inp[2]
+            F[FTRN, i] = inp[3]
+            I[IACT, i] = inp[4]
+        h = float(F[FH, i]) + float(F[FTRN, i]) * turn_dt
+        if h > PI:
+            h -= TAU
+        elif h < -PI:
+            h += TAU
+        F[FH, i] = h
+        a = float(F[FTHR, i]) * accel_dt
+        if int(I[IACT, i]) & 1:
+            a = a * boost
+        dv[0, i] = cos(h) * a
+        dv[1, i] = sin(h) * a
+
+
 class NumpyShard(Shard):
     """A region whose tick runs as about a hundred numpy operations over all its entities."""
 
@@ -270,72 +380,12 @@ class NumpyShard(Shard):
         N = P.shape[1]
         acc, hits = self._contacts(P, n, N)
 
-        # 2. Control: players steered in Python (math.cos/sin, see the module docstring),
-        #    NPC wander kicks drawn vectorised.
-        wander = (I[IPHASE] == (-tick) % self._wp).nonzero()[0]
-        if self._players:
-            wander = wander[I[IKIND, wander] != PLAYER]
-        V = F[FVX:FVY + 1]
-        if self._players or len(wander):
-            dv = np.zeros((2, n))
-            if self._players:
-                self._steer(tick, inputs, dv)
-            if len(wander):
-                z = I[IKID, wander].view(np.uint64) ^ np.array(
-                    [[_lane_const(cfg.seed, tick, 0)], [_lane_const(cfg.seed, tick, 1)]],
-                    dtype=np.uint64)
-                u = _mix(z)
-                u -= 0.5
-                u *= cfg.wander_kick
-                dv[:, wander] = u
-            V += dv
-        else:
-            V += 0.0  # as the python kernel does (-0.0 + 0.0 is +0.0)
-
-        # 3. Integration (in place: old velocities are not needed again), speed cap, walls.
-        dt = cfg.dt
-        if acc is not None:
-            acc *= INV_SCALE
-            V += acc
-        V *= 1.0 - cfg.drag * dt
-        sq = V * V
-        s2 = sq[0] + sq[1]
-        cap = cfg.max_speed
-        over = (s2 > cap * cap).nonzero()[0]
-        if len(over):
-            V[:, over] *= cap / np.sqrt(s2[over])
-        Pn = F[:2]
-        Pn += V * dt
-        if self._walls and n and self._near_wall(Pn):
-            r = F[FR]
-            below = Pn < r
-            lim = self._wh - r
-            above = Pn > lim
-            if below.any() or above.any():
-                bk = below.nonzero()
-                Pn[bk] = r[bk[1]] + (r[bk[1]] - Pn[bk])
-                V[bk] = -V[bk]
-                above &= ~below
-                ak = above.nonzero()
-                Pn[ak] = lim[ak] - (Pn[ak] - lim[ak])
-                V[ak] = -V[ak]
-        if hits is not None:
-            I[ISCORE] += hits
+        # 2-3. Control, integration, speed cap, walls, scores.
+        _integrate(cfg, F, I, tick, inputs, acc, hits, players=self._players,
+                   walls=self._walls, wh=self._wh)
 
         # 4. Borders: only entities near the rectangle's edge can leave or be anyone's ghost.
         return self._borders(view)
-
-    def _near_wall(self, Pn: np.ndarray) -> bool:
-        """Whether any position may have crossed a wall (conservative, two reductions).
-
-        Radii are at most ``cfg.radius``, so nobody crossed a wall if the extreme positions
-        stay that far from it; only then is the exact per-entity test needed.
-        """
-        cfg = self.config
-        rad = cfg.radius
-        lo = Pn.min(1).tolist()
-        hi = Pn.max(1).tolist()
-        return min(lo) < rad or hi[0] > cfg.width - rad or hi[1] > cfg.height - rad
 
     def _contacts(self, P: np.ndarray, n: int, N: int
                   ) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -416,36 +466,6 @@ class NumpyShard(Shard):
         acc[1] = np.bincount(oij, qq[1], N)[:n]
         hits = np.bincount(oij, minlength=N)[:n]
         return acc, hits
-
-    def _steer(self, tick: int, inputs: Mapping[int, InputRow], dv: np.ndarray) -> None:
-        """The python kernel's player control, same operations, written into ``dv``."""
-        cfg = self.config
-        F = self._f
-        I = self._i  # noqa: E741
-        dt = cfg.dt
-        accel_dt = cfg.player_accel * dt
-        turn_dt = cfg.turn_rate * dt
-        boost = cfg.boost
-        cos = math.cos
-        sin = math.sin
-        for i in (I[IKIND] == PLAYER).nonzero()[0].tolist():
-            inp = inputs.get(int(I[IID, i]))
-            if inp is not None:
-                I[ISEQ, i] = inp[1]
-                F[FTHR, i] = inp[2]
-                F[FTRN, i] = inp[3]
-                I[IACT, i] = inp[4]
-            h = float(F[FH, i]) + float(F[FTRN, i]) * turn_dt
-            if h > PI:
-                h -= TAU
-            elif h < -PI:
-                h += TAU
-            F[FH, i] = h
-            a = float(F[FTHR, i]) * accel_dt
-            if int(I[IACT, i]) & 1:
-                a = a * boost
-            dv[0, i] = cos(h) * a
-            dv[1, i] = sin(h) * a
 
     def _borders(self, view: bool) -> dict[int, Border]:
         """Handoffs, ghosts and view rows for the neighbours, from the new positions.
@@ -543,3 +563,301 @@ class NumpyShard(Shard):
             raise AssertionError(f"region {self.region}: an entity is beyond the neighbouring "
                                  "regions (moved further than the configuration allows)")
         return (_CODE_W @ C.reshape(3, -1)).reshape(2, -1)
+
+
+class NumpyWorld:
+    """Every region of a world in one array set, ticked as one (the worker owns them all).
+
+    Per-region shards pay numpy's per-call overhead once per region (about a hundred calls each)
+    and exchange ghosts, handoffs and view rows between regions that the same thread ticks.  When
+    one thread owns the whole world -- :class:`sim.world.World`, a one-worker runtime -- this
+    group ticks all entities with one set of array operations instead; each region is a
+    :class:`WorldShard` facade (the :class:`~sim.shard.Shard` contract: rows, length, state,
+    restore, view rows), and an entity's region is a label that changes when it moves.  The
+    borders between regions are all internal, hence empty.  Results are the same bits as
+    per-region shards of either kernel: the contact set is the same (every pair closer than the
+    sum of the radii) and the contact sums are exact integers (see the module docstring).
+
+    Contacts come from a sweep instead of a cell grid: entities are sorted by (row band, x),
+    where a band is one contact cell high, together with a copy of each entity moved one band
+    down; then sorted neighbours ``k = 1, 2, ...`` apart are compared while any pair is still
+    less than a cell apart in the sort key.  Original-original pairs are same-band candidates,
+    original-copy pairs are pairs of adjacent bands, copy-copy pairs are skipped (the originals
+    meet in their own band), so each unordered candidate pair is found exactly once.  The sort
+    reuses the previous tick's order (entities move a little per tick, so the keys are nearly
+    sorted and a stable sort of them costs a few passes).
+    """
+
+    def __init__(self, config: WorldConfig, rows_by_region: Mapping[int, Iterable[Row]]) -> None:
+        self.config = config
+        self.layout = layout = Layout(config)
+        if sorted(rows_by_region) != list(range(config.regions)):
+            raise SimError("a NumpyWorld needs every region of the world")
+        self._wp = config.wander_period
+        rows: list[Row] = []
+        labels: list[int] = []
+        for region in range(config.regions):
+            got = list(rows_by_region[region])
+            rows.extend(got)
+            labels.extend([region] * len(got))
+        self._set(rows, np.array(labels, dtype=np.int64))
+        cell = 2.0 * config.radius * CELL_SLACK
+        self._cell = cell
+        self._inv_cell = 1.0 / cell
+        # Band width of the sort key: a power of two well beyond the world's width plus a few
+        # cells, so keys of different bands never come within a cell of each other.
+        self._span = float(2 ** math.ceil(math.log2(config.width + 4.0 * cell + 1.0)))
+        self._wh = np.array([[config.width], [config.height]], dtype=np.float64)
+        self._rw = layout.rw
+        self._rh = layout.rh
+        self._pending: set[int] = set()
+        self._at = -1
+        self.shards = [WorldShard(self, region) for region in range(config.regions)]
+
+    # ---- state -----------------------------------------------------------------------------
+    def _set(self, rows: Sequence[Row], labels: np.ndarray) -> None:
+        self._f, self._i = _split_rows(rows, self._wp)
+        self._lab = labels
+        self._players = int((self._i[IKIND] == PLAYER).sum())
+        self._counts = np.bincount(labels, minlength=self.config.regions).tolist()
+        self._perm: np.ndarray | None = None
+
+    def rows_of(self, region: int) -> list[Row]:
+        """Rows of one region, sorted by id."""
+        idx = (self._lab == region).nonzero()[0]
+        idx = idx.take(self._i[IID].take(idx).argsort(kind="stable"))
+        return _to_rows(self._f.take(idx, axis=1), self._i.take(idx, axis=1))
+
+    def count(self, region: int) -> int:
+        return int(self._counts[region])
+
+    def replace_region(self, region: int, rows: Sequence[Row]) -> None:
+        """Make ``rows`` the entities of ``region`` (restore from a checkpoint)."""
+        keep = self._lab != region
+        old = _to_rows(self._f.compress(keep, axis=1), self._i.compress(keep, axis=1))
+        labels = np.concatenate((self._lab.compress(keep),
+                                 np.full(len(rows), region, dtype=np.int64)))
+        self._set(old + list(rows), labels)
+        self._pending = set()
+
+    # ---- the tick ----------------------------------------------------------------------------
+    def step(self, region: int, tick: int, inputs: Mapping[int, InputRow], view: bool) -> None:
+        """Advance ``region``: the first region of a tick advances the whole world."""
+        if not self._pending:
+            self._tick(tick, inputs, view)
+            self._at = tick
+            self._pending = set(range(self.config.regions))
+        elif tick != self._at:
+            raise SimError(f"region {region} asked to advance tick {tick} while tick {self._at} "
+                           "is half done")
+        if region not in self._pending:
+            raise SimError(f"region {region} advanced twice in tick {tick}")
+        self._pending.discard(region)
+
+    def _tick(self, tick: int, inputs: Mapping[int, InputRow], view: bool) -> None:
+        cfg = self.config
+        F = self._f
+        I = self._i  # noqa: E741
+        acc, hits = self._contacts(F[:3])
+        _integrate(cfg, F, I, tick, inputs, acc, hits, players=self._players, walls=True,
+                   wh=self._wh)
+        old = self._lab
+        lab = self._region_of(F[0], F[1])
+        self._lab = lab
+        self._counts = np.bincount(lab, minlength=cfg.regions).tolist()
+        self.set_views(old if view else None)
+
+    def _region_of(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """:meth:`sim.geometry.Layout.region_of`, vectorised (same divisions and clamps)."""
+        layout = self.layout
+        ix = (x / self._rw).astype(np.int64)
+        np.minimum(ix, layout.nx - 1, out=ix)
+        iy = (y / self._rh).astype(np.int64)
+        np.minimum(iy, layout.ny - 1, out=iy)
+        iy *= layout.nx
+        iy += ix
+        return iy
+
+    def set_views(self, before: np.ndarray | None) -> None:
+        """Give every region the view rows per-region shards would have sent it.
+
+        A shard sends an entity's view row to every region within ``view_radius`` of the
+        entity's new position (:meth:`~sim.geometry.Layout.regions_near`) except itself (the
+        region before the tick, ``before``) and the new owner.  ``None``: no views this tick.
+        """
+        views: dict[int, list[ViewRow]] = {}
+        if before is not None and len(before):
+            views = self._views(before, self.config.view_radius)
+        for shard in self.shards:
+            shard._view_in = views.get(shard.region, [])
+
+    def _near(self, m: float, before: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """(destination region, entity index) pairs: regions within ``m`` of each entity.
+
+        :meth:`~sim.geometry.Layout.regions_near` vectorised, minus the entity's owner and, if
+        given, its region ``before`` the tick.  Sorted by destination (stable).
+        """
+        layout = self.layout
+        F = self._f
+        x, y = F[FX], F[FY]
+        # regions_near: max(0, int((x - m)/rw)) if x > m else 0 == trunc(max(0, (x - m)/rw)).
+        c0 = np.maximum((x - m) / self._rw, 0.0).astype(np.int64)
+        c1 = np.minimum(((x + m) / self._rw).astype(np.int64), layout.nx - 1)
+        r0 = np.maximum((y - m) / self._rh, 0.0).astype(np.int64)
+        r1 = np.minimum(((y + m) / self._rh).astype(np.int64), layout.ny - 1)
+        sel = ((c0 != c1) | (r0 != r1)).nonzero()[0]
+        c0, c1, r0, r1 = c0.take(sel), c1.take(sel), r0.take(sel), r1.take(sel)
+        now = self._lab.take(sel)
+        was = before.take(sel) if before is not None else now
+        dsts: list[np.ndarray] = []
+        ents: list[np.ndarray] = []
+        for b in range(3):
+            for a in range(3):
+                col = c0 + a
+                row = r0 + b
+                dst = row * layout.nx + col
+                ok = (col <= c1) & (row <= r1) & (dst != was) & (dst != now)
+                k = ok.nonzero()[0]
+                dsts.append(dst.take(k))
+                ents.append(sel.take(k))
+        dst = np.concatenate(dsts)
+        ent = np.concatenate(ents)
+        order = dst.argsort(kind="stable")
+        return dst.take(order), ent.take(order)
+
+    def _views(self, before: np.ndarray, m: float) -> dict[int, list[ViewRow]]:
+        dst, ent = self._near(m, before)
+        f = self._f.take(ent, axis=1).tolist()
+        i = self._i.take(ent, axis=1).tolist()
+        views: dict[int, list[ViewRow]] = {}
+        for d, eid, kind, x, y, vx, vy, h, score in zip(
+                dst.tolist(), i[IID], i[IKIND], f[FX], f[FY], f[FVX], f[FVY], f[FH], i[ISCORE],
+                strict=True):
+            views.setdefault(d, []).append((eid, kind, x, y, vx, vy, h, score))
+        return views
+
+    def ghosts_of(self, region: int) -> list[float]:
+        """The ghost triples a per-region shard of ``region`` would hold now (for checkpoints).
+
+        Every entity owned elsewhere whose ghost band reaches ``region``; the group itself never
+        needs them (it has the entities).
+        """
+        dst, ent = self._near(self.config.ghost_range, None)
+        lo, hi = dst.searchsorted(region), dst.searchsorted(region, "right")
+        return self._f[:3].take(ent[lo:hi], axis=1).T.ravel().tolist()
+
+    def _contacts(self, P: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Summed quantised impulses (2, n) and contact counts (n,): the band sweep."""
+        N = P.shape[1]
+        if N < 2:
+            return None, None
+        span = self._span
+        key = np.empty(2 * N)
+        top = key[:N]
+        np.multiply(P[1], self._inv_cell, out=top)
+        np.floor(top, out=top)
+        top *= span
+        top += P[0]
+        np.subtract(top, span, out=key[N:])  # the copies, one band down
+        perm = self._perm
+        if perm is None or len(perm) != 2 * N:
+            order = key.argsort(kind="stable")
+        else:
+            order = perm.take(key.take(perm).argsort(kind="stable"))
+        self._perm = order
+        ks = key.take(order)
+        # Keys round: allow a few ulps beyond a cell (extra candidates are filtered exactly).
+        lim = self._cell + 8.0 * float(np.spacing(max(abs(ks[0]), abs(ks[-1]))))
+        us: list[np.ndarray] = []
+        idx = ((ks[1:] - ks[:-1]) < lim).nonzero()[0]  # k = 1 (slices: no gather)
+        if len(idx):
+            us.append(idx)
+            us.append(idx + 1)
+        k = 2
+        while len(idx):
+            idx = idx[:idx.searchsorted(2 * N - k)]
+            near = (ks.take(idx + k) - ks.take(idx)) < lim
+            idx = idx.compress(near)
+            if len(idx):
+                us.append(idx)
+                us.append(idx + k)
+            k += 1
+        if not us:
+            return None, None
+        u = order.take(np.concatenate(us[0::2]))
+        v = order.take(np.concatenate(us[1::2]))
+        keep = (u < N) | (v < N)
+        u = u.compress(keep)
+        v = v.compress(keep)
+        u[u >= N] -= N
+        v[v >= N] -= N
+        A = P.take(u, axis=1)
+        B = P.take(v, axis=1)
+        d = B[:2] - A[:2]
+        sq = d * d
+        d2 = sq[0] + sq[1]
+        rr = A[2] + B[2]
+        rr2 = rr * rr
+        sel = (d2 < rr2).nonzero()[0]
+        if not len(sel):
+            return None, None
+        # w = stiff * (1 - d2/rr2) / rr ; q = trunc(w*dx*SCALE): the python kernel's order.
+        w = d2[sel]
+        w /= rr2[sel]
+        w = 1.0 - w
+        w = self.config.stiffness * w
+        w /= rr[sel]
+        q = w * d.take(sel, axis=1)
+        q *= SCALE
+        np.trunc(q, out=q)
+        c = len(sel)
+        ij = np.empty(2 * c, dtype=np.int64)
+        ij[:c] = u.take(sel)
+        ij[c:] = v.take(sel)
+        qq = np.empty((2, 2 * c))
+        np.negative(q, out=qq[:, :c])
+        qq[:, c:] = q
+        acc = np.empty((2, N))
+        acc[0] = np.bincount(ij, qq[0], N)
+        acc[1] = np.bincount(ij, qq[1], N)
+        return acc, np.bincount(ij, minlength=N)
+
+
+class WorldShard(Shard):
+    """One region of a :class:`NumpyWorld`: the shard contract over the shared arrays."""
+
+    kernel = "numpy"
+
+    def __init__(self, group: NumpyWorld, region: int) -> None:
+        super().__init__(group.config, region)
+        self._group = group
+
+    def rows(self) -> list[Row]:
+        return self._group.rows_of(self.region)
+
+    def __len__(self) -> int:
+        return self._group.count(self.region)
+
+    def _ghost_flat(self) -> list[float]:
+        # What a per-region shard would hold, so that any kernel can restore the checkpoint.
+        return self._group.ghosts_of(self.region)
+
+    def _load(self, rows: Sequence[Row], ghosts: Sequence[float]) -> None:
+        # Ghosts are copies of other regions' entities, which the group holds itself.
+        self._group.replace_region(self.region, rows)
+
+    def absorb(self, borders: Iterable[Border]) -> None:
+        for hand, ghosts, view in borders:
+            if hand or ghosts or view:
+                raise SimError(f"region {self.region} of a whole-world numpy group got a "
+                               "non-empty border (every neighbour is in the group)")
+
+    def advance(self, tick: int, inputs: Mapping[int, InputRow], *,
+                view: bool = False) -> dict[int, Border]:
+        self._group.step(self.region, tick, inputs, view)
+        return {nbr: ([], [], []) for nbr in self.neighbours}
+
+    def emit(self, *, view: bool = False) -> dict[int, Border]:
+        if view:
+            self._group.set_views(self._group._lab)
+        return {nbr: ([], [], []) for nbr in self.neighbours}

@@ -24,9 +24,11 @@ def input_log(seed: int, players: int, ticks: int) -> list[list[tuple[Any, ...]]
 
 
 def run_world(config: WorldConfig, entities: int, ticks: int, *, kernel: str = "python",
-              players: int = 0, log_seed: int = 0, view: bool = False) -> World:
+              players: int = 0, log_seed: int = 0, view: bool = False,
+              per_region: bool = False) -> World:
     """Spawn and tick a world, feeding it the recorded input log; returns the world."""
-    world = World(config, spawn(config, entities, players=players), kernel=kernel)
+    world = World(config, spawn(config, entities, players=players), kernel=kernel,
+                  per_region=per_region)
     for inputs in input_log(log_seed, players, ticks):
         world.step(inputs, view=view)
     return world

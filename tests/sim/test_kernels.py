@@ -8,49 +8,105 @@ import pytest
 
 from sim.config import WorldConfig
 from sim.errors import KernelUnavailable, SimError
+from sim.shard import make_shards
+from sim.world import World, spawn
 
 from .helpers import run_world
 
+#: The numpy kernel as a whole-world group (World's default) and as one shard per region.
+LAYOUTS = [pytest.param(False, id="whole-world"), pytest.param(True, id="per-region")]
 
+
+@pytest.mark.parametrize("per_region", LAYOUTS)
 @pytest.mark.parametrize("grid", [(1, 1), (2, 2), (3, 2), (1, 4), (4, 4)])
-def test_numpy_equals_python_with_players_and_inputs(grid):
+def test_numpy_equals_python_with_players_and_inputs(grid, per_region):
     cfg = WorldConfig(width=768, height=640, regions_x=grid[0], regions_y=grid[1], seed=21,
                       view_radius=30.0)
     py = run_world(cfg, 1500, 100, kernel="python", players=10, log_seed=2, view=True)
-    nu = run_world(cfg, 1500, 100, kernel="numpy", players=10, log_seed=2, view=True)
+    nu = run_world(cfg, 1500, 100, kernel="numpy", players=10, log_seed=2, view=True,
+                   per_region=per_region)
     assert nu.rows() == py.rows()  # same values, same Python types
     assert nu.digest() == py.digest()
     for a, b in zip(py.shards, nu.shards, strict=True):
+        assert len(a) == len(b) and a.rows() == b.rows()
         assert sorted(a.view_rows()) == sorted(b.view_rows())
 
 
-def test_numpy_equals_python_in_a_crowd_against_walls():
+@pytest.mark.parametrize("per_region", LAYOUTS)
+def test_numpy_equals_python_in_a_crowd_against_walls(per_region):
     """Dense world: many contacts per entity, wall reflections, speed caps."""
     cfg = WorldConfig(width=256, height=256, regions_x=2, regions_y=2, seed=4, max_speed=300,
                       wander_period=3, wander_kick=900.0)
     py = run_world(cfg, 1200, 60, kernel="python", players=3, log_seed=1)
-    nu = run_world(cfg, 1200, 60, kernel="numpy", players=3, log_seed=1)
+    nu = run_world(cfg, 1200, 60, kernel="numpy", players=3, log_seed=1, per_region=per_region)
     assert nu.digest() == py.digest()
 
 
-def test_numpy_equals_python_at_the_largest_view_radius():
+@pytest.mark.parametrize("per_region", LAYOUTS)
+def test_numpy_equals_python_at_the_largest_view_radius(per_region):
     """Entities leaving a region are classified with the whole view band: no crash, same rows."""
     cfg = WorldConfig(width=512, height=512, regions_x=4, regions_y=4, seed=3,
                       view_radius=128.0 - 120.0 / 30 - 1.0)
     py = run_world(cfg, 2000, 40, kernel="python", players=4, log_seed=5, view=True)
-    nu = run_world(cfg, 2000, 40, kernel="numpy", players=4, log_seed=5, view=True)
+    nu = run_world(cfg, 2000, 40, kernel="numpy", players=4, log_seed=5, view=True,
+                   per_region=per_region)
     assert nu.digest() == py.digest()
     for a, b in zip(py.shards, nu.shards, strict=True):
         assert sorted(a.view_rows()) == sorted(b.view_rows())
 
 
-def test_numpy_equals_python_in_a_huge_region():
+@pytest.mark.parametrize("per_region", LAYOUTS)
+def test_numpy_equals_python_in_a_huge_region(per_region):
     """Regions too large for the dense contact grid (the binary-search path), with contacts."""
     cfg = WorldConfig(width=3000.0, height=3000.0, seed=2)
     py = run_world(cfg, 4000, 30, kernel="python", players=2, log_seed=1)
-    nu = run_world(cfg, 4000, 30, kernel="numpy", players=2, log_seed=1)
+    nu = run_world(cfg, 4000, 30, kernel="numpy", players=2, log_seed=1, per_region=per_region)
     assert max(r[8] for r in py.rows()) > 0  # some contacts happened
     assert nu.digest() == py.digest()
+
+
+def test_whole_world_numpy_is_one_group_and_per_region_is_not():
+    cfg = WorldConfig(width=512, height=512, regions_x=2, regions_y=2)
+    rows = spawn(cfg, 200)
+    whole = World(cfg, rows, kernel="numpy")
+    assert len({id(s._group) for s in whole.shards}) == 1  # type: ignore[attr-defined]
+    split = World(cfg, rows, kernel="numpy", per_region=True)
+    assert not any(hasattr(s, "_group") for s in split.shards)
+    # A worker that owns only some regions gets independent shards.
+    part = make_shards(cfg, {0: [], 1: []}, kernel="numpy")
+    assert [s.region for s in part] == [0, 1] and not hasattr(part[0], "_group")
+
+
+def test_whole_world_group_refuses_a_broken_tick_protocol():
+    cfg = WorldConfig(width=512, height=512, regions_x=2, regions_y=2)
+    w = World(cfg, spawn(cfg, 200), kernel="numpy")
+    s0, s1 = w.shards[0], w.shards[1]
+    out = s0.advance(0, {})
+    assert out == {n: ([], [], []) for n in s0.neighbours}  # all neighbours are in the group
+    with pytest.raises(SimError, match="advanced twice"):
+        s0.advance(0, {})
+    with pytest.raises(SimError, match="half done"):
+        s1.advance(5, {})
+    with pytest.raises(SimError, match="non-empty border"):
+        s1.absorb([([], [1.0, 2.0, 4.0], [])])
+
+
+def test_whole_world_checkpoint_restores_into_per_region_shards_and_back():
+    """A facade's checkpoint carries the ghosts a per-region shard would hold."""
+    cfg = WorldConfig(width=640, height=512, regions_x=3, regions_y=2, seed=8)
+    a = run_world(cfg, 1500, 15, kernel="numpy", players=4, log_seed=3)
+    b = World(cfg, [], kernel="python", tick=a.tick)
+    for src, dst in zip(a.shards, b.shards, strict=True):
+        state = src.state()
+        assert state["ghosts"] or cfg.regions == 1
+        dst.restore(state)
+    c = World(cfg, [], kernel="numpy", tick=a.tick)
+    for src, dst in zip(b.shards, c.shards, strict=True):
+        dst.restore(src.state())
+    for w in (a, b, c):
+        for _ in range(20):
+            w.step()
+    assert a.digest() == b.digest() == c.digest()
 
 
 def test_kernel_unavailable_is_a_sim_error():
