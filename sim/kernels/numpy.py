@@ -280,6 +280,51 @@ def _steer(cfg: WorldConfig, F: np.ndarray, I: np.ndarray,  # noqa: E741
         dv[1, i] = sin(h) * a
 
 
+def _pair_impulses(A: np.ndarray, B: np.ndarray, stiffness: float,
+                   ) -> tuple[np.ndarray, np.ndarray] | None:
+    """Candidate pairs (x, y, r rows of each side) -> (indices in contact, impulses (2, k)).
+
+    ``q = trunc(w * (B - A) * SCALE)`` with ``w = stiff * (1 - d2/rr2) / rr``, in the python
+    kernel's order of operations; None when no pair touches.
+    """
+    d = B[:2] - A[:2]
+    sq = d * d
+    d2 = sq[0] + sq[1]
+    rr = A[2] + B[2]
+    rr2 = rr * rr
+    sel = (d2 < rr2).nonzero()[0]
+    if not len(sel):
+        return None
+    w = d2[sel]
+    w /= rr2[sel]
+    w = 1.0 - w
+    w = stiffness * w
+    w /= rr[sel]
+    q = w * d.take(sel, axis=1)
+    q *= SCALE
+    np.trunc(q, out=q)
+    return sel, q
+
+
+def _sum_impulses(i: np.ndarray, j: np.ndarray, q: np.ndarray, N: int, n: int,
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Exact sums per entity: ``-q`` to each ``i``, ``+q`` to each ``j``; rows ``< n`` kept.
+
+    Returns (summed impulses (2, n), contact counts (n,)).
+    """
+    k = len(i)
+    ij = np.empty(2 * k, dtype=np.int64)
+    ij[:k] = i
+    ij[k:] = j
+    qq = np.empty((2, 2 * k))
+    np.negative(q, out=qq[:, :k])
+    qq[:, k:] = q
+    acc = np.empty((2, n))
+    acc[0] = np.bincount(ij, qq[0], N)[:n]
+    acc[1] = np.bincount(ij, qq[1], N)[:n]
+    return acc, np.bincount(ij, minlength=N)[:n]
+
+
 class NumpyShard(Shard):
     """A region whose tick runs as about a hundred numpy operations over all its entities."""
 
@@ -442,38 +487,11 @@ class NumpyShard(Shard):
         dst = (lo.ravel() - cs).take(nz).repeat(cnz)
         dst += self._arange(tot)
         Ps = P.take(order, axis=1)
-        A = Ps.take(src, axis=1)
-        B = Ps.take(dst, axis=1)
-        d = B[:2] - A[:2]
-        sq = d * d
-        d2 = sq[0] + sq[1]
-        rr = A[2] + B[2]
-        rr2 = rr * rr
-        sel = (d2 < rr2).nonzero()[0]
-        if not len(sel):
+        hit = _pair_impulses(Ps.take(src, axis=1), Ps.take(dst, axis=1), self.config.stiffness)
+        if hit is None:
             return None, None
-        # w = stiff * (1 - d2/rr2) / rr ; q = trunc(w*dx*SCALE): the python kernel's order.
-        w = d2[sel]
-        w /= rr2[sel]
-        w = 1.0 - w
-        w = self.config.stiffness * w
-        w /= rr[sel]
-        q = w * d.take(sel, axis=1)
-        q *= SCALE
-        np.trunc(q, out=q)
-        k = len(sel)
-        ij = np.empty(2 * k, dtype=np.int64)
-        ij[:k] = src[sel]
-        ij[k:] = dst[sel]
-        oij = order[ij]
-        qq = np.empty((2, 2 * k))
-        np.negative(q, out=qq[:, :k])
-        qq[:, k:] = q
-        acc = np.empty((2, n))
-        acc[0] = np.bincount(oij, qq[0], N)[:n]
-        acc[1] = np.bincount(oij, qq[1], N)[:n]
-        hits = np.bincount(oij, minlength=N)[:n]
-        return acc, hits
+        sel, q = hit
+        return _sum_impulses(order.take(src.take(sel)), order.take(dst.take(sel)), q, N, n)
 
     def _borders(self, view: bool) -> dict[int, Border]:
         """Handoffs, ghosts and view rows for the neighbours, from the new positions.
@@ -799,36 +817,11 @@ class NumpyWorld:
         v = v.compress(keep)
         u[u >= N] -= N
         v[v >= N] -= N
-        A = P.take(u, axis=1)
-        B = P.take(v, axis=1)
-        d = B[:2] - A[:2]
-        sq = d * d
-        d2 = sq[0] + sq[1]
-        rr = A[2] + B[2]
-        rr2 = rr * rr
-        sel = (d2 < rr2).nonzero()[0]
-        if not len(sel):
+        hit = _pair_impulses(P.take(u, axis=1), P.take(v, axis=1), self.config.stiffness)
+        if hit is None:
             return None, None
-        # w = stiff * (1 - d2/rr2) / rr ; q = trunc(w*dx*SCALE): the python kernel's order.
-        w = d2[sel]
-        w /= rr2[sel]
-        w = 1.0 - w
-        w = self.config.stiffness * w
-        w /= rr[sel]
-        q = w * d.take(sel, axis=1)
-        q *= SCALE
-        np.trunc(q, out=q)
-        c = len(sel)
-        ij = np.empty(2 * c, dtype=np.int64)
-        ij[:c] = u.take(sel)
-        ij[c:] = v.take(sel)
-        qq = np.empty((2, 2 * c))
-        np.negative(q, out=qq[:, :c])
-        qq[:, c:] = q
-        acc = np.empty((2, N))
-        acc[0] = np.bincount(ij, qq[0], N)
-        acc[1] = np.bincount(ij, qq[1], N)
-        return acc, np.bincount(ij, minlength=N)
+        sel, q = hit
+        return _sum_impulses(u.take(sel), v.take(sel), q, N, N)
 
 
 class WorldShard(Shard):
