@@ -53,6 +53,9 @@ class Shard(ABC):
     """One region of a world.  Create with :func:`make_shard`."""
 
     kernel: str = "?"
+    #: True for shards whose neighbours are all ticked together with them as one group, so
+    #: every border they exchange is empty and delivering them may be skipped.
+    internal_borders: bool = False
 
     def __init__(self, config: WorldConfig, region: int) -> None:
         if not 0 <= region < config.regions:

@@ -89,6 +89,8 @@ class World:
             per[self.layout.region_of(row[2], row[3])].append(row)
         self.shards: list[Shard] = make_shards(config, dict(enumerate(per)), kernel=kernel,
                                                per_region=per_region)
+        #: One group ticking the whole world: every border is empty, nothing to deliver.
+        self._internal = all(s.internal_borders for s in self.shards)
         self._deliver({s.region: s.emit() for s in self.shards})
 
     def _deliver(self, outboxes: Mapping[int, Mapping[int, Border]]) -> None:
@@ -103,7 +105,8 @@ class World:
         """Advance every region one tick; ``inputs`` are (id, seq, thrust, turn, action)."""
         norm = normalise_inputs(inputs)
         out = {s.region: s.advance(self.tick, norm, view=view) for s in self.shards}
-        self._deliver(out)
+        if not self._internal:
+            self._deliver(out)
         self.tick += 1
 
     def rows(self) -> list[Row]:

@@ -174,7 +174,7 @@ _CODE_W = np.array([1, 3, 9], dtype=np.int64)
 
 def _integrate(cfg: WorldConfig, F: np.ndarray, I: np.ndarray, tick: int,  # noqa: E741
                inputs: Mapping[int, InputRow], acc: np.ndarray | None, hits: np.ndarray | None,
-               *, players: int, walls: bool, wh: np.ndarray) -> None:
+               *, players: int, walls: bool, wander: np.ndarray | None = None) -> None:
     """Control, integration, speed cap, walls and scores of one tick, in place on ``F``/``I``.
 
     Args:
@@ -182,31 +182,44 @@ def _integrate(cfg: WorldConfig, F: np.ndarray, I: np.ndarray, tick: int,  # noq
         hits: contact counts (n,), or None.
         players: how many players there are (0 skips the steering loop).
         walls: whether any entity can reach a world edge (False skips the wall tests).
-        wh: ``[[width], [height]]``.
+        wander: indices of the NPCs that draw a kick this tick, if the caller knows them.
     """
-    n = F.shape[1]
-    wp = cfg.wander_period
-    # Players steered in Python (math.cos/sin, see the module docstring), NPC wander kicks drawn
-    # vectorised.
-    wander = (I[IPHASE] == (-tick) % wp).nonzero()[0]
-    if players:
-        wander = wander[I[IKIND, wander] != PLAYER]
-    V = F[FVX:FVY + 1]
-    if players or len(wander):
-        dv = np.zeros((2, n))
+    if wander is None:
+        wander = (I[IPHASE] == (-tick) % cfg.wander_period).nonzero()[0]
         if players:
-            _steer(cfg, F, I, inputs, dv)
-        if len(wander):
-            z = I[IKID, wander].view(np.uint64) ^ np.array(
-                [[_lane_const(cfg.seed, tick, 0)], [_lane_const(cfg.seed, tick, 1)]],
-                dtype=np.uint64)
-            u = _mix(z)
-            u -= 0.5
-            u *= cfg.wander_kick
-            dv[:, wander] = u
-        V += dv
+            wander = wander[I[IKIND, wander] != PLAYER]
+    V = F[FVX:FVY + 1]
+    # Kicks: players steered in Python (math.cos/sin, see the module docstring), NPC wander
+    # kicks drawn vectorised.  v + kick for the kicked few, v + 0.0 for everyone else (the
+    # python kernel adds a zero kick: -0.0 + 0.0 is +0.0); the kicked sums are taken from the
+    # old velocities before the bulk "+ 0.0", so they are exactly v + kick.
+    idx: list[np.ndarray] = []
+    kicks: list[np.ndarray] = []
+    if players:
+        pi, pdv = _steer(cfg, F, I, inputs)
+        idx.append(pi)
+        kicks.append(pdv)
+    if len(wander):
+        z = I[IKID, wander].view(np.uint64) ^ np.array(
+            [[_lane_const(cfg.seed, tick, 0)], [_lane_const(cfg.seed, tick, 1)]],
+            dtype=np.uint64)
+        u = _mix(z)
+        u -= 0.5
+        u *= cfg.wander_kick
+        idx.append(wander)
+        kicks.append(u)
+    if idx:
+        k = np.concatenate(idx) if len(idx) > 1 else idx[0]
+        kick = np.concatenate(kicks, axis=1) if len(kicks) > 1 else kicks[0]
+        kx = V[0].take(k)
+        kx += kick[0]
+        ky = V[1].take(k)
+        ky += kick[1]
+        V += 0.0
+        V[0, k] = kx
+        V[1, k] = ky
     else:
-        V += 0.0  # as the python kernel does (-0.0 + 0.0 is +0.0)
+        V += 0.0
 
     # Integration (in place: old velocities are not needed again), speed cap, walls.
     dt = cfg.dt
@@ -222,45 +235,46 @@ def _integrate(cfg: WorldConfig, F: np.ndarray, I: np.ndarray, tick: int,  # noq
         V[:, over] *= cap / np.sqrt(s2[over])
     Pn = F[:2]
     Pn += V * dt
-    if walls and n and _near_wall(cfg, Pn):
+    if walls:
+        # The python kernel's "if x < r: reflect  elif x > W - r: reflect", per axis.  Radii are
+        # at most cfg.radius, so only positions that close to a wall are tested exactly.
         r = F[FR]
-        below = Pn < r
-        lim = wh - r
-        above = Pn > lim
-        if below.any() or above.any():
-            bk = below.nonzero()
-            Pn[bk] = r[bk[1]] + (r[bk[1]] - Pn[bk])
-            V[bk] = -V[bk]
-            above &= ~below
-            ak = above.nonzero()
-            Pn[ak] = lim[ak] - (Pn[ak] - lim[ak])
-            V[ak] = -V[ak]
+        rad = cfg.radius
+        for a, size in ((0, cfg.width), (1, cfg.height)):
+            p = Pn[a]
+            lo = (p < rad).nonzero()[0]
+            if len(lo):
+                lo = lo[p[lo] < r[lo]]
+            hi = (p > size - rad).nonzero()[0]
+            if len(hi):
+                lim = size - r[hi]
+                keep = p[hi] > lim
+                hi, lim = hi[keep], lim[keep]
+            # No position is both: WorldConfig keeps 4 * radius below the world's size, so the
+            # python kernel's "elif" never has to choose.
+            if len(lo):
+                rl = r[lo]
+                p[lo] = rl + (rl - p[lo])
+                V[a, lo] = -V[a, lo]
+            if len(hi):
+                p[hi] = lim - (p[hi] - lim)
+                V[a, hi] = -V[a, hi]
     if hits is not None:
         I[ISCORE] += hits
 
 
-def _near_wall(cfg: WorldConfig, Pn: np.ndarray) -> bool:
-    """Whether any position may have crossed a wall (conservative, two reductions).
-
-    Radii are at most ``cfg.radius``, so nobody crossed a wall if the extreme positions stay
-    that far from it; only then is the exact per-entity test needed.
-    """
-    rad = cfg.radius
-    lo = Pn.min(1).tolist()
-    hi = Pn.max(1).tolist()
-    return min(lo) < rad or hi[0] > cfg.width - rad or hi[1] > cfg.height - rad
-
-
 def _steer(cfg: WorldConfig, F: np.ndarray, I: np.ndarray,  # noqa: E741
-           inputs: Mapping[int, InputRow], dv: np.ndarray) -> None:
-    """The python kernel's player control, same operations, written into ``dv``."""
+           inputs: Mapping[int, InputRow]) -> tuple[np.ndarray, np.ndarray]:
+    """The python kernel's player control, same operations: (player indices, kicks (2, p))."""
     dt = cfg.dt
     accel_dt = cfg.player_accel * dt
     turn_dt = cfg.turn_rate * dt
     boost = cfg.boost
     cos = math.cos
     sin = math.sin
-    for i in (I[IKIND] == PLAYER).nonzero()[0].tolist():
+    pi = (I[IKIND] == PLAYER).nonzero()[0]
+    dv = np.empty((2, len(pi)))
+    for k, i in enumerate(pi.tolist()):
         inp = inputs.get(int(I[IID, i]))
         if inp is not None:
             I[ISEQ, i] = inp[1]
@@ -276,8 +290,9 @@ def _steer(cfg: WorldConfig, F: np.ndarray, I: np.ndarray,  # noqa: E741
         a = float(F[FTHR, i]) * accel_dt
         if int(I[IACT, i]) & 1:
             a = a * boost
-        dv[0, i] = cos(h) * a
-        dv[1, i] = sin(h) * a
+        dv[0, k] = cos(h) * a
+        dv[1, k] = sin(h) * a
+    return pi, dv
 
 
 def _pair_impulses(A: np.ndarray, B: np.ndarray, stiffness: float,
@@ -375,7 +390,6 @@ class NumpyShard(Shard):
         reach = cfg.max_speed * cfg.dt + cfg.radius + 1.0
         self._walls = (rect.x0 <= reach or rect.y0 <= reach or rect.x1 >= cfg.width - reach
                        or rect.y1 >= cfg.height - reach)
-        self._wh = np.array([[cfg.width], [cfg.height]], dtype=np.float64)
         self._ar = np.arange(0)
 
     def _arange(self, n: int) -> np.ndarray:
@@ -435,7 +449,7 @@ class NumpyShard(Shard):
 
         # 2-3. Control, integration, speed cap, walls, scores.
         _integrate(cfg, F, I, tick, inputs, acc, hits, players=self._players,
-                   walls=self._walls, wh=self._wh)
+                   walls=self._walls)
 
         # 4. Borders: only entities near the rectangle's edge can leave or be anyone's ghost.
         return self._borders(view)
@@ -633,7 +647,6 @@ class NumpyWorld:
         # Band width of the sort key: a power of two well beyond the world's width plus a few
         # cells, so keys of different bands never come within a cell of each other.
         self._span = float(2 ** math.ceil(math.log2(config.width + 4.0 * cell + 1.0)))
-        self._wh = np.array([[config.width], [config.height]], dtype=np.float64)
         self._rw = layout.rw
         self._rh = layout.rh
         self._pending: set[int] = set()
@@ -643,10 +656,20 @@ class NumpyWorld:
     # ---- state -----------------------------------------------------------------------------
     def _set(self, rows: Sequence[Row], labels: np.ndarray) -> None:
         self._f, self._i = _split_rows(rows, self._wp)
-        self._lab = labels
+        self._lab_now: np.ndarray | None = labels
+        self._counts: list[int] | None = None
         self._players = int((self._i[IKIND] == PLAYER).sum())
-        self._counts = np.bincount(labels, minlength=self.config.regions).tolist()
         self._perm: np.ndarray | None = None
+        #: tick phase -> indices of the NPCs that draw a wander kick (storage order is fixed)
+        self._wander: dict[int, np.ndarray] = {}
+
+    @property
+    def _lab(self) -> np.ndarray:
+        """Region of every entity, computed when first needed after a tick."""
+        lab = self._lab_now
+        if lab is None:
+            lab = self._lab_now = self._region_of(self._f[FX], self._f[FY])
+        return lab
 
     def rows_of(self, region: int) -> list[Row]:
         """Rows of one region, sorted by id."""
@@ -655,7 +678,10 @@ class NumpyWorld:
         return _to_rows(self._f.take(idx, axis=1), self._i.take(idx, axis=1))
 
     def count(self, region: int) -> int:
-        return int(self._counts[region])
+        counts = self._counts
+        if counts is None:
+            counts = self._counts = np.bincount(self._lab, minlength=self.config.regions).tolist()
+        return counts[region]
 
     def replace_region(self, region: int, rows: Sequence[Row]) -> None:
         """Make ``rows`` the entities of ``region`` (restore from a checkpoint)."""
@@ -684,14 +710,19 @@ class NumpyWorld:
         cfg = self.config
         F = self._f
         I = self._i  # noqa: E741
+        old = self._lab if view else None
+        phase = (-tick) % cfg.wander_period
+        wander = self._wander.get(phase)
+        if wander is None:
+            wander = (I[IPHASE] == phase).nonzero()[0]
+            wander = self._wander[phase] = wander[I[IKIND, wander] != PLAYER]
         acc, hits = self._contacts(F[:3])
         _integrate(cfg, F, I, tick, inputs, acc, hits, players=self._players, walls=True,
-                   wh=self._wh)
-        old = self._lab
-        lab = self._region_of(F[0], F[1])
-        self._lab = lab
-        self._counts = np.bincount(lab, minlength=cfg.regions).tolist()
-        self.set_views(old if view else None)
+                   wander=wander)
+        # Labels and counts are recomputed when something asks for them (rows, len, views).
+        self._lab_now = None
+        self._counts = None
+        self.set_views(old)
 
     def _region_of(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """:meth:`sim.geometry.Layout.region_of`, vectorised (same divisions and clamps)."""
@@ -815,8 +846,8 @@ class NumpyWorld:
         keep = (u < N) | (v < N)
         u = u.compress(keep)
         v = v.compress(keep)
-        u[u >= N] -= N
-        v[v >= N] -= N
+        u %= N  # copies -> their entities
+        v %= N
         hit = _pair_impulses(P.take(u, axis=1), P.take(v, axis=1), self.config.stiffness)
         if hit is None:
             return None, None
@@ -828,10 +859,15 @@ class WorldShard(Shard):
     """One region of a :class:`NumpyWorld`: the shard contract over the shared arrays."""
 
     kernel = "numpy"
+    #: Every border this shard sends or receives is empty (see :attr:`Shard.internal_borders`).
+    internal_borders = True
 
     def __init__(self, group: NumpyWorld, region: int) -> None:
         super().__init__(group.config, region)
         self._group = group
+        #: Every neighbour is in the group, so every border is empty; one dict serves every
+        #: tick (receivers only read borders).
+        self._empty: dict[int, Border] = {nbr: ([], [], []) for nbr in self.neighbours}
 
     def rows(self) -> list[Row]:
         return self._group.rows_of(self.region)
@@ -856,9 +892,9 @@ class WorldShard(Shard):
     def advance(self, tick: int, inputs: Mapping[int, InputRow], *,
                 view: bool = False) -> dict[int, Border]:
         self._group.step(self.region, tick, inputs, view)
-        return {nbr: ([], [], []) for nbr in self.neighbours}
+        return self._empty
 
     def emit(self, *, view: bool = False) -> dict[int, Border]:
         if view:
             self._group.set_views(self._group._lab)
-        return {nbr: ([], [], []) for nbr in self.neighbours}
+        return self._empty
