@@ -224,7 +224,9 @@ class WorkerCore:
         inbound: dict[int, list[tuple[int, Border]]] = {r: [] for r in self.regions}
         remote: dict[int, list[tuple[int, int, Border]]] = {p: [] for p in self.peers}
         owner, me = self.owner, self.w
-        for src in self.regions:
+        # A whole-world group (sim.shard.make_shards) only exchanges empty borders.
+        internal = not self.peers and all(s.internal_borders for s in self.shards.values())
+        for src in () if internal else self.regions:
             for dst, border in out[src].items():
                 w = owner[dst]
                 if w == me:
