@@ -170,18 +170,19 @@ def make_shards(config: WorldConfig, rows_by_region: Mapping[int, Iterable[Row]]
                 kernel: str = "python", per_region: bool = False) -> list[Shard]:
     """The shards of the regions in ``rows_by_region`` (ascending), as one thread will tick them.
 
-    With the numpy kernel, regions that make up the whole world become one
-    :class:`~sim.kernels.numpy.NumpyWorld`: one set of array operations per tick instead of one
-    per region, and no borders between them (its shards are facades over the shared arrays).
-    Otherwise, or with ``per_region=True`` (for comparisons), each region is an independent
-    :func:`make_shard`.  Either way the results are the same bits.  In a group the first region
-    advanced computes the whole tick, so per-region advance times (the runtime's per-shard
-    MSPT) show the whole tick on that region and ~0 on the others: that is what was measured.
+    With the numpy kernel the regions become one :class:`~sim.kernels.numpy.NumpyGroup`: one
+    set of array operations per tick instead of one per region, no borders between its own
+    regions, and the borders per-region shards would send to regions outside it.  Its shards are
+    facades over the shared arrays.  With ``per_region=True`` (for comparisons), or the python
+    kernel, each region is an independent :func:`make_shard`.  Either way the results are the
+    same bits.  In a group the first region advanced computes the whole tick, so per-region
+    advance times (the runtime's per-shard MSPT) show the whole tick on that region and ~0 on
+    the others: that is what was measured.
     """
     regions = sorted(rows_by_region)
-    if kernel == "numpy" and not per_region and regions == list(range(config.regions)):
-        from sim.kernels.numpy import NumpyWorld
-        return list(NumpyWorld(config, rows_by_region).shards)
+    if kernel == "numpy" and not per_region and regions:
+        from sim.kernels.numpy import NumpyGroup
+        return list(NumpyGroup(config, rows_by_region).shards)
     return [make_shard(config, r, rows_by_region[r], kernel=kernel) for r in regions]
 
 

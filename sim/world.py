@@ -64,13 +64,15 @@ def normalise_inputs(inputs: Iterable[Any]) -> dict[int, InputRow]:
 class World:
     """Every region of one world, ticked in the calling thread.
 
-    With the numpy kernel the regions are one :class:`~sim.kernels.numpy.NumpyWorld` (one set of
-    array operations per tick) unless ``per_region`` asks for one shard per region; the results
-    are the same bits either way (:func:`sim.shard.make_shards`).
+    With the numpy kernel the regions are one :class:`~sim.kernels.numpy.NumpyGroup` (one set of
+    array operations per tick) unless ``per_region`` asks for one shard per region, or
+    ``groups`` splits them the way workers owning them would (one group each, exchanging
+    borders); the results are the same bits either way (:func:`sim.shard.make_shards`).
     """
 
     def __init__(self, config: WorldConfig, rows: Iterable[Row] = (), *, kernel: str = "python",
-                 tick: int = 0, validate: bool = True, per_region: bool = False) -> None:
+                 tick: int = 0, validate: bool = True, per_region: bool = False,
+                 groups: Sequence[Sequence[int]] | None = None) -> None:
         self.config = config
         self.layout = Layout(config)
         self.tick = tick
@@ -87,8 +89,14 @@ class World:
         per: list[list[Row]] = [[] for _ in range(config.regions)]
         for row in rows:
             per[self.layout.region_of(row[2], row[3])].append(row)
-        self.shards: list[Shard] = make_shards(config, dict(enumerate(per)), kernel=kernel,
-                                               per_region=per_region)
+        if groups is None:
+            groups = [range(config.regions)]
+        if sorted(r for g in groups for r in g) != list(range(config.regions)):
+            raise InvalidInput(f"groups must split regions 0..{config.regions - 1} between them")
+        shards = [s for g in groups
+                  for s in make_shards(config, {r: per[r] for r in g}, kernel=kernel,
+                                       per_region=per_region)]
+        self.shards: list[Shard] = sorted(shards, key=lambda s: s.region)
         #: One group ticking the whole world: every border is empty, nothing to deliver.
         self._internal = all(s.internal_borders for s in self.shards)
         self._deliver({s.region: s.emit() for s in self.shards})

@@ -605,38 +605,51 @@ class NumpyShard(Shard):
         return (_CODE_W @ C.reshape(3, -1)).reshape(2, -1)
 
 
-class NumpyWorld:
-    """Every region of a world in one array set, ticked as one (the worker owns them all).
+class NumpyGroup:
+    """The regions one thread owns, in one array set, ticked as one.
 
     Per-region shards pay numpy's per-call overhead once per region (about a hundred calls each)
-    and exchange ghosts, handoffs and view rows between regions that the same thread ticks.  When
-    one thread owns the whole world -- :class:`sim.world.World`, a one-worker runtime -- this
-    group ticks all entities with one set of array operations instead; each region is a
-    :class:`WorldShard` facade (the :class:`~sim.shard.Shard` contract: rows, length, state,
-    restore, view rows), and an entity's region is a label that changes when it moves.  The
-    borders between regions are all internal, hence empty.  Results are the same bits as
-    per-region shards of either kernel: the contact set is the same (every pair closer than the
-    sum of the radii) and the contact sums are exact integers (see the module docstring).
+    and exchange ghosts, handoffs and view rows between regions that the same thread ticks.  A
+    group ticks all its entities with one set of array operations instead: each region is a
+    :class:`GroupShard` facade (the :class:`~sim.shard.Shard` contract: rows, length, state,
+    restore, view rows, borders), and an entity's region is a label that changes when it moves.
+    Borders between regions of the group are empty; borders to regions outside it (other
+    workers) carry exactly what per-region shards would send: handoffs, ghosts and view rows,
+    from the entity's region before the tick.  Results are the same bits as per-region shards
+    of either kernel: the contact set is the same (every pair closer than the sum of the radii)
+    and the contact sums are exact integers (see the module docstring).
 
-    Contacts come from a sweep instead of a cell grid: entities are sorted by (row band, x),
-    where a band is one contact cell high, together with a copy of each entity moved one band
-    down; then sorted neighbours ``k = 1, 2, ...`` apart are compared while any pair is still
-    less than a cell apart in the sort key.  Original-original pairs are same-band candidates,
-    original-copy pairs are pairs of adjacent bands, copy-copy pairs are skipped (the originals
-    meet in their own band), so each unordered candidate pair is found exactly once.  The sort
-    reuses the previous tick's order (entities move a little per tick, so the keys are nearly
-    sorted and a stable sort of them costs a few passes).
+    Ghosts from outside: a neighbour sends an entity's ghost to every region it is near, so a
+    group may receive it once per region of its own.  It keeps the copy addressed to the
+    lowest-numbered of its regions the ghost is near (the same ``regions_near`` arithmetic the
+    sender used) and drops ghosts of entities it owns itself (handed over this very tick).
+
+    Contacts come from a sweep instead of a cell grid: entities (and ghosts) are sorted by
+    (row band, x), where a band is one contact cell high, together with a copy of each moved one
+    band down; then sorted neighbours ``k = 1, 2, ...`` apart are compared while any pair is
+    still less than a cell apart in the sort key.  Original-original pairs are same-band
+    candidates, original-copy pairs are pairs of adjacent bands, copy-copy pairs are skipped
+    (the originals meet in their own band), so each unordered candidate pair is found exactly
+    once.  The sort starts from the previous tick's order of the owned entities (they move a
+    little per tick, so the keys are nearly sorted and a stable sort of them costs a few
+    passes); this tick's ghosts and arrivals join at the end.
     """
 
     def __init__(self, config: WorldConfig, rows_by_region: Mapping[int, Iterable[Row]]) -> None:
         self.config = config
         self.layout = layout = Layout(config)
-        if sorted(rows_by_region) != list(range(config.regions)):
-            raise SimError("a NumpyWorld needs every region of the world")
+        self.regions = sorted(rows_by_region)
+        if not self.regions or not set(self.regions) <= set(range(config.regions)):
+            raise SimError(f"a NumpyGroup needs regions of the world, got {self.regions}")
+        self._member = np.zeros(config.regions, dtype=bool)
+        self._member[self.regions] = True
+        #: Whether any neighbour of the group belongs to someone else.
+        self._foreign = any(not self._member[n] for r in self.regions
+                            for n in layout.neighbours(r))
         self._wp = config.wander_period
         rows: list[Row] = []
         labels: list[int] = []
-        for region in range(config.regions):
+        for region in self.regions:
             got = list(rows_by_region[region])
             rows.extend(got)
             labels.extend([region] * len(got))
@@ -645,31 +658,64 @@ class NumpyWorld:
         self._cell = cell
         self._inv_cell = 1.0 / cell
         # Band width of the sort key: a power of two well beyond the world's width plus a few
-        # cells, so keys of different bands never come within a cell of each other.
-        self._span = float(2 ** math.ceil(math.log2(config.width + 4.0 * cell + 1.0)))
+        # cells (ghosts lie up to a ghost range outside it), so keys of different bands never
+        # come within a cell of each other.
+        self._xoff = config.ghost_range + cell
+        self._span = float(2 ** math.ceil(math.log2(config.width + 2 * self._xoff + 4 * cell)))
         self._rw = layout.rw
         self._rh = layout.rh
         self._pending: set[int] = set()
         self._at = -1
-        self.shards = [WorldShard(self, region) for region in range(config.regions)]
+        self._out: dict[int, dict[int, Border]] = {}
+        #: region -> ghost triples received from outside the group for the next tick
+        self._gin: dict[int, list[float]] = {r: [] for r in self.regions}
+        self.shards = [GroupShard(self, region) for region in self.regions]
+        self._by_region = {s.region: s for s in self.shards}
+        #: The borders of a group without outside neighbours: all empty, the same every tick
+        #: (receivers only read borders).
+        self._empty: dict[int, dict[int, Border]] = {
+            s.region: {nbr: ([], [], []) for nbr in s.neighbours} for s in self.shards}
 
     # ---- state -----------------------------------------------------------------------------
     def _set(self, rows: Sequence[Row], labels: np.ndarray) -> None:
         self._f, self._i = _split_rows(rows, self._wp)
         self._lab_now: np.ndarray | None = labels
-        self._counts: list[int] | None = None
+        self._counts: dict[int, int] | None = None
         self._players = int((self._i[IKIND] == PLAYER).sum())
+        #: last tick's sweep order of the owned entities (copy of entity e coded e + n)
         self._perm: np.ndarray | None = None
-        #: tick phase -> indices of the NPCs that draw a wander kick (storage order is fixed)
+        #: tick phase -> indices of the NPCs that draw a wander kick (until storage changes)
         self._wander: dict[int, np.ndarray] = {}
+        self._arrivals: list[Row] = []
+        self._arrival_lab: list[int] = []
 
     @property
     def _lab(self) -> np.ndarray:
-        """Region of every entity, computed when first needed after a tick."""
+        """Region of every owned entity, computed when first needed after a tick."""
+        self._settle()
         lab = self._lab_now
         if lab is None:
             lab = self._lab_now = self._region_of(self._f[FX], self._f[FY])
         return lab
+
+    def _settle(self) -> None:
+        """Adopt the handoff rows received from outside since the last tick."""
+        if not self._arrivals:
+            return
+        f, i = _split_rows(self._arrivals, self._wp)
+        n0 = self._f.shape[1]
+        lab = self._lab_now
+        if lab is None:
+            lab = self._region_of(self._f[FX], self._f[FY])
+        self._f = np.concatenate((self._f, f), axis=1)
+        self._i = np.concatenate((self._i, i), axis=1)
+        self._lab_now = np.concatenate((lab, np.array(self._arrival_lab, dtype=np.int64)))
+        self._players += sum(1 for r in self._arrivals if r[1] == PLAYER)
+        self._arrivals = []
+        self._arrival_lab = []
+        self._counts = None
+        self._wander = {}
+        self._perm = _perm_grow(self._perm, n0, self._f.shape[1])
 
     def rows_of(self, region: int) -> list[Row]:
         """Rows of one region, sorted by id."""
@@ -680,73 +726,257 @@ class NumpyWorld:
     def count(self, region: int) -> int:
         counts = self._counts
         if counts is None:
-            counts = self._counts = np.bincount(self._lab, minlength=self.config.regions).tolist()
+            c = np.bincount(self._lab, minlength=self.config.regions)
+            counts = self._counts = {r: int(c[r]) for r in self.regions}
         return counts[region]
 
-    def replace_region(self, region: int, rows: Sequence[Row]) -> None:
-        """Make ``rows`` the entities of ``region`` (restore from a checkpoint)."""
+    def replace_region(self, region: int, rows: Sequence[Row], ghosts: Sequence[float]) -> None:
+        """Make ``rows`` the entities of ``region`` (restore from a checkpoint).
+
+        Of the ghosts, only those of entities owned outside the group are kept: the others are
+        copies of entities the group holds.
+        """
         keep = self._lab != region
         old = _to_rows(self._f.compress(keep, axis=1), self._i.compress(keep, axis=1))
         labels = np.concatenate((self._lab.compress(keep),
                                  np.full(len(rows), region, dtype=np.int64)))
         self._set(old + list(rows), labels)
+        g = np.array(ghosts, dtype=np.float64).reshape(-1, 3).T
+        if g.shape[1]:
+            g = g.compress(~self._member[self._region_of(g[0], g[1])], axis=1)
+        self._gin[region] = g.T.ravel().tolist()
         self._pending = set()
 
+    def ghosts_of(self, region: int) -> list[float]:
+        """The ghost triples a per-region shard of ``region`` would hold now (for checkpoints):
+        those of the group's other entities near it, then those received from outside."""
+        dst, ent = self._near(self.config.ghost_range, None)
+        lo, hi = dst.searchsorted(region), dst.searchsorted(region, "right")
+        own = self._f[:3].take(ent[lo:hi], axis=1).T.ravel().tolist()
+        return own + self._gin[region]
+
     # ---- the tick ----------------------------------------------------------------------------
-    def step(self, region: int, tick: int, inputs: Mapping[int, InputRow], view: bool) -> None:
-        """Advance ``region``: the first region of a tick advances the whole world."""
+    def absorb(self, region: int, borders: Iterable[Border]) -> list[ViewRow]:
+        """Take borders addressed to ``region``; returns their view rows."""
+        views: list[ViewRow] = []
+        gin = self._gin[region]
+        for hand, ghosts, view in borders:
+            if hand:
+                self._arrivals.extend(hand)
+                self._arrival_lab.extend([region] * len(hand))
+            if ghosts:
+                gin.extend(ghosts)
+            if view:
+                views.extend(view)
+        return views
+
+    def step(self, region: int, tick: int, inputs: Mapping[int, InputRow], view: bool,
+             ) -> dict[int, Border]:
+        """Advance ``region``: the first region of a tick advances the whole group."""
         if not self._pending:
-            self._tick(tick, inputs, view)
+            self._out = self._tick(tick, inputs, view)
             self._at = tick
-            self._pending = set(range(self.config.regions))
+            self._pending = set(self.regions)
         elif tick != self._at:
             raise SimError(f"region {region} asked to advance tick {tick} while tick {self._at} "
                            "is half done")
         if region not in self._pending:
             raise SimError(f"region {region} advanced twice in tick {tick}")
         self._pending.discard(region)
+        return self._out[region]
 
-    def _tick(self, tick: int, inputs: Mapping[int, InputRow], view: bool) -> None:
+    def _tick(self, tick: int, inputs: Mapping[int, InputRow], view: bool,
+              ) -> dict[int, dict[int, Border]]:
         cfg = self.config
+        self._settle()
+        old = self._lab if (view or self._foreign) else None
         F = self._f
         I = self._i  # noqa: E741
-        old = self._lab if view else None
         phase = (-tick) % cfg.wander_period
         wander = self._wander.get(phase)
         if wander is None:
             wander = (I[IPHASE] == phase).nonzero()[0]
             wander = self._wander[phase] = wander[I[IKIND, wander] != PLAYER]
-        acc, hits = self._contacts(F[:3])
+        acc, hits = self._contacts(F[:3], self._take_ghosts())
         _integrate(cfg, F, I, tick, inputs, acc, hits, players=self._players, walls=True,
                    wander=wander)
-        # Labels and counts are recomputed when something asks for them (rows, len, views).
+        # Labels and counts are recomputed when something asks for them.
         self._lab_now = None
         self._counts = None
-        self.set_views(old)
+        if not self._foreign:
+            self._set_views(old if view else None)
+            return self._empty
+        out: dict[int, dict[int, Border]] = {
+            r: {nbr: ([], [], []) for nbr in self._by_region[r].neighbours} for r in self.regions}
+        assert old is not None
+        self._send(out, old, view)
+        self._set_views(old if view else None)
+        self._drop_leavers(out, old)
+        return out
+
+    def _take_ghosts(self) -> np.ndarray:
+        """The ghosts from outside for this tick, one per entity, as (3, m); clears the inbox."""
+        parts = []
+        recv = []
+        for region in self.regions:
+            g = self._gin[region]
+            if g:
+                parts.append(g)
+                recv.append(np.full(len(g) // 3, region, dtype=np.int64))
+                self._gin[region] = []
+        if not parts:
+            return np.empty((3, 0))
+        G = np.array([v for p in parts for v in p], dtype=np.float64).reshape(-1, 3).T
+        to = np.concatenate(recv)
+        if len(self.regions) == 1:
+            return G
+        # Keep the copy addressed to the lowest-numbered own region the ghost is near, and
+        # none of entities the group owns (handed over to it this tick).
+        first = self._first_member_near(G[0], G[1], self.config.ghost_range)
+        keep = (first == to) & ~self._member[self._region_of(G[0], G[1])]
+        return G.compress(keep, axis=1)
+
+    def _first_member_near(self, x: np.ndarray, y: np.ndarray, m: float) -> np.ndarray:
+        """Lowest-numbered region of the group within ``regions_near(x, y, m)`` (or -1)."""
+        layout = self.layout
+        c0, c1, r0, r1 = self._blocks(x, y, m)
+        first = np.full(len(x), -1, dtype=np.int64)
+        for b in range(3):  # row-major, so region numbers ascend
+            for a in range(3):
+                col = c0 + a
+                row = r0 + b
+                dst = row * layout.nx + col
+                ok = (col <= c1) & (row <= r1) & (first < 0)
+                ok[ok] = self._member[dst[ok]]
+                first[ok] = dst[ok]
+        return first
+
+    def _send(self, out: dict[int, dict[int, Border]], before: np.ndarray, view: bool) -> None:
+        """Handoffs, ghosts and view rows for regions outside the group, into ``out``."""
+        F = self._f
+        member = self._member
+        # Ghosts: every region near an entity except its owner, outside the group.
+        dst, ent = self._near(self.config.ghost_range, None)
+        far = ~member[dst]
+        dst, ent = dst.compress(far), ent.compress(far)
+        if len(ent):
+            src = before.take(ent).tolist()
+            trip = F[:3].take(ent, axis=1).T.tolist()
+            for s, d, t in zip(src, dst.tolist(), trip, strict=True):
+                out[s][d][1].extend(t)
+        if view:
+            vdst, vent = self._near(self.config.view_radius, before)
+            far = ~member[vdst]
+            self._view_rows_into(vdst.compress(far), vent.compress(far), before, out)
+
+    def _drop_leavers(self, out: dict[int, dict[int, Border]], before: np.ndarray) -> None:
+        """Hand entities now owned outside the group to their owners (rows into ``out``)."""
+        F = self._f
+        I = self._i  # noqa: E741
+        now = self._lab
+        gone = (~self._member[now]).nonzero()[0]
+        if len(gone):
+            # Still near own regions: they stay as ghosts there (a per-region sender keeps
+            # such "self ghosts" too), like ghosts received from outside.
+            layout = self.layout
+            x, y = F[FX].take(gone), F[FY].take(gone)
+            trip = F[:3].take(gone, axis=1).T.tolist()
+            c0, c1, r0, r1 = self._blocks(x, y, self.config.ghost_range)
+            for b in range(3):
+                for a in range(3):
+                    cx = c0 + a
+                    cy = r0 + b
+                    ok = (cx <= c1) & (cy <= r1)
+                    dst = cy * layout.nx + cx
+                    ok[ok] = self._member[dst[ok]]
+                    for k, d in zip(ok.nonzero()[0].tolist(), dst[ok].tolist(), strict=True):
+                        self._gin[d].extend(trip[k])
+            rows = _to_rows(F.take(gone, axis=1), I.take(gone, axis=1))
+            for row, s, o in zip(rows, before.take(gone).tolist(), now.take(gone).tolist(),
+                                 strict=True):
+                out[s][o][0].append(row)
+            self._players -= sum(1 for r in rows if r[1] == PLAYER)
+            stay = np.ones(F.shape[1], dtype=bool)
+            stay[gone] = False
+            self._f = F.compress(stay, axis=1)
+            self._i = I.compress(stay, axis=1)
+            self._lab_now = now.compress(stay)
+            self._wander = {}
+            self._perm = _perm_shrink(self._perm, stay)
+
+    def _view_rows_into(self, dst: np.ndarray, ent: np.ndarray, before: np.ndarray,
+                        out: dict[int, dict[int, Border]]) -> None:
+        f = self._f.take(ent, axis=1).tolist()
+        i = self._i.take(ent, axis=1).tolist()
+        for s, d, eid, kind, x, y, vx, vy, h, score in zip(
+                before.take(ent).tolist(), dst.tolist(), i[IID], i[IKIND], f[FX], f[FY],
+                f[FVX], f[FVY], f[FH], i[ISCORE], strict=True):
+            out[s][d][2].append((eid, kind, x, y, vx, vy, h, score))
 
     def _region_of(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """:meth:`sim.geometry.Layout.region_of`, vectorised (same divisions and clamps)."""
         layout = self.layout
         ix = (x / self._rw).astype(np.int64)
-        np.minimum(ix, layout.nx - 1, out=ix)
+        np.clip(ix, 0, layout.nx - 1, out=ix)
         iy = (y / self._rh).astype(np.int64)
-        np.minimum(iy, layout.ny - 1, out=iy)
+        np.clip(iy, 0, layout.ny - 1, out=iy)
         iy *= layout.nx
         iy += ix
         return iy
 
-    def set_views(self, before: np.ndarray | None) -> None:
-        """Give every region the view rows per-region shards would have sent it.
+    def _set_views(self, before: np.ndarray | None) -> None:
+        """View rows from the group's regions to each other (``None``: no views this tick).
 
         A shard sends an entity's view row to every region within ``view_radius`` of the
         entity's new position (:meth:`~sim.geometry.Layout.regions_near`) except itself (the
-        region before the tick, ``before``) and the new owner.  ``None``: no views this tick.
+        region before the tick, ``before``) and the new owner.
         """
         views: dict[int, list[ViewRow]] = {}
         if before is not None and len(before):
-            views = self._views(before, self.config.view_radius)
+            dst, ent = self._near(self.config.view_radius, before)
+            near = self._member[dst]
+            dst, ent = dst.compress(near), ent.compress(near)
+            f = self._f.take(ent, axis=1).tolist()
+            i = self._i.take(ent, axis=1).tolist()
+            for d, eid, kind, x, y, vx, vy, h, score in zip(
+                    dst.tolist(), i[IID], i[IKIND], f[FX], f[FY], f[FVX], f[FVY], f[FH],
+                    i[ISCORE], strict=True):
+                views.setdefault(d, []).append((eid, kind, x, y, vx, vy, h, score))
         for shard in self.shards:
             shard._view_in = views.get(shard.region, [])
+
+    def emit(self, view: bool) -> dict[int, dict[int, Border]]:
+        """Borders of the current state (first exchange): ghosts (and views) for outsiders."""
+        out: dict[int, dict[int, Border]] = {
+            r: {nbr: ([], [], []) for nbr in self._by_region[r].neighbours} for r in self.regions}
+        lab = self._lab
+        if self._foreign:
+            dst, ent = self._near(self.config.ghost_range, None)
+            far = ~self._member[dst]
+            dst, ent = dst.compress(far), ent.compress(far)
+            trip = self._f[:3].take(ent, axis=1).T.tolist()
+            for s, d, t in zip(lab.take(ent).tolist(), dst.tolist(), trip, strict=True):
+                out[s][d][1].extend(t)
+            if view:
+                vdst, vent = self._near(self.config.view_radius, None)
+                far = ~self._member[vdst]
+                self._view_rows_into(vdst.compress(far), vent.compress(far), lab, out)
+        if view:
+            self._set_views(lab)
+        return out
+
+    def _blocks(self, x: np.ndarray, y: np.ndarray, m: float,
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Column and row ranges of :meth:`~sim.geometry.Layout.regions_near`, vectorised.
+
+        ``max(0, int((x - m)/rw)) if x > m else 0 == trunc(max(0, (x - m)/rw))``.
+        """
+        layout = self.layout
+        c0 = np.maximum((x - m) / self._rw, 0.0).astype(np.int64)
+        c1 = np.minimum(((x + m) / self._rw).astype(np.int64), layout.nx - 1)
+        r0 = np.maximum((y - m) / self._rh, 0.0).astype(np.int64)
+        r1 = np.minimum(((y + m) / self._rh).astype(np.int64), layout.ny - 1)
+        return c0, c1, r0, r1
 
     def _near(self, m: float, before: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """(destination region, entity index) pairs: regions within ``m`` of each entity.
@@ -756,12 +986,7 @@ class NumpyWorld:
         """
         layout = self.layout
         F = self._f
-        x, y = F[FX], F[FY]
-        # regions_near: max(0, int((x - m)/rw)) if x > m else 0 == trunc(max(0, (x - m)/rw)).
-        c0 = np.maximum((x - m) / self._rw, 0.0).astype(np.int64)
-        c1 = np.minimum(((x + m) / self._rw).astype(np.int64), layout.nx - 1)
-        r0 = np.maximum((y - m) / self._rh, 0.0).astype(np.int64)
-        r1 = np.minimum(((y + m) / self._rh).astype(np.int64), layout.ny - 1)
+        c0, c1, r0, r1 = self._blocks(F[FX], F[FY], m)
         sel = ((c0 != c1) | (r0 != r1)).nonzero()[0]
         c0, c1, r0, r1 = c0.take(sel), c1.take(sel), r0.take(sel), r1.take(sel)
         now = self._lab.take(sel)
@@ -782,46 +1007,48 @@ class NumpyWorld:
         order = dst.argsort(kind="stable")
         return dst.take(order), ent.take(order)
 
-    def _views(self, before: np.ndarray, m: float) -> dict[int, list[ViewRow]]:
-        dst, ent = self._near(m, before)
-        f = self._f.take(ent, axis=1).tolist()
-        i = self._i.take(ent, axis=1).tolist()
-        views: dict[int, list[ViewRow]] = {}
-        for d, eid, kind, x, y, vx, vy, h, score in zip(
-                dst.tolist(), i[IID], i[IKIND], f[FX], f[FY], f[FVX], f[FVY], f[FH], i[ISCORE],
-                strict=True):
-            views.setdefault(d, []).append((eid, kind, x, y, vx, vy, h, score))
-        return views
+    def _contacts(self, P: np.ndarray, G: np.ndarray,
+                  ) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Summed quantised impulses (2, n) and contact counts (n,) of the owned entities.
 
-    def ghosts_of(self, region: int) -> list[float]:
-        """The ghost triples a per-region shard of ``region`` would hold now (for checkpoints).
-
-        Every entity owned elsewhere whose ghost band reaches ``region``; the group itself never
-        needs them (it has the entities).
+        ``P``: owned (x, y, r), ``G``: ghosts (x, y, r) from outside.  The band sweep.
         """
-        dst, ent = self._near(self.config.ghost_range, None)
-        lo, hi = dst.searchsorted(region), dst.searchsorted(region, "right")
-        return self._f[:3].take(ent[lo:hi], axis=1).T.ravel().tolist()
-
-    def _contacts(self, P: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """Summed quantised impulses (2, n) and contact counts (n,): the band sweep."""
-        N = P.shape[1]
+        n = P.shape[1]
+        m = G.shape[1]
+        N = n + m
         if N < 2:
             return None, None
         span = self._span
         key = np.empty(2 * N)
         top = key[:N]
-        np.multiply(P[1], self._inv_cell, out=top)
+        np.multiply(P[1], self._inv_cell, out=top[:n])
+        if m:
+            np.multiply(G[1], self._inv_cell, out=top[n:])
         np.floor(top, out=top)
         top *= span
-        top += P[0]
+        top[:n] += P[0]
+        if m:
+            top[n:] += G[0]
+        top += self._xoff
         np.subtract(top, span, out=key[N:])  # the copies, one band down
         perm = self._perm
-        if perm is None or len(perm) != 2 * N:
+        if perm is None or len(perm) != 2 * n:
             order = key.argsort(kind="stable")
-        else:
+        elif not m:
             order = perm.take(key.take(perm).argsort(kind="stable"))
-        self._perm = order
+        else:
+            # Last tick's order of the owned entries (copies recoded for this N), then the
+            # ghosts' entries: nearly sorted.
+            seed = np.concatenate((perm + (perm >= n) * m, np.arange(n, N),
+                                   np.arange(N + n, 2 * N)))
+            order = seed.take(key.take(seed).argsort(kind="stable"))
+        if m:
+            own = order < n
+            own |= (order >= N) & (order < N + n)
+            keep = order.compress(own)
+            self._perm = keep - (keep >= N) * m
+        else:
+            self._perm = order
         ks = key.take(order)
         # Keys round: allow a few ulps beyond a cell (extra candidates are filtered exactly).
         lim = self._cell + 8.0 * float(np.spacing(max(abs(ks[0]), abs(ks[-1]))))
@@ -848,26 +1075,46 @@ class NumpyWorld:
         v = v.compress(keep)
         u %= N  # copies -> their entities
         v %= N
-        hit = _pair_impulses(P.take(u, axis=1), P.take(v, axis=1), self.config.stiffness)
+        PG = np.concatenate((P, G), axis=1) if m else P
+        hit = _pair_impulses(PG.take(u, axis=1), PG.take(v, axis=1), self.config.stiffness)
         if hit is None:
             return None, None
         sel, q = hit
-        return _sum_impulses(u.take(sel), v.take(sel), q, N, N)
+        return _sum_impulses(u.take(sel), v.take(sel), q, N, n)
 
 
-class WorldShard(Shard):
-    """One region of a :class:`NumpyWorld`: the shard contract over the shared arrays."""
+def _perm_grow(perm: np.ndarray | None, n0: int, n: int) -> np.ndarray | None:
+    """A sweep order over ``n0`` entities extended by entities ``n0..n-1`` (unsorted tail)."""
+    if perm is None:
+        return None
+    add = n - n0
+    seed = perm + (perm >= n0) * add
+    return np.concatenate((seed, np.arange(n0, n), np.arange(n + n0, 2 * n)))
+
+
+def _perm_shrink(perm: np.ndarray | None, stay: np.ndarray) -> np.ndarray | None:
+    """A sweep order without the entities where ``stay`` is False, renumbered."""
+    if perm is None:
+        return None
+    n0 = len(stay)
+    new = np.cumsum(stay) - 1
+    n = int(new[-1]) + 1 if n0 else 0
+    stay2 = np.concatenate((stay, stay))
+    new2 = np.concatenate((new, new + n))
+    keep = stay2.take(perm)
+    return new2.take(perm.compress(keep))
+
+
+class GroupShard(Shard):
+    """One region of a :class:`NumpyGroup`: the shard contract over the shared arrays."""
 
     kernel = "numpy"
-    #: Every border this shard sends or receives is empty (see :attr:`Shard.internal_borders`).
-    internal_borders = True
 
-    def __init__(self, group: NumpyWorld, region: int) -> None:
+    def __init__(self, group: NumpyGroup, region: int) -> None:
         super().__init__(group.config, region)
         self._group = group
-        #: Every neighbour is in the group, so every border is empty; one dict serves every
-        #: tick (receivers only read borders).
-        self._empty: dict[int, Border] = {nbr: ([], [], []) for nbr in self.neighbours}
+        #: Every border this shard sends or receives is empty when the group is the world.
+        self.internal_borders = not group._foreign
 
     def rows(self) -> list[Row]:
         return self._group.rows_of(self.region)
@@ -880,21 +1127,14 @@ class WorldShard(Shard):
         return self._group.ghosts_of(self.region)
 
     def _load(self, rows: Sequence[Row], ghosts: Sequence[float]) -> None:
-        # Ghosts are copies of other regions' entities, which the group holds itself.
-        self._group.replace_region(self.region, rows)
+        self._group.replace_region(self.region, rows, ghosts)
 
     def absorb(self, borders: Iterable[Border]) -> None:
-        for hand, ghosts, view in borders:
-            if hand or ghosts or view:
-                raise SimError(f"region {self.region} of a whole-world numpy group got a "
-                               "non-empty border (every neighbour is in the group)")
+        self._view_in.extend(self._group.absorb(self.region, borders))
 
     def advance(self, tick: int, inputs: Mapping[int, InputRow], *,
                 view: bool = False) -> dict[int, Border]:
-        self._group.step(self.region, tick, inputs, view)
-        return self._empty
+        return self._group.step(self.region, tick, inputs, view)
 
     def emit(self, *, view: bool = False) -> dict[int, Border]:
-        if view:
-            self._group.set_views(self._group._lab)
-        return self._empty
+        return self._group.emit(view)[self.region]
