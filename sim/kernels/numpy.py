@@ -643,9 +643,15 @@ class NumpyGroup:
             raise SimError(f"a NumpyGroup needs regions of the world, got {self.regions}")
         self._member = np.zeros(config.regions, dtype=bool)
         self._member[self.regions] = True
-        #: Whether any neighbour of the group belongs to someone else.
-        self._foreign = any(not self._member[n] for r in self.regions
-                            for n in layout.neighbours(r))
+        #: Own regions with a neighbour outside the group (only their entities reach outsiders).
+        self._frontier = np.zeros(config.regions, dtype=bool)
+        for r in self.regions:
+            self._frontier[r] = any(not self._member[n] for n in layout.neighbours(r))
+        self._foreign = bool(self._frontier.any())
+        #: Regions whose entities may reach outsiders: the frontier, and every region outside
+        #: the group (entities just handed there).
+        self._reach = self._frontier | ~self._member
+        self._first_table = self._first_members()
         self._wp = config.wander_period
         rows: list[Row] = []
         labels: list[int] = []
@@ -688,6 +694,8 @@ class NumpyGroup:
         self._wander: dict[int, np.ndarray] = {}
         self._arrivals: list[Row] = []
         self._arrival_lab: list[int] = []
+        #: entities handed to outsiders, still in storage until the next _settle
+        self._gone: np.ndarray | None = None
 
     @property
     def _lab(self) -> np.ndarray:
@@ -699,23 +707,67 @@ class NumpyGroup:
         return lab
 
     def _settle(self) -> None:
-        """Adopt the handoff rows received from outside since the last tick."""
-        if not self._arrivals:
+        """Drop the entities handed to outsiders and adopt the rows received from them.
+
+        Arrivals take the leavers' slots; leftover leavers are filled from the end of the
+        storage (swap-remove), leftover arrivals appended, so the cost follows the handful that
+        move rather than the storage size.  Slot order does not matter to the results.
+        """
+        gone = self._gone
+        if gone is None and not self._arrivals:
             return
-        f, i = _split_rows(self._arrivals, self._wp)
-        n0 = self._f.shape[1]
+        F, I = self._f, self._i  # noqa: E741
         lab = self._lab_now
         if lab is None:
-            lab = self._region_of(self._f[FX], self._f[FY])
-        self._f = np.concatenate((self._f, f), axis=1)
-        self._i = np.concatenate((self._i, i), axis=1)
-        self._lab_now = np.concatenate((lab, np.array(self._arrival_lab, dtype=np.int64)))
-        self._players += sum(1 for r in self._arrivals if r[1] == PLAYER)
-        self._arrivals = []
-        self._arrival_lab = []
+            lab = self._region_of(F[FX], F[FY])
+        n0 = F.shape[1]
+        holes = gone if gone is not None else np.empty(0, dtype=np.int64)
+        self._gone = None
+        a = len(self._arrivals)
+        perm = self._perm
+        if a:
+            f, i = _split_rows(self._arrivals, self._wp)
+            al = np.array(self._arrival_lab, dtype=np.int64)
+            self._players += sum(1 for r in self._arrivals if r[1] == PLAYER)
+            self._arrivals = []
+            self._arrival_lab = []
+            r = min(a, len(holes))
+            if r:
+                put = holes[:r]
+                F[:, put] = f[:, :r]
+                I[:, put] = i[:, :r]
+                lab[put] = al[:r]
+                holes = holes[r:]
+                f, i, al = f[:, r:], i[:, r:], al[r:]
+        if len(holes):
+            n1 = n0 - len(holes)
+            dead = np.zeros(n0, dtype=bool)
+            dead[holes] = True
+            low = holes[holes < n1]
+            tail = (~dead[n1:]).nonzero()[0] + n1
+            F[:, low] = F[:, tail]
+            I[:, low] = I[:, tail]
+            lab[low] = lab[tail]
+            F, I, lab = F[:, :n1], I[:, :n1], lab[:n1]  # noqa: E741
+            if perm is not None:
+                ent = perm % n0
+                mp = np.arange(n0)
+                mp[tail] = low
+                copy = perm >= n0
+                perm = (mp.take(ent) + copy * n1).compress(~dead.take(ent))
+            n0 = n1
+        if a and f.shape[1]:
+            n = n0 + f.shape[1]
+            F = np.concatenate((F, f), axis=1)
+            I = np.concatenate((I, i), axis=1)  # noqa: E741
+            lab = np.concatenate((lab, al))
+            if perm is not None:
+                perm = np.concatenate((perm + (perm >= n0) * (n - n0), np.arange(n0, n),
+                                       np.arange(n + n0, 2 * n)))
+        self._perm = perm
+        self._f, self._i, self._lab_now = F, I, lab
         self._counts = None
         self._wander = {}
-        self._perm = _perm_grow(self._perm, n0, self._f.shape[1])
 
     def rows_of(self, region: int) -> list[Row]:
         """Rows of one region, sorted by id."""
@@ -837,26 +889,44 @@ class NumpyGroup:
         return G.compress(keep, axis=1)
 
     def _first_member_near(self, x: np.ndarray, y: np.ndarray, m: float) -> np.ndarray:
-        """Lowest-numbered region of the group within ``regions_near(x, y, m)`` (or -1)."""
-        layout = self.layout
+        """Lowest-numbered region of the group within ``regions_near(x, y, m)`` (or -1).
+
+        A block of regions is its corner and its size (up to 3 x 3), so one lookup in a table
+        of every block's answer replaces nine membership tests.
+        """
         c0, c1, r0, r1 = self._blocks(x, y, m)
-        first = np.full(len(x), -1, dtype=np.int64)
-        for b in range(3):  # row-major, so region numbers ascend
-            for a in range(3):
-                col = c0 + a
-                row = r0 + b
-                dst = row * layout.nx + col
-                ok = (col <= c1) & (row <= r1) & (first < 0)
-                ok[ok] = self._member[dst[ok]]
-                first[ok] = dst[ok]
-        return first
+        key = r0 * self.layout.nx
+        key += c0
+        key *= 9
+        c1 -= c0
+        c1 *= 3
+        key += c1
+        r1 -= r0
+        key += r1
+        return self._first_table.take(key)
+
+    def _first_members(self) -> np.ndarray:
+        """The table of :meth:`_first_member_near`: [(corner * 3 + width - 1) * 3 + height - 1]."""
+        layout = self.layout
+        table = np.full(self.config.regions * 9, -1, dtype=np.int64)
+        for corner in range(self.config.regions):
+            cy, cx = divmod(corner, layout.nx)
+            for dw in range(3):
+                for dh in range(3):
+                    for jy in range(cy, min(cy + dh + 1, layout.ny)):
+                        hit = [jy * layout.nx + jx for jx in range(cx, min(cx + dw + 1, layout.nx))
+                               if self._member[jy * layout.nx + jx]]
+                        if hit:
+                            table[corner * 9 + dw * 3 + dh] = hit[0]
+                            break
+        return table
 
     def _send(self, out: dict[int, dict[int, Border]], before: np.ndarray, view: bool) -> None:
         """Handoffs, ghosts and view rows for regions outside the group, into ``out``."""
         F = self._f
         member = self._member
         # Ghosts: every region near an entity except its owner, outside the group.
-        dst, ent = self._near(self.config.ghost_range, None)
+        dst, ent = self._near(self.config.ghost_range, None, frontier=True)
         far = ~member[dst]
         dst, ent = dst.compress(far), ent.compress(far)
         if len(ent):
@@ -865,7 +935,7 @@ class NumpyGroup:
             for s, d, t in zip(src, dst.tolist(), trip, strict=True):
                 out[s][d][1].extend(t)
         if view:
-            vdst, vent = self._near(self.config.view_radius, before)
+            vdst, vent = self._near(self.config.view_radius, before, frontier=True)
             far = ~member[vdst]
             self._view_rows_into(vdst.compress(far), vent.compress(far), before, out)
 
@@ -896,13 +966,7 @@ class NumpyGroup:
                                  strict=True):
                 out[s][o][0].append(row)
             self._players -= sum(1 for r in rows if r[1] == PLAYER)
-            stay = np.ones(F.shape[1], dtype=bool)
-            stay[gone] = False
-            self._f = F.compress(stay, axis=1)
-            self._i = I.compress(stay, axis=1)
-            self._lab_now = now.compress(stay)
-            self._wander = {}
-            self._perm = _perm_shrink(self._perm, stay)
+            self._gone = gone  # removed by the next _settle, with the arrivals
 
     def _view_rows_into(self, dst: np.ndarray, ent: np.ndarray, before: np.ndarray,
                         out: dict[int, dict[int, Border]]) -> None:
@@ -978,18 +1042,28 @@ class NumpyGroup:
         r1 = np.minimum(((y + m) / self._rh).astype(np.int64), layout.ny - 1)
         return c0, c1, r0, r1
 
-    def _near(self, m: float, before: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    def _near(self, m: float, before: np.ndarray | None, *, frontier: bool = False,
+              ) -> tuple[np.ndarray, np.ndarray]:
         """(destination region, entity index) pairs: regions within ``m`` of each entity.
 
         :meth:`~sim.geometry.Layout.regions_near` vectorised, minus the entity's owner and, if
-        given, its region ``before`` the tick.  Sorted by destination (stable).
+        given, its region ``before`` the tick.  Sorted by destination (stable).  ``frontier``:
+        only entities now in regions next to outsiders or outside (the others reach no
+        outsider).
         """
         layout = self.layout
+        lab = self._lab  # first: it may settle the storage
         F = self._f
-        c0, c1, r0, r1 = self._blocks(F[FX], F[FY], m)
-        sel = ((c0 != c1) | (r0 != r1)).nonzero()[0]
-        c0, c1, r0, r1 = c0.take(sel), c1.take(sel), r0.take(sel), r1.take(sel)
-        now = self._lab.take(sel)
+        if frontier:
+            cand = self._reach[lab].nonzero()[0]
+            c0, c1, r0, r1 = self._blocks(F[FX].take(cand), F[FY].take(cand), m)
+            pick = ((c0 != c1) | (r0 != r1)).nonzero()[0]
+            sel = cand.take(pick)
+        else:
+            c0, c1, r0, r1 = self._blocks(F[FX], F[FY], m)
+            sel = pick = ((c0 != c1) | (r0 != r1)).nonzero()[0]
+        c0, c1, r0, r1 = c0.take(pick), c1.take(pick), r0.take(pick), r1.take(pick)
+        now = lab.take(sel)
         was = before.take(sel) if before is not None else now
         dsts: list[np.ndarray] = []
         ents: list[np.ndarray] = []
@@ -1081,28 +1155,6 @@ class NumpyGroup:
             return None, None
         sel, q = hit
         return _sum_impulses(u.take(sel), v.take(sel), q, N, n)
-
-
-def _perm_grow(perm: np.ndarray | None, n0: int, n: int) -> np.ndarray | None:
-    """A sweep order over ``n0`` entities extended by entities ``n0..n-1`` (unsorted tail)."""
-    if perm is None:
-        return None
-    add = n - n0
-    seed = perm + (perm >= n0) * add
-    return np.concatenate((seed, np.arange(n0, n), np.arange(n + n0, 2 * n)))
-
-
-def _perm_shrink(perm: np.ndarray | None, stay: np.ndarray) -> np.ndarray | None:
-    """A sweep order without the entities where ``stay`` is False, renumbered."""
-    if perm is None:
-        return None
-    n0 = len(stay)
-    new = np.cumsum(stay) - 1
-    n = int(new[-1]) + 1 if n0 else 0
-    stay2 = np.concatenate((stay, stay))
-    new2 = np.concatenate((new, new + n))
-    keep = stay2.take(perm)
-    return new2.take(perm.compress(keep))
 
 
 class GroupShard(Shard):
