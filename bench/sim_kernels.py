@@ -3,8 +3,8 @@
 Workload (issue 3): 20,000 entities, 2048 x 2048, radius 4, 4 x 4 regions, seed 1, ticked by
 :class:`sim.world.World` in this thread.  Kernels: ``naive`` (bench/naive.py, the baseline the
 issue's 0.13 M figure describes, unsharded), ``python``, ``numpy`` (the 16 regions ticked as
-one :class:`~sim.kernels.numpy.NumpyWorld`, what one thread owning the whole world runs) and
-``numpy-regions`` (one numpy shard per region, what a worker owning part of the world runs).
+one :class:`~sim.kernels.numpy.NumpyGroup`, what a thread owning them runs) and
+``numpy-regions`` (one numpy shard per region, the earlier layout, for comparison).
 Each kernel runs a few warm-up ticks, then timed batches interleaved round by round (naive,
 python, numpy, naive, ...) so drift on a shared machine hits every kernel alike; the table
 shows the median with min and max, and the speed-up over ``naive`` as the median of the ratios

@@ -25,13 +25,13 @@ so they hold plain Python ints and floats: digests and msgpack bytes equal the p
 Storage is two shard-private arrays, ``F`` (float64, one row per float field) and ``I`` (int64,
 one row per integer field), so dropping leavers or adopting arrivals is two array operations.
 
-Two layouts.  :class:`NumpyShard` is one region (a worker that owns part of the world): about a
-hundred numpy calls per region and tick, plus ghosts, handoffs and view rows for its
-neighbours, so at ~1,250 entities per region it is bound by numpy's per-call overhead.
-:class:`NumpyWorld` is every region of a world owned by one thread (:class:`sim.world.World`,
-a one-worker runtime): one set of array operations over all entities, regions as labels, no
-borders; :func:`sim.shard.make_shards` picks it.  On the arena-20k workload it is ~3x faster
-than 16 :class:`NumpyShard` (bench/sim_kernels.py).  Both give the python kernel's bits.
+Two layouts.  :class:`NumpyShard` is one region: about a hundred numpy calls per region and
+tick, plus ghosts, handoffs and view rows for its neighbours, so at ~1,250 entities per region
+it is bound by numpy's per-call overhead.  :class:`NumpyGroup` is every region one thread owns
+(:class:`sim.world.World`, a runtime worker): one set of array operations over all their
+entities, regions as labels, and borders only to regions outside the group;
+:func:`sim.shard.make_shards` picks it.  On arena-20k the whole-world group is 5x faster than 16
+:class:`NumpyShard` (bench/sim_kernels.py).  Both give the python kernel's bits.
 
 numpy refuses to load in a subinterpreter (or may be missing); importing this module then raises
 :class:`~sim.errors.KernelUnavailable` instead of ImportError, so :func:`sim.shard.make_shard`
