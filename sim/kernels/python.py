@@ -116,45 +116,66 @@ class PythonShard(Shard):
         # so (stiff*SCALE)*(1 - d2/rr2)/rr*dx rounds to the same bits as stiff*(...)/rr*dx*SCALE.
         stiff_s = cfg.stiffness * SCALE
         # Row r is swept against itself (from the next entity on) and against row r + 1 (from a
-        # pointer that only moves forward, since both rows are sorted by x).
+        # pointer that only moves forward, since both rows are sorted by x), both in one visit
+        # of each entity (the two inner loops are the same code on different rows: written out
+        # twice, since this is the hottest loop of the kernel).
         below = rows[0]
         for here in rows[1:]:
             la = len(below)
-            for other, same in ((below, True), (here, False)):
-                lb = len(other)
-                lo = 0
-                for a in range(la):
-                    xi, yi, ri, i = below[a]
-                    own_i = i < n
-                    if same:
-                        b = a + 1
-                    else:
-                        lim = xi - cell
-                        while lo < lb and other[lo][0] <= lim:
-                            lo += 1
-                        b = lo
-                    while b < lb:
-                        xj, yj, rj, j = other[b]
-                        dx = xj - xi
-                        if dx >= cell:
-                            break
-                        b += 1
-                        dy = yj - yi
-                        d2 = dx * dx + dy * dy
-                        rr = ri + rj
-                        rr2 = rr * rr
-                        if d2 < rr2:
-                            w = stiff_s * (1.0 - d2 / rr2) / rr
-                            qx = int(w * dx)
-                            qy = int(w * dy)
-                            if own_i:
-                                accx[i] -= qx
-                                accy[i] -= qy
-                                hits[i] += 1
-                            if j < n:
-                                accx[j] += qx
-                                accy[j] += qy
-                                hits[j] += 1
+            lb = len(here)
+            lo = 0
+            for a in range(la):
+                xi, yi, ri, i = below[a]
+                own_i = i < n
+                b = a + 1
+                while b < la:
+                    xj, yj, rj, j = below[b]
+                    dx = xj - xi
+                    if dx >= cell:
+                        break
+                    b += 1
+                    dy = yj - yi
+                    d2 = dx * dx + dy * dy
+                    rr = ri + rj
+                    rr2 = rr * rr
+                    if d2 < rr2:
+                        w = stiff_s * (1.0 - d2 / rr2) / rr
+                        qx = int(w * dx)
+                        qy = int(w * dy)
+                        if own_i:
+                            accx[i] -= qx
+                            accy[i] -= qy
+                            hits[i] += 1
+                        if j < n:
+                            accx[j] += qx
+                            accy[j] += qy
+                            hits[j] += 1
+                lim = xi - cell
+                while lo < lb and here[lo][0] <= lim:
+                    lo += 1
+                b = lo
+                while b < lb:
+                    xj, yj, rj, j = here[b]
+                    dx = xj - xi
+                    if dx >= cell:
+                        break
+                    b += 1
+                    dy = yj - yi
+                    d2 = dx * dx + dy * dy
+                    rr = ri + rj
+                    rr2 = rr * rr
+                    if d2 < rr2:
+                        w = stiff_s * (1.0 - d2 / rr2) / rr
+                        qx = int(w * dx)
+                        qy = int(w * dy)
+                        if own_i:
+                            accx[i] -= qx
+                            accy[i] -= qy
+                            hits[i] += 1
+                        if j < n:
+                            accx[j] += qx
+                            accy[j] += qy
+                            hits[j] += 1
             below = here
 
         # 2. Control, integration, walls, and 3. classification for the borders.
@@ -187,8 +208,8 @@ class PythonShard(Shard):
         sin = math.sin
         phase = (-tick) % wp  # (eid + tick) % wp == 0  <=>  eid % wp == phase
         inv_s = INV_SCALE
-        for i, eid, kind, x, y, vx, vy, r, ax, ay, hit in zip(
-                range(n), ids, kinds, xs, ys, vxs, vys, rs, accx, accy, hits, strict=True):
+        for i, eid, kind, x, y, vx, vy, ax, ay, hit in zip(
+                range(n), ids, kinds, xs, ys, vxs, vys, accx, accy, hits, strict=True):
             if kind == PLAYER:
                 inp = inputs.get(eid)
                 if inp is not None:
@@ -210,9 +231,13 @@ class PythonShard(Shard):
             elif eid % wp == phase:
                 vx = (vx + (uniform(seed, eid, tick, 0) - 0.5) * kick + ax * inv_s) * damp
                 vy = (vy + (uniform(seed, eid, tick, 1) - 0.5) * kick + ay * inv_s) * damp
-            else:
+            elif hit:
                 vx = (vx + 0.0 + ax * inv_s) * damp  # + 0.0 as for a zero kick (-0.0 -> 0.0)
                 vy = (vy + 0.0 + ay * inv_s) * damp
+            else:
+                # No contact: a*inv_s is 0.0, and (v + 0.0) + 0.0 == v + 0.0 (never -0.0).
+                vx = (vx + 0.0) * damp
+                vy = (vy + 0.0) * damp
             s2 = vx * vx + vy * vy
             if s2 > cap2:
                 f = cap / math.sqrt(s2)
@@ -230,6 +255,7 @@ class PythonShard(Shard):
                 vxs[i] = vx
                 vys[i] = vy
                 continue
+            r = rs[i]
             if x < r:
                 x = r + (r - x)
                 vx = -vx
