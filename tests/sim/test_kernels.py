@@ -78,6 +78,9 @@ def test_numpy_regions_of_one_thread_are_one_group():
     assert [s.region for s in part] == [0, 1]
     assert part[0]._group is part[1]._group  # type: ignore[attr-defined]
     assert not any(s.internal_borders for s in part)
+    # A worker with a single region of a larger world keeps the per-region shard (faster there).
+    (lone,) = make_shards(cfg, {3: []}, kernel="numpy")
+    assert lone.region == 3 and not hasattr(lone, "_group")
     halves = World(cfg, rows, kernel="numpy", groups=[[0, 2], [1, 3]])
     assert len({id(s._group) for s in halves.shards}) == 2  # type: ignore[attr-defined]
     with pytest.raises(InvalidInput, match="groups"):
