@@ -696,6 +696,8 @@ class NumpyGroup:
         self._arrival_lab: list[int] = []
         #: entities handed to outsiders, still in storage until the next _settle
         self._gone: np.ndarray | None = None
+        #: (view, borders) of :meth:`emit` for the current state
+        self._emitted: tuple[bool, dict[int, dict[int, Border]]] | None = None
 
     @property
     def _lab(self) -> np.ndarray:
@@ -768,6 +770,7 @@ class NumpyGroup:
         self._f, self._i, self._lab_now = F, I, lab
         self._counts = None
         self._wander = {}
+        self._emitted = None
 
     def rows_of(self, region: int) -> list[Row]:
         """Rows of one region, sorted by id."""
@@ -841,6 +844,7 @@ class NumpyGroup:
               ) -> dict[int, dict[int, Border]]:
         cfg = self.config
         self._settle()
+        self._emitted = None
         old = self._lab if (view or self._foreign) else None
         F = self._f
         I = self._i  # noqa: E741
@@ -1010,7 +1014,14 @@ class NumpyGroup:
             shard._view_in = views.get(shard.region, [])
 
     def emit(self, view: bool) -> dict[int, dict[int, Border]]:
-        """Borders of the current state (first exchange): ghosts (and views) for outsiders."""
+        """Borders of the current state (first exchange): ghosts (and views) for outsiders.
+
+        Every facade asks in turn: computed once per state and reused until the state changes.
+        """
+        self._settle()
+        cached = self._emitted
+        if cached is not None and cached[0] == view:
+            return cached[1]
         out: dict[int, dict[int, Border]] = {
             r: {nbr: ([], [], []) for nbr in self._by_region[r].neighbours} for r in self.regions}
         lab = self._lab
@@ -1027,6 +1038,7 @@ class NumpyGroup:
                 self._view_rows_into(vdst.compress(far), vent.compress(far), lab, out)
         if view:
             self._set_views(lab)
+        self._emitted = (view, out)
         return out
 
     def _blocks(self, x: np.ndarray, y: np.ndarray, m: float,
