@@ -102,6 +102,9 @@ class WorkerCore:
         peers = {self.owner[n] for r in self.regions for n in self.shards[r].neighbours}
         peers.discard(self.w)
         self.peers = sorted(peers)
+        #: A whole-world group (sim.shard.make_shards) only exchanges empty borders.
+        self._internal = not self.peers and all(s.internal_borders
+                                                for s in self.shards.values())
         fault = spec.get("fault_at")
         env = os.environ.get(FAULT_ENV)
         if fault is None and env:
@@ -224,9 +227,7 @@ class WorkerCore:
         inbound: dict[int, list[tuple[int, Border]]] = {r: [] for r in self.regions}
         remote: dict[int, list[tuple[int, int, Border]]] = {p: [] for p in self.peers}
         owner, me = self.owner, self.w
-        # A whole-world group (sim.shard.make_shards) only exchanges empty borders.
-        internal = not self.peers and all(s.internal_borders for s in self.shards.values())
-        for src in () if internal else self.regions:
+        for src in () if self._internal else self.regions:
             for dst, border in out[src].items():
                 w = owner[dst]
                 if w == me:
