@@ -664,10 +664,9 @@ class NumpyGroup:
         self._cell = cell
         self._inv_cell = 1.0 / cell
         # Band width of the sort key: a power of two well beyond the world's width plus a few
-        # cells (ghosts lie up to a ghost range outside it), so keys of different bands never
-        # come within a cell of each other.
-        self._xoff = config.ghost_range + cell
-        self._span = float(2 ** math.ceil(math.log2(config.width + 2 * self._xoff + 4 * cell)))
+        # cells (positions, ghosts' included, lie in the world), so keys of different bands
+        # never come within a cell of each other.
+        self._span = float(2 ** math.ceil(math.log2(config.width + 4.0 * cell + 1.0)))
         self._rw = layout.rw
         self._rh = layout.rh
         self._pending: set[int] = set()
@@ -984,10 +983,10 @@ class NumpyGroup:
     def _region_of(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """:meth:`sim.geometry.Layout.region_of`, vectorised (same divisions and clamps)."""
         layout = self.layout
-        ix = (x / self._rw).astype(np.int64)
-        np.clip(ix, 0, layout.nx - 1, out=ix)
+        ix = (x / self._rw).astype(np.int64)  # positions are >= 0: int() truncation
+        np.minimum(ix, layout.nx - 1, out=ix)
         iy = (y / self._rh).astype(np.int64)
-        np.clip(iy, 0, layout.ny - 1, out=iy)
+        np.minimum(iy, layout.ny - 1, out=iy)
         iy *= layout.nx
         iy += ix
         return iy
@@ -1115,7 +1114,6 @@ class NumpyGroup:
         top[:n] += P[0]
         if m:
             top[n:] += G[0]
-        top += self._xoff
         np.subtract(top, span, out=key[N:])  # the copies, one band down
         perm = self._perm
         if perm is None or len(perm) != 2 * n:
