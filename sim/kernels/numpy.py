@@ -925,22 +925,24 @@ class NumpyGroup:
         return table
 
     def _send(self, out: dict[int, dict[int, Border]], before: np.ndarray, view: bool) -> None:
-        """Handoffs, ghosts and view rows for regions outside the group, into ``out``."""
-        F = self._f
-        member = self._member
-        # Ghosts: every region near an entity except its owner, outside the group.
-        dst, ent = self._near(self.config.ghost_range, None, frontier=True)
-        far = ~member[dst]
-        dst, ent = dst.compress(far), ent.compress(far)
-        if len(ent):
-            src = before.take(ent).tolist()
-            trip = F[:3].take(ent, axis=1).T.tolist()
-            for s, d, t in zip(src, dst.tolist(), trip, strict=True):
-                out[s][d][1].extend(t)
+        """Ghosts and view rows for regions outside the group, into ``out`` (sent from each
+        entity's region ``before`` the tick; handoffs are :meth:`_drop_leavers`)."""
+        self._outsider_ghosts(out, before)
         if view:
             vdst, vent = self._near(self.config.view_radius, before, frontier=True)
-            far = ~member[vdst]
+            far = ~self._member[vdst]
             self._view_rows_into(vdst.compress(far), vent.compress(far), before, out)
+
+    def _outsider_ghosts(self, out: dict[int, dict[int, Border]], src: np.ndarray) -> None:
+        """Ghost triples to every region outside the group near an entity (except its owner),
+        sent from the entity's region in ``src``."""
+        dst, ent = self._near(self.config.ghost_range, None, frontier=True)
+        far = ~self._member[dst]
+        dst, ent = dst.compress(far), ent.compress(far)
+        if len(ent):
+            trip = self._f[:3].take(ent, axis=1).T.tolist()
+            for s, d, t in zip(src.take(ent).tolist(), dst.tolist(), trip, strict=True):
+                out[s][d][1].extend(t)
 
     def _drop_leavers(self, out: dict[int, dict[int, Border]], before: np.ndarray) -> None:
         """Hand entities now owned outside the group to their owners (rows into ``out``)."""
@@ -1025,14 +1027,9 @@ class NumpyGroup:
             r: {nbr: ([], [], []) for nbr in self._by_region[r].neighbours} for r in self.regions}
         lab = self._lab
         if self._foreign:
-            dst, ent = self._near(self.config.ghost_range, None)
-            far = ~self._member[dst]
-            dst, ent = dst.compress(far), ent.compress(far)
-            trip = self._f[:3].take(ent, axis=1).T.tolist()
-            for s, d, t in zip(lab.take(ent).tolist(), dst.tolist(), trip, strict=True):
-                out[s][d][1].extend(t)
+            self._outsider_ghosts(out, lab)
             if view:
-                vdst, vent = self._near(self.config.view_radius, None)
+                vdst, vent = self._near(self.config.view_radius, None, frontier=True)
                 far = ~self._member[vdst]
                 self._view_rows_into(vdst.compress(far), vent.compress(far), lab, out)
         if view:
