@@ -29,9 +29,9 @@ PI = math.pi
 CELL_SLACK = 1.0 + 2.0**-20
 
 
-#: A contact-sweep entry: (x, y, radius, index); indices >= n are ghosts.  x first: rows sort
-#: by it (ties broken by y, radius, then index, so the order is total and deterministic).
-Cand = tuple[float, float, float, int]
+#: A contact-sweep entry: (x, y, index); indices >= n are ghosts.  x first: rows sort by it
+#: (ties broken by y, then index, so the order is total and deterministic).
+Cand = tuple[float, float, int]
 #: Row fields kept in ``array('d')`` columns (unboxed floats: fastest on both builds, see
 #: bench/kernel_layouts.py); the integer fields stay in lists.
 FLOAT_FIELDS = frozenset((2, 3, 4, 5, 6, 7, 9, 10))
@@ -94,6 +94,7 @@ class PythonShard(Shard):
         #    No per-tick dict or per-cell lists: a handful of row lists and one tuple per
         #    entity.  The per-cell dict-of-lists grid this replaces slowed down 2x per region
         #    when 16 free threads ran it at once (bench/results/2026-11-26-device16/).
+        trunc = int  # a local: a builtin is two dict lookups per call on 3.13t (no specialising)
         cell = 2.0 * cfg.radius * CELL_SLACK
         inv = 1.0 / cell
         gy = gh[1::3]
@@ -102,10 +103,10 @@ class PythonShard(Shard):
         row_hi = int(max(max(c) for c in ycols) * inv) if ycols else 0
         # One spare empty row on top, so the last real row is swept as `below` too.
         rows: list[list[Cand]] = [[] for _ in range(row_hi - row_lo + 2)]
-        for e in zip(xs, ys, rs, range(n), strict=True):
-            rows[int(e[1] * inv) - row_lo].append(e)
-        for e in zip(gh[0::3], gy, gh[2::3], range(n, n + len(gh) // 3), strict=True):
-            rows[int(e[1] * inv) - row_lo].append(e)
+        for e in zip(xs, ys, range(n), strict=True):
+            rows[trunc(e[1] * inv) - row_lo].append(e)
+        for e in zip(gh[0::3], gy, range(n, n + len(gh) // 3), strict=True):
+            rows[trunc(e[1] * inv) - row_lo].append(e)
         for row in rows:
             if len(row) > 1:
                 row.sort()
@@ -115,6 +116,16 @@ class PythonShard(Shard):
         # w*dx*SCALE with SCALE folded into the stiffness: scaling by a power of two is exact,
         # so (stiff*SCALE)*(1 - d2/rr2)/rr*dx rounds to the same bits as stiff*(...)/rr*dx*SCALE.
         stiff_s = cfg.stiffness * SCALE
+        # Radii stay out of the sweep entries: in the common case every radius here is the
+        # same, rr = ri + rj is a constant and one test against it is exact.  Otherwise
+        # (`mixed`) that test against the largest radii only filters, and the pair's own rr
+        # decides (smaller entries, and no rr computed per candidate).
+        gr = gh[2::3]
+        rmax = max(max(rs, default=0.0), max(gr, default=0.0))
+        mixed = min(rs, default=rmax) != rmax or min(gr, default=rmax) != rmax
+        rad = [*rs, *gr] if mixed else []
+        rr = rmax + rmax
+        rr2m = rr2 = rr * rr
         # Row r is swept against itself (from the next entity on) and against row r + 1 (from a
         # pointer that only moves forward, since both rows are sorted by x), both in one visit
         # of each entity (the two inner loops are the same code on different rows: written out
@@ -125,23 +136,26 @@ class PythonShard(Shard):
             lb = len(here)
             lo = 0
             for a in range(la):
-                xi, yi, ri, i = below[a]
+                xi, yi, i = below[a]
                 own_i = i < n
                 b = a + 1
                 while b < la:
-                    xj, yj, rj, j = below[b]
+                    xj, yj, j = below[b]
                     dx = xj - xi
                     if dx >= cell:
                         break
                     b += 1
                     dy = yj - yi
                     d2 = dx * dx + dy * dy
-                    rr = ri + rj
-                    rr2 = rr * rr
-                    if d2 < rr2:
+                    if d2 < rr2m:
+                        if mixed:
+                            rr = rad[i] + rad[j]
+                            rr2 = rr * rr
+                            if d2 >= rr2:
+                                continue
                         w = stiff_s * (1.0 - d2 / rr2) / rr
-                        qx = int(w * dx)
-                        qy = int(w * dy)
+                        qx = trunc(w * dx)
+                        qy = trunc(w * dy)
                         if own_i:
                             accx[i] -= qx
                             accy[i] -= qy
@@ -155,19 +169,22 @@ class PythonShard(Shard):
                     lo += 1
                 b = lo
                 while b < lb:
-                    xj, yj, rj, j = here[b]
+                    xj, yj, j = here[b]
                     dx = xj - xi
                     if dx >= cell:
                         break
                     b += 1
                     dy = yj - yi
                     d2 = dx * dx + dy * dy
-                    rr = ri + rj
-                    rr2 = rr * rr
-                    if d2 < rr2:
+                    if d2 < rr2m:
+                        if mixed:
+                            rr = rad[i] + rad[j]
+                            rr2 = rr * rr
+                            if d2 >= rr2:
+                                continue
                         w = stiff_s * (1.0 - d2 / rr2) / rr
-                        qx = int(w * dx)
-                        qy = int(w * dy)
+                        qx = trunc(w * dx)
+                        qy = trunc(w * dy)
                         if own_i:
                             accx[i] -= qx
                             accy[i] -= qy
@@ -200,7 +217,11 @@ class PythonShard(Shard):
         out: dict[int, Border] = {nbr: ([], [], []) for nbr in self.neighbours}
         layout = self.layout
         near = layout.regions_near
-        region_of = layout.region_of
+        rw = layout.rw
+        rh = layout.rh
+        nx = layout.nx
+        nx1 = nx - 1
+        ny1 = layout.ny - 1
         thr, trn, act, seq, scores = self.thr, self.trn, self.act, self.seq, self.scores
         leavers: list[int] = []
         self_ghosts: list[float] = []
@@ -208,9 +229,10 @@ class PythonShard(Shard):
         sin = math.sin
         phase = (-tick) % wp  # (eid + tick) % wp == 0  <=>  eid % wp == phase
         inv_s = INV_SCALE
+        player = PLAYER
         for i, eid, kind, x, y, vx, vy, ax, ay, hit in zip(
                 range(n), ids, kinds, xs, ys, vxs, vys, accx, accy, hits, strict=True):
-            if kind == PLAYER:
+            if kind == player:
                 inp = inputs.get(eid)
                 if inp is not None:
                     seq[i] = inp[1]
@@ -272,13 +294,33 @@ class PythonShard(Shard):
             ys[i] = y
             vxs[i] = vx
             vys[i] = vy
-            owner = region_of(x, y)
-            for dst in near(x, y, g):
-                if dst != owner:
-                    if dst == me:
-                        self_ghosts += (x, y, r)
-                    else:
-                        out[dst][1].extend((x, y, r))
+            # Layout.region_of(x, y) and Layout.regions_near(x, y, g) written out (the same
+            # divisions and clamps, as the numpy kernel does): no calls, and no list when the
+            # entity is near its owner's region only.
+            ox = trunc(x / rw)
+            oy = trunc(y / rh)
+            if ox > nx1:
+                ox = nx1
+            if oy > ny1:
+                oy = ny1
+            owner = oy * nx + ox
+            jx0 = trunc((x - g) / rw) if x > g else 0
+            jx1 = trunc((x + g) / rw)
+            if jx1 > nx1:
+                jx1 = nx1
+            jy0 = trunc((y - g) / rh) if y > g else 0
+            jy1 = trunc((y + g) / rh)
+            if jy1 > ny1:
+                jy1 = ny1
+            if jx0 != jx1 or jy0 != jy1 or jy0 * nx + jx0 != owner:
+                for jy in range(jy0, jy1 + 1):
+                    for jx in range(jx0, jx1 + 1):
+                        dst = jy * nx + jx
+                        if dst != owner:
+                            if dst == me:
+                                self_ghosts += (x, y, r)
+                            else:
+                                out[dst][1].extend((x, y, r))
             if owner != me:
                 leavers.append(i)
                 out[owner][0].append((eid, kinds[i], x, y, vx, vy, r, hs[i], scores[i],

@@ -43,6 +43,27 @@ def test_numpy_equals_python_in_a_crowd_against_walls(per_region):
 
 
 @pytest.mark.parametrize("per_region", LAYOUTS)
+def test_mixed_radii_agree_across_kernels_and_splits(per_region):
+    """Entities of different sizes (the python kernel's exact per-pair path), crowded."""
+    cfg = WorldConfig(width=320, height=320, regions_x=2, regions_y=2, seed=9, max_speed=200,
+                      wander_period=4, wander_kick=600.0)
+    rows = [r[:6] + (1.0 + (r[0] % 7) * 0.5,) + r[7:] for r in spawn(cfg, 1500, players=2)]
+
+    def run(kernel, grid, **kw):
+        world = World(cfg.replace(regions_x=grid[0], regions_y=grid[1]), rows, kernel=kernel,
+                      **kw)
+        for inputs in input_log(3, 2, 60):
+            world.step(inputs)
+        return world
+
+    whole = run("python", (1, 1))
+    assert len({r[6] for r in whole.rows()}) == 7  # radii 1.0 .. 4.0 survive the ticks
+    assert sum(r[8] for r in whole.rows()) > 1000  # many contacts
+    assert run("python", (2, 2)).digest() == whole.digest()
+    assert run("numpy", (2, 2), per_region=per_region).digest() == whole.digest()
+
+
+@pytest.mark.parametrize("per_region", LAYOUTS)
 def test_numpy_equals_python_at_the_largest_view_radius(per_region):
     """Entities leaving a region are classified with the whole view band: no crash, same rows."""
     cfg = WorldConfig(width=512, height=512, regions_x=4, regions_y=4, seed=3,
