@@ -25,10 +25,29 @@ def test_quick_run_writes_interleaved_results(tmp_path: Path,
     # The ratio is the median of per-round ratios, not the ratio of medians.
     ratios = [p / n for p, n in zip(python["samples"], naive["samples"], strict=True)]
     assert python["vs_naive"] == pytest.approx(statistics.median(ratios))
+    q1, q3 = python["vs_naive_iqr"]
+    assert min(ratios) <= q1 <= python["vs_naive"] <= q3 <= max(ratios)
     assert naive["vs_naive"] == pytest.approx(1.0)
     assert naive["min"] <= naive["median"] <= naive["max"]
-    out = capsys.readouterr().out
-    assert "python" in out and "vs naive" in out
+    captured = capsys.readouterr()
+    assert "python" in captured.out and "vs naive" in captured.out
+    assert f"round {rounds}/{rounds}" in captured.err  # progress on stderr
+
+
+def test_rounds_option_sets_the_number_of_interleaved_rounds(tmp_path: Path) -> None:
+    assert sim_kernels.main(["--quick", "--rounds", "3", "--entities", "200",
+                             "--kernels", "naive,python", "--out", str(tmp_path)]) == 0
+    (path,) = tmp_path.glob("sim-kernels-*.json")
+    kernels = json.loads(path.read_text())["kernels"]
+    assert [len(k["samples"]) for k in kernels.values()] == [3, 3]
+    assert all(k["repeats"] == 3 for k in kernels.values())
+
+
+def test_zero_rounds_is_a_usage_error(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as exc:
+        sim_kernels.main(["--rounds", "0", "--out", str(tmp_path)])
+    assert exc.value.code == 2
+    assert not list(tmp_path.iterdir())
 
 
 def test_unknown_kernel_is_a_usage_error(tmp_path: Path) -> None:
