@@ -47,7 +47,7 @@ def test_mixed_radii_agree_across_kernels_and_splits(per_region):
     """Entities of different sizes (the python kernel's exact per-pair path), crowded."""
     cfg = WorldConfig(width=320, height=320, regions_x=2, regions_y=2, seed=9, max_speed=200,
                       wander_period=4, wander_kick=600.0)
-    rows = [r[:6] + (1.0 + (r[0] % 7) * 0.5,) + r[7:] for r in spawn(cfg, 1500, players=2)]
+    rows = [(*r[:6], 1.0 + (r[0] % 7) * 0.5, *r[7:]) for r in spawn(cfg, 1500, players=2)]
 
     def run(kernel, grid, **kw):
         world = World(cfg.replace(regions_x=grid[0], regions_y=grid[1]), rows, kernel=kernel,
