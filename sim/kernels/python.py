@@ -296,7 +296,8 @@ class PythonShard(Shard):
             vys[i] = vy
             # Layout.region_of(x, y) and Layout.regions_near(x, y, g) written out (the same
             # divisions and clamps, as the numpy kernel does): no calls, and no list when the
-            # entity is near its owner's region only.
+            # entity is near its owner's region only.  Calling them instead measured 0.97x on
+            # both builds (arena-20k, VM); the sharded == unsharded tests cover the copy.
             ox = trunc(x / rw)
             oy = trunc(y / rh)
             if ox > nx1:
