@@ -3,10 +3,13 @@ workers.
 
 Theory of operation
 -------------------
-Where a byte from a client goes: websockets (asyncio) reads a frame -> :meth:`GameServer._handle`
--> :meth:`Codec.decode <server.protocol.Codec.decode>` validates it -> a hello claims a session
-(:mod:`server.sessions`), an input is rate-limited and stored as the entity's *pending* input
-(last one wins) under a lock.
+Where a byte from a client goes: websockets (asyncio) reads it through
+:class:`server.transport.GuardedConnection` (control-frame budget, read backpressure, descriptor
+gate) -> :meth:`GameServer._read` -> :meth:`Connection.receive_frame
+<server.connection.Connection.receive_frame>`, the sans-I/O connection rules (limits, phase,
+decode) -> :meth:`GameServer._apply` carries out the events: a hello claims a session
+(:mod:`server.sessions`), an input is stored as the entity's *pending* input (last one wins) under
+a lock.
 
 Where a tick happens: the ticker thread (:class:`Ticker`) wakes at the absolute deadlines of the
 runtime's :class:`~server.runtime.TickScheduler` (no drift; catch-up policy), swaps the pending
@@ -18,78 +21,85 @@ evenly) the step carries one job per playing session; the runtime's workers run
 them to the event loop with one ``call_soon_threadsafe`` per tick.
 
 Where a byte to a client goes: each connection has a writer task and two bounded queues: control
-messages (welcome, errors, bye; at most :data:`CONTROL_QUEUE`, extra errors are dropped and
-counted) and snapshots (at most ``send_queue``; when full the *oldest unsent* snapshot is dropped
-and counted: a newer snapshot supersedes it, and the client's acked baseline stays valid).  The
-writer awaits ``send``, whose backpressure (websockets' ``write_limit``) is what makes a slow
-client's queue fill.
+messages (welcome, errors, bye; errors beyond :data:`CONTROL_QUEUE` are dropped and counted) and
+snapshots (at most ``send_queue``; when full the *oldest unsent* snapshot is dropped and counted:
+a newer snapshot supersedes it, and the client's acked baseline stays valid).  The writer awaits
+``send``, whose backpressure (websockets' ``write_limit``) is what makes a slow client's queue
+fill; a client that stops reading altogether is aborted after ``write_stall_timeout``.
 
 HTTP on the same port (``process_request``): ``GET /stats`` (JSON) and ``GET /metrics``
 (Prometheus text format, written by hand: a flat gauge per numeric leaf of /stats, no new
 dependency).
 
-Bad input never raises out of a handler: every :class:`~server.protocol.ProtocolError` becomes an
-``error`` message, and the connection is closed only where it must be (1009 too large, 1008 policy:
-message before hello, second hello, too many bad messages in a row, per-address cap).
+Bad input never raises out of a handler: the connection rules turn every
+:class:`~server.protocol.ProtocolError` into an ``error`` message, and close the connection only
+where they must (the close codes are listed in :mod:`server.connection`).  One timer
+(:meth:`GameServer._timer_loop`) expires sessions and applies the hello and idle timeouts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
+import ssl
 import sys
 import threading
 import time
 import traceback
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from http import HTTPStatus
 from typing import Any
 
-from server.protocol import (
-    CLIENT_MESSAGES,
-    SUBPROTOCOLS,
-    Bye,
-    Codec,
-    Error,
-    ErrorCode,
-    Hello,
-    Input,
-    Message,
-    ProtocolError,
-    Welcome,
-    codec_for,
-)
-from server.sessions import (
-    CONNECTION_TRANSITIONS,
-    BadToken,
-    Clock,
+from server.connection import (
+    CLOSE_GOING_AWAY,
+    CLOSE_INTERNAL,
+    CLOSE_POLICY,
+    CLOSE_TOO_BIG,
+    CLOSE_TRY_LATER,
+    TIMER_RESOLUTION,
+    ByeReceived,
+    CloseConnection,
+    Connection,
+    ConnectionLimits,
     ConnectionPhase,
-    PoolExhausted,
-    Session,
-    SessionTable,
-    TokenBucket,
-    check_transition,
+    ControlLimits,
+    Event,
+    HelloReceived,
+    InputReceived,
+    SendMessage,
+)
+from server.protocol import SUBPROTOCOLS, ErrorCode, Welcome, codec_for
+from server.sessions import BadToken, Clock, PoolExhausted, Session, SessionTable
+from server.transport import (
+    BurstLog,
+    DescriptorBudget,
+    TransportGuard,
+    TransportLimits,
+    descriptor_budget,
 )
 from sim.config import WorldConfig
 from sim.entities import InputRow
 from sim.world import spawn
 
 #: Per-connection control-message queue bound (welcome, errors, bye): a peer that provokes more
-#: errors than this before its writer catches up loses the extra error messages (counted).
+#: errors than this before its writer catches up loses the extra error messages (counted).  The
+#: few messages that are never dropped (welcome, the error before a close, bye) fit in a small
+#: margin above it, so the queue is bounded either way.
 CONTROL_QUEUE = 16
+_CONTROL_MARGIN = 4
 #: Recent tick durations kept for the MSPT percentiles in /stats (about 34 s at 30 Hz).
 MSPT_WINDOW = 1024
 #: Library-level frame cap, as a multiple of the protocol limit: frames between the two get an
 #: ``error`` message before the 1009 close; larger ones are refused by websockets itself.
 HARD_FRAME_FACTOR = 16
-#: Seconds to wait for writers to flush bye messages on shutdown.
+#: Seconds shutdown waits for writers to flush bye messages and for closing handshakes; after it
+#: the remaining connections are aborted, so SIGINT/SIGTERM always stop the server within about
+#: twice this (flush, then the closing handshakes websockets waits for).
 FLUSH_TIMEOUT = 2.0
-
-CLOSE_NORMAL, CLOSE_GOING_AWAY, CLOSE_POLICY, CLOSE_TOO_BIG, CLOSE_TRY_LATER = (
-    1000, 1001, 1008, 1009, 1013)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -99,21 +109,29 @@ class ServerSettings:
     Attributes:
         host: bind address; loopback by default, nothing is exposed unless asked.
         port: TCP port (0 picks a free one; tests use it).
-        snapshot_rate: snapshots per second per client (20 Hz on 30 Hz ticks, the issue's target).
+        snapshot_rate: snapshots per second per client (20 Hz on 30 Hz ticks).
         players: player entities pre-spawned and lent one per session (= session cap).
         npcs: NPC entities.
         backend, workers, kernel: passed to the runtime.
-        max_frame: largest client frame in bytes; a client message is < 200 bytes, 4 KiB leaves
-            room for names without letting a peer make us parse megabytes.
-        input_rate, input_burst: per-connection message token bucket (twice the tick rate, and a
-            few frames of network jitter).
+        max_frame, input_rate, input_burst, max_strikes, hello_timeout, idle_timeout: the
+            connection rules (:class:`server.connection.ConnectionLimits` says why each default).
+        control_rate, control_burst: pings and pongs per second per connection and the bucket
+            size (:class:`server.connection.ControlLimits`); over it, close 1008.
+        write_stall_timeout: seconds a connection's output may stay above its high-water mark
+            (the client is not reading) before it is aborted.
         max_per_address: connections from one IP (bots on one machine share 127.0.0.1, so the
             default admits the 1,000-bot benchmark).
         max_connections: connections in total (handshakes beyond it get ``server_full``).
+            Both caps are lowered at start-up to what the descriptor limit allows.
         send_queue: unsent snapshots kept per client before the oldest is dropped (200 ms at
             20 Hz: older ones are stale anyway).
         grace: seconds a dropped connection's session keeps its entity for a reconnect.
-        max_strikes: bad messages in a row before the connection is closed (1008).
+        origins: browser origins allowed to connect (e.g. ``https://game.example``).  Empty:
+            any origin on a loopback address; on any other address only clients that send no
+            Origin header (bots, not web pages).
+        certfile, keyfile: PEM certificate chain and key: serve wss:// (TLS).
+        public_stats: answer ``/stats`` and ``/metrics`` to everyone even when not bound to
+            loopback (by default they answer loopback clients only there).
     """
 
     host: str = "127.0.0.1"
@@ -127,22 +145,62 @@ class ServerSettings:
     max_frame: int = 4096
     input_rate: float = 60.0
     input_burst: float = 10.0
+    max_strikes: int = 8
+    hello_timeout: float = 10.0
+    idle_timeout: float = 120.0
+    control_rate: float = 4.0
+    control_burst: float = 16.0
+    write_stall_timeout: float = 10.0
     max_per_address: int = 1100
     max_connections: int = 4096
     send_queue: int = 4
     grace: float = 10.0
-    max_strikes: int = 8
+    origins: tuple[str, ...] = field(default=())
+    certfile: str | None = None
+    keyfile: str | None = None
+    public_stats: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("snapshot_rate", "input_rate", "input_burst", "grace"):
+        for name in ("snapshot_rate", "grace"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0")
-        for name in ("players", "max_frame", "max_per_address", "max_connections", "send_queue",
-                     "max_strikes"):
+        for name in ("players", "max_per_address", "max_connections", "send_queue"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
         if self.npcs < 0:
             raise ValueError("npcs must be >= 0")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be in 0..65535, got {self.port}")
+        if (self.certfile is None) != (self.keyfile is None):
+            raise ValueError("TLS needs both a certificate file and a key file")
+        self.connection_limits()  # validates the connection rules
+        self.transport_limits(self.max_connections)
+
+    def connection_limits(self) -> ConnectionLimits:
+        return ConnectionLimits(max_frame=self.max_frame, input_rate=self.input_rate,
+                                input_burst=self.input_burst, max_strikes=self.max_strikes,
+                                hello_timeout=self.hello_timeout,
+                                idle_timeout=self.idle_timeout)
+
+    def transport_limits(self, max_open: int) -> TransportLimits:
+        control = ControlLimits(rate=self.control_rate, burst=self.control_burst)
+        return TransportLimits(control=control, write_stall_timeout=self.write_stall_timeout,
+                               max_open=max(1, max_open))
+
+    @property
+    def loopback(self) -> bool:
+        """Whether ``host`` is a loopback address (only this machine can connect)."""
+        return is_loopback(self.host)
+
+
+def is_loopback(host: str) -> bool:
+    """``127.0.0.0/8``, ``::1`` or ``localhost``."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 RuntimeFactory = Callable[..., Any]
@@ -164,27 +222,23 @@ def _percentile(sorted_values: list[float], q: float) -> float:
 
 # ---- connections ------------------------------------------------------------------------------
 class Client:
-    """One websocket connection's server-side state (event-loop thread only)."""
+    """One websocket connection on the event loop: the connection rules plus its queues.
 
-    def __init__(self, ws: Any, addr: str, codec: Codec, bucket: TokenBucket, queue: int) -> None:
+    Args:
+        ws: the websockets connection.
+        addr: the peer's IP address.
+        conn: the connection rules (:class:`server.connection.Connection`).
+        queue: unsent snapshots kept (the oldest is dropped beyond it).
+    """
+
+    def __init__(self, ws: Any, addr: str, conn: Connection, queue: int) -> None:
         self.ws = ws
         self.addr = addr
-        self.codec = codec
-        self.bucket = bucket
-        self.phase = ConnectionPhase.AWAITING_HELLO
+        self.conn = conn
         self.session: Session | None = None
-        self.strikes = 0
-        self.control: deque[bytes | str] = deque()
+        self.control: deque[bytes | str] = deque(maxlen=CONTROL_QUEUE + _CONTROL_MARGIN)
         self.snapshots: deque[bytes | str] = deque(maxlen=queue)
         self.wake = asyncio.Event()
-        self.close_code: int | None = None
-        self.close_reason = ""
-        self.said_bye = False
-        self.last_rate_error = -1e9
-
-    def move(self, new: ConnectionPhase) -> None:
-        check_transition(CONNECTION_TRANSITIONS, self.phase, new)
-        self.phase = new
 
 
 class Ticker:
@@ -291,6 +345,7 @@ class GameServer:
         self.clock = clock
         self._factory = runtime_factory
         self.sessions = SessionTable(range(s.players), grace=s.grace, clock=clock)
+        self.limits = s.connection_limits()
         self.counters: Counter[str] = Counter()
         self.errors_sent: Counter[str] = Counter()
         self.clients: set[Client] = set()
@@ -313,6 +368,13 @@ class GameServer:
         self._expiry_task: asyncio.Task[None] | None = None
         self.port = s.port
         self.closed = False
+        #: Connection caps in force (the settings', lowered to what the descriptor limit allows).
+        self.max_connections = s.max_connections
+        self.max_per_address = s.max_per_address
+        self.descriptors: DescriptorBudget | None = None
+        self.log = BurstLog(clock=clock)
+        self.guard = TransportGuard(s.transport_limits(s.max_connections),
+                                    on_refused=self._on_refused)
         #: Set when the ticker stopped on an exception: the world no longer advances, so the
         #: owner should stop the server (``paratick serve`` does, exit status 1).
         self.failed = asyncio.Event()
@@ -330,7 +392,9 @@ class GameServer:
             hook_args={"view_radius": self.world.view_radius})
         self.tick = self.runtime.tick
         self._refresh_runtime_metrics()
-        self._loop = asyncio.get_running_loop()
+        self._loop = loop = asyncio.get_running_loop()
+        loop.set_exception_handler(self.log.exception_handler())
+        self._apply_descriptor_budget()
         try:
             self._server = await serve(
                 self._handle, s.host, s.port,
@@ -338,19 +402,71 @@ class GameServer:
                 select_subprotocol=_select_subprotocol,  # type: ignore[arg-type]
                 process_request=self._http,
                 max_size=s.max_frame * HARD_FRAME_FACTOR,
-                compression=None)  # per-message deflate costs CPU per frame at 1,000 clients
+                compression=None,  # per-message deflate costs CPU per frame at 1,000 clients
+                origins=self._origins(),  # type: ignore[arg-type]
+                ssl=self._ssl_context(),
+                close_timeout=FLUSH_TIMEOUT,
+                create_connection=self.guard.factory())  # type: ignore[arg-type]
         except BaseException:
             await asyncio.to_thread(self.runtime.close)  # e.g. port in use: stop the workers
             self.runtime = None
             raise
         self.port = self._server.sockets[0].getsockname()[1]
         self._started = self.clock()
+        self._warn_if_exposed()
         self.ticker = Ticker(self, self.world.tick_rate, self.clock)
         self.ticker.start()
-        self._expiry_task = asyncio.create_task(self._expire_loop())
+        self._expiry_task = asyncio.create_task(self._timer_loop())
+
+    def _apply_descriptor_budget(self) -> None:
+        """Lower the connection caps to what RLIMIT_NOFILE allows (raising it where it can)."""
+        s = self.settings
+        budget = descriptor_budget()
+        self.descriptors = budget
+        self.max_connections = max(1, min(s.max_connections, budget.available))
+        self.max_per_address = min(s.max_per_address, self.max_connections)
+        self.guard.limits = s.transport_limits(budget.available)
+        if self.max_connections < s.max_connections or self.max_per_address < s.max_per_address:
+            print(f"paratick: the descriptor limit ({budget.soft}, {budget.in_use} in use) "
+                  f"allows {budget.available} client connections: at most "
+                  f"{self.max_connections} in total and {self.max_per_address} per address "
+                  "(raise it with `ulimit -n`)", file=sys.stderr, flush=True)
+
+    def _origins(self) -> list[str | None] | None:
+        """websockets' ``origins``: None checks nothing; None in the list admits no Origin."""
+        s = self.settings
+        if not s.origins and s.loopback:
+            return None
+        return [None, *s.origins]
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        s = self.settings
+        if s.certfile is None or s.keyfile is None:
+            return None
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(s.certfile, s.keyfile)
+        return ctx
+
+    def _warn_if_exposed(self) -> None:
+        s = self.settings
+        if s.loopback:
+            return
+        tls = "TLS on" if s.certfile else "TLS OFF (use --certfile/--keyfile)"
+        origins = ", ".join(s.origins) if s.origins else "none (use --origin)"
+        stats = "everyone (--public-stats)" if s.public_stats else "loopback clients only"
+        print(f"paratick: warning: listening on {s.host}, reachable from other machines; "
+              f"{tls}; browser origins allowed: {origins}; /stats and /metrics answer {stats}",
+              file=sys.stderr, flush=True)
+
+    def _on_refused(self, refused: int) -> None:
+        self.log.note("refused", f"refusing connections: {self.guard.open - 1} open, at the "
+                      f"descriptor limit ({self.guard.limits.max_open}); {refused} refused so far")
 
     async def stop(self, reason: str = "server shutting down") -> dict[str, Any]:
         """Close every client (bye, then close 1001), stop ticking and the workers.
+
+        Within :data:`FLUSH_TIMEOUT` clients get their bye and close; connections still open
+        then (clients that do not read) are aborted, so stopping is bounded.
 
         Returns:
             The final stats.
@@ -361,17 +477,20 @@ class GameServer:
         if self._server is not None:
             self._server.close(close_connections=False)  # stop accepting
         for c in list(self.clients):
-            self._fail(c, ErrorCode.SHUTDOWN, reason, CLOSE_GOING_AWAY, send_error=False)
-            c.control.append(c.codec.encode(Bye(reason)))
-            c.wake.set()
+            self._apply(c, c.conn.shutdown(reason))
         if self.clients:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(FLUSH_TIMEOUT):
                     while self.clients:
                         await asyncio.sleep(0.01)
+        for c in list(self.clients):  # not reading: no flush will ever come
+            with contextlib.suppress(Exception):
+                c.ws.transport.abort()
         if self._server is not None:
             self._server.close(close_connections=True)
-            await self._server.wait_closed()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(2 * FLUSH_TIMEOUT):
+                    await self._server.wait_closed()
         if self._expiry_task is not None:
             self._expiry_task.cancel()
         if self.ticker is not None:
@@ -388,10 +507,16 @@ class GameServer:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    async def _expire_loop(self) -> None:
+    async def _timer_loop(self) -> None:
+        """Session expiry and the connections' hello and idle timeouts, one timer for all."""
         while True:
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(TIMER_RESOLUTION)
             self.sessions.expire()
+            now = self.clock()
+            for c in list(self.clients):
+                due = c.conn.deadline()
+                if due is not None and now >= due:
+                    self._apply(c, c.conn.check_timeouts(now))
 
     # ---- ticker side (runs on the ticker thread) -------------------------------------------------
     def _is_snapshot_tick(self, tick: int) -> bool:
@@ -442,7 +567,7 @@ class GameServer:
         by_sid = self.by_sid
         for sid, payload in results:
             c = by_sid.get(sid)
-            if c is None or c.close_code is not None:
+            if c is None or c.conn.close_code is not None:
                 continue
             if len(c.snapshots) == c.snapshots.maxlen:
                 self.counters["snapshots_dropped"] += 1
@@ -451,6 +576,8 @@ class GameServer:
 
     async def _writer(self, c: Client) -> None:
         ws = c.ws
+        conn = c.conn
+        count = self.counters
         while True:
             await c.wake.wait()
             c.wake.clear()
@@ -459,43 +586,38 @@ class GameServer:
                     data = c.control.popleft()
                 else:
                     data = c.snapshots.popleft()
-                    self.counters["snapshots_out"] += 1
+                    count["snapshots_out"] += 1
                 await ws.send(data)
-                self.counters["messages_out"] += 1
-                self.counters["bytes_out"] += len(data)
-            if c.close_code is not None:
+                count["messages_out"] += 1
+                count["bytes_out"] += len(data)
+            if conn.close_code is not None:
                 # Closing here (not in the reader) also ends the reader's ``async for``.
-                await ws.close(c.close_code, c.close_reason)
+                await ws.close(conn.close_code, conn.close_reason)
                 return
 
-    def _send(self, c: Client, msg: Message) -> None:
-        c.control.append(c.codec.encode(msg))
-        c.wake.set()
-
-    def _error(self, c: Client, code: ErrorCode, reason: str) -> None:
-        self.errors_sent[str(code)] += 1
-        if len(c.control) >= CONTROL_QUEUE:
-            self.counters["errors_dropped"] += 1
-            return
-        self._send(c, Error(str(code), reason))
-
-    def _fail(self, c: Client, code: ErrorCode, reason: str, close_code: int, *,
-              send_error: bool = True) -> None:
-        """Send an error (always queued) and close with ``close_code`` once flushed."""
-        if c.close_code is not None:
-            return
-        if send_error:
-            self.errors_sent[str(code)] += 1
-            self._send(c, Error(str(code), reason))
-        c.close_code = close_code
-        c.close_reason = reason[:120]  # close reasons are limited to 123 bytes
-        c.wake.set()
+    def _apply(self, c: Client, events: list[Event]) -> None:
+        """Carry out what the connection rules decided."""
+        for ev in events:
+            if isinstance(ev, InputReceived):
+                self._on_input(c, ev)
+            elif isinstance(ev, SendMessage):
+                if ev.droppable and len(c.control) >= CONTROL_QUEUE:
+                    self.counters["errors_dropped"] += 1
+                    continue
+                c.control.append(c.conn.codec.encode(ev.message))
+                c.wake.set()
+            elif isinstance(ev, HelloReceived):
+                self._apply(c, self._on_hello(c, ev))
+            elif isinstance(ev, CloseConnection):
+                c.wake.set()  # the writer flushes what is queued, then closes
+            else:
+                assert isinstance(ev, ByeReceived)
 
     async def _handle(self, ws: Any) -> None:
-        s = self.settings
         addr = str(ws.remote_address[0]) if ws.remote_address else "?"
-        c = Client(ws, addr, codec_for(ws.subprotocol), TokenBucket(
-            rate=s.input_rate, burst=s.input_burst, clock=self.clock), s.send_queue)
+        conn = Connection(codec_for(ws.subprotocol), self.limits, now=self.clock(),
+                          counters=self.counters, errors_sent=self.errors_sent)
+        c = Client(ws, addr, conn, self.settings.send_queue)
         self.counters["connections_accepted"] += 1
         writer = asyncio.create_task(self._writer(c))
         self.clients.add(c)
@@ -503,14 +625,17 @@ class GameServer:
         self.peak = max(self.peak, len(self.clients))
         try:
             if self.closed:
-                self._fail(c, ErrorCode.SHUTDOWN, "server shutting down", CLOSE_GOING_AWAY)
-            elif self.per_address[addr] > s.max_per_address:
+                self._apply(c, conn.refuse(ErrorCode.SHUTDOWN, "server shutting down",
+                                           CLOSE_GOING_AWAY))
+            elif self.per_address[addr] > self.max_per_address:
                 self.counters["rejected_address"] += 1
-                self._fail(c, ErrorCode.TOO_MANY_CONNECTIONS,
-                           f"at most {s.max_per_address} connections per address", CLOSE_POLICY)
-            elif len(self.clients) > s.max_connections:
+                self._apply(c, conn.refuse(
+                    ErrorCode.TOO_MANY_CONNECTIONS,
+                    f"at most {self.max_per_address} connections per address", CLOSE_POLICY))
+            elif len(self.clients) > self.max_connections:
                 self.counters["rejected_full"] += 1
-                self._fail(c, ErrorCode.SERVER_FULL, "too many connections", CLOSE_TRY_LATER)
+                self._apply(c, conn.refuse(ErrorCode.SERVER_FULL, "too many connections",
+                                           CLOSE_TRY_LATER))
             else:
                 await self._read(c)
         except Exception as exc:  # a bug of ours: log it, tell the client nothing specific
@@ -518,10 +643,10 @@ class GameServer:
                 self.counters["internal_errors"] += 1
                 print(f"paratick: connection handler error ({addr}): {exc!r}", file=sys.stderr)
                 traceback.print_exc()
-                self._fail(c, ErrorCode.SHUTDOWN, "internal error", 1011, send_error=False)
+                self._apply(c, conn.abort(CLOSE_INTERNAL, "internal error"))
         finally:
-            if c.close_code is None:
-                c.close_code = CLOSE_NORMAL
+            if conn.close_code is None:
+                conn.abort(1000, "")
             c.wake.set()
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(FLUSH_TIMEOUT):
@@ -529,104 +654,59 @@ class GameServer:
             if not writer.done():  # a client that does not read: close without flushing
                 writer.cancel()
                 with contextlib.suppress(Exception):
-                    await ws.close(c.close_code, c.close_reason)
+                    c.ws.transport.abort()
             self._disconnect(c)
 
     async def _read(self, c: Client) -> None:
         from websockets.exceptions import ConnectionClosed
 
+        conn = c.conn
+        clock = self.clock
         try:
             async for data in c.ws:
-                if c.close_code is None:
-                    self._on_frame(c, data)
-                # else: closing. Keep draining: websockets stops reading the socket when
-                # max_queue frames are unconsumed, and then it would never see the peer's close
-                # frame and would wait close_timeout (10 s) with the connection half-open.
+                # After a close was decided the connection returns nothing, but keep draining:
+                # websockets stops reading the socket when max_queue frames are unconsumed, and
+                # then it would never see the peer's close frame.
+                events = conn.receive_frame(data, clock())
+                if events:
+                    self._apply(c, events)
         except ConnectionClosed as exc:
-            if c.close_code is None and (exc.rcvd is None or exc.rcvd.code != CLOSE_NORMAL):
+            if conn.close_code is None and (exc.rcvd is None or exc.rcvd.code != 1000):
                 self.counters["connections_dropped"] += 1
-            if exc.sent is not None and exc.sent.code == CLOSE_TOO_BIG:
+            if exc.sent is not None and exc.sent.code == CLOSE_TOO_BIG \
+                    and conn.close_code is None:
                 self.errors_sent[str(ErrorCode.TOO_LARGE)] += 1  # websockets closed it itself
 
-    def _on_frame(self, c: Client, data: bytes | str) -> None:
-        s = self.settings
-        self.counters["messages_in"] += 1
-        self.counters["bytes_in"] += len(data)
-        if len(data) > s.max_frame:
-            self._fail(c, ErrorCode.TOO_LARGE,
-                       f"frame of {len(data)} bytes exceeds the {s.max_frame}-byte limit",
-                       CLOSE_TOO_BIG)
-            return
-        if not c.bucket.allow():
-            self.counters["rate_limited"] += 1
-            now = self.clock()
-            if now - c.last_rate_error >= 1.0:  # one error per second, not one per message
-                c.last_rate_error = now
-                self._error(c, ErrorCode.RATE_LIMITED,
-                            f"more than {s.input_rate:g} messages/s; extra messages are dropped")
-            return
-        try:
-            msg = c.codec.decode(data, accept=CLIENT_MESSAGES, max_size=s.max_frame)
-        except ProtocolError as exc:
-            self.counters["bad_messages"] += 1
-            c.strikes += 1
-            if c.strikes >= s.max_strikes:
-                self._fail(c, ErrorCode.TOO_MANY_ERRORS,
-                           f"{c.strikes} bad messages in a row; last: {exc}", CLOSE_POLICY)
-            else:
-                self._error(c, exc.code, str(exc))
-            return
-        c.strikes = 0
-        if isinstance(msg, Input):
-            if c.phase is not ConnectionPhase.PLAYING:
-                self._fail(c, ErrorCode.HELLO_FIRST, "send hello before anything else",
-                           CLOSE_POLICY)
-            else:
-                self._on_input(c, msg)
-        elif isinstance(msg, Hello):
-            if c.phase is not ConnectionPhase.AWAITING_HELLO:
-                self._fail(c, ErrorCode.DUPLICATE_HELLO, "hello was already received",
-                           CLOSE_POLICY)
-            else:
-                self._on_hello(c, msg)
-        elif isinstance(msg, Bye):
-            c.said_bye = True
-            c.close_code = CLOSE_NORMAL
-            c.close_reason = "bye"
-            c.wake.set()  # the writer flushes what is queued, then closes
-
-    def _on_hello(self, c: Client, msg: Hello) -> None:
+    def _on_hello(self, c: Client, ev: HelloReceived) -> list[Event]:
+        msg = ev.hello
         try:
             session, resumed = self.sessions.open(msg.name, msg.token)
         except BadToken as exc:
-            self._error(c, ErrorCode.BAD_TOKEN, str(exc))
-            return
+            return c.conn.refuse(ErrorCode.BAD_TOKEN, str(exc))
         except PoolExhausted as exc:
             self.counters["rejected_full"] += 1
-            self._fail(c, ErrorCode.SERVER_FULL, str(exc), CLOSE_TRY_LATER)
-            return
+            return c.conn.refuse(ErrorCode.SERVER_FULL, str(exc), CLOSE_TRY_LATER)
         old = self.by_sid.get(session.sid)
         if old is not None and old is not c:
             old.session = None  # the session now belongs to the new connection
-            self._fail(old, ErrorCode.REPLACED, "session resumed on another connection",
-                       CLOSE_NORMAL)
+            self._apply(old, old.conn.replaced())
         c.session = session
-        c.move(ConnectionPhase.PLAYING)
         self.by_sid[session.sid] = c
         with self._lock:
-            self._players[session.sid] = [session.entity, c.codec.name, -1]
+            self._players[session.sid] = [session.entity, c.conn.codec.name, -1]
         self.counters["resumed" if resumed else "hellos"] += 1
         w = self.world
-        self._send(c, Welcome(entity=session.entity, token=session.token, tick=self.tick,
-                              tick_rate=w.tick_rate, snapshot_rate=self.settings.snapshot_rate,
-                              width=w.width, height=w.height, view_radius=w.view_radius,
-                              resumed=resumed))
+        return c.conn.welcome(Welcome(
+            entity=session.entity, token=session.token, tick=self.tick, tick_rate=w.tick_rate,
+            snapshot_rate=self.settings.snapshot_rate, width=w.width, height=w.height,
+            view_radius=w.view_radius, resumed=resumed))
 
-    def _on_input(self, c: Client, msg: Input) -> None:
+    def _on_input(self, c: Client, ev: InputReceived) -> None:
+        msg = ev.input
         session = c.session
-        assert session is not None
+        if session is None:  # replaced by another connection: its inputs are not ours
+            return
         session.last_seq = msg.seq
-        self.counters["inputs"] += 1
         row: InputRow = (session.entity, msg.seq, msg.thrust, msg.turn, msg.action)
         with self._lock:
             self._pending[session.entity] = (session.sid, row)
@@ -640,8 +720,7 @@ class GameServer:
         self.per_address[c.addr] -= 1
         if self.per_address[c.addr] <= 0:
             del self.per_address[c.addr]
-        if c.phase is not ConnectionPhase.CLOSED:
-            c.move(ConnectionPhase.CLOSED)
+        c.conn.closed()
         session = c.session
         if session is None or self.by_sid.get(session.sid) is not c:
             return
@@ -650,7 +729,7 @@ class GameServer:
         with self._lock:
             self._players.pop(session.sid, None)
             self._pending[session.entity] = (session.sid, neutral)  # stop the idle entity
-        if c.said_bye:
+        if c.conn.said_bye:
             self.sessions.close(session)
         else:
             self.sessions.detach(session)
@@ -658,22 +737,27 @@ class GameServer:
     # ---- HTTP ------------------------------------------------------------------------------------
     def _http(self, connection: Any, request: Any) -> Any:
         path = request.path.split("?", 1)[0]
+        if path not in ("/stats", "/metrics"):
+            return None  # continue with the websocket handshake
+        if not (self.settings.loopback or self.settings.public_stats):
+            peer = connection.remote_address[0] if connection.remote_address else ""
+            if not is_loopback(str(peer)):
+                return connection.respond(HTTPStatus.FORBIDDEN,
+                                          "statistics are served to loopback clients only\n")
         if path == "/stats":
-            resp = connection.respond(HTTPStatus.OK, json.dumps(self.stats(), indent=1) + "\n")
-            del resp.headers["Content-Type"]
-            resp.headers["Content-Type"] = "application/json"
-            return resp
-        if path == "/metrics":
-            resp = connection.respond(HTTPStatus.OK, prometheus_text(self.stats()))
-            del resp.headers["Content-Type"]
-            resp.headers["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"
-            return resp
-        return None  # continue with the websocket handshake
+            body, ctype = json.dumps(self.stats(), indent=1) + "\n", "application/json"
+        else:
+            body, ctype = prometheus_text(self.stats()), "text/plain; version=0.0.4; charset=utf-8"
+        resp = connection.respond(HTTPStatus.OK, body)
+        del resp.headers["Content-Type"]
+        resp.headers["Content-Type"] = ctype
+        return resp
 
     def stats(self) -> dict[str, Any]:
         """JSON-ready server statistics (what ``GET /stats`` returns)."""
         c = self.counters
-        playing = sum(1 for x in self.clients if x.phase is ConnectionPhase.PLAYING)
+        playing = sum(1 for x in self.clients if x.conn.phase is ConnectionPhase.PLAYING)
+        g = self.guard.counters
         return {
             "tick": self.tick,
             "uptime_s": self.clock() - self._started if self._started else 0.0,
@@ -683,7 +767,16 @@ class GameServer:
                             "dropped": c["connections_dropped"],
                             "rejected_address": c["rejected_address"],
                             "rejected_full": c["rejected_full"],
-                            "addresses": len(self.per_address)},
+                            "addresses": len(self.per_address),
+                            "max": self.max_connections,
+                            "max_per_address": self.max_per_address,
+                            "transports": self.guard.open,
+                            "refused_descriptors": g["refused_descriptors"],
+                            "hello_timeouts": c["hello_timeouts"],
+                            "idle_timeouts": c["idle_timeouts"],
+                            "control_floods": g["control_flood"],
+                            "write_stalls": g["write_stalled"],
+                            "read_pauses": g["read_paused"]},
             "sessions": {"active": len(self.sessions.by_sid), "free": self.sessions.free,
                          **self.sessions.counters},
             "messages": {"in": c["messages_in"], "out": c["messages_out"],

@@ -100,7 +100,9 @@ class ErrorCode(StrEnum):
     TOO_MANY_ERRORS = "too_many_errors"  # too many bad messages in a row (then close 1008)
     TOO_MANY_CONNECTIONS = "too_many_connections"  # per-address cap reached (then close 1008)
     SERVER_FULL = "server_full"        # no free player entity (then close 1013)
-    REPLACED = "replaced"              # the session was resumed on another connection
+    REPLACED = "replaced"              # the session was resumed on another connection (then 4000)
+    HELLO_TIMEOUT = "hello_timeout"    # no hello soon enough after the handshake (then close 1008)
+    IDLE_TIMEOUT = "idle_timeout"      # nothing received for too long (then close 1008)
     SHUTDOWN = "shutdown"              # the server is stopping (then close 1001)
 
 
@@ -460,7 +462,9 @@ class Codec:
         except ProtocolError:
             raise
         except (ValueError, RecursionError, msgpack.UnpackException) as exc:
-            raise MalformedMessage(f"not valid {self.name} data: {exc}"[:MAX_REASON]) from exc
+            # Some msgpack errors have an empty message: name the exception instead.
+            why = str(exc) or type(exc).__name__
+            raise MalformedMessage(f"not valid {self.name} data: {why}"[:MAX_REASON]) from exc
         if not isinstance(obj, dict):
             raise MalformedMessage(f"a message is a map, got {type(obj).__name__}")
         t = obj.get("t")
@@ -528,6 +532,18 @@ def _no_constant(name: str) -> Any:
     raise MalformedMessage(f"JSON constant {name} is not allowed")
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are all different (``{"seq":1,"seq":2}`` is ambiguous: refused)."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise MalformedMessage(f"duplicate key {key[:32]!r} in a JSON object")
+            seen.add(key)
+    return obj
+
+
 class JsonCodec(Codec):
     name = SUBPROTOCOL_JSON
     binary = False
@@ -536,7 +552,7 @@ class JsonCodec(Codec):
         return json.dumps(obj, separators=(",", ":"), allow_nan=False)
 
     def loads(self, data: bytes | str) -> Any:
-        return json.loads(data, parse_constant=_no_constant)
+        return json.loads(data, parse_constant=_no_constant, object_pairs_hook=_unique_keys)
 
     def fragment(self, entity: WireEntity) -> str:
         return json.dumps(entity, separators=(",", ":"))

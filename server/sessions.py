@@ -1,4 +1,4 @@
-"""Sessions, player-entity pool and input rate limiting: pure state, clock injected.
+"""Sessions and the player-entity pool: pure state, clock injected.
 
 A *session* is a player's claim on one player entity, identified on the wire by an unguessable
 token.  It outlives its websocket connection by a grace period so that a client that reconnects
@@ -60,21 +60,6 @@ _SESSION_TRANSITIONS: dict[SessionState, frozenset[SessionState]] = {
     SessionState.ATTACHED: frozenset({SessionState.DETACHED, SessionState.EXPIRED}),
     SessionState.DETACHED: frozenset({SessionState.ATTACHED, SessionState.EXPIRED}),
     SessionState.EXPIRED: frozenset(),
-}
-
-
-class ConnectionPhase(Enum):
-    """A websocket connection's protocol phase (the server's view)."""
-
-    AWAITING_HELLO = "awaiting_hello"
-    PLAYING = "playing"
-    CLOSED = "closed"
-
-
-CONNECTION_TRANSITIONS: dict[ConnectionPhase, frozenset[ConnectionPhase]] = {
-    ConnectionPhase.AWAITING_HELLO: frozenset({ConnectionPhase.PLAYING, ConnectionPhase.CLOSED}),
-    ConnectionPhase.PLAYING: frozenset({ConnectionPhase.CLOSED}),
-    ConnectionPhase.CLOSED: frozenset(),
 }
 
 
@@ -187,34 +172,3 @@ class SessionTable:
         self.by_sid.pop(s.sid, None)
         self._free.append(s.entity)
         self.counters["expired"] += 1
-
-
-class TokenBucket:
-    """Classic token bucket: ``rate`` tokens per second, at most ``burst`` saved up.
-
-    Args:
-        rate: sustained allowance per second (inputs: 60/s, twice the 30 Hz tick rate).
-        burst: bucket size (a few frames of jitter: messages bunch up in TCP).
-        clock: monotonic seconds (injected).
-    """
-
-    __slots__ = ("_last", "_tokens", "burst", "clock", "rate")
-
-    def __init__(self, *, rate: float, burst: float, clock: Clock) -> None:
-        if rate <= 0 or burst < 1:
-            raise ValueError("need rate > 0 and burst >= 1")
-        self.rate = rate
-        self.burst = burst
-        self.clock = clock
-        self._tokens = burst
-        self._last = clock()
-
-    def allow(self) -> bool:
-        """Take one token if there is one."""
-        now = self.clock()
-        self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
-        self._last = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
-            return True
-        return False

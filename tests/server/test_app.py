@@ -152,7 +152,7 @@ def test_resume_takes_over_a_live_connection(live_server: Start) -> None:
     ws2, w2 = join(st, token=w1.token)
     assert w2.entity == w1.entity
     msgs, code = closed_with(ws1, MP)
-    assert "replaced" in errors(msgs) and code == 1000
+    assert "replaced" in errors(msgs) and code == 4000  # CLOSE_REPLACED
     ws2.close()
 
 

@@ -1,4 +1,4 @@
-"""Sessions, entity pool and token bucket under a virtual clock."""
+"""Sessions and the entity pool under a virtual clock."""
 
 from __future__ import annotations
 
@@ -8,12 +8,10 @@ import pytest
 
 from server.sessions import (
     BadToken,
-    ConnectionPhase,
     IllegalTransition,
     PoolExhausted,
     SessionState,
     SessionTable,
-    TokenBucket,
 )
 
 
@@ -75,22 +73,3 @@ def test_illegal_transition_raises() -> None:
     t.close(s)
     with pytest.raises(IllegalTransition):
         s.move(SessionState.ATTACHED)
-    from server.app import Client
-    c = Client.__new__(Client)
-    c.phase = ConnectionPhase.CLOSED
-    with pytest.raises(IllegalTransition):
-        c.move(ConnectionPhase.PLAYING)
-
-
-def test_token_bucket_rate_and_burst() -> None:
-    clock = VirtualClock()
-    b = TokenBucket(rate=64.0, burst=10.0, clock=clock)  # powers of two: exact clock sums
-    assert sum(b.allow() for _ in range(100)) == 10
-    clock.now += 0.5
-    assert sum(b.allow() for _ in range(100)) == 10  # refilled, capped at the burst
-    got = 0
-    for _ in range(64):  # one second at exactly the allowed rate: nothing dropped
-        clock.now += 1 / 64
-        got += b.allow()
-    assert got == 64
-    assert sum(b.allow() for _ in range(5)) == 0  # ... and nothing saved up either

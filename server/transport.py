@@ -1,0 +1,344 @@
+"""websockets' asyncio connection, hardened so that no client can slow the others down.
+
+Theory of operation
+-------------------
+websockets answers a ping with a pong inside its sans-I/O protocol, before our handler sees
+anything, and writes every queued frame with its own ``transport.write``.  On CPython 3.12+ each
+write to a socket transport with a non-empty buffer asks for the buffer's size, which sums every
+queued chunk, so a client that floods pings and never reads makes each further write cost more
+than the last: one such client froze every player.  :class:`GuardedConnection` (passed to
+``websockets.asyncio.server.serve`` as ``create_connection``) closes that path at four points:
+
+1. **Control-frame budget.**  Incoming bytes are fed to the protocol in slices of
+   :data:`READ_SLICE` bytes; after each slice the pings and pongs it held are charged to the
+   connection's :class:`~server.connection.ControlBudget`.  Over budget, the queued pongs are
+   dropped, the connection is failed with 1008 and the rest of the input is discarded unread.
+2. **One write per batch.**  All frames the protocol queued are joined into one
+   ``transport.write``, so the transport's buffer holds few large chunks, not one per pong.
+3. **Read backpressure.**  When the transport's buffer passes its high-water mark
+   (``pause_writing``), the connection stops reading: a peer that does not read cannot make us
+   queue more.  If writing stays paused for ``write_stall_timeout`` seconds the transport is
+   aborted (the peer is not reading; nothing more can reach it).  Reading is paused while
+   *either* this or websockets' own incoming-message queue asks for it.
+4. **Descriptor gate.**  A :class:`TransportGuard` counts every open transport, handshakes
+   included, and aborts new ones beyond ``max_open`` at once, which the server derives from
+   ``RLIMIT_NOFILE`` (:func:`descriptor_budget`): the process never runs out of descriptors
+   because of clients, so ``accept`` never fails.
+
+Writes to a transport that is already closing are skipped (asyncio logs "socket.send() raised
+exception." for each one after the connection is lost).  :class:`BurstLog` folds repeated log
+lines (for example the event loop's accept errors) into one line per burst.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import resource
+import sys
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from websockets.asyncio.server import ServerConnection
+from websockets.frames import Frame, Opcode
+
+from server.connection import CLOSE_POLICY, ControlBudget, ControlLimits
+
+#: Bytes fed to the websocket protocol at a time: at most ~680 empty pings are parsed before the
+#: budget is checked (~1 ms), and a normal client's chunk (< 4 KiB) is a single slice.
+READ_SLICE = 4096
+#: Descriptors kept back from the connection cap for everything else the process opens (the
+#: listening sockets, worker pipes, log files, /proc reads, an MQTT client).
+DESCRIPTOR_RESERVE = 64
+#: Seconds a failed connection gets to flush its close frame before the transport is aborted.
+CLOSE_GRACE = 1.0
+#: Largest soft RLIMIT_NOFILE the server asks for (a million descriptors is more than any
+#: single process here serves; raising to an "unlimited" hard limit would be meaningless).
+NOFILE_CEILING = 1 << 20
+
+
+@dataclass(frozen=True, kw_only=True)
+class TransportLimits:
+    """Per-connection transport limits.
+
+    Attributes:
+        control: the control-frame budget.
+        write_stall_timeout: seconds the transport's write buffer may stay above its high-water
+            mark before the connection is aborted (10 s: a client that has not read 32 KiB of
+            snapshots in that long has lost 200 of them and is not playing any more).
+        max_open: transports open at once (handshakes included); beyond it a new one is
+            aborted at once.
+    """
+
+    control: ControlLimits = field(default_factory=ControlLimits)
+    write_stall_timeout: float = 10.0
+    max_open: int = 4096
+
+    def __post_init__(self) -> None:
+        if not self.write_stall_timeout > 0:
+            raise ValueError("write_stall_timeout must be > 0")
+        if self.max_open < 1:
+            raise ValueError("max_open must be >= 1")
+
+
+class TransportGuard:
+    """What the transports of one server share: limits, counters, the open count.
+
+    Counters: ``control_flood`` (closed over the control budget), ``write_stalled`` (aborted
+    after write_stall_timeout), ``refused_descriptors`` (aborted at the descriptor gate),
+    ``read_paused`` (times reading was paused for write backpressure).
+
+    Args:
+        limits: the per-connection limits.
+        on_refused: called with the number refused so far when the gate refuses one (the server
+            logs it through a :class:`BurstLog`).
+    """
+
+    def __init__(self, limits: TransportLimits,
+                 on_refused: Callable[[int], None] | None = None) -> None:
+        self.limits = limits
+        self.counters: Counter[str] = Counter()
+        self.open = 0
+        self.peak = 0
+        self.on_refused = on_refused
+
+    def factory(self) -> Callable[..., GuardedConnection]:
+        """The ``create_connection`` argument for ``serve``."""
+
+        def create(*args: Any, **kwargs: Any) -> GuardedConnection:
+            return GuardedConnection(*args, guard=self, **kwargs)
+
+        return create
+
+
+class GuardedConnection(ServerConnection):
+    """A websockets ``ServerConnection`` with the guards described in the module docstring."""
+
+    def __init__(self, *args: Any, guard: TransportGuard, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.guard = guard
+        self._budget = ControlBudget(guard.limits.control, self.loop.time())
+        self._holds: set[str] = set()   # reasons reading is paused: "queue", "write"
+        self._stall: asyncio.TimerHandle | None = None
+        self._counted = False
+        self._failed = False
+
+    # ---- reading holds ----------------------------------------------------------------------
+    def _hold(self, reason: str, on: bool) -> None:
+        before = bool(self._holds)
+        if on:
+            self._holds.add(reason)
+        else:
+            self._holds.discard(reason)
+        after = bool(self._holds)
+        if before == after or self.transport.is_closing():
+            return
+        if after:
+            self.transport.pause_reading()
+        else:
+            self.transport.resume_reading()
+
+    # ---- asyncio.Protocol ---------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        # websockets pauses reading when its incoming-message queue is full; route that
+        # through the holds so that it never resumes a read we paused for backpressure.
+        self.recv_messages.pause = lambda: self._hold("queue", True)
+        self.recv_messages.resume = lambda: self._hold("queue", False)
+        g = self.guard
+        g.open += 1
+        self._counted = True
+        g.peak = max(g.peak, g.open)
+        if g.open > g.limits.max_open:
+            g.counters["refused_descriptors"] += 1
+            self._failed = True
+            self.transport.abort()
+            if g.on_refused is not None:
+                g.on_refused(g.counters["refused_descriptors"])
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._counted:
+            self._counted = False
+            self.guard.open -= 1
+        if self._stall is not None:
+            self._stall.cancel()
+            self._stall = None
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._failed:
+            return  # failed: the rest of the input is discarded unread
+        protocol = self.protocol
+        for start in range(0, len(data), READ_SLICE):
+            protocol.receive_data(data[start:start + READ_SLICE] if len(data) > READ_SLICE
+                                  else data)
+            events = protocol.events_received()
+            frames = nbytes = 0
+            for event in events:
+                if isinstance(event, Frame) and event.opcode in (Opcode.PING, Opcode.PONG):
+                    frames += 1
+                    nbytes += len(event.data)
+            if frames and not self._budget.allow(frames, nbytes, self.loop.time()):
+                self._fail_flood()
+                return
+            try:
+                self.send_data()
+            except Exception as exc:  # as websockets does: remember it, the events still count
+                self.set_connection_exc(exc)
+            if protocol.close_expected() and self.close_deadline is None \
+                    and self.close_timeout is not None:
+                self.close_deadline = self.loop.time() + self.close_timeout
+            for event in events:
+                self.process_event(event)
+
+    def _fail_flood(self) -> None:
+        self._failed = True
+        self.guard.counters["control_flood"] += 1
+        self.protocol.data_to_send()  # drop the pongs queued for this slice
+        self.protocol.fail(CLOSE_POLICY, "too many control frames")
+        self.send_data()
+        self.transport.pause_reading()
+        self.loop.call_later(CLOSE_GRACE, self.transport.abort)
+
+    def send_data(self) -> None:
+        chunks = self.protocol.data_to_send()
+        if not chunks or self.transport.is_closing():
+            return
+        eof = b"" in chunks
+        if eof:
+            chunks = chunks[:chunks.index(b"")]
+        if chunks:
+            self.transport.write(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        if eof:
+            # As websockets does: half-close where the transport can (no TLS), else close.
+            if self.transport.can_write_eof():
+                with contextlib.suppress(Exception):  # write_eof documents none: best effort
+                    self.transport.write_eof()
+            else:
+                self.transport.close()
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self.guard.counters["read_paused"] += 1
+        self._hold("write", True)
+        if self._stall is None:
+            self._stall = self.loop.call_later(self.guard.limits.write_stall_timeout,
+                                               self._stalled)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._stall is not None:
+            self._stall.cancel()
+            self._stall = None
+        self._hold("write", False)
+
+    def _stalled(self) -> None:
+        self._stall = None
+        self.guard.counters["write_stalled"] += 1
+        self._failed = True
+        self.transport.abort()
+
+
+# ---- descriptors --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DescriptorBudget:
+    """What :func:`descriptor_budget` found and did.
+
+    Attributes:
+        soft, hard: RLIMIT_NOFILE after any raise.
+        raised_from: the soft limit before it was raised (None: not raised).
+        in_use: descriptors open when measured.
+        available: descriptors left for client connections (soft - in_use - reserve).
+    """
+
+    soft: int
+    hard: int
+    raised_from: int | None
+    in_use: int
+    available: int
+
+
+def _open_descriptors() -> int:
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:  # no /proc: count by probing would be slow; assume a small process
+        return 32
+
+
+def descriptor_budget(*, reserve: int = DESCRIPTOR_RESERVE, raise_soft: bool = True,
+                      in_use: Callable[[], int] = _open_descriptors) -> DescriptorBudget:
+    """Raise the soft descriptor limit towards the hard one where allowed; say what is left.
+
+    Args:
+        reserve: descriptors kept back for everything but client connections.
+        raise_soft: try to raise the soft limit (to at most :data:`NOFILE_CEILING`).
+        in_use: returns the number of descriptors open now.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    raised_from = None
+    target = NOFILE_CEILING if hard == resource.RLIM_INFINITY else min(hard, NOFILE_CEILING)
+    if raise_soft and soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            raised_from, soft = soft, target
+        except (ValueError, OSError):
+            pass
+    if soft == resource.RLIM_INFINITY:
+        soft = NOFILE_CEILING
+    used = in_use()
+    return DescriptorBudget(soft=soft, hard=hard, raised_from=raised_from, in_use=used,
+                            available=max(0, soft - used - reserve))
+
+
+# ---- logging ------------------------------------------------------------------------------------
+class BurstLog:
+    """One log line per burst of the same kind of event, then a count when the burst is over.
+
+    The first event of a kind is printed at once; further ones within ``window`` seconds are
+    counted, and the next event after the window prints how many were folded.
+
+    Args:
+        window: seconds a burst lasts.
+        clock: monotonic seconds (injected).
+        stream: where lines go (default stderr).
+    """
+
+    def __init__(self, *, window: float = 10.0, clock: Callable[[], float],
+                 stream: IO[str] | None = None) -> None:
+        self.window = window
+        self.clock = clock
+        self.stream = stream
+        self._since: dict[str, float] = {}
+        self._folded: Counter[str] = Counter()
+
+    def note(self, kind: str, line: str) -> bool:
+        """Record one event; returns whether a line was written."""
+        now = self.clock()
+        since = self._since.get(kind)
+        if since is not None and now - since < self.window:
+            self._folded[kind] += 1
+            return False
+        folded = self._folded.pop(kind, 0)
+        more = f" ({folded} more like it in the last {now - since:.0f} s)" \
+            if folded and since is not None else ""
+        self._since[kind] = now
+        print(f"paratick: {line}{more}", file=self.stream or sys.stderr, flush=True)
+        return True
+
+    def exception_handler(self) -> Callable[[asyncio.AbstractEventLoop, dict[str, Any]], None]:
+        """An event-loop exception handler folding OS errors (for example ``accept`` failing
+        with "Too many open files") into one line per burst; anything else goes to the loop's
+        default handler, traceback and all."""
+
+        def handle(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+            exc = context.get("exception")
+            if not isinstance(exc, OSError):
+                loop.default_exception_handler(context)
+                return
+            message = str(context.get("message") or "event loop error")
+            self.note(f"{message}/{exc.errno}", f"{message}: {type(exc).__name__}: {exc}")
+
+        return handle
