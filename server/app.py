@@ -75,6 +75,7 @@ from server.connection import (
 from server.protocol import SUBPROTOCOLS, ErrorCode, Welcome, codec_for
 from server.sessions import BadToken, Clock, PoolExhausted, Session, SessionTable
 from server.transport import (
+    SEND_BUFFER,
     BurstLog,
     DescriptorBudget,
     TransportGuard,
@@ -100,6 +101,9 @@ HARD_FRAME_FACTOR = 16
 #: the remaining connections are aborted, so SIGINT/SIGTERM always stop the server within about
 #: twice this (flush, then the closing handshakes websockets waits for).
 FLUSH_TIMEOUT = 2.0
+#: Transports (handshakes included) admitted per address beyond ``max_per_address``, so that a
+#: client over the cap gets a ``too_many_connections`` error rather than a reset.
+TRANSPORT_SLACK = 16
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -119,6 +123,7 @@ class ServerSettings:
             size (:class:`server.connection.ControlLimits`); over it, close 1008.
         write_stall_timeout: seconds a connection's output may stay above its high-water mark
             (the client is not reading) before it is aborted.
+        send_buffer: SO_SNDBUF of client sockets (:class:`server.transport.TransportLimits`).
         max_per_address: connections from one IP (bots on one machine share 127.0.0.1, so the
             default admits the 1,000-bot benchmark).
         max_connections: connections in total (handshakes beyond it get ``server_full``).
@@ -151,6 +156,7 @@ class ServerSettings:
     control_rate: float = 4.0
     control_burst: float = 16.0
     write_stall_timeout: float = 10.0
+    send_buffer: int | None = SEND_BUFFER
     max_per_address: int = 1100
     max_connections: int = 4096
     send_queue: int = 4
@@ -174,7 +180,7 @@ class ServerSettings:
         if (self.certfile is None) != (self.keyfile is None):
             raise ValueError("TLS needs both a certificate file and a key file")
         self.connection_limits()  # validates the connection rules
-        self.transport_limits(self.max_connections)
+        self.transport_limits(self.max_connections, self.max_per_address)
 
     def connection_limits(self) -> ConnectionLimits:
         return ConnectionLimits(max_frame=self.max_frame, input_rate=self.input_rate,
@@ -182,10 +188,12 @@ class ServerSettings:
                                 hello_timeout=self.hello_timeout,
                                 idle_timeout=self.idle_timeout)
 
-    def transport_limits(self, max_open: int) -> TransportLimits:
+    def transport_limits(self, max_open: int, max_per_address: int) -> TransportLimits:
         control = ControlLimits(rate=self.control_rate, burst=self.control_burst)
         return TransportLimits(control=control, write_stall_timeout=self.write_stall_timeout,
-                               max_open=max(1, max_open))
+                               max_open=max(1, max_open),
+                               max_per_address=max(1, max_per_address),
+                               send_buffer=self.send_buffer)
 
     @property
     def loopback(self) -> bool:
@@ -373,7 +381,7 @@ class GameServer:
         self.max_per_address = s.max_per_address
         self.descriptors: DescriptorBudget | None = None
         self.log = BurstLog(clock=clock)
-        self.guard = TransportGuard(s.transport_limits(s.max_connections),
+        self.guard = TransportGuard(s.transport_limits(s.max_connections, s.max_per_address),
                                     on_refused=self._on_refused)
         #: Set when the ticker stopped on an exception: the world no longer advances, so the
         #: owner should stop the server (``paratick serve`` does, exit status 1).
@@ -425,7 +433,10 @@ class GameServer:
         self.descriptors = budget
         self.max_connections = max(1, min(s.max_connections, budget.available))
         self.max_per_address = min(s.max_per_address, self.max_connections)
-        self.guard.limits = s.transport_limits(budget.available)
+        # The gate admits a few handshakes beyond the caps (they are refused politely, with an
+        # error message, after the handshake) but never more than the descriptors allow.
+        self.guard.limits = s.transport_limits(
+            budget.available, min(budget.available, self.max_per_address + TRANSPORT_SLACK))
         if self.max_connections < s.max_connections or self.max_per_address < s.max_per_address:
             print(f"paratick: the descriptor limit ({budget.soft}, {budget.in_use} in use) "
                   f"allows {budget.available} client connections: at most "
@@ -459,8 +470,10 @@ class GameServer:
               file=sys.stderr, flush=True)
 
     def _on_refused(self, refused: int) -> None:
-        self.log.note("refused", f"refusing connections: {self.guard.open - 1} open, at the "
-                      f"descriptor limit ({self.guard.limits.max_open}); {refused} refused so far")
+        lim = self.guard.limits
+        self.log.note("refused", f"refusing connections at the transport gate ({lim.max_open} "
+                      f"open in all, {lim.max_per_address} per address, from the descriptor "
+                      f"limit and --max-per-address); {refused} refused so far")
 
     async def stop(self, reason: str = "server shutting down") -> dict[str, Any]:
         """Close every client (bye, then close 1001), stop ticking and the workers.
@@ -775,6 +788,7 @@ class GameServer:
                             "hello_timeouts": c["hello_timeouts"],
                             "idle_timeouts": c["idle_timeouts"],
                             "control_floods": g["control_flood"],
+                            "message_floods": c["floods"],
                             "write_stalls": g["write_stalled"],
                             "read_pauses": g["read_paused"]},
             "sessions": {"active": len(self.sessions.by_sid), "free": self.sessions.free,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import ssl
 import sys
 from typing import Any
 
@@ -11,14 +13,30 @@ HELP = "run the websocket game server (default ws://127.0.0.1:8765, /stats and /
 DESCRIPTION = """\
 Serve a sharded world over websockets.  Clients speak paratick.msgpack.v1 (binary) or
 paratick.json.v1 (text); GET /stats returns JSON statistics and GET /metrics Prometheus text on
-the same port.  SIGINT/SIGTERM close every client (bye, close 1001), stop the workers and print
-the final statistics.  Player entities are pre-spawned (--players) and lent one per session."""
+the same port.  SIGINT/SIGTERM close every client (bye, close 1001; clients that do not read are
+cut off after 2 s), stop the workers and print the final statistics.  Player entities are
+pre-spawned (--players) and lent one per session.
+
+Every client is bounded: messages per second, pings per second, bytes per frame, time to say
+hello, time without a message, unread output; one client never slows the others.  Bound to an
+address other than loopback, the server says what is exposed: browser origins (--origin), TLS
+(--certfile/--keyfile) and who may read /stats and /metrics (--public-stats)."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("network")
     g.add_argument("--host", default="127.0.0.1", help="bind address (default %(default)s)")
-    g.add_argument("--port", type=int, default=8765, help="TCP port (default %(default)s)")
+    g.add_argument("--port", type=int, default=8765,
+                   help="TCP port, 0 for any free one (default %(default)s)")
+    g.add_argument("--origin", action="append", default=[], metavar="URL",
+                   help="browser origin allowed to connect, e.g. https://game.example "
+                        "(repeatable; default: any origin on loopback, none elsewhere)")
+    g.add_argument("--certfile", default=None,
+                   help="PEM certificate chain: serve wss:// (needs --keyfile)")
+    g.add_argument("--keyfile", default=None, help="PEM private key for --certfile")
+    g.add_argument("--public-stats", action="store_true",
+                   help="answer /stats and /metrics to every address, not only loopback "
+                        "(matters only with a non-loopback --host)")
     w = p.add_argument_group("world")
     w.add_argument("--tick-rate", type=float, default=30.0, help="ticks/s (default %(default)s)")
     w.add_argument("--snapshot-rate", type=float, default=20.0,
@@ -49,7 +67,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     lim.add_argument("--input-burst", type=float, default=10.0,
                      help="token-bucket burst (default %(default)s)")
     lim.add_argument("--max-per-address", type=int, default=1100,
-                     help="connections per IP address (default %(default)s)")
+                     help="connections per IP address (default %(default)s; lowered to what "
+                          "the descriptor limit allows)")
+    lim.add_argument("--max-connections", type=int, default=4096,
+                     help="connections in total (default %(default)s; lowered to what the "
+                          "descriptor limit allows)")
+    lim.add_argument("--hello-timeout", type=float, default=10.0,
+                     help="seconds from connecting to hello before close 1008 "
+                          "(default %(default)s)")
+    lim.add_argument("--idle-timeout", type=float, default=120.0,
+                     help="seconds without a message from a client before close 1008 "
+                          "(default %(default)s)")
+    lim.add_argument("--control-rate", type=float, default=4.0,
+                     help="pings and pongs per second per connection; more closes 1008 "
+                          "(default %(default)s)")
+    lim.add_argument("--control-burst", type=float, default=16.0,
+                     help="control-frame burst (default %(default)s)")
+    lim.add_argument("--write-stall-timeout", type=float, default=10.0,
+                     help="seconds a client may leave its output unread before it is "
+                          "disconnected (default %(default)s)")
+    lim.add_argument("--send-buffer", type=int, default=256 * 1024, metavar="BYTES",
+                     help="kernel send buffer per client socket; 0 lets the kernel size it "
+                          "(default %(default)s)")
     lim.add_argument("--send-queue", type=int, default=4,
                      help="unsent snapshots kept per client (default %(default)s)")
     lim.add_argument("--grace", type=float, default=10.0,
@@ -71,7 +110,13 @@ def build(args: argparse.Namespace) -> tuple[Any, Any]:
         host=args.host, port=args.port, snapshot_rate=args.snapshot_rate, players=args.players,
         npcs=args.npcs, backend=args.backend, workers=args.workers, kernel=args.kernel,
         max_frame=args.max_frame, input_rate=args.input_rate, input_burst=args.input_burst,
-        max_per_address=args.max_per_address, send_queue=args.send_queue, grace=args.grace)
+        max_per_address=args.max_per_address, max_connections=args.max_connections,
+        send_queue=args.send_queue, grace=args.grace, hello_timeout=args.hello_timeout,
+        idle_timeout=args.idle_timeout, control_rate=args.control_rate,
+        control_burst=args.control_burst, write_stall_timeout=args.write_stall_timeout,
+        send_buffer=args.send_buffer or None,
+        origins=tuple(args.origin), certfile=args.certfile, keyfile=args.keyfile,
+        public_stats=args.public_stats)
     return world, settings
 
 
@@ -88,11 +133,18 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, ValueError) as exc:
         print(f"paratick serve: {exc}", file=sys.stderr)
         return 2
+    for path in (settings.certfile, settings.keyfile):
+        if path is not None and not os.access(path, os.R_OK):
+            print(f"paratick serve: cannot read {path}", file=sys.stderr)
+            return 2
     try:
         final = asyncio.run(_serve(world, settings, args.mqtt, args.duration))
+    except ssl.SSLError as exc:
+        print(f"paratick serve: bad certificate or key: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:  # e.g. the port is in use
-        print(f"paratick serve: cannot listen on {settings.host}:{settings.port}: {exc}",
-              file=sys.stderr)
+        print(f"paratick serve: cannot listen on {settings.host}:{settings.port}: "
+              f"{exc.strerror or exc}", file=sys.stderr)
         return 2
     print(json.dumps(final, indent=1))
     return 1 if final["ticker"].get("fault") else 0
@@ -111,10 +163,12 @@ async def _serve(world: Any, settings: Any, mqtt: str | None,
         loop.add_signal_handler(sig, stop.set)
     server = GameServer(world, settings)
     await server.start()
-    print(f"paratick: serving ws://{settings.host}:{server.port} "
+    scheme = "wss" if settings.certfile else "ws"
+    print(f"paratick: serving {scheme}://{settings.host}:{server.port} "
           f"({world.regions_x}x{world.regions_y} regions, {settings.backend} backend, "
           f"{world.tick_rate:g} Hz ticks, {settings.snapshot_rate:g} Hz snapshots); "
-          f"stats at http://{settings.host}:{server.port}/stats", file=sys.stderr, flush=True)
+          f"stats at http{'s' if settings.certfile else ''}://{settings.host}:{server.port}"
+          "/stats", file=sys.stderr, flush=True)
     publisher = None
     if mqtt:
         from server.mqtt import publish_stats

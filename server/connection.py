@@ -30,8 +30,9 @@ Close codes (RFC 6455 section 7.4; 4000-4999 are the application's own)::
     1000 normal          the client said bye
     1001 going away      the server is shutting down
     1008 policy          message before hello, second hello, too many bad messages in a row,
-                         no hello within hello_timeout, nothing received within idle_timeout,
-                         per-address cap, control frames over budget
+                         messages far over the rate limit, no hello within hello_timeout,
+                         nothing received within idle_timeout, per-address cap, control
+                         frames over budget
     1009 too big         frame over max_frame
     1011 internal error  a bug on our side
     1013 try again later no free player entity, or the server's connection cap
@@ -70,6 +71,10 @@ CLOSE_REPLACED = 4000
 
 #: Close reasons are limited to 123 bytes of UTF-8 by RFC 6455; 120 characters of ASCII fit.
 MAX_CLOSE_REASON = 120
+#: A client whose frames beyond the input rate limit reach this multiple of the rate (sustained
+#: over a second, with as much burst) is flooding, not jittering: close 1008.  Dropped frames
+#: still cost the server parsing; a client at 5x the limit gets ~1 s of them.
+FLOOD_FACTOR = 4.0
 #: Seconds between the I/O layer's calls to :meth:`Connection.check_timeouts` (a timeout fires
 #: at most this late).
 TIMER_RESOLUTION = 0.5
@@ -144,7 +149,8 @@ class ConnectionLimits:
             room for names without letting a peer make us parse megabytes (larger: close 1009).
         input_rate, input_burst: data frames per second and the bucket size (twice the 30 Hz
             tick rate, and a few frames of network jitter); extra frames are dropped unread,
-            with at most one ``rate_limited`` error per second.
+            with at most one ``rate_limited`` error per second, and a client whose dropped
+            frames outrun :data:`FLOOD_FACTOR` times the rate is closed (1008).
         max_strikes: bad messages in a row before the connection is closed (1008).
         hello_timeout: seconds from the handshake to hello (10 s: a bot says hello within
             milliseconds; a connection that never does only holds a slot).
@@ -275,6 +281,8 @@ class Connection:
         self.opened = now
         self.last_frame = now
         self._bucket = TokenBucket(rate=limits.input_rate, burst=limits.input_burst, now=now)
+        flood = limits.input_rate * FLOOD_FACTOR
+        self._drops = TokenBucket(rate=flood, burst=max(1.0, flood), now=now)
         self._last_rate_error = -1e18
 
     # ---- phase ------------------------------------------------------------------------------
@@ -322,6 +330,10 @@ class Connection:
                               CLOSE_TOO_BIG)
         if not self._bucket.take(now):
             count["rate_limited"] += 1
+            if not self._drops.take(now):
+                count["floods"] += 1
+                return self._fail(ErrorCode.RATE_LIMITED,
+                                  f"far more than {lim.input_rate:g} messages/s", CLOSE_POLICY)
             if now - self._last_rate_error >= 1.0:  # one error per second, not one per frame
                 self._last_rate_error = now
                 return self._error(ErrorCode.RATE_LIMITED,

@@ -12,7 +12,8 @@ than the last: one such client froze every player.  :class:`GuardedConnection` (
 1. **Control-frame budget.**  Incoming bytes are fed to the protocol in slices of
    :data:`READ_SLICE` bytes; after each slice the pings and pongs it held are charged to the
    connection's :class:`~server.connection.ControlBudget`.  Over budget, the queued pongs are
-   dropped, the connection is failed with 1008 and the rest of the input is discarded unread.
+   dropped, the connection is failed with 1008, the rest of the input is discarded unparsed and
+   the transport is aborted after :data:`CLOSE_GRACE` unless the peer closes first.
 2. **One write per batch.**  All frames the protocol queued are joined into one
    ``transport.write``, so the transport's buffer holds few large chunks, not one per pong.
 3. **Read backpressure.**  When the transport's buffer passes its high-water mark
@@ -21,9 +22,10 @@ than the last: one such client froze every player.  :class:`GuardedConnection` (
    aborted (the peer is not reading; nothing more can reach it).  Reading is paused while
    *either* this or websockets' own incoming-message queue asks for it.
 4. **Descriptor gate.**  A :class:`TransportGuard` counts every open transport, handshakes
-   included, and aborts new ones beyond ``max_open`` at once, which the server derives from
-   ``RLIMIT_NOFILE`` (:func:`descriptor_budget`): the process never runs out of descriptors
-   because of clients, so ``accept`` never fails.
+   included, in all and per address, and aborts new ones beyond ``max_open`` (which the server
+   derives from ``RLIMIT_NOFILE``, :func:`descriptor_budget`) or ``max_per_address`` at once:
+   the process never runs out of descriptors because of clients, so ``accept`` never fails,
+   and one address cannot take every descriptor with handshakes it never finishes.
 
 Writes to a transport that is already closing are skipped (asyncio logs "socket.send() raised
 exception." for each one after the connection is lost).  :class:`BurstLog` folds repeated log
@@ -36,6 +38,7 @@ import asyncio
 import contextlib
 import os
 import resource
+import socket
 import sys
 from collections import Counter
 from collections.abc import Callable
@@ -55,6 +58,9 @@ READ_SLICE = 4096
 DESCRIPTOR_RESERVE = 64
 #: Seconds a failed connection gets to flush its close frame before the transport is aborted.
 CLOSE_GRACE = 1.0
+#: Default SO_SNDBUF for client sockets: 256 KiB holds a second of snapshots for a client that
+#: sees a thousand entities, and bounds the kernel memory of 4,096 unread clients to ~1 GiB.
+SEND_BUFFER = 256 * 1024
 #: Largest soft RLIMIT_NOFILE the server asks for (a million descriptors is more than any
 #: single process here serves; raising to an "unlimited" hard limit would be meaningless).
 NOFILE_CEILING = 1 << 20
@@ -71,17 +77,27 @@ class TransportLimits:
             snapshots in that long has lost 200 of them and is not playing any more).
         max_open: transports open at once (handshakes included); beyond it a new one is
             aborted at once.
+        max_per_address: transports open at once from one IP address, handshakes included, so
+            that one address cannot take every descriptor with connections that never finish
+            their handshake.
+        send_buffer: SO_SNDBUF of each client socket in bytes (None: the kernel's autotuning).
+            Bounds the kernel memory an unread client can hold (autotuning grows to 4 MiB
+            per socket by default) and how long it takes to notice one.
     """
 
     control: ControlLimits = field(default_factory=ControlLimits)
     write_stall_timeout: float = 10.0
     max_open: int = 4096
+    max_per_address: int = 4096
+    send_buffer: int | None = SEND_BUFFER
 
     def __post_init__(self) -> None:
         if not self.write_stall_timeout > 0:
             raise ValueError("write_stall_timeout must be > 0")
-        if self.max_open < 1:
-            raise ValueError("max_open must be >= 1")
+        if self.max_open < 1 or self.max_per_address < 1:
+            raise ValueError("max_open and max_per_address must be >= 1")
+        if self.send_buffer is not None and self.send_buffer < 4096:
+            raise ValueError("send_buffer must be >= 4096 bytes")
 
 
 class TransportGuard:
@@ -103,6 +119,7 @@ class TransportGuard:
         self.counters: Counter[str] = Counter()
         self.open = 0
         self.peak = 0
+        self.by_address: Counter[str] = Counter()
         self.on_refused = on_refused
 
     def factory(self) -> Callable[..., GuardedConnection]:
@@ -123,7 +140,7 @@ class GuardedConnection(ServerConnection):
         self._budget = ControlBudget(guard.limits.control, self.loop.time())
         self._holds: set[str] = set()   # reasons reading is paused: "queue", "write"
         self._stall: asyncio.TimerHandle | None = None
-        self._counted = False
+        self._address: str | None = None
         self._failed = False
 
     # ---- reading holds ----------------------------------------------------------------------
@@ -149,10 +166,16 @@ class GuardedConnection(ServerConnection):
         self.recv_messages.pause = lambda: self._hold("queue", True)
         self.recv_messages.resume = lambda: self._hold("queue", False)
         g = self.guard
+        sock = transport.get_extra_info("socket")
+        if g.limits.send_buffer is not None and sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, g.limits.send_buffer)
+        peer = transport.get_extra_info("peername")
+        self._address = addr = str(peer[0]) if peer else "?"
         g.open += 1
-        self._counted = True
+        g.by_address[addr] += 1
         g.peak = max(g.peak, g.open)
-        if g.open > g.limits.max_open:
+        if g.open > g.limits.max_open or g.by_address[addr] > g.limits.max_per_address:
             g.counters["refused_descriptors"] += 1
             self._failed = True
             self.transport.abort()
@@ -160,9 +183,14 @@ class GuardedConnection(ServerConnection):
                 g.on_refused(g.counters["refused_descriptors"])
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._counted:
-            self._counted = False
-            self.guard.open -= 1
+        addr = self._address
+        if addr is not None:
+            self._address = None
+            g = self.guard
+            g.open -= 1
+            g.by_address[addr] -= 1
+            if g.by_address[addr] <= 0:
+                del g.by_address[addr]
         if self._stall is not None:
             self._stall.cancel()
             self._stall = None
@@ -200,7 +228,8 @@ class GuardedConnection(ServerConnection):
         self.protocol.data_to_send()  # drop the pongs queued for this slice
         self.protocol.fail(CLOSE_POLICY, "too many control frames")
         self.send_data()
-        self.transport.pause_reading()
+        # Keep reading (and discarding: see data_received) so that the peer's FIN is seen and
+        # the transport goes at once; a peer that never closes is cut off after CLOSE_GRACE.
         self.loop.call_later(CLOSE_GRACE, self.transport.abort)
 
     def send_data(self) -> None:

@@ -271,7 +271,7 @@ def test_second_hello_closes_1008(live_server: Start) -> None:
 
 
 def test_inputs_over_the_rate_limit_are_dropped_with_an_error(live_server: Start) -> None:
-    st = live_server(input_rate=2.0, input_burst=3.0)
+    st = live_server(input_rate=8.0, input_burst=3.0)
     ws, _ = join(st)
     for seq in range(1, 30):
         ws.send(MP.encode(Input(seq=seq)))

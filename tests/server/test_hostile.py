@@ -1,0 +1,398 @@
+"""Hostile clients against a real ``paratick serve`` process: no client can hurt the others.
+
+Every attack runs while a well-behaved player (a websocket library client speaking msgpack, no
+project client code) plays throughout; each test asserts that the player kept receiving at least
+:data:`MIN_RATE` snapshots per second during the attack and after it, and that a new client is
+welcomed within :data:`WELCOME_WITHIN` seconds.  Attackers use raw sockets (:mod:`rawws`).
+Every loop is bounded in count and time; everything stays on loopback.  The server runs in its
+own process, as in production, so the attackers' Python does not share its interpreter.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import resource
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+import pytest
+from websockets.sync.client import ClientConnection, connect
+
+from tests.server import rawws
+
+#: Snapshots per second the well-behaved player must keep (the server sends 20).
+MIN_RATE = 15.0
+#: Seconds within which a new client must be welcomed, during and after an attack.
+WELCOME_WITHIN = 2.0
+#: Seconds each attack lasts.
+ATTACK = 2.5
+#: Seconds watched after an attack.
+AFTER = 1.5
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+
+SERVE = ["--backend", "inline", "--world", "512", "--regions", "2x2", "--entities", "60",
+         "--players", "64", "--view-radius", "100", "--hello-timeout", "1",
+         "--write-stall-timeout", "1", "--send-buffer", "16384", "--max-per-address", "48"]
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen[str]
+    port: int
+    log: list[str] = field(default_factory=list)
+
+    def stats(self) -> dict[str, Any]:
+        import json
+        import urllib.request
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/stats", timeout=5) as r:
+            out: dict[str, Any] = json.load(r)
+        return out
+
+
+def start_server(extra: list[str] = (), *,  # type: ignore[assignment]
+                 preexec: Callable[[], None] | None = None) -> Server:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "server.cli", "serve", "--port", "0", *SERVE, *extra],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        preexec_fn=preexec)
+    assert proc.stderr is not None
+    log: list[str] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        log.append(line)
+        m = re.search(r"serving ws://127\.0\.0\.1:(\d+)", line)
+        if m:
+            srv = Server(proc, int(m.group(1)), log)
+            threading.Thread(target=_drain, args=(proc, log), daemon=True).start()
+            return srv
+    proc.kill()
+    raise AssertionError(f"server did not start: {''.join(log)[-2000:]}")
+
+
+def _drain(proc: subprocess.Popen[str], log: list[str]) -> None:
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        log.append(line)
+
+
+def stop_server(srv: Server) -> None:
+    srv.proc.terminate()
+    try:
+        srv.proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        srv.proc.kill()
+        srv.proc.wait(timeout=10)
+        raise AssertionError("the server did not stop within 20 s of SIGTERM") from None
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Server]:
+    srv = start_server()
+    yield srv
+    stop_server(srv)
+
+
+def _ws(port: int, source: str | None) -> ClientConnection:
+    sock = socket.socket()
+    if source is not None:
+        sock.bind((source, 0))
+    sock.settimeout(5)
+    sock.connect(("127.0.0.1", port))
+    ws = connect(f"ws://127.0.0.1:{port}", sock=sock, subprotocols=["paratick.msgpack.v1"],
+                 open_timeout=5)
+    return ws.__enter__()  # type: ignore[no-any-return]
+
+
+def hello(ws: ClientConnection) -> dict[str, Any]:
+    ws.send(msgpack.packb({"t": "hello", "v": 1, "name": "player", "token": None}))
+    while True:
+        msg = msgpack.unpackb(ws.recv(5))
+        if msg["t"] != "snapshot":
+            assert msg["t"] == "welcome", msg
+            return msg  # type: ignore[no-any-return]
+
+
+def welcome_seconds(port: int, source: str = "127.0.0.3") -> float:
+    """Seconds from connecting to the welcome for a new client (then it says bye)."""
+    t0 = time.monotonic()
+    ws = _ws(port, source)
+    try:
+        hello(ws)
+        took = time.monotonic() - t0
+        ws.send(msgpack.packb({"t": "bye", "reason": "done"}))
+    finally:
+        ws.close()
+    return took
+
+
+class Player:
+    """A well-behaved player on its own thread: inputs at 20 Hz, every snapshot timed."""
+
+    def __init__(self, port: int, source: str = "127.0.0.2") -> None:
+        self.ws = _ws(port, source)
+        hello(self.ws)
+        self.times: list[float] = []
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        seq = 0
+        next_input = time.monotonic()
+        try:
+            while not self.stop.is_set():
+                now = time.monotonic()
+                if now >= next_input:
+                    seq += 1
+                    self.ws.send(msgpack.packb({"t": "input", "seq": seq, "thrust": 0.5,
+                                                "turn": 0.1, "action": 0, "ack": None}))
+                    next_input = now + 0.05
+                try:
+                    data = self.ws.recv(0.02)
+                except TimeoutError:
+                    continue
+                if msgpack.unpackb(data)["t"] == "snapshot":
+                    self.times.append(time.monotonic())
+        except BaseException as exc:  # reported by rate()
+            self.error = exc
+
+    def rate(self, t0: float, t1: float) -> float:
+        assert self.error is None, f"the player's connection failed: {self.error!r}"
+        return sum(1 for t in self.times if t0 <= t < t1) / (t1 - t0)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(5)
+        with contextlib.suppress(Exception):
+            self.ws.close()
+
+
+def under_attack(srv: Server, attack: Callable[[], None], *, repeat: bool = False) -> int:
+    """Run ``attack`` while a player plays; check the player's snapshot rate during and after
+    it, and that new clients are welcomed promptly during and after it.
+
+    Args:
+        repeat: run ``attack`` again and again (at most 500 times) until :data:`ATTACK`
+            seconds have passed, for attacks the server ends quickly.
+
+    Returns:
+        How many times ``attack`` ran.
+    """
+    player = Player(srv.port)
+    try:
+        time.sleep(0.5)  # the player is in the world
+        welcomes: list[float] = []
+        prober_stop = threading.Event()
+
+        def probe() -> None:
+            time.sleep(ATTACK / 3)
+            if not prober_stop.is_set():
+                welcomes.append(welcome_seconds(srv.port))
+
+        prober = threading.Thread(target=probe, daemon=True)
+        t0 = time.monotonic()
+        prober.start()
+        runs = 0
+        while runs < (500 if repeat else 1) and (runs == 0 or time.monotonic() - t0 < ATTACK):
+            attack()
+            runs += 1
+        t1 = time.monotonic()
+        prober.join(10)
+        prober_stop.set()
+        welcomes.append(welcome_seconds(srv.port))
+        time.sleep(AFTER)
+        t2 = time.monotonic()
+        during, after = player.rate(t0, t1), player.rate(t1, t2)
+        assert during >= MIN_RATE, f"{during:.1f} snapshots/s during the attack"
+        assert after >= MIN_RATE, f"{after:.1f} snapshots/s after the attack"
+        assert welcomes and max(welcomes) <= WELCOME_WITHIN, f"welcomed after {welcomes} s"
+    finally:
+        player.close()
+    return runs
+
+
+# ---- control frames ----------------------------------------------------------------
+PINGS = rawws.frame(rawws.OP_PING) * 4096          # 4096 empty masked pings, 24 KiB
+PONGS = rawws.frame(rawws.OP_PONG) * 4096
+BIG_PINGS = rawws.frame(rawws.OP_PING, b"x" * 125) * 256
+
+
+@pytest.mark.parametrize(("name", "data", "read"), [
+    ("empty pings, never read", PINGS, False),
+    ("empty pings, pongs read", PINGS, True),
+    ("unsolicited pongs", PONGS, False),
+    ("125-byte pings", BIG_PINGS, False),
+])
+def test_control_frame_floods_are_closed_1008(server: Server, name: str, data: bytes,
+                                              read: bool) -> None:
+    before = server.stats()["connections"]["control_floods"]
+    codes: list[int | None] = []
+
+    refused = 0
+
+    def attack() -> None:
+        nonlocal refused
+        try:
+            s = rawws.connect(server.port)
+        except OSError:  # the per-address gate, while earlier attackers are still closing
+            refused += 1
+            time.sleep(0.05)
+            return
+        try:
+            reader = rawws.Reader() if read else None
+            _, closed = rawws.flood(s, data, seconds=ATTACK, read=reader)
+            codes.append(rawws.close_code(s, reader=reader) if read or not closed else None)
+        finally:
+            s.close()
+
+    runs = under_attack(server, attack, repeat=True)
+    assert server.stats()["connections"]["control_floods"] == before + runs - refused
+    # 1008 where the close frame could be read; a reset where the attacker's unread pongs and
+    # the discarded rest of its input made the kernel reset the connection first.
+    assert set(codes) <= {1008, None} and (not read or 1008 in codes), codes
+
+
+def test_a_few_pings_are_answered(server: Server) -> None:
+    s = rawws.connect(server.port)
+    try:
+        s.sendall(rawws.frame(rawws.OP_PING, b"hi") * 3)
+        s.settimeout(5)
+        got = b""
+        while got.count(b"\x8a\x02hi") < 3:
+            got += s.recv(4096)
+    finally:
+        s.close()
+
+
+# ---- slow and silent clients ----------------------------------------------------------------
+def test_a_client_that_never_reads_is_disconnected(server: Server) -> None:
+    before = server.stats()["connections"]["write_stalls"]
+
+    def attack() -> None:
+        s = rawws.connect(server.port, rcvbuf=4096)
+        try:
+            s.sendall(rawws.frame(rawws.OP_BINARY, msgpack.packb(
+                {"t": "hello", "v": 1, "name": "sink", "token": None})))
+            # Input frames keep it playing (no idle timeout) while it never reads a snapshot.
+            deadline = time.monotonic() + 20
+            seq = 0
+            while time.monotonic() < deadline:
+                if server.stats()["connections"]["write_stalls"] > before:
+                    return
+                seq += 1
+                with contextlib.suppress(OSError):
+                    s.sendall(rawws.frame(rawws.OP_BINARY, msgpack.packb(
+                        {"t": "input", "seq": seq, "thrust": 0.0, "turn": 0.0, "action": 0})))
+                time.sleep(0.1)
+            raise AssertionError("a client that never reads was not disconnected in 20 s")
+        finally:
+            s.close()
+
+    under_attack(server, attack)
+
+
+def test_connections_that_never_say_hello_are_closed(server: Server) -> None:
+    before = server.stats()["connections"]["hello_timeouts"]
+    codes: list[int | None] = []
+
+    def attack() -> None:
+        socks = [rawws.connect(server.port) for _ in range(20)]
+        try:
+            codes.extend(rawws.close_code(s, timeout=4) for s in socks)
+        finally:
+            for s in socks:
+                s.close()
+
+    under_attack(server, attack)
+    assert codes == [1008] * 20
+    assert server.stats()["connections"]["hello_timeouts"] >= before + 20
+
+
+def test_per_address_cap_holds_handshakes_too(server: Server) -> None:
+    """More raw connections from one address than its cap, never finishing the handshake."""
+    def attack() -> None:
+        socks = []
+        try:
+            for _ in range(150):
+                s = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+                socks.append(s)
+            time.sleep(ATTACK)
+        finally:
+            for s in socks:
+                s.close()
+
+    under_attack(server, attack)
+    assert server.stats()["connections"]["refused_descriptors"] > 0
+
+
+# ---- bad data ----------------------------------------------------------------
+@pytest.mark.parametrize("payload", [
+    b"\xc1" * 50,                                     # never-used msgpack byte
+    msgpack.packb({"t": "input", "seq": -1}),         # invalid field
+    msgpack.packb([1, 2, 3]),                         # not a map
+], ids=["malformed", "invalid", "not-a-map"])
+def test_bad_data_floods_do_not_hurt_others(server: Server, payload: bytes) -> None:
+    def attack() -> None:
+        s = rawws.connect(server.port)
+        try:
+            rawws.flood(s, rawws.frame(rawws.OP_BINARY, payload) * 512, seconds=ATTACK,
+                        read=rawws.Reader())
+        finally:
+            s.close()
+
+    under_attack(server, attack, repeat=True)
+
+
+# ---- descriptors ----------------------------------------------------------------
+NOFILE = 200
+
+
+def _low_nofile() -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (NOFILE, NOFILE))
+
+
+def test_descriptor_exhaustion_under_a_low_limit() -> None:
+    """RLIMIT_NOFILE 200 (hard, so the server cannot raise it): caps are derived from it, and
+    more connections than it allows are refused quietly while other clients play."""
+    srv = start_server(["--max-per-address", "40"], preexec=_low_nofile)
+    try:
+        stats = srv.stats()["connections"]
+        assert stats["max"] < NOFILE and stats["max_per_address"] <= stats["max"]
+        assert any("descriptor limit" in line for line in srv.log)
+        lines_before = len(srv.log)
+
+        def attack() -> None:
+            socks = []
+            try:
+                for _ in range(2 * NOFILE):
+                    with contextlib.suppress(OSError):
+                        socks.append(socket.create_connection(("127.0.0.1", srv.port),
+                                                              timeout=2))
+                time.sleep(ATTACK)
+            finally:
+                for s in socks:
+                    s.close()
+
+        # The player and the prober come from other addresses, under the per-address cap of
+        # 127.0.0.1 but not of the total: lower that cap for this test so that room is left.
+        under_attack(srv, attack)
+        assert srv.stats()["connections"]["refused_descriptors"] > 0
+        noise = srv.log[lines_before:]
+        assert len(noise) <= 5, "".join(noise)[-2000:]
+        assert not any("Traceback" in line for line in noise)
+    finally:
+        stop_server(srv)
