@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import ssl
@@ -93,8 +94,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      help="unsent snapshots kept per client (default %(default)s)")
     lim.add_argument("--grace", type=float, default=10.0,
                      help="seconds a dropped session keeps its entity (default %(default)s)")
-    p.add_argument("--mqtt", metavar="HOST:PORT", default=None,
-                   help="also publish /stats JSON once per second to topic paratick/stats")
+    from server.mqtt import add_mqtt_arguments
+
+    add_mqtt_arguments(p)
     p.add_argument("--duration", type=float, default=None,
                    help="stop after this many seconds (default: run until interrupted)")
 
@@ -127,9 +129,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         world, settings = build(args)
-        if args.mqtt:
-            from server.mqtt import parse_target
-            parse_target(args.mqtt)
+        from server.mqtt import mqtt_options
+        mqtt = mqtt_options(args)
     except (ConfigError, ValueError) as exc:
         print(f"paratick serve: {exc}", file=sys.stderr)
         return 2
@@ -138,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"paratick serve: cannot read {path}", file=sys.stderr)
             return 2
     try:
-        final = asyncio.run(_serve(world, settings, args.mqtt, args.duration))
+        final = asyncio.run(_serve(world, settings, mqtt, args.duration))
     except ssl.SSLError as exc:
         print(f"paratick serve: bad certificate or key: {exc}", file=sys.stderr)
         return 2
@@ -150,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
     return 1 if final["ticker"].get("fault") else 0
 
 
-async def _serve(world: Any, settings: Any, mqtt: str | None,
+async def _serve(world: Any, settings: Any, mqtt: Any,
                  duration: float | None) -> dict[str, Any]:
     import asyncio
     import signal
@@ -183,7 +184,10 @@ async def _serve(world: Any, settings: Any, mqtt: str | None,
         failed.cancel()
         stopped.cancel()
         if publisher is not None:
-            publisher.cancel()
+            publisher.cancel()  # it publishes a retained "offline" status on its way out
+            with contextlib.suppress(BaseException):
+                async with asyncio.timeout(2.0):
+                    await publisher
         print("paratick: shutting down", file=sys.stderr, flush=True)
         final = await server.stop()
     return final

@@ -8,7 +8,9 @@ import re
 import signal
 import subprocess
 import sys
+from typing import Any
 
+import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
@@ -73,3 +75,49 @@ def test_port_in_use_exits_2_without_a_traceback() -> None:
                              capture_output=True, text=True, env=env, timeout=60)
     assert res.returncode == 2 and "cannot listen" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--port", "99999"], "port must be in 0..65535"),
+    (["--hello-timeout", "0"], "hello_timeout must be > 0"),
+    (["--certfile", "/nonexistent.pem"], "TLS needs both"),
+    (["--certfile", "/nonexistent.pem", "--keyfile", "/nonexistent.key"],
+     "cannot read /nonexistent.pem"),
+    (["--send-buffer", "10"], "send_buffer must be >= 4096"),
+])
+def test_bad_values_are_one_line_and_exit_2(args: list[str], says: str) -> None:
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    res = subprocess.run([sys.executable, "-m", "server.cli", "serve", *args],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.count("\n") == 1 and says in res.stderr, res.stderr
+
+
+def test_an_exposed_server_says_what_is_open_and_guards_stats(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """No socket is opened beyond loopback: the checks run on a server that is not started."""
+    from http import HTTPStatus
+    from types import SimpleNamespace
+
+    from server.app import GameServer, ServerSettings
+    from sim.config import WorldConfig
+
+    world = WorldConfig(width=256, height=256, regions_x=1, regions_y=1, view_radius=64.0)
+    srv = GameServer(world, ServerSettings(host="0.0.0.0", origins=("https://game.example",)))
+    srv._warn_if_exposed()
+    err = capsys.readouterr().err
+    assert "reachable from other machines" in err and "TLS OFF" in err
+    assert "https://game.example" in err and "loopback clients only" in err
+    assert srv._origins() == [None, "https://game.example"]
+
+    def request(peer: str) -> Any:
+        conn = SimpleNamespace(remote_address=(peer, 5000),
+                               respond=lambda status, body: SimpleNamespace(
+                                   status_code=status, body=body, headers={"Content-Type": ""}))
+        return srv._http(conn, SimpleNamespace(path="/stats"))
+
+    assert request("192.0.2.7").status_code == HTTPStatus.FORBIDDEN
+    assert request("127.0.0.1").status_code == HTTPStatus.OK
+    assert srv._http(SimpleNamespace(), SimpleNamespace(path="/")) is None  # the game itself
+    loop = GameServer(world, ServerSettings())
+    assert loop._origins() is None  # loopback: no origin check unless asked
