@@ -25,6 +25,8 @@ environment (CPU, interpreter builds, GIL state per worker, git commit) is saved
   paratick bench load                server + bots: largest world and bot count holding 30 Hz
   paratick bench claims              start-up, memory, message cost, free-threading overhead
   paratick bench report DIR          rebuild report.md and plots from DIR/results.json
+  paratick bench soak                a ping flood, then 10 minutes of churn and hostile
+                                     clients: snapshot rate, welcome time, memory, errors
 
 Results go to bench/results/<date>-<host>/ (results.json, report.md, PNG plots)."""
 
@@ -33,6 +35,7 @@ SUBCOMMANDS = {
     "load": ("bench.load", "server + bots: largest load that holds the tick rate"),
     "claims": ("bench.claims", "check common claims about subinterpreters and free threading"),
     "report": ("bench.report", "rebuild report.md and plots from a results folder"),
+    "soak": ("bench.soak", "a ping flood, then minutes of churn and hostile clients"),
 }
 
 

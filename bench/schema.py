@@ -34,7 +34,9 @@ command fills its own *section* and leaves the others alone, so ``scaling``, ``l
         "note": str|null                     # optional: --note, a line about the machine
       },
       "load": {"created", "command", "environment", "params", "runs": [...]},     # optional
-      "claims": {"created", "command", "environment", "claims": [...]}           # optional
+      "claims": {"created", "command", "environment", "claims": [...]},          # optional
+      "soak": {"created", "command", "environment", "params", "server_tracebacks",
+               "flood": {...}, "churn": {...}}                                  # optional
     }
 
 Validation checks structure and types of everything a report reads and raises
@@ -134,8 +136,12 @@ CLAIM = record({"name": STR, "claimed": STR, "measured": OPT_FLOAT, "unit": STR,
                 "verdict": STR}, {"detail": OPT_STR, "values": ANY_DICT})
 CLAIMS = record({"created": STR, "command": list_of(STR), "environment": ANY_DICT,
                  "claims": list_of(CLAIM)})
+SOAK = record({"created": STR, "command": list_of(STR), "environment": ANY_DICT,
+               "params": ANY_DICT, "server_tracebacks": INT},
+              {"flood": ANY_DICT, "churn": ANY_DICT, "note": OPT_STR,
+               "server_log_lines": INT})
 DOCUMENT = record({"schema": one_of(SCHEMA), "version": INT},
-                  {"scaling": SCALING, "load": LOAD, "claims": CLAIMS})
+                  {"scaling": SCALING, "load": LOAD, "claims": CLAIMS, "soak": SOAK})
 
 
 def validate(doc: Any, *, source: str = "results") -> dict[str, Any]:

@@ -12,8 +12,8 @@ than the last: one such client froze every player.  :class:`GuardedConnection` (
 1. **Control-frame budget.**  Incoming bytes are fed to the protocol in slices of
    :data:`READ_SLICE` bytes; after each slice the pings and pongs it held are charged to the
    connection's :class:`~server.connection.ControlBudget`.  Over budget, the queued pongs are
-   dropped, the connection is failed with 1008, the rest of the input is discarded unparsed and
-   the transport is aborted after :data:`CLOSE_GRACE` unless the peer closes first.
+   dropped, the connection is failed with 1008, reading stops, and the transport is closed once
+   the close frame is flushed (aborted after :data:`CLOSE_GRACE` if it cannot be).
 2. **One write per batch.**  All frames the protocol queued are joined into one
    ``transport.write``, so the transport's buffer holds few large chunks, not one per pong.
 3. **Read backpressure.**  When the transport's buffer passes its high-water mark
@@ -228,8 +228,10 @@ class GuardedConnection(ServerConnection):
         self.protocol.data_to_send()  # drop the pongs queued for this slice
         self.protocol.fail(CLOSE_POLICY, "too many control frames")
         self.send_data()
-        # Keep reading (and discarding: see data_received) so that the peer's FIN is seen and
-        # the transport goes at once; a peer that never closes is cut off after CLOSE_GRACE.
+        # Stop reading now (reading only to discard would let the peer keep a core busy) and
+        # close once the close frame is flushed; a peer that never reads it is cut off after
+        # CLOSE_GRACE.
+        self.transport.close()
         self.loop.call_later(CLOSE_GRACE, self.transport.abort)
 
     def send_data(self) -> None:
