@@ -74,6 +74,7 @@ from server.connection import (
 )
 from server.protocol import SUBPROTOCOLS, ErrorCode, Welcome, codec_for
 from server.sessions import BadToken, Clock, PoolExhausted, Session, SessionTable
+from server.ticker import Ticker
 from server.transport import (
     SEND_BUFFER,
     BurstLog,
@@ -92,8 +93,6 @@ from sim.world import spawn
 #: margin above it, so the queue is bounded either way.
 CONTROL_QUEUE = 16
 _CONTROL_MARGIN = 4
-#: Recent tick durations kept for the MSPT percentiles in /stats (about 34 s at 30 Hz).
-MSPT_WINDOW = 1024
 #: Library-level frame cap, as a multiple of the protocol limit: frames between the two get an
 #: ``error`` message before the 1009 close; larger ones are refused by websockets itself.
 HARD_FRAME_FACTOR = 16
@@ -221,13 +220,6 @@ def default_runtime_factory() -> RuntimeFactory:
     return Runtime
 
 
-def _percentile(sorted_values: list[float], q: float) -> float:
-    if not sorted_values:
-        return 0.0
-    i = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
-    return sorted_values[i]
-
-
 # ---- connections ------------------------------------------------------------------------------
 class Client:
     """One websocket connection on the event loop: the connection rules plus its queues.
@@ -247,89 +239,6 @@ class Client:
         self.control: deque[bytes | str] = deque(maxlen=CONTROL_QUEUE + _CONTROL_MARGIN)
         self.snapshots: deque[bytes | str] = deque(maxlen=queue)
         self.wake = asyncio.Event()
-
-
-class Ticker:
-    """Fixed-rate tick loop on its own thread, driving ``Runtime.step``.
-
-    Deadlines come from the runtime's :class:`~server.runtime.TickScheduler` with the
-    ``CATCH_UP`` policy: players live in real time, so late ticks run back to back (at most
-    three) and a longer stall drops the backlog instead of slowing the world clock.
-
-    Args:
-        server: the owning server (pending inputs, jobs, delivery).
-        tick_rate: ticks per second.
-        clock: monotonic seconds; the thread sleeps on an Event, so stop is immediate.
-    """
-
-    def __init__(self, server: GameServer, tick_rate: float, clock: Clock) -> None:
-        from server.runtime import Overload, TickScheduler
-
-        self.server = server
-        self.dt = 1.0 / tick_rate
-        self.clock = clock
-        self.scheduler = TickScheduler(rate=tick_rate, overload=Overload.CATCH_UP)
-        self.stop_event = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="paratick-ticker", daemon=True)
-        self.durations: deque[float] = deque(maxlen=MSPT_WINDOW)
-        # /stats sorts the durations on the event-loop thread while this thread appends: on a
-        # free-threaded build that races (deque mutated during iteration) without a lock.
-        self._durations_lock = threading.Lock()
-        self.ticks = 0
-        self.fault: str | None = None
-        self.started = 0.0
-
-    def start(self) -> None:
-        self.started = self.clock()
-        self.scheduler.start(self.started)
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.stop_event.set()
-        if self.thread.is_alive():
-            self.thread.join()
-
-    def _run(self) -> None:
-        srv = self.server
-        sched = self.scheduler
-        last_metrics = -1e9
-        try:
-            while not self.stop_event.is_set():
-                wait = sched.delay(self.clock())
-                if wait > 0:
-                    self.stop_event.wait(wait)
-                    continue
-                now = self.clock()
-                sched.begin(now)
-                t0 = time.perf_counter()
-                results = srv._tick_once()
-                with self._durations_lock:
-                    self.durations.append((time.perf_counter() - t0) * 1e3)
-                sched.end(self.clock())
-                self.ticks += 1
-                if results:
-                    srv._post(results)
-                if now - last_metrics >= 1.0:
-                    last_metrics = now
-                    srv._refresh_runtime_metrics()
-        except Exception as exc:  # a runtime bug or fault: log it with context, stop ticking
-            self.fault = f"{type(exc).__name__}: {exc}"
-            print(f"paratick: ticker stopped at tick {srv.tick}: {self.fault}", file=sys.stderr)
-            traceback.print_exc()
-            srv._post_fault()
-
-    def stats(self) -> dict[str, Any]:
-        with self._durations_lock:
-            d = sorted(self.durations)
-        elapsed = max(1e-9, self.clock() - self.started) if self.started else 0.0
-        sched = self.scheduler.stats
-        return {"ticks": self.ticks, "tick_rate_target": 1.0 / self.dt,
-                "tick_rate_actual": self.ticks / elapsed if elapsed else 0.0,
-                "mspt_mean": sum(d) / len(d) if d else 0.0, "mspt_p50": _percentile(d, 0.50),
-                "mspt_p95": _percentile(d, 0.95), "mspt_p99": _percentile(d, 0.99),
-                "mspt_max": d[-1] if d else 0.0, "budget_ms": self.dt * 1e3,
-                "deadline_misses": sched.deadline_misses, "skipped": sched.skipped,
-                "catch_up_ticks": sched.catch_up_ticks, "fault": self.fault}
 
 
 # ---- the server ---------------------------------------------------------------------------------
@@ -422,7 +331,8 @@ class GameServer:
         self.port = self._server.sockets[0].getsockname()[1]
         self._started = self.clock()
         self._warn_if_exposed()
-        self.ticker = Ticker(self, self.world.tick_rate, self.clock)
+        self.ticker = Ticker(self._tick_once, self.world.tick_rate, on_results=self._post,
+                             on_second=self._refresh_runtime_metrics, on_fault=self._post_fault)
         self.ticker.start()
         self._expiry_task = asyncio.create_task(self._timer_loop())
 

@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import resource
 import socket
 import sys
@@ -58,6 +59,12 @@ READ_SLICE = 4096
 DESCRIPTOR_RESERVE = 64
 #: Seconds a failed connection gets to flush its close frame before the transport is aborted.
 CLOSE_GRACE = 1.0
+#: An HTTP request line's method; the server answers every method but GET with 405.
+_METHOD = re.compile(rb"[A-Z]{3,10} ")
+_405_BODY = b"use GET: a websocket upgrade, /stats or /metrics\n"
+METHOD_NOT_ALLOWED = (b"HTTP/1.1 405 Method Not Allowed\r\nAllow: GET\r\n"
+                      b"Content-Type: text/plain\r\nContent-Length: %d\r\n"
+                      b"Connection: close\r\n\r\n%s" % (len(_405_BODY), _405_BODY))
 #: Default SO_SNDBUF for client sockets: 256 KiB holds a second of snapshots for a client that
 #: sees a thousand entities, and bounds the kernel memory of 4,096 unread clients to ~1 GiB.
 SEND_BUFFER = 256 * 1024
@@ -142,6 +149,7 @@ class GuardedConnection(ServerConnection):
         self._stall: asyncio.TimerHandle | None = None
         self._address: str | None = None
         self._failed = False
+        self._seen_data = False
 
     # ---- reading holds ----------------------------------------------------------------------
     def _hold(self, reason: str, on: bool) -> None:
@@ -200,6 +208,14 @@ class GuardedConnection(ServerConnection):
         if self._failed:
             return  # failed: the rest of the input is discarded unread
         protocol = self.protocol
+        if not self._seen_data:
+            self._seen_data = True
+            if not data.startswith(b"GET ") and _METHOD.match(data):
+                # websockets closes on any other method without a word: say why.
+                self._failed = True
+                self.transport.write(METHOD_NOT_ALLOWED)
+                self.transport.close()
+                return
         for start in range(0, len(data), READ_SLICE):
             protocol.receive_data(data[start:start + READ_SLICE] if len(data) > READ_SLICE
                                   else data)

@@ -320,7 +320,7 @@ def test_graceful_shutdown_sends_bye_and_1001(live_server: Start) -> None:
     assert any(isinstance(m, Bye) for m in msgs) and code == 1001
     assert final["connections"]["open"] == 0
     assert final["ticker"]["ticks"] > 0 and final["ticker"]["fault"] is None
-    assert not st.server.ticker.thread.is_alive()  # type: ignore[union-attr]
+    assert not st.server.ticker.running  # type: ignore[union-attr]
 
 
 def test_other_clients_keep_ticking_during_abuse(live_server: Start) -> None:

@@ -14,6 +14,7 @@ import contextlib
 import os
 import re
 import resource
+import signal
 import socket
 import subprocess
 import sys
@@ -396,3 +397,35 @@ def test_descriptor_exhaustion_under_a_low_limit() -> None:
         assert not any("Traceback" in line for line in noise)
     finally:
         stop_server(srv)
+
+
+def test_other_http_methods_get_405(server: Server) -> None:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+        s.sendall(b"POST /stats HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
+        head = s.recv(4096)
+    assert head.startswith(b"HTTP/1.1 405 ") and b"Allow: GET" in head
+
+
+def test_sigint_stops_the_server_promptly_with_clients_that_never_read() -> None:
+    srv = start_server()
+    socks = []
+    try:
+        for _ in range(3):  # players that never read, and one mid-flood
+            s = rawws.connect(srv.port, rcvbuf=4096)
+            s.sendall(rawws.frame(rawws.OP_BINARY, msgpack.packb(
+                {"t": "hello", "v": 1, "name": "sink", "token": None})))
+            socks.append(s)
+        flooder = rawws.connect(srv.port)
+        socks.append(flooder)
+        rawws.flood(flooder, PINGS, seconds=0.5)
+        time.sleep(1.0)
+        t0 = time.monotonic()
+        srv.proc.send_signal(signal.SIGINT)
+        rc = srv.proc.wait(timeout=15)
+        took = time.monotonic() - t0
+        assert rc == 0 and took < 8.0, f"exit {rc} after {took:.1f} s"
+    finally:
+        for s in socks:
+            s.close()
+        if srv.proc.poll() is None:
+            srv.proc.kill()

@@ -1,0 +1,178 @@
+"""The game server's tick loop: fixed-rate ticks on a clock that tests can replace.
+
+Theory of operation
+-------------------
+A :class:`Ticker` asks the runtime's :class:`~server.runtime.scheduler.TickScheduler` (policy
+``CATCH_UP``: players live in real time, so late ticks run back to back, at most three, and a
+longer stall drops the backlog instead of slowing the world clock) how long to wait, waits on
+its :class:`~server.runtime.scheduler.Clock`, calls ``step()`` and times it on the same clock.
+The loop body is :meth:`Ticker.tick_once`; :meth:`Ticker.run` repeats it until stopped, on a
+thread in the server (:meth:`Ticker.start`) or synchronously on a
+:class:`~server.runtime.scheduler.VirtualClock` in tests, where ``sleep`` advances time and
+nothing waits for real.
+
+Real time is :class:`ThreadClock`: ``time.perf_counter`` and a sleep that :meth:`stop` cuts
+short, so stopping never waits for a tick period.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from server.runtime.scheduler import Clock, Overload, TickScheduler
+
+#: Recent tick durations kept for the MSPT percentiles in /stats (about 34 s at 30 Hz).
+MSPT_WINDOW = 1024
+#: Seconds between ``on_second`` calls (the runtime's metrics are refreshed this often).
+SECOND = 1.0
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return 0.0
+    i = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
+    return sorted_values[i]
+
+
+class ThreadClock:
+    """Real time for a ticker thread: ``perf_counter``, and a sleep that ``wake`` interrupts."""
+
+    def __init__(self) -> None:
+        self._wake = threading.Event()
+
+    def now(self) -> float:
+        return time.perf_counter()
+
+    def sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            self._wake.wait(seconds)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+
+class Ticker:
+    """Fixed-rate tick loop driving ``step``.
+
+    Args:
+        step: runs one tick; returns what to hand to ``on_results`` (falsy: nothing).
+        tick_rate: ticks per second.
+        clock: the clock to wait on and time with (default: real time, :class:`ThreadClock`).
+        on_results: called with each tick's results (on the ticker's thread).
+        on_second: called about once a second of clock time, after a tick.
+        on_fault: called once if ``step`` raises; the loop then stops (the fault is logged
+            with its traceback and kept in :attr:`fault`).
+        observe: called with each tick's duration in seconds (e.g. a histogram's ``observe``).
+    """
+
+    def __init__(self, step: Callable[[], Any], tick_rate: float, *, clock: Clock | None = None,
+                 on_results: Callable[[Any], None] | None = None,
+                 on_second: Callable[[], None] | None = None,
+                 on_fault: Callable[[], None] | None = None,
+                 observe: Callable[[float], None] | None = None) -> None:
+        self.step = step
+        self.dt = 1.0 / tick_rate
+        self.clock: Clock = clock if clock is not None else ThreadClock()
+        self.on_results = on_results
+        self.on_second = on_second
+        self.on_fault = on_fault
+        self.observe = observe
+        self.scheduler = TickScheduler(rate=tick_rate, overload=Overload.CATCH_UP)
+        self.durations: deque[float] = deque(maxlen=MSPT_WINDOW)   # milliseconds
+        # stats() sorts the durations on another thread while the ticker appends: on a
+        # free-threaded build that races (deque mutated during iteration) without a lock.
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_second = -1e18
+        self.ticks = 0
+        self.fault: str | None = None
+        self.started: float | None = None
+
+    # ---- the loop -----------------------------------------------------------------------------
+    def begin(self) -> None:
+        """Start the schedule now (the first tick is due at once)."""
+        self.started = self.clock.now()
+        self.scheduler.start(self.started)
+
+    def tick_once(self) -> None:
+        """Wait until the next tick is due, run it and account for it."""
+        clock = self.clock
+        sched = self.scheduler
+        clock.sleep(sched.delay(clock.now()))
+        if self._stop.is_set():
+            return
+        start = clock.now()
+        sched.begin(start)
+        results = self.step()
+        end = clock.now()
+        sched.end(end)
+        with self._lock:
+            self.durations.append((end - start) * 1e3)
+        self.ticks += 1
+        if self.observe is not None:
+            self.observe(end - start)
+        if results and self.on_results is not None:
+            self.on_results(results)
+        if start - self._last_second >= SECOND:
+            self._last_second = start
+            if self.on_second is not None:
+                self.on_second()
+
+    def run(self, ticks: int | None = None) -> None:
+        """Tick until :meth:`stop` (or ``ticks`` ticks); a fault in ``step`` ends the loop."""
+        if self.started is None:
+            self.begin()
+        try:
+            n = 0
+            while not self._stop.is_set() and (ticks is None or n < ticks):
+                self.tick_once()
+                n += 1
+        except Exception as exc:  # a runtime bug or fault: log it with context, stop ticking
+            self.fault = f"{type(exc).__name__}: {exc}"
+            print(f"paratick: ticker stopped after {self.ticks} ticks: {self.fault}",
+                  file=sys.stderr)
+            traceback.print_exc()
+            if self.on_fault is not None:
+                self.on_fault()
+
+    def start(self) -> None:
+        """Run on a thread of its own."""
+        self.begin()
+        self._thread = threading.Thread(target=self.run, name="paratick-ticker", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop after the tick in progress (a wait for the next one is cut short)."""
+        self._stop.set()
+        wake = getattr(self.clock, "wake", None)
+        if wake is not None:
+            wake()
+        if self._thread is not None and self._thread.is_alive():
+            self._thread.join()
+
+    @property
+    def running(self) -> bool:
+        """Whether the ticker's thread is ticking."""
+        return self._thread is not None and self._thread.is_alive()
+
+    # ---- statistics ---------------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        """Ticks, the tick rate achieved, MSPT over the last :data:`MSPT_WINDOW` ticks."""
+        with self._lock:
+            d = sorted(self.durations)
+        elapsed = self.clock.now() - self.started if self.started is not None else 0.0
+        sched = self.scheduler.stats
+        return {"ticks": self.ticks, "tick_rate_target": 1.0 / self.dt,
+                "tick_rate_actual": self.ticks / elapsed if elapsed > 0 else 0.0,
+                "mspt_mean": sum(d) / len(d) if d else 0.0, "mspt_p50": _percentile(d, 0.50),
+                "mspt_p95": _percentile(d, 0.95), "mspt_p99": _percentile(d, 0.99),
+                "mspt_max": d[-1] if d else 0.0, "budget_ms": self.dt * 1e3,
+                "deadline_misses": sched.deadline_misses, "skipped": sched.skipped,
+                "catch_up_ticks": sched.catch_up_ticks, "fault": self.fault}

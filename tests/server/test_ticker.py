@@ -1,0 +1,81 @@
+"""The tick loop on a virtual clock: no thread, no real sleep."""
+
+from __future__ import annotations
+
+import pytest
+
+from server.runtime.scheduler import VirtualClock
+from server.ticker import MSPT_WINDOW, ThreadClock, Ticker
+
+
+def make(step_seconds: list[float], clock: VirtualClock, **kw: object) -> tuple[Ticker, list[int]]:
+    """A ticker whose n-th tick takes step_seconds[n % len] of virtual time."""
+    calls: list[int] = []
+
+    def step() -> list[int]:
+        n = len(calls)
+        calls.append(n)
+        clock.advance(step_seconds[n % len(step_seconds)])
+        return [n]
+
+    return Ticker(step, 32.0, clock=clock, **kw), calls  # type: ignore[arg-type]
+
+
+def test_ticks_on_time_at_the_rate() -> None:
+    clock = VirtualClock()
+    results: list[list[int]] = []
+    seconds: list[float] = []
+    t, calls = make([1 / 128], clock, on_results=results.append,
+                    on_second=lambda: seconds.append(clock.now()))
+    t.run(ticks=64)
+    assert len(calls) == 64 and t.ticks == 64
+    assert clock.now() == pytest.approx(63 / 32 + 1 / 128)  # 64 ticks due every 1/32 s
+    assert results == [[n] for n in range(64)]
+    assert seconds == [1 / 128, 1 + 1 / 128]  # after the tick, once a second of clock time
+    st = t.stats()
+    assert st["mspt_p50"] == st["mspt_max"] == pytest.approx(1000 / 128)
+    assert st["deadline_misses"] == 0 and st["tick_rate_target"] == 32.0
+    assert st["tick_rate_actual"] == pytest.approx(64 / clock.now())
+
+
+def test_late_ticks_catch_up_then_drop_the_backlog() -> None:
+    clock = VirtualClock()
+    # One tick of 0.5 s (16 periods) in a run of fast ones.
+    t, _ = make([1 / 256] * 4 + [0.5] + [1 / 256] * 20, clock)
+    t.run(ticks=25)
+    st = t.stats()
+    assert st["deadline_misses"] >= 1 and st["catch_up_ticks"] == 3
+    assert st["skipped"] > 0  # the rest of the backlog was dropped, not run in a burst
+    assert st["mspt_max"] == pytest.approx(500.0)
+
+
+def test_a_fault_stops_the_loop_and_is_reported(capsys: pytest.CaptureFixture[str]) -> None:
+    clock = VirtualClock()
+    faults: list[bool] = []
+
+    def step() -> None:
+        clock.advance(0.001)
+        if clock.now() > 0.1:
+            raise RuntimeError("worker lost")
+
+    t = Ticker(step, 32.0, clock=clock, on_fault=lambda: faults.append(True))
+    t.run(ticks=100)
+    assert t.fault == "RuntimeError: worker lost" and faults == [True]
+    assert 0 < t.ticks < 100 and "ticker stopped" in capsys.readouterr().err
+
+
+def test_window_is_bounded_and_histogram_sees_every_tick() -> None:
+    clock = VirtualClock()
+    seen: list[float] = []
+    t, _ = make([0.001], clock, observe=seen.append)
+    t.run(ticks=MSPT_WINDOW + 10)
+    assert len(t.durations) == MSPT_WINDOW and len(seen) == MSPT_WINDOW + 10
+
+
+def test_stop_cuts_a_real_wait_short() -> None:
+    import time
+    t = Ticker(lambda: None, 0.1, clock=ThreadClock())  # a tick every 10 s
+    t.start()
+    t0 = time.monotonic()
+    t.stop()  # the thread is waiting for the next tick, or about to
+    assert time.monotonic() - t0 < 1.0 and not t.running and t.ticks <= 1
