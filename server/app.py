@@ -1,40 +1,30 @@
-"""The websocket game server: connections on the event loop, ticks on a thread, snapshots in
-workers.
+"""The websocket game server: gateways own the connections, a ticker thread ticks the world,
+the runtime's workers build the snapshots.
 
 Theory of operation
 -------------------
-Where a byte from a client goes: websockets (asyncio) reads it through
-:class:`server.transport.GuardedConnection` (control-frame budget, read backpressure, descriptor
-gate) -> :meth:`GameServer._read` -> :meth:`Connection.receive_frame
-<server.connection.Connection.receive_frame>`, the sans-I/O connection rules (limits, phase,
-decode) -> :meth:`GameServer._apply` carries out the events: a hello claims a session
-(:mod:`server.sessions`), an input is stored as the entity's *pending* input (last one wins) under
-a lock.
+:class:`GameServer` is the hub.  It owns the runtime, the ticker, the session table and the
+connection caps; client connections belong to gateways (:mod:`server.gateway`): event loops that
+run the handshake, the connection rules (:mod:`server.connection`) and the writers.  With
+``gateways=0`` a single gateway runs on the hub's own event loop (the single-loop server); with
+G >= 1, G gateways run on threads of their own, all listening on one port.
 
-Where a tick happens: the ticker thread (:class:`Ticker`) wakes at the absolute deadlines of the
-runtime's :class:`~server.runtime.TickScheduler` (no drift; catch-up policy), swaps the pending
-inputs out under the lock, and calls
-``Runtime.step(inputs, view, jobs)``.  Inputs are therefore applied at the next tick boundary by
-whichever shard owns the entity.  On snapshot ticks (``snapshot_rate`` of ``tick_rate``, spread
-evenly) the step carries one job per playing session; the runtime's workers run
-:class:`server.snapshots.SnapshotHook` in parallel and return encoded frames.  The ticker hands
-them to the event loop with one ``call_soon_threadsafe`` per tick.
+Where a byte from a client goes: a gateway reads and checks it; a hello becomes
+:meth:`GameServer.claim` (a session from :mod:`server.sessions`), an input
+:meth:`GameServer.submit`: it is stored as the entity's *pending* input (last one wins) under
+the hub's lock, whichever gateway took it.
 
-Where a byte to a client goes: each connection has a writer task and two bounded queues: control
-messages (welcome, errors, bye; errors beyond :data:`CONTROL_QUEUE` are dropped and counted) and
-snapshots (at most ``send_queue``; when full the *oldest unsent* snapshot is dropped and counted:
-a newer snapshot supersedes it, and the client's acked baseline stays valid).  The writer awaits
-``send``, whose backpressure (websockets' ``write_limit``) is what makes a slow client's queue
-fill; a client that stops reading altogether is aborted after ``write_stall_timeout``.
+Where a tick happens: the ticker thread (:class:`server.ticker.Ticker`) wakes at the absolute
+deadlines of the runtime's :class:`~server.runtime.TickScheduler` (no drift; catch-up policy),
+swaps the pending inputs out under the lock, and calls ``Runtime.step(inputs, view, jobs)``.
+Inputs are therefore applied exactly once, at the next tick boundary, by whichever shard owns the
+entity.  On snapshot ticks (``snapshot_rate`` of ``tick_rate``, spread evenly) the step carries
+one job per playing session; the runtime's workers run :class:`server.snapshots.SnapshotHook` in
+parallel and return encoded frames, which the hub hands to each gateway with one call per
+gateway per tick.
 
-HTTP on the same port (``process_request``): ``GET /stats`` (JSON) and ``GET /metrics``
-(Prometheus text format, written by hand: a flat gauge per numeric leaf of /stats, no new
-dependency).
-
-Bad input never raises out of a handler: the connection rules turn every
-:class:`~server.protocol.ProtocolError` into an ``error`` message, and close the connection only
-where they must (the close codes are listed in :mod:`server.connection`).  One timer
-(:meth:`GameServer._timer_loop`) expires sessions and applies the hello and idle timeouts.
+HTTP on the same port (``process_request`` of every gateway): ``GET /stats`` (JSON) and
+``GET /metrics`` (Prometheus text format).
 """
 
 from __future__ import annotations
@@ -43,37 +33,29 @@ import asyncio
 import contextlib
 import ipaddress
 import json
+import os
 import ssl
 import sys
 import threading
 import time
-import traceback
-from collections import Counter, deque
-from collections.abc import Callable, Iterable
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from http import HTTPStatus
 from typing import Any
 
 from server.connection import (
     CLOSE_GOING_AWAY,
-    CLOSE_INTERNAL,
     CLOSE_POLICY,
-    CLOSE_TOO_BIG,
     CLOSE_TRY_LATER,
     TIMER_RESOLUTION,
-    ByeReceived,
-    CloseConnection,
-    Connection,
     ConnectionLimits,
-    ConnectionPhase,
     ControlLimits,
     Event,
-    HelloReceived,
-    InputReceived,
-    SendMessage,
 )
-from server.protocol import SUBPROTOCOLS, ErrorCode, Welcome, codec_for
-from server.sessions import BadToken, Clock, PoolExhausted, Session, SessionTable
+from server.gateway import Client, Gateway, GatewayThread
+from server.protocol import ErrorCode, Hello, Input, Welcome
+from server.sessions import BadToken, Clock, PoolExhausted, SessionTable
 from server.ticker import Ticker
 from server.transport import (
     SEND_BUFFER,
@@ -87,22 +69,27 @@ from sim.config import WorldConfig
 from sim.entities import InputRow
 from sim.world import spawn
 
-#: Per-connection control-message queue bound (welcome, errors, bye): a peer that provokes more
-#: errors than this before its writer catches up loses the extra error messages (counted).  The
-#: few messages that are never dropped (welcome, the error before a close, bye) fit in a small
-#: margin above it, so the queue is bounded either way.
-CONTROL_QUEUE = 16
-_CONTROL_MARGIN = 4
-#: Library-level frame cap, as a multiple of the protocol limit: frames between the two get an
-#: ``error`` message before the 1009 close; larger ones are refused by websockets itself.
-HARD_FRAME_FACTOR = 16
-#: Seconds shutdown waits for writers to flush bye messages and for closing handshakes; after it
-#: the remaining connections are aborted, so SIGINT/SIGTERM always stop the server within about
-#: twice this (flush, then the closing handshakes websockets waits for).
-FLUSH_TIMEOUT = 2.0
 #: Transports (handshakes included) admitted per address beyond ``max_per_address``, so that a
 #: client over the cap gets a ``too_many_connections`` error rather than a reset.
 TRANSPORT_SLACK = 16
+
+
+#: More gateways than this would only add threads that contend for the same cores.
+MAX_GATEWAYS = 64
+
+
+def default_gateways(*, free_threaded: bool | None = None, cores: int | None = None) -> int:
+    """Gateways to run by default: one per usable core (at most 8) on a free-threaded build
+    with at least two cores, where they run in parallel; 0 (the single-loop server) with the
+    GIL, where gateway threads would only take turns."""
+    if free_threaded is None:
+        import sysconfig
+        free_threaded = bool(sysconfig.get_config_var("Py_GIL_DISABLED")) and not (
+            getattr(sys, "_is_gil_enabled", lambda: True)())
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+            os.cpu_count() or 1)
+    return min(cores, 8) if free_threaded and cores >= 2 else 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -136,6 +123,9 @@ class ServerSettings:
         certfile, keyfile: PEM certificate chain and key: serve wss:// (TLS).
         public_stats: answer ``/stats`` and ``/metrics`` to everyone even when not bound to
             loopback (by default they answer loopback clients only there).
+        gateways: event loops serving clients, each on a thread of its own, all on one port;
+            0 serves every client from the caller's event loop (:func:`default_gateways`
+            chooses from the build and the cores).
     """
 
     host: str = "127.0.0.1"
@@ -164,6 +154,7 @@ class ServerSettings:
     certfile: str | None = None
     keyfile: str | None = None
     public_stats: bool = False
+    gateways: int = 0
 
     def __post_init__(self) -> None:
         for name in ("snapshot_rate", "grace"):
@@ -174,6 +165,8 @@ class ServerSettings:
                 raise ValueError(f"{name} must be >= 1")
         if self.npcs < 0:
             raise ValueError("npcs must be >= 0")
+        if not 0 <= self.gateways <= MAX_GATEWAYS:
+            raise ValueError(f"gateways must be in 0..{MAX_GATEWAYS}, got {self.gateways}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in 0..65535, got {self.port}")
         if (self.certfile is None) != (self.keyfile is None):
@@ -220,36 +213,24 @@ def default_runtime_factory() -> RuntimeFactory:
     return Runtime
 
 
-# ---- connections ------------------------------------------------------------------------------
-class Client:
-    """One websocket connection on the event loop: the connection rules plus its queues.
-
-    Args:
-        ws: the websockets connection.
-        addr: the peer's IP address.
-        conn: the connection rules (:class:`server.connection.Connection`).
-        queue: unsent snapshots kept (the oldest is dropped beyond it).
-    """
-
-    def __init__(self, ws: Any, addr: str, conn: Connection, queue: int) -> None:
-        self.ws = ws
-        self.addr = addr
-        self.conn = conn
-        self.session: Session | None = None
-        self.control: deque[bytes | str] = deque(maxlen=CONTROL_QUEUE + _CONTROL_MARGIN)
-        self.snapshots: deque[bytes | str] = deque(maxlen=queue)
-        self.wake = asyncio.Event()
-
-
 # ---- the server ---------------------------------------------------------------------------------
 class GameServer:
-    """A websocket front end over one runtime.  Use as ``async with GameServer(...) as srv``.
+    """The hub: one runtime and its ticker, the sessions, and the gateways that serve clients.
+
+    Use as ``async with GameServer(...) as srv``.  With ``settings.gateways == 0`` the one
+    gateway runs on the caller's event loop; with G >= 1 each of G gateways runs its own event
+    loop on its own thread, all listening on one port (``SO_REUSEPORT``).
+
+    Thread safety: gateways call :meth:`admit`, :meth:`claim`, :meth:`submit` and
+    :meth:`release` from their loops and the ticker calls :meth:`_tick_once` and :meth:`_post`
+    from its thread; all shared state (sessions, the caps' counts, pending inputs, players,
+    which client holds which session) is guarded by one lock, held for a few dict operations.
 
     Args:
         world: the world configuration; ``view_radius`` must be > 0 (the AOI radius).
         settings: server settings (:class:`ServerSettings`).
         runtime_factory: ``Runtime``-compatible class (default :func:`default_runtime_factory`).
-        clock: monotonic seconds for sessions, rate limits and the tick schedule.
+        clock: monotonic seconds for sessions and the connection rules' timers.
     """
 
     def __init__(self, world: WorldConfig, settings: ServerSettings | None = None, *,
@@ -261,16 +242,23 @@ class GameServer:
         self.settings = s = settings or ServerSettings()
         self.clock = clock
         self._factory = runtime_factory
-        self.sessions = SessionTable(range(s.players), grace=s.grace, clock=clock)
         self.limits = s.connection_limits()
-        self.counters: Counter[str] = Counter()
-        self.errors_sent: Counter[str] = Counter()
-        self.clients: set[Client] = set()
-        self.per_address: Counter[str] = Counter()
-        self.by_sid: dict[int, Client] = {}
-        self.peak = 0
-        # Shared with the ticker thread, guarded by _lock.
+        self.log = BurstLog(clock=clock)
+        self.guard = TransportGuard(s.transport_limits(s.max_connections, s.max_per_address),
+                                    on_refused=self._on_refused)
+        #: Connection caps in force (the settings', lowered to what the descriptor limit allows).
+        self.max_connections = s.max_connections
+        self.max_per_address = s.max_per_address
+        self.descriptors: DescriptorBudget | None = None
+        self.gateways: list[Gateway] = []
+        self._threads: list[GatewayThread] = []
+        # Shared between the gateways and the ticker thread, guarded by _lock.
         self._lock = threading.Lock()
+        self.sessions = SessionTable(range(s.players), grace=s.grace, clock=clock)
+        self.by_sid: dict[int, Client] = {}
+        self.per_address: Counter[str] = Counter()
+        self._open = 0
+        self.counters: Counter[str] = Counter()                   # hub-level: hellos, resumes
         self._pending: dict[int, tuple[int, InputRow]] = {}      # entity -> (sid, input)
         self._players: dict[int, list[Any]] = {}                  # sid -> [entity, codec, base]
         # Ticker-thread only.
@@ -279,27 +267,17 @@ class GameServer:
         self._runtime_metrics: dict[str, Any] = {}
         self.runtime: Any = None
         self.ticker: Ticker | None = None
-        self._server: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._started = 0.0
         self._expiry_task: asyncio.Task[None] | None = None
         self.port = s.port
         self.closed = False
-        #: Connection caps in force (the settings', lowered to what the descriptor limit allows).
-        self.max_connections = s.max_connections
-        self.max_per_address = s.max_per_address
-        self.descriptors: DescriptorBudget | None = None
-        self.log = BurstLog(clock=clock)
-        self.guard = TransportGuard(s.transport_limits(s.max_connections, s.max_per_address),
-                                    on_refused=self._on_refused)
         #: Set when the ticker stopped on an exception: the world no longer advances, so the
         #: owner should stop the server (``paratick serve`` does, exit status 1).
         self.failed = asyncio.Event()
 
     # ---- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
-        from websockets.asyncio.server import serve
-
         s = self.settings
         factory = self._factory or default_runtime_factory()
         rows = spawn(self.world, s.players + s.npcs, players=s.players)
@@ -313,28 +291,87 @@ class GameServer:
         loop.set_exception_handler(self.log.exception_handler())
         self._apply_descriptor_budget()
         try:
-            self._server = await serve(
-                self._handle, s.host, s.port,
-                subprotocols=list(SUBPROTOCOLS),  # type: ignore[arg-type]
-                select_subprotocol=_select_subprotocol,  # type: ignore[arg-type]
-                process_request=self._http,
-                max_size=s.max_frame * HARD_FRAME_FACTOR,
-                compression=None,  # per-message deflate costs CPU per frame at 1,000 clients
-                origins=self._origins(),  # type: ignore[arg-type]
-                ssl=self._ssl_context(),
-                close_timeout=FLUSH_TIMEOUT,
-                create_connection=self.guard.factory())  # type: ignore[arg-type]
+            await self._start_gateways(s.gateways)
         except BaseException:
+            await self._stop_gateways("server failed to start")
             await asyncio.to_thread(self.runtime.close)  # e.g. port in use: stop the workers
             self.runtime = None
             raise
-        self.port = self._server.sockets[0].getsockname()[1]
         self._started = self.clock()
         self._warn_if_exposed()
         self.ticker = Ticker(self._tick_once, self.world.tick_rate, on_results=self._post,
                              on_second=self._refresh_runtime_metrics, on_fault=self._post_fault)
         self.ticker.start()
-        self._expiry_task = asyncio.create_task(self._timer_loop())
+        self._expiry_task = asyncio.create_task(self._expiry_loop())
+
+    async def _start_gateways(self, count: int) -> None:
+        s = self.settings
+        if count == 0:
+            gw = Gateway(self, 0)
+            self.gateways.append(gw)
+            self.port = await gw.start(s.host, s.port, reuse_port=False)
+            return
+        port = s.port
+        for i in range(count):
+            gw = Gateway(self, i)
+            th = GatewayThread(gw)
+            self.gateways.append(gw)
+            self._threads.append(th)
+            port = await th.run(gw.start(s.host, port, reuse_port=True))
+        self.port = port
+
+    async def _stop_gateways(self, reason: str) -> None:
+        if not self._threads:
+            for gw in self.gateways:
+                await gw.stop(reason)
+            return
+        await asyncio.gather(*(th.run(th.gateway.stop(reason)) for th in self._threads),
+                             return_exceptions=True)
+        for th in self._threads:
+            await asyncio.to_thread(th.close)
+
+    async def stop(self, reason: str = "server shutting down") -> dict[str, Any]:
+        """Close every client (bye, then close 1001), stop ticking and the workers.
+
+        Within :data:`~server.gateway.FLUSH_TIMEOUT` clients get their bye and close;
+        connections still open then (clients that do not read) are aborted, so stopping is
+        bounded.
+
+        Returns:
+            The final stats.
+        """
+        if self.closed:
+            return self.stats()
+        self.closed = True
+        await self._stop_gateways(reason)
+        if self._expiry_task is not None:
+            self._expiry_task.cancel()
+        if self.ticker is not None:
+            await asyncio.to_thread(self.ticker.stop)
+        final = self.stats()
+        if self.runtime is not None:
+            await asyncio.to_thread(self.runtime.close)
+        return final
+
+    async def __aenter__(self) -> GameServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def fail_gateway(self, index: int, why: str = "injected fault") -> None:
+        """Lose gateway ``index`` (fault injection): its clients are closed with 1011 and
+        reconnect through the others.  Needs ``gateways >= 2``."""
+        if not self._threads or len(self._threads) < 2:
+            raise ValueError("a gateway can fail only with two or more gateway threads")
+        await self._threads[index].run(self.gateways[index].fail(why))
+
+    async def _expiry_loop(self) -> None:
+        while True:
+            await asyncio.sleep(TIMER_RESOLUTION)
+            with self._lock:
+                self.sessions.expire()
 
     def _apply_descriptor_budget(self) -> None:
         """Lower the connection caps to what RLIMIT_NOFILE allows (raising it where it can)."""
@@ -353,14 +390,14 @@ class GameServer:
                   f"{self.max_connections} in total and {self.max_per_address} per address "
                   "(raise it with `ulimit -n`)", file=sys.stderr, flush=True)
 
-    def _origins(self) -> list[str | None] | None:
+    def origins(self) -> list[str | None] | None:
         """websockets' ``origins``: None checks nothing; None in the list admits no Origin."""
         s = self.settings
         if not s.origins and s.loopback:
             return None
         return [None, *s.origins]
 
-    def _ssl_context(self) -> ssl.SSLContext | None:
+    def ssl_context(self) -> ssl.SSLContext | None:
         s = self.settings
         if s.certfile is None or s.keyfile is None:
             return None
@@ -385,61 +422,91 @@ class GameServer:
                       f"open in all, {lim.max_per_address} per address, from the descriptor "
                       f"limit and --max-per-address); {refused} refused so far")
 
-    async def stop(self, reason: str = "server shutting down") -> dict[str, Any]:
-        """Close every client (bye, then close 1001), stop ticking and the workers.
+    # ---- what gateways ask (any gateway's thread) ----------------------------------------------
+    def admit(self, addr: str) -> tuple[ErrorCode, str, int] | None:
+        """Count a new connection from ``addr``; the refusal (code, reason, close code) when a
+        cap is reached or the server is stopping, else None.  Every call is matched by one
+        :meth:`release` (with ``admitted`` saying whether this returned None)."""
+        with self._lock:
+            if self.closed:
+                return ErrorCode.SHUTDOWN, "server shutting down", CLOSE_GOING_AWAY
+            if self.per_address[addr] >= self.max_per_address:
+                self.counters["rejected_address"] += 1
+                return (ErrorCode.TOO_MANY_CONNECTIONS,
+                        f"at most {self.max_per_address} connections per address", CLOSE_POLICY)
+            if self._open >= self.max_connections:
+                self.counters["rejected_full"] += 1
+                return ErrorCode.SERVER_FULL, "too many connections", CLOSE_TRY_LATER
+            self.per_address[addr] += 1
+            self._open += 1
+            self.counters["peak"] = max(self.counters["peak"], self._open)
+            return None
 
-        Within :data:`FLUSH_TIMEOUT` clients get their bye and close; connections still open
-        then (clients that do not read) are aborted, so stopping is bounded.
+    def claim(self, c: Client, hello: Hello) -> list[Event]:
+        """A hello: a new session, or the one its token names (taken from its old connection,
+        on whichever gateway that is)."""
+        with self._lock:
+            try:
+                session, resumed = self.sessions.open(hello.name, hello.token)
+            except BadToken as exc:
+                refusal: tuple[ErrorCode, str, int | None] = (ErrorCode.BAD_TOKEN, str(exc),
+                                                              None)
+            except PoolExhausted as exc:
+                self.counters["rejected_full"] += 1
+                refusal = (ErrorCode.SERVER_FULL, str(exc), CLOSE_TRY_LATER)
+            else:
+                refusal = None  # type: ignore[assignment]
+                old = self.by_sid.get(session.sid)
+                self.by_sid[session.sid] = c
+                self._players[session.sid] = [session.entity, c.conn.codec.name, -1]
+                c.session = session
+                self.counters["resumed" if resumed else "hellos"] += 1
+                tick = self.tick
+        if refusal is not None:
+            return c.conn.refuse(*refusal)
+        if old is not None and old is not c:
+            old.gateway.call_soon(old.gateway.replace, old)
+        w = self.world
+        return c.conn.welcome(Welcome(
+            entity=session.entity, token=session.token, tick=tick, tick_rate=w.tick_rate,
+            snapshot_rate=self.settings.snapshot_rate, width=w.width, height=w.height,
+            view_radius=w.view_radius, resumed=resumed))
 
-        Returns:
-            The final stats.
-        """
-        if self.closed:
-            return self.stats()
-        self.closed = True
-        if self._server is not None:
-            self._server.close(close_connections=False)  # stop accepting
-        for c in list(self.clients):
-            self._apply(c, c.conn.shutdown(reason))
-        if self.clients:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(FLUSH_TIMEOUT):
-                    while self.clients:
-                        await asyncio.sleep(0.01)
-        for c in list(self.clients):  # not reading: no flush will ever come
-            with contextlib.suppress(Exception):
-                c.ws.transport.abort()
-        if self._server is not None:
-            self._server.close(close_connections=True)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(2 * FLUSH_TIMEOUT):
-                    await self._server.wait_closed()
-        if self._expiry_task is not None:
-            self._expiry_task.cancel()
-        if self.ticker is not None:
-            await asyncio.to_thread(self.ticker.stop)
-        final = self.stats()
-        if self.runtime is not None:
-            await asyncio.to_thread(self.runtime.close)
-        return final
+    def submit(self, c: Client, msg: Input) -> None:
+        """An input for the next tick boundary (the newest per entity wins)."""
+        session = c.session
+        if session is None:  # replaced by another connection: its inputs are not ours
+            return
+        session.last_seq = msg.seq
+        row: InputRow = (session.entity, msg.seq, msg.thrust, msg.turn, msg.action)
+        with self._lock:
+            if self.by_sid.get(session.sid) is not c:
+                return
+            self._pending[session.entity] = (session.sid, row)
+            if msg.ack is not None and msg.ack <= self.tick:
+                p = self._players.get(session.sid)
+                if p is not None:
+                    p[2] = msg.ack
 
-    async def __aenter__(self) -> GameServer:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
-    async def _timer_loop(self) -> None:
-        """Session expiry and the connections' hello and idle timeouts, one timer for all."""
-        while True:
-            await asyncio.sleep(TIMER_RESOLUTION)
-            self.sessions.expire()
-            now = self.clock()
-            for c in list(self.clients):
-                due = c.conn.deadline()
-                if due is not None and now >= due:
-                    self._apply(c, c.conn.check_timeouts(now))
+    def release(self, c: Client, *, admitted: bool) -> None:
+        """``c`` is gone: free its place under the caps; detach (or end) its session."""
+        session = c.session
+        with self._lock:
+            if admitted:
+                self._open -= 1
+                self.per_address[c.addr] -= 1
+                if self.per_address[c.addr] <= 0:
+                    del self.per_address[c.addr]
+            if session is None or self.by_sid.get(session.sid) is not c:
+                return
+            del self.by_sid[session.sid]
+            neutral: InputRow = (session.entity, max(0, session.last_seq), 0.0, 0.0, 0)
+            self._players.pop(session.sid, None)
+            self._pending[session.entity] = (session.sid, neutral)  # stop the idle entity
+            if c.conn.said_bye:
+                self.sessions.close(session)
+            else:
+                self.sessions.detach(session)
 
     # ---- ticker side (runs on the ticker thread) -------------------------------------------------
     def _is_snapshot_tick(self, tick: int) -> bool:
@@ -479,186 +546,21 @@ class GameServer:
                 loop.call_soon_threadsafe(self.failed.set)
 
     def _post(self, results: list[Any]) -> None:
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return
-        with contextlib.suppress(RuntimeError):  # loop closing during shutdown
-            loop.call_soon_threadsafe(self._deliver, results)
-
-    # ---- event-loop side ----------------------------------------------------------------------
-    def _deliver(self, results: list[Any]) -> None:
-        by_sid = self.by_sid
-        for sid, payload in results:
-            c = by_sid.get(sid)
-            if c is None or c.conn.close_code is not None:
-                continue
-            if len(c.snapshots) == c.snapshots.maxlen:
-                self.counters["snapshots_dropped"] += 1
-            c.snapshots.append(payload)
-            c.wake.set()
-
-    async def _writer(self, c: Client) -> None:
-        ws = c.ws
-        conn = c.conn
-        count = self.counters
-        while True:
-            await c.wake.wait()
-            c.wake.clear()
-            while c.control or c.snapshots:
-                if c.control:
-                    data = c.control.popleft()
-                else:
-                    data = c.snapshots.popleft()
-                    count["snapshots_out"] += 1
-                await ws.send(data)
-                count["messages_out"] += 1
-                count["bytes_out"] += len(data)
-            if conn.close_code is not None:
-                # Closing here (not in the reader) also ends the reader's ``async for``.
-                await ws.close(conn.close_code, conn.close_reason)
-                return
-
-    def _apply(self, c: Client, events: list[Event]) -> None:
-        """Carry out what the connection rules decided."""
-        for ev in events:
-            if isinstance(ev, InputReceived):
-                self._on_input(c, ev)
-            elif isinstance(ev, SendMessage):
-                if ev.droppable and len(c.control) >= CONTROL_QUEUE:
-                    self.counters["errors_dropped"] += 1
-                    continue
-                c.control.append(c.conn.codec.encode(ev.message))
-                c.wake.set()
-            elif isinstance(ev, HelloReceived):
-                self._apply(c, self._on_hello(c, ev))
-            elif isinstance(ev, CloseConnection):
-                c.wake.set()  # the writer flushes what is queued, then closes
-            else:
-                assert isinstance(ev, ByeReceived)
-
-    async def _handle(self, ws: Any) -> None:
-        addr = str(ws.remote_address[0]) if ws.remote_address else "?"
-        conn = Connection(codec_for(ws.subprotocol), self.limits, now=self.clock(),
-                          counters=self.counters, errors_sent=self.errors_sent)
-        c = Client(ws, addr, conn, self.settings.send_queue)
-        self.counters["connections_accepted"] += 1
-        writer = asyncio.create_task(self._writer(c))
-        self.clients.add(c)
-        self.per_address[addr] += 1
-        self.peak = max(self.peak, len(self.clients))
-        try:
-            if self.closed:
-                self._apply(c, conn.refuse(ErrorCode.SHUTDOWN, "server shutting down",
-                                           CLOSE_GOING_AWAY))
-            elif self.per_address[addr] > self.max_per_address:
-                self.counters["rejected_address"] += 1
-                self._apply(c, conn.refuse(
-                    ErrorCode.TOO_MANY_CONNECTIONS,
-                    f"at most {self.max_per_address} connections per address", CLOSE_POLICY))
-            elif len(self.clients) > self.max_connections:
-                self.counters["rejected_full"] += 1
-                self._apply(c, conn.refuse(ErrorCode.SERVER_FULL, "too many connections",
-                                           CLOSE_TRY_LATER))
-            else:
-                await self._read(c)
-        except Exception as exc:  # a bug of ours: log it, tell the client nothing specific
-            if not _is_closed_error(exc):
-                self.counters["internal_errors"] += 1
-                print(f"paratick: connection handler error ({addr}): {exc!r}", file=sys.stderr)
-                traceback.print_exc()
-                self._apply(c, conn.abort(CLOSE_INTERNAL, "internal error"))
-        finally:
-            if conn.close_code is None:
-                conn.abort(1000, "")
-            c.wake.set()
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(FLUSH_TIMEOUT):
-                    await writer
-            if not writer.done():  # a client that does not read: close without flushing
-                writer.cancel()
-                with contextlib.suppress(Exception):
-                    c.ws.transport.abort()
-            self._disconnect(c)
-
-    async def _read(self, c: Client) -> None:
-        from websockets.exceptions import ConnectionClosed
-
-        conn = c.conn
-        clock = self.clock
-        try:
-            async for data in c.ws:
-                # After a close was decided the connection returns nothing, but keep draining:
-                # websockets stops reading the socket when max_queue frames are unconsumed, and
-                # then it would never see the peer's close frame.
-                events = conn.receive_frame(data, clock())
-                if events:
-                    self._apply(c, events)
-        except ConnectionClosed as exc:
-            if conn.close_code is None and (exc.rcvd is None or exc.rcvd.code != 1000):
-                self.counters["connections_dropped"] += 1
-            if exc.sent is not None and exc.sent.code == CLOSE_TOO_BIG \
-                    and conn.close_code is None:
-                self.errors_sent[str(ErrorCode.TOO_LARGE)] += 1  # websockets closed it itself
-
-    def _on_hello(self, c: Client, ev: HelloReceived) -> list[Event]:
-        msg = ev.hello
-        try:
-            session, resumed = self.sessions.open(msg.name, msg.token)
-        except BadToken as exc:
-            return c.conn.refuse(ErrorCode.BAD_TOKEN, str(exc))
-        except PoolExhausted as exc:
-            self.counters["rejected_full"] += 1
-            return c.conn.refuse(ErrorCode.SERVER_FULL, str(exc), CLOSE_TRY_LATER)
-        old = self.by_sid.get(session.sid)
-        if old is not None and old is not c:
-            old.session = None  # the session now belongs to the new connection
-            self._apply(old, old.conn.replaced())
-        c.session = session
-        self.by_sid[session.sid] = c
+        """Hand each gateway its clients' frames: one call per gateway per tick."""
+        per: dict[Gateway, list[tuple[Client, Any]]] = {}
         with self._lock:
-            self._players[session.sid] = [session.entity, c.conn.codec.name, -1]
-        self.counters["resumed" if resumed else "hellos"] += 1
-        w = self.world
-        return c.conn.welcome(Welcome(
-            entity=session.entity, token=session.token, tick=self.tick, tick_rate=w.tick_rate,
-            snapshot_rate=self.settings.snapshot_rate, width=w.width, height=w.height,
-            view_radius=w.view_radius, resumed=resumed))
-
-    def _on_input(self, c: Client, ev: InputReceived) -> None:
-        msg = ev.input
-        session = c.session
-        if session is None:  # replaced by another connection: its inputs are not ours
-            return
-        session.last_seq = msg.seq
-        row: InputRow = (session.entity, msg.seq, msg.thrust, msg.turn, msg.action)
-        with self._lock:
-            self._pending[session.entity] = (session.sid, row)
-            if msg.ack is not None and msg.ack <= self.tick:
-                p = self._players.get(session.sid)
-                if p is not None:
-                    p[2] = msg.ack
-
-    def _disconnect(self, c: Client) -> None:
-        self.clients.discard(c)
-        self.per_address[c.addr] -= 1
-        if self.per_address[c.addr] <= 0:
-            del self.per_address[c.addr]
-        c.conn.closed()
-        session = c.session
-        if session is None or self.by_sid.get(session.sid) is not c:
-            return
-        del self.by_sid[session.sid]
-        neutral: InputRow = (session.entity, max(0, session.last_seq), 0.0, 0.0, 0)
-        with self._lock:
-            self._players.pop(session.sid, None)
-            self._pending[session.entity] = (session.sid, neutral)  # stop the idle entity
-        if c.conn.said_bye:
-            self.sessions.close(session)
-        else:
-            self.sessions.detach(session)
+            by_sid = self.by_sid
+            for sid, payload in results:
+                c = by_sid.get(sid)
+                if c is not None:
+                    per.setdefault(c.gateway, []).append((c, payload))
+        for gw, items in per.items():
+            gw.call_soon(gw.deliver, items)
 
     # ---- HTTP ------------------------------------------------------------------------------------
-    def _http(self, connection: Any, request: Any) -> Any:
+    def http(self, connection: Any, request: Any) -> Any:
+        """``process_request`` of every gateway: /stats and /metrics; None lets the websocket
+        handshake go on."""
         path = request.path.split("?", 1)[0]
         if path not in ("/stats", "/metrics"):
             return None  # continue with the websocket handshake
@@ -677,69 +579,55 @@ class GameServer:
         return resp
 
     def stats(self) -> dict[str, Any]:
-        """JSON-ready server statistics (what ``GET /stats`` returns)."""
-        c = self.counters
-        playing = sum(1 for x in self.clients if x.conn.phase is ConnectionPhase.PLAYING)
-        g = self.guard.counters
+        """JSON-ready server statistics (what ``GET /stats`` returns); any thread."""
+        gws = [gw.stats() for gw in self.gateways]
+        counts: Counter[str] = Counter()
+        errors: Counter[str] = Counter()
+        for gw in self.gateways:
+            counts.update(dict(gw.counters))
+            errors.update(dict(gw.errors_sent))
+        with self._lock:
+            hub = dict(self.counters)
+            active, free = len(self.sessions.by_sid), self.sessions.free
+            session_counts = dict(self.sessions.counters)
+            addresses = len(self.per_address)
+        g = dict(self.guard.counters)
         return {
             "tick": self.tick,
             "uptime_s": self.clock() - self._started if self._started else 0.0,
             "ticker": self.ticker.stats() if self.ticker else {},
-            "connections": {"open": len(self.clients), "playing": playing, "peak": self.peak,
-                            "accepted": c["connections_accepted"],
-                            "dropped": c["connections_dropped"],
-                            "rejected_address": c["rejected_address"],
-                            "rejected_full": c["rejected_full"],
-                            "addresses": len(self.per_address),
+            "connections": {"open": sum(x["connections"] for x in gws),
+                            "playing": sum(x["playing"] for x in gws),
+                            "peak": hub.get("peak", 0),
+                            "accepted": counts["connections_accepted"],
+                            "dropped": counts["connections_dropped"],
+                            "rejected_address": hub.get("rejected_address", 0),
+                            "rejected_full": hub.get("rejected_full", 0),
+                            "addresses": addresses,
                             "max": self.max_connections,
                             "max_per_address": self.max_per_address,
                             "transports": self.guard.open,
-                            "refused_descriptors": g["refused_descriptors"],
-                            "hello_timeouts": c["hello_timeouts"],
-                            "idle_timeouts": c["idle_timeouts"],
-                            "control_floods": g["control_flood"],
-                            "message_floods": c["floods"],
-                            "write_stalls": g["write_stalled"],
-                            "read_pauses": g["read_paused"]},
-            "sessions": {"active": len(self.sessions.by_sid), "free": self.sessions.free,
-                         **self.sessions.counters},
-            "messages": {"in": c["messages_in"], "out": c["messages_out"],
-                         "bytes_in": c["bytes_in"], "bytes_out": c["bytes_out"],
-                         "inputs": c["inputs"], "snapshots_out": c["snapshots_out"],
-                         "snapshots_dropped": c["snapshots_dropped"],
-                         "bad": c["bad_messages"], "rate_limited": c["rate_limited"],
-                         "errors_dropped": c["errors_dropped"],
-                         "internal_errors": c["internal_errors"],
-                         "errors_sent": dict(self.errors_sent)},
+                            "refused_descriptors": g.get("refused_descriptors", 0),
+                            "hello_timeouts": counts["hello_timeouts"],
+                            "idle_timeouts": counts["idle_timeouts"],
+                            "control_floods": g.get("control_flood", 0),
+                            "message_floods": counts["floods"],
+                            "write_stalls": g.get("write_stalled", 0),
+                            "read_pauses": g.get("read_paused", 0)},
+            "gateways": gws,
+            "sessions": {"active": active, "free": free, **session_counts},
+            "messages": {"in": counts["messages_in"], "out": counts["messages_out"],
+                         "bytes_in": counts["bytes_in"], "bytes_out": counts["bytes_out"],
+                         "inputs": counts["inputs"], "snapshots_out": counts["snapshots_out"],
+                         "snapshots_dropped": counts["snapshots_dropped"],
+                         "bad": counts["bad_messages"], "rate_limited": counts["rate_limited"],
+                         "errors_dropped": counts["errors_dropped"],
+                         "internal_errors": counts["internal_errors"],
+                         "errors_sent": dict(errors)},
             "settings": asdict(self.settings),
             "world": self.world.to_dict(),
             "runtime": self._runtime_metrics,
         }
-
-
-def _select_subprotocol(connection: Any, offered: Iterable[str]) -> str | None:
-    """First of our subprotocols the client offers.
-
-    A client that offers none gets no ``Sec-WebSocket-Protocol`` header (RFC 6455 forbids
-    selecting one it did not offer) and is spoken to in JSON (:func:`codec_for` of None), so a
-    generic websocket client can play.  Offering only subprotocols we do not speak is refused
-    with HTTP 400 (``NegotiationError``).
-    """
-    from websockets.exceptions import NegotiationError
-
-    offered = list(offered)
-    if not offered:
-        return None
-    for name in SUBPROTOCOLS:
-        if name in offered:
-            return name
-    raise NegotiationError(f"unsupported subprotocol; use one of {', '.join(SUBPROTOCOLS)}")
-
-
-def _is_closed_error(exc: BaseException) -> bool:
-    from websockets.exceptions import ConnectionClosed
-
-    return isinstance(exc, ConnectionClosed)
 
 
 def prometheus_text(stats: dict[str, Any]) -> str:

@@ -54,6 +54,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="area-of-interest radius, <= region size (default %(default)s)")
     w.add_argument("--seed", type=int, default=1, help="world seed (default %(default)s)")
     r = p.add_argument_group("runtime")
+    r.add_argument("--gateways", type=int, default=None,
+                   help="event loops serving clients, each on its own thread, all on one port "
+                        "(default: one per core, up to 8, on a free-threaded build; 0 on a GIL "
+                        "build: every client on the main event loop)")
     r.add_argument("--backend", default="threads",
                    choices=("inline", "threads", "interpreters", "processes"),
                    help="parallel backend (default %(default)s)")
@@ -102,7 +106,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def build(args: argparse.Namespace) -> tuple[Any, Any]:
-    from server.app import ServerSettings
+    from server.app import ServerSettings, default_gateways
     from sim.config import WorldConfig, parse_grid
 
     rx, ry = parse_grid(args.regions)
@@ -118,8 +122,14 @@ def build(args: argparse.Namespace) -> tuple[Any, Any]:
         control_burst=args.control_burst, write_stall_timeout=args.write_stall_timeout,
         send_buffer=args.send_buffer or None,
         origins=tuple(args.origin), certfile=args.certfile, keyfile=args.keyfile,
-        public_stats=args.public_stats)
+        public_stats=args.public_stats,
+        gateways=default_gateways() if args.gateways is None else args.gateways)
     return world, settings
+
+
+def _gateways(n: int) -> str:
+    return "clients on the main event loop" if n == 0 else \
+        f"{n} gateway thread{'s' if n > 1 else ''}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -167,7 +177,8 @@ async def _serve(world: Any, settings: Any, mqtt: Any,
     scheme = "wss" if settings.certfile else "ws"
     print(f"paratick: serving {scheme}://{settings.host}:{server.port} "
           f"({world.regions_x}x{world.regions_y} regions, {settings.backend} backend, "
-          f"{world.tick_rate:g} Hz ticks, {settings.snapshot_rate:g} Hz snapshots); "
+          f"{world.tick_rate:g} Hz ticks, {settings.snapshot_rate:g} Hz snapshots, "
+          f"{_gateways(settings.gateways)}); "
           f"stats at http{'s' if settings.certfile else ''}://{settings.host}:{server.port}"
           "/stats", file=sys.stderr, flush=True)
     publisher = None

@@ -41,6 +41,7 @@ import re
 import resource
 import socket
 import sys
+import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -128,6 +129,8 @@ class TransportGuard:
         self.peak = 0
         self.by_address: Counter[str] = Counter()
         self.on_refused = on_refused
+        #: Gateways on several threads open and close transports at once.
+        self.lock = threading.Lock()
 
     def factory(self) -> Callable[..., GuardedConnection]:
         """The ``create_connection`` argument for ``serve``."""
@@ -180,25 +183,30 @@ class GuardedConnection(ServerConnection):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, g.limits.send_buffer)
         peer = transport.get_extra_info("peername")
         self._address = addr = str(peer[0]) if peer else "?"
-        g.open += 1
-        g.by_address[addr] += 1
-        g.peak = max(g.peak, g.open)
-        if g.open > g.limits.max_open or g.by_address[addr] > g.limits.max_per_address:
-            g.counters["refused_descriptors"] += 1
+        with g.lock:
+            g.open += 1
+            g.by_address[addr] += 1
+            g.peak = max(g.peak, g.open)
+            refuse = g.open > g.limits.max_open or g.by_address[addr] > g.limits.max_per_address
+            if refuse:
+                g.counters["refused_descriptors"] += 1
+                refused = g.counters["refused_descriptors"]
+        if refuse:
             self._failed = True
             self.transport.abort()
             if g.on_refused is not None:
-                g.on_refused(g.counters["refused_descriptors"])
+                g.on_refused(refused)
 
     def connection_lost(self, exc: Exception | None) -> None:
         addr = self._address
         if addr is not None:
             self._address = None
             g = self.guard
-            g.open -= 1
-            g.by_address[addr] -= 1
-            if g.by_address[addr] <= 0:
-                del g.by_address[addr]
+            with g.lock:
+                g.open -= 1
+                g.by_address[addr] -= 1
+                if g.by_address[addr] <= 0:
+                    del g.by_address[addr]
         if self._stall is not None:
             self._stall.cancel()
             self._stall = None
@@ -240,7 +248,8 @@ class GuardedConnection(ServerConnection):
 
     def _fail_flood(self) -> None:
         self._failed = True
-        self.guard.counters["control_flood"] += 1
+        with self.guard.lock:
+            self.guard.counters["control_flood"] += 1
         self.protocol.data_to_send()  # drop the pongs queued for this slice
         self.protocol.fail(CLOSE_POLICY, "too many control frames")
         self.send_data()
@@ -269,7 +278,8 @@ class GuardedConnection(ServerConnection):
 
     def pause_writing(self) -> None:
         super().pause_writing()
-        self.guard.counters["read_paused"] += 1
+        with self.guard.lock:
+            self.guard.counters["read_paused"] += 1
         self._hold("write", True)
         if self._stall is None:
             self._stall = self.loop.call_later(self.guard.limits.write_stall_timeout,
@@ -284,7 +294,8 @@ class GuardedConnection(ServerConnection):
 
     def _stalled(self) -> None:
         self._stall = None
-        self.guard.counters["write_stalled"] += 1
+        with self.guard.lock:
+            self.guard.counters["write_stalled"] += 1
         self._failed = True
         self.transport.abort()
 
@@ -360,9 +371,14 @@ class BurstLog:
         self.stream = stream
         self._since: dict[str, float] = {}
         self._folded: Counter[str] = Counter()
+        self._lock = threading.Lock()  # gateways on several threads note events
 
     def note(self, kind: str, line: str) -> bool:
         """Record one event; returns whether a line was written."""
+        with self._lock:
+            return self._note(kind, line)
+
+    def _note(self, kind: str, line: str) -> bool:
         now = self.clock()
         since = self._since.get(kind)
         if since is not None and now - since < self.window:

@@ -108,16 +108,16 @@ def test_an_exposed_server_says_what_is_open_and_guards_stats(
     err = capsys.readouterr().err
     assert "reachable from other machines" in err and "TLS OFF" in err
     assert "https://game.example" in err and "loopback clients only" in err
-    assert srv._origins() == [None, "https://game.example"]
+    assert srv.origins() == [None, "https://game.example"]
 
     def request(peer: str) -> Any:
         conn = SimpleNamespace(remote_address=(peer, 5000),
                                respond=lambda status, body: SimpleNamespace(
                                    status_code=status, body=body, headers={"Content-Type": ""}))
-        return srv._http(conn, SimpleNamespace(path="/stats"))
+        return srv.http(conn, SimpleNamespace(path="/stats"))
 
     assert request("192.0.2.7").status_code == HTTPStatus.FORBIDDEN
     assert request("127.0.0.1").status_code == HTTPStatus.OK
-    assert srv._http(SimpleNamespace(), SimpleNamespace(path="/")) is None  # the game itself
+    assert srv.http(SimpleNamespace(), SimpleNamespace(path="/")) is None  # the game itself
     loop = GameServer(world, ServerSettings())
-    assert loop._origins() is None  # loopback: no origin check unless asked
+    assert loop.origins() is None  # loopback: no origin check unless asked

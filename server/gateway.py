@@ -1,0 +1,396 @@
+"""Gateways: event loops that own client connections end to end.
+
+Theory of operation
+-------------------
+A :class:`Gateway` is one asyncio event loop's share of the clients: its websockets listener
+(all gateways listen on one port with ``SO_REUSEPORT``, so the kernel spreads new connections
+over them), the handshake, each connection's rules (:class:`server.connection.Connection`), its
+writer task and bounded queues, and the hello and idle timeouts of its own connections.  It
+knows nothing of the world: what a connection decides that concerns the world goes to the hub
+(:class:`server.app.GameServer`) through four thread-safe calls — :meth:`~GameServer.admit`
+(connection caps), :meth:`~GameServer.claim` (a hello), :meth:`~GameServer.submit` (an input)
+and :meth:`~GameServer.release` (a connection gone) — and snapshots come back from the ticker
+as one :meth:`Gateway.deliver` call per gateway per tick.
+
+Where a byte from a client goes: the kernel picks a gateway's listening socket -> websockets
+reads it through :class:`server.transport.GuardedConnection` (control-frame budget, read
+backpressure, descriptor gate) -> :meth:`Gateway._read` -> :meth:`Connection.receive_frame
+<server.connection.Connection.receive_frame>` -> :meth:`Gateway._apply` carries out the events.
+
+Where a byte to a client goes: each connection has a writer task and two bounded queues: control
+messages (welcome, errors, bye; errors beyond :data:`CONTROL_QUEUE` are dropped and counted) and
+snapshots (at most ``send_queue``; when full the *oldest unsent* snapshot is dropped and counted:
+a newer snapshot supersedes it, and the client's acked baseline stays valid).  The writer awaits
+``send``, whose backpressure (websockets' ``write_limit``) is what makes a slow client's queue
+fill; a client that stops reading altogether is aborted after ``write_stall_timeout``.
+
+Gateways run on threads (:class:`GatewayThread`): on a free-threaded build they run in parallel
+and share the hub's session table and input buffer directly (no serialisation); on a GIL build
+they take turns, so the server defaults to a single gateway on the main event loop there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import threading
+import time
+import traceback
+from collections import Counter, deque
+from collections.abc import Iterable
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any
+
+from server.connection import (
+    CLOSE_INTERNAL,
+    TIMER_RESOLUTION,
+    ByeReceived,
+    CloseConnection,
+    Connection,
+    ConnectionPhase,
+    Event,
+    HelloReceived,
+    InputReceived,
+    SendMessage,
+)
+from server.protocol import SUBPROTOCOLS, codec_for
+
+if TYPE_CHECKING:
+    from server.app import GameServer
+    from server.sessions import Session
+
+#: Per-connection control-message queue bound (welcome, errors, bye): a peer that provokes more
+#: errors than this before its writer catches up loses the extra error messages (counted).  The
+#: few messages that are never dropped (welcome, the error before a close, bye) fit in a small
+#: margin above it, so the queue is bounded either way.
+CONTROL_QUEUE = 16
+_CONTROL_MARGIN = 4
+#: Library-level frame cap, as a multiple of the protocol limit: frames between the two get an
+#: ``error`` message before the 1009 close; larger ones are refused by websockets itself.
+HARD_FRAME_FACTOR = 16
+#: Seconds shutdown waits for writers to flush bye messages and for closing handshakes; after it
+#: the remaining connections are aborted, so SIGINT/SIGTERM always stop the server within about
+#: twice this (flush, then the closing handshakes websockets waits for).
+FLUSH_TIMEOUT = 2.0
+#: Event-loop lag samples kept for the p99 in /stats (one per timer tick: a minute).
+LAG_WINDOW = 120
+
+
+class Client:
+    """One websocket connection on a gateway: the connection rules plus its queues.
+
+    Args:
+        ws: the websockets connection.
+        addr: the peer's IP address.
+        conn: the connection rules (:class:`server.connection.Connection`).
+        gateway: the gateway that owns it.
+        queue: unsent snapshots kept (the oldest is dropped beyond it).
+    """
+
+    def __init__(self, ws: Any, addr: str, conn: Connection, gateway: Gateway,
+                 queue: int) -> None:
+        self.ws = ws
+        self.addr = addr
+        self.conn = conn
+        self.gateway = gateway
+        self.session: Session | None = None
+        self.control: deque[bytes | str] = deque(maxlen=CONTROL_QUEUE + _CONTROL_MARGIN)
+        self.snapshots: deque[bytes | str] = deque(maxlen=queue)
+        self.wake = asyncio.Event()
+
+
+class Gateway:
+    """One event loop's client connections (see the module docstring).
+
+    Args:
+        hub: the server the gateway serves.
+        index: its number (0-based), in /stats and logs.
+    """
+
+    def __init__(self, hub: GameServer, index: int) -> None:
+        self.hub = hub
+        self.index = index
+        self.clients: set[Client] = set()
+        self.counters: Counter[str] = Counter()
+        self.errors_sent: Counter[str] = Counter()
+        self.peak = 0
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.thread_id: int | None = None
+        self.port = 0
+        self.failed: str | None = None
+        self.cpu_s = 0.0
+        self._lag: deque[float] = deque(maxlen=LAG_WINDOW)
+        self._server: Any = None
+        self._timer: asyncio.Task[None] | None = None
+
+    # ---- lifecycle ------------------------------------------------------------------------------
+    async def start(self, host: str, port: int, *, reuse_port: bool) -> int:
+        """Listen on ``host:port`` (sharing it with the other gateways); returns the port."""
+        from websockets.asyncio.server import serve
+
+        hub = self.hub
+        s = hub.settings
+        self.loop = asyncio.get_running_loop()
+        self.thread_id = threading.get_ident()
+        self.loop.set_exception_handler(hub.log.exception_handler())
+        self._server = await serve(
+            self._handle, host, port,
+            subprotocols=list(SUBPROTOCOLS),  # type: ignore[arg-type]
+            select_subprotocol=_select_subprotocol,  # type: ignore[arg-type]
+            process_request=hub.http,
+            max_size=s.max_frame * HARD_FRAME_FACTOR,
+            compression=None,  # per-message deflate costs CPU per frame at 1,000 clients
+            origins=hub.origins(),  # type: ignore[arg-type]
+            ssl=hub.ssl_context(),
+            close_timeout=FLUSH_TIMEOUT,
+            reuse_port=reuse_port,
+            create_connection=hub.guard.factory())  # type: ignore[arg-type]
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._timer = asyncio.create_task(self._timer_loop())
+        return self.port
+
+    async def stop(self, reason: str) -> None:
+        """Bye and close 1001 to every client; abort those that do not read; stop listening."""
+        if self._server is not None:
+            self._server.close(close_connections=False)  # stop accepting
+        for c in list(self.clients):
+            self._apply(c, c.conn.shutdown(reason))
+        if self.clients:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(FLUSH_TIMEOUT):
+                    while self.clients:
+                        await asyncio.sleep(0.01)
+        for c in list(self.clients):  # not reading: no flush will ever come
+            with contextlib.suppress(Exception):
+                c.ws.transport.abort()
+        if self._server is not None:
+            self._server.close(close_connections=True)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(2 * FLUSH_TIMEOUT):
+                    await self._server.wait_closed()
+        if self._timer is not None:
+            self._timer.cancel()
+
+    async def fail(self, why: str) -> None:
+        """This gateway is lost (a fault): stop listening and close its clients with 1011.
+
+        The other gateways keep serving; the clients reconnect, and the kernel hands their new
+        connections to the listeners that are left.
+        """
+        self.failed = why
+        print(f"paratick: gateway {self.index} failed: {why}; closing its "
+              f"{len(self.clients)} connections (1011)", file=sys.stderr, flush=True)
+        if self._server is not None:
+            self._server.close(close_connections=False)
+        for c in list(self.clients):
+            self._apply(c, c.conn.abort(CLOSE_INTERNAL, f"gateway {self.index} failed"))
+        await self.stop("gateway failed")
+
+    def call_soon(self, fn: Any, *args: Any) -> None:
+        """Run ``fn(*args)`` on this gateway's loop, from any thread."""
+        loop = self.loop
+        if loop is None or loop.is_closed():
+            return
+        if threading.get_ident() == self.thread_id:
+            fn(*args)
+        else:
+            with contextlib.suppress(RuntimeError):  # loop closing during shutdown
+                loop.call_soon_threadsafe(fn, *args)
+
+    # ---- snapshots (from the ticker, one call per tick) ------------------------------------
+    def deliver(self, items: list[tuple[Client, Any]]) -> None:
+        count = self.counters
+        for c, payload in items:
+            if c.conn.close_code is not None:
+                continue
+            if len(c.snapshots) == c.snapshots.maxlen:
+                count["snapshots_dropped"] += 1
+            c.snapshots.append(payload)
+            c.wake.set()
+
+    # ---- connections --------------------------------------------------------------------------
+    async def _writer(self, c: Client) -> None:
+        ws = c.ws
+        conn = c.conn
+        count = self.counters
+        while True:
+            await c.wake.wait()
+            c.wake.clear()
+            while c.control or c.snapshots:
+                if c.control:
+                    data = c.control.popleft()
+                else:
+                    data = c.snapshots.popleft()
+                    count["snapshots_out"] += 1
+                await ws.send(data)
+                count["messages_out"] += 1
+                count["bytes_out"] += len(data)
+            if conn.close_code is not None:
+                # Closing here (not in the reader) also ends the reader's ``async for``.
+                await ws.close(conn.close_code, conn.close_reason)
+                return
+
+    def _apply(self, c: Client, events: list[Event]) -> None:
+        """Carry out what the connection rules decided."""
+        for ev in events:
+            if isinstance(ev, InputReceived):
+                self.hub.submit(c, ev.input)
+            elif isinstance(ev, SendMessage):
+                if ev.droppable and len(c.control) >= CONTROL_QUEUE:
+                    self.counters["errors_dropped"] += 1
+                    continue
+                c.control.append(c.conn.codec.encode(ev.message))
+                c.wake.set()
+            elif isinstance(ev, HelloReceived):
+                self._apply(c, self.hub.claim(c, ev.hello))
+            elif isinstance(ev, CloseConnection):
+                c.wake.set()  # the writer flushes what is queued, then closes
+            else:
+                assert isinstance(ev, ByeReceived)
+
+    def replace(self, c: Client) -> None:
+        """``c``'s session was resumed on another connection (called on this loop)."""
+        c.session = None
+        self._apply(c, c.conn.replaced())
+
+    async def _handle(self, ws: Any) -> None:
+        hub = self.hub
+        addr = str(ws.remote_address[0]) if ws.remote_address else "?"
+        conn = Connection(codec_for(ws.subprotocol), hub.limits, now=hub.clock(),
+                          counters=self.counters, errors_sent=self.errors_sent)
+        c = Client(ws, addr, conn, self, hub.settings.send_queue)
+        self.counters["connections_accepted"] += 1
+        writer = asyncio.create_task(self._writer(c))
+        self.clients.add(c)
+        self.peak = max(self.peak, len(self.clients))
+        admitted = False
+        try:
+            refusal = hub.admit(addr)
+            if refusal is not None:
+                self._apply(c, conn.refuse(*refusal))
+            else:
+                admitted = True
+                await self._read(c)
+        except Exception as exc:  # a bug of ours: log it, tell the client nothing specific
+            if not _is_closed_error(exc):
+                self.counters["internal_errors"] += 1
+                print(f"paratick: connection handler error ({addr}): {exc!r}", file=sys.stderr)
+                traceback.print_exc()
+                self._apply(c, conn.abort(CLOSE_INTERNAL, "internal error"))
+        finally:
+            if conn.close_code is None:
+                conn.abort(1000, "")
+            c.wake.set()
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(FLUSH_TIMEOUT):
+                    await writer
+            if not writer.done():  # a client that does not read: close without flushing
+                writer.cancel()
+                with contextlib.suppress(Exception):
+                    c.ws.transport.abort()
+            self.clients.discard(c)
+            conn.closed()
+            hub.release(c, admitted=admitted)
+
+    async def _read(self, c: Client) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        conn = c.conn
+        clock = self.hub.clock
+        try:
+            async for data in c.ws:
+                # After a close was decided the connection returns nothing, but keep draining:
+                # websockets stops reading the socket when max_queue frames are unconsumed, and
+                # then it would never see the peer's close frame.
+                events = conn.receive_frame(data, clock())
+                if events:
+                    self._apply(c, events)
+        except ConnectionClosed as exc:
+            if conn.close_code is None and (exc.rcvd is None or exc.rcvd.code != 1000):
+                self.counters["connections_dropped"] += 1
+            if exc.sent is not None and exc.sent.code == 1009 and conn.close_code is None:
+                self.errors_sent["too_large"] += 1  # websockets closed it itself
+
+    async def _timer_loop(self) -> None:
+        """Hello and idle timeouts of this gateway's connections; CPU time and loop lag."""
+        clock = self.hub.clock
+        while True:
+            t0 = time.monotonic()
+            await asyncio.sleep(TIMER_RESOLUTION)
+            self._lag.append(max(0.0, time.monotonic() - t0 - TIMER_RESOLUTION))
+            self.cpu_s = time.thread_time()
+            now = clock()
+            for c in list(self.clients):
+                due = c.conn.deadline()
+                if due is not None and now >= due:
+                    self._apply(c, c.conn.check_timeouts(now))
+
+    # ---- statistics ---------------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        """This gateway's figures; safe to call from any thread (copies before reading)."""
+        clients = list(self.clients)
+        count = dict(self.counters)
+        lag = sorted(self._lag)
+        return {"index": self.index, "connections": len(clients),
+                "playing": sum(1 for c in clients if c.conn.phase is ConnectionPhase.PLAYING),
+                "peak": self.peak, "frames_in": count.get("messages_in", 0),
+                "frames_out": count.get("messages_out", 0), "cpu_s": self.cpu_s,
+                "loop_lag_p99_ms": lag[min(len(lag) - 1, round(0.99 * (len(lag) - 1)))] * 1e3
+                if lag else 0.0, "failed": self.failed}
+
+
+class GatewayThread:
+    """A gateway on a thread of its own, with its own event loop.
+
+    Args:
+        gateway: the gateway to run.
+    """
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever,
+                                       name=f"paratick-gateway-{gateway.index}", daemon=True)
+        self.thread.start()
+
+    def submit(self, coro: Any) -> Future[Any]:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    async def run(self, coro: Any) -> Any:
+        """Await ``coro`` on this thread's loop from another loop."""
+        return await asyncio.wrap_future(self.submit(coro))
+
+    def close(self) -> None:
+        """Stop the loop and the thread (after :meth:`Gateway.stop`)."""
+        if self.loop.is_closed():
+            return
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10.0)
+        if not self.thread.is_alive():
+            self.loop.close()
+
+
+def _select_subprotocol(connection: Any, offered: Iterable[str]) -> str | None:
+    """First of our subprotocols the client offers.
+
+    A client that offers none gets no ``Sec-WebSocket-Protocol`` header (RFC 6455 forbids
+    selecting one it did not offer) and is spoken to in JSON (:func:`codec_for` of None), so a
+    generic websocket client can play.  Offering only subprotocols we do not speak is refused
+    with HTTP 400 (``NegotiationError``).
+    """
+    from websockets.exceptions import NegotiationError
+
+    offered = list(offered)
+    if not offered:
+        return None
+    for name in SUBPROTOCOLS:
+        if name in offered:
+            return name
+    raise NegotiationError(f"unsupported subprotocol; use one of {', '.join(SUBPROTOCOLS)}")
+
+
+def _is_closed_error(exc: BaseException) -> bool:
+    from websockets.exceptions import ConnectionClosed
+
+    return isinstance(exc, ConnectionClosed)

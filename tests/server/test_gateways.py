@@ -1,0 +1,209 @@
+"""Several gateways on one port: connections spread, sessions move, faults stay local."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
+
+from server.app import default_gateways
+from server.harness import ServerThread
+from server.protocol import (
+    CODECS,
+    SERVER_MESSAGES,
+    SUBPROTOCOL_MSGPACK,
+    Bye,
+    Hello,
+    Input,
+    Snapshot,
+    Welcome,
+)
+from tests.server import rawws
+
+Start = Callable[..., ServerThread]
+MP = CODECS[SUBPROTOCOL_MSGPACK]
+
+
+def join(st: ServerThread, token: str | None = None) -> tuple[ClientConnection, Welcome]:
+    ws = connect(st.url, subprotocols=[SUBPROTOCOL_MSGPACK]).__enter__()  # type: ignore[list-item]
+    ws.send(MP.encode(Hello(name="g", token=token)))
+    while True:
+        msg = MP.decode(ws.recv(10), accept=SERVER_MESSAGES, max_size=1 << 24)
+        if isinstance(msg, Welcome):
+            return ws, msg
+        assert not isinstance(msg, Snapshot), msg
+
+
+def gateway_of(st: ServerThread, entity: int) -> int:
+    """Index of the gateway whose connection holds the session of ``entity`` (waits a little:
+    the claim happens on the gateway's thread)."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        with st.server._lock:
+            for c in st.server.by_sid.values():
+                if c.session is not None and c.session.entity == entity:
+                    return c.gateway.index
+        time.sleep(0.01)
+    raise AssertionError(f"no connection holds entity {entity}")
+
+
+def test_default_gateways_follow_the_build_and_cores() -> None:
+    assert default_gateways(free_threaded=True, cores=2) == 2
+    assert default_gateways(free_threaded=True, cores=64) == 8
+    assert default_gateways(free_threaded=True, cores=1) == 0
+    assert default_gateways(free_threaded=False, cores=16) == 0
+
+
+def test_connections_spread_over_the_gateways(live_server: Start) -> None:
+    st = live_server(gateways=2, players=24)
+    clients = [join(st) for _ in range(20)]
+    per = [g["connections"] for g in st.stats()["gateways"]]
+    assert len(per) == 2 and sum(per) == 20 and min(per) > 0, per
+    assert {gateway_of(st, w.entity) for _, w in clients} == {0, 1}
+    for ws, _ in clients:
+        ws.close()
+
+
+def test_a_reconnect_resumes_on_another_gateway(live_server: Start) -> None:
+    st = live_server(gateways=2, players=8, grace=30.0)
+    ws, first = join(st)
+    home = gateway_of(st, first.entity)
+    token, entity = first.token, first.entity
+    for _ in range(200):  # the kernel picks the listener by the connection's ports: retry
+        ws.close()
+        ws, w = join(st, token)
+        assert w.resumed and w.entity == entity and w.token == token
+        if gateway_of(st, entity) != home:
+            break
+    else:
+        raise AssertionError("200 reconnects all landed on the same gateway")
+    ws.send(MP.encode(Input(seq=7, thrust=1.0)))
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # the input is applied: acks come back on the new one
+        msg = MP.decode(ws.recv(10), accept=SERVER_MESSAGES, max_size=1 << 24)
+        if isinstance(msg, Snapshot) and msg.ack == 7:
+            break
+    else:
+        raise AssertionError("the input sent after the move was never acknowledged")
+    ws.close()
+
+
+class Player:
+    """Inputs with rising sequence numbers; records every ack; reconnects with its token."""
+
+    def __init__(self, st: ServerThread) -> None:
+        self.st = st
+        self.ws, w = join(st)
+        self.token, self.entity = w.token, w.entity
+        self.seq = 0
+        self.acks: list[int] = []
+        self.closes: list[int | None] = []
+        self.snapshots: list[float] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        next_input = 0.0
+        while not self.stop.is_set():
+            try:
+                now = time.monotonic()
+                if now >= next_input:
+                    self.seq += 1
+                    self.ws.send(MP.encode(Input(seq=self.seq, thrust=0.5)))
+                    next_input = now + 0.05
+                try:
+                    msg = MP.decode(self.ws.recv(0.02), accept=SERVER_MESSAGES,
+                                    max_size=1 << 24)
+                except TimeoutError:
+                    continue
+                if isinstance(msg, Snapshot):
+                    self.acks.append(msg.ack)
+                    self.snapshots.append(time.monotonic())
+            except ConnectionClosed as exc:
+                self.closes.append(exc.rcvd.code if exc.rcvd else None)
+                with contextlib.suppress(Exception):
+                    self.ws, w = join(self.st, self.token)
+                    assert w.resumed and w.entity == self.entity
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(5)
+        with contextlib.suppress(Exception):
+            self.ws.send(MP.encode(Bye("done")))
+            self.ws.close()
+
+
+def test_a_gateway_fault_closes_only_its_connections_and_they_come_back(
+        live_server: Start) -> None:
+    st = live_server(gateways=2, players=16, grace=30.0)
+    players = [Player(st) for _ in range(10)]
+    try:
+        time.sleep(0.5)
+        homes = [gateway_of(st, p.entity) for p in players]
+        assert set(homes) == {0, 1}, homes
+        st.call(st.server.fail_gateway(1))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(
+                gateway_of(st, p.entity) != 0 for p in players):
+            time.sleep(0.05)
+        for p, home in zip(players, homes, strict=True):
+            assert gateway_of(st, p.entity) == 0  # everyone is on the gateway that is left
+            assert p.closes == ([1011] if home == 1 else []), (home, p.closes)
+        last = [p.seq for p in players]
+        time.sleep(1.0)
+        for p, seq in zip(players, last, strict=True):
+            # Acks never go back (no input applied twice or out of order), and inputs sent
+            # after the move are applied (none lost for good).
+            assert all(a <= b for a, b in zip(p.acks, p.acks[1:], strict=False)), p.acks
+            assert p.acks[-1] >= seq
+        stats = st.stats()["gateways"]
+        assert stats[1]["failed"] == "injected fault" and stats[1]["connections"] == 0
+    finally:
+        for p in players:
+            p.close()
+
+
+def test_a_client_that_never_reads_on_one_gateway_does_not_delay_the_others(
+        live_server: Start) -> None:
+    st = live_server(gateways=2, players=16, write_stall_timeout=1.0, send_buffer=16384)
+    players = [Player(st) for _ in range(6)]
+    sinks: list[Any] = []
+    try:
+        for _ in range(4):  # on either gateway
+            s = rawws.connect(st.port, rcvbuf=4096)
+            s.sendall(rawws.frame(rawws.OP_BINARY, bytes(MP.encode(Hello(name="sink")))))
+            sinks.append(s)
+        t0 = time.monotonic()
+        time.sleep(3.0)
+        t1 = time.monotonic()
+        for p in players:
+            n = sum(1 for t in p.snapshots if t0 <= t < t1)
+            assert n / (t1 - t0) >= 15.0, f"{n / (t1 - t0):.1f} snapshots/s"
+    finally:
+        for s in sinks:
+            s.close()
+        for p in players:
+            p.close()
+
+
+@pytest.mark.parametrize("gateways", [1, 3])
+def test_the_game_is_the_same_through_any_number_of_gateways(live_server: Start,
+                                                             gateways: int) -> None:
+    st = live_server(gateways=gateways)
+    ws, _ = join(st)
+    ws.send(MP.encode(Input(seq=1, thrust=1.0)))
+    for _ in range(100):
+        msg = MP.decode(ws.recv(10), accept=SERVER_MESSAGES, max_size=1 << 24)
+        if isinstance(msg, Snapshot) and msg.ack == 1:
+            break
+    else:
+        raise AssertionError("no snapshot acknowledged the input")
+    ws.close()
+    assert len(st.stats()["gateways"]) == gateways
