@@ -22,7 +22,7 @@ Each JSON field is mapped by meaning, not by shape (the tables below say how):
   ``worker``, error messages ``code``;
 * tick durations and input latencies are histograms (:class:`Histogram`, fed by the server), so
   percentiles are computed by the query over any window and across servers.  The runtime's own
-  per-shard and per-worker windows (nearest-rank statistics of the last ticks,
+  per-shard and per-worker windows (percentiles, max and mean of the last ticks,
   :mod:`server.runtime.metrics`) stay gauges named ``*_window_seconds`` with a ``stat`` label
   (``p50``, ``p95``, ``p99``, ``max``, ``mean``): a ``quantile`` label is reserved for summaries
   (``promtool check metrics`` rejects it on a gauge) and these are not summaries, whose
@@ -392,7 +392,7 @@ def _shards(shards: Iterable[Any]) -> Iterator[Metric]:
     window = GaugeMetricFamily(
         "paratick_shard_tick_window_seconds",
         "One region's advance per tick over the runtime's recent window of ticks, "
-        "in seconds; stat is p50, p95, p99 (nearest rank), max or mean of that window.",
+        "in seconds; stat is p50, p95, p99, max or mean of that window.",
         labels=["region", "worker", "stat"])
     for shard in shards:
         if not isinstance(shard, Mapping) or shard.get("region") is None:
