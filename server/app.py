@@ -24,7 +24,8 @@ parallel and return encoded frames, which the hub hands to each gateway with one
 gateway per tick.
 
 HTTP on the same port (``process_request`` of every gateway): ``GET /stats`` (JSON) and
-``GET /metrics`` (Prometheus text format).
+``GET /metrics`` (Prometheus text format, :mod:`server.exposition`: counters, gauges and the
+tick-duration and input-latency histograms the hub keeps).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from dataclasses import asdict, dataclass, field
 from http import HTTPStatus
 from typing import Any
 
+from server import exposition
 from server.connection import (
     CLOSE_GOING_AWAY,
     CLOSE_POLICY,
@@ -243,6 +245,7 @@ class GameServer:
         self.clock = clock
         self._factory = runtime_factory
         self.limits = s.connection_limits()
+        self.histograms = exposition.server_histograms()
         self.log = BurstLog(clock=clock)
         self.guard = TransportGuard(s.transport_limits(s.max_connections, s.max_per_address),
                                     on_refused=self._on_refused)
@@ -259,7 +262,8 @@ class GameServer:
         self.per_address: Counter[str] = Counter()
         self._open = 0
         self.counters: Counter[str] = Counter()                   # hub-level: hellos, resumes
-        self._pending: dict[int, tuple[int, InputRow]] = {}      # entity -> (sid, input)
+        #: entity -> (sid, input, clock time received; None for the neutral input on leaving)
+        self._pending: dict[int, tuple[int, InputRow, float | None]] = {}
         self._players: dict[int, list[Any]] = {}                  # sid -> [entity, codec, base]
         # Ticker-thread only.
         self._applied: dict[int, int] = {}                        # sid -> newest applied seq
@@ -300,7 +304,8 @@ class GameServer:
         self._started = self.clock()
         self._warn_if_exposed()
         self.ticker = Ticker(self._tick_once, self.world.tick_rate, on_results=self._post,
-                             on_second=self._refresh_runtime_metrics, on_fault=self._post_fault)
+                             on_second=self._refresh_runtime_metrics, on_fault=self._post_fault,
+                             observe=self.histograms[exposition.TICK_DURATION].observe)
         self.ticker.start()
         self._expiry_task = asyncio.create_task(self._expiry_loop())
 
@@ -479,10 +484,11 @@ class GameServer:
             return
         session.last_seq = msg.seq
         row: InputRow = (session.entity, msg.seq, msg.thrust, msg.turn, msg.action)
+        now = self.clock()
         with self._lock:
             if self.by_sid.get(session.sid) is not c:
                 return
-            self._pending[session.entity] = (session.sid, row)
+            self._pending[session.entity] = (session.sid, row, now)
             if msg.ack is not None and msg.ack <= self.tick:
                 p = self._players.get(session.sid)
                 if p is not None:
@@ -502,7 +508,7 @@ class GameServer:
             del self.by_sid[session.sid]
             neutral: InputRow = (session.entity, max(0, session.last_seq), 0.0, 0.0, 0)
             self._players.pop(session.sid, None)
-            self._pending[session.entity] = (session.sid, neutral)  # stop the idle entity
+            self._pending[session.entity] = (session.sid, neutral, None)  # stop the entity
             if c.conn.said_bye:
                 self.sessions.close(session)
             else:
@@ -514,14 +520,17 @@ class GameServer:
         return int((tick + 1) * r + 1e-9) > int(tick * r + 1e-9)
 
     def _tick_once(self) -> list[Any]:
+        start = self.clock()
         with self._lock:
             pending, self._pending = self._pending, {}
             players = [(sid, p[0], p[1], p[2]) for sid, p in self._players.items()]
+        self.histograms[exposition.INPUT_LATENCY].observe_many(
+            start - t for _, _, t in pending.values() if t is not None)
         applied = self._applied
-        for sid, row in pending.values():
+        for sid, row, _ in pending.values():
             applied[sid] = row[1]
         if len(applied) > 2 * len(players) + 64:  # forget sessions that ended (bounded dict)
-            live = {p[0] for p in players} | {sid for sid, _ in pending.values()}
+            live = {p[0] for p in players} | {sid for sid, _, _ in pending.values()}
             for sid in [sid for sid in applied if sid not in live]:
                 del applied[sid]
         tick = self.tick
@@ -529,7 +538,8 @@ class GameServer:
         if players and self._is_snapshot_tick(tick):
             jobs = [(eid, sid, codec, base, applied.get(sid, -1))
                     for sid, eid, codec, base in players]
-        res = self.runtime.step([row for _, row in pending.values()], view=bool(jobs), jobs=jobs)
+        res = self.runtime.step([row for _, row, _ in pending.values()], view=bool(jobs),
+                                jobs=jobs)
         self.tick = res.tick
         return list(res.hook_results) if jobs else []  # (sid, payload) pairs, all workers
 
@@ -572,7 +582,8 @@ class GameServer:
         if path == "/stats":
             body, ctype = json.dumps(self.stats(), indent=1) + "\n", "application/json"
         else:
-            body, ctype = prometheus_text(self.stats()), "text/plain; version=0.0.4; charset=utf-8"
+            body = exposition.render(self.stats(), self.histograms).decode()
+            ctype = exposition.CONTENT_TYPE
         resp = connection.respond(HTTPStatus.OK, body)
         del resp.headers["Content-Type"]
         resp.headers["Content-Type"] = ctype
@@ -628,55 +639,3 @@ class GameServer:
             "world": self.world.to_dict(),
             "runtime": self._runtime_metrics,
         }
-
-
-def prometheus_text(stats: dict[str, Any]) -> str:
-    """Prometheus text exposition (format 0.0.4) of every numeric leaf of ``stats``.
-
-    Names are ``paratick_<path>``.  Lists of objects (the runtime's per-shard and per-worker
-    metrics) become labelled series: ``paratick_runtime_shards_mspt_p99{region="3"}``.
-    ``messages.errors_sent`` becomes one metric with a ``code`` label.  Everything is exposed as
-    a gauge: counters and gauges share one JSON tree here, and a gauge is never wrong for a value
-    that only grows.
-    """
-    series: dict[str, list[str]] = {}
-
-    def emit(name: str, value: Any, labels: dict[str, str]) -> None:
-        if isinstance(value, bool):
-            value = int(value)
-        if not isinstance(value, int | float):
-            return
-        lab = ",".join(f'{k}="{v}"' for k, v in labels.items())
-        series.setdefault(name, []).append(f"{name}{{{lab}}} {float(value)!r}" if lab
-                                           else f"{name} {float(value)!r}")
-
-    def walk(prefix: str, obj: Any, labels: dict[str, str]) -> None:
-        for key, value in obj.items():
-            name = f"{prefix}_{_metric_name(str(key))}"
-            if prefix == "paratick_messages" and key == "errors_sent":
-                for code, n in sorted(value.items()):
-                    emit(name, n, {**labels, "code": _metric_name(code)})
-            elif isinstance(value, dict):
-                walk(name, value, labels)
-            elif isinstance(value, list):
-                for i, item in enumerate(value):
-                    if isinstance(item, dict):
-                        key_name = next((k for k in ("region", "worker") if k in item), "index")
-                        walk(name, {k: v for k, v in item.items() if k != key_name},
-                             {**labels, key_name: str(item.get(key_name, i))})
-                    else:
-                        emit(name, item, {**labels, "index": str(i)})
-            else:
-                emit(name, value, labels)
-
-    walk("paratick", {k: v for k, v in stats.items() if k not in ("settings", "world")}, {})
-    lines: list[str] = []
-    for name, samples in series.items():
-        lines.append(f"# TYPE {name} gauge")
-        lines.extend(samples)
-    return "\n".join(lines) + "\n"
-
-
-def _metric_name(text: str) -> str:
-    return "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in text)
-
