@@ -475,7 +475,8 @@ class GameServer:
         return c.conn.welcome(Welcome(
             entity=session.entity, token=session.token, tick=tick, tick_rate=w.tick_rate,
             snapshot_rate=self.settings.snapshot_rate, width=w.width, height=w.height,
-            view_radius=w.view_radius, resumed=resumed))
+            view_radius=w.view_radius, resumed=resumed,
+            gateway=c.gateway.index if self._threads else None))
 
     def submit(self, c: Client, msg: Input) -> None:
         """An input for the next tick boundary (the newest per entity wins)."""

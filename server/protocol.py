@@ -21,7 +21,7 @@ Messages (client -> server: hello, input, bye; server -> client: welcome, snapsh
     hello    {"t":"hello", "v":1, "name":str, "token":str|null}
     welcome  {"t":"welcome", "v":1, "entity":int, "token":str, "tick":int, "tick_rate":float,
               "snapshot_rate":float, "width":float, "height":float, "view_radius":float,
-              "resumed":bool}
+              "resumed":bool, "gateway":int (only from a server with gateway threads)}
     input    {"t":"input", "seq":int, "thrust":float, "turn":float, "action":int, "ack":int|null}
     snapshot {"t":"snapshot", "tick":int, "ack":int, "base":int|null, "ents":[entity...],
               "gone":[int...]}
@@ -179,6 +179,9 @@ class Welcome:
     view_radius: float
     resumed: bool = False
     version: int = VERSION
+    #: Which gateway (event loop) serves this connection; sent only by a server with gateway
+    #: threads, so a client can tell how connections spread.
+    gateway: int | None = None
     TYPE: ClassVar[str] = "welcome"
 
 
@@ -334,7 +337,7 @@ def _list(m: Mapping[str, Any], key: str, limit: int) -> list[Any]:
 _FIELDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "hello": (frozenset({"v", "name"}), frozenset({"token"})),
     "welcome": (frozenset({"v", "entity", "token", "tick", "tick_rate", "snapshot_rate", "width",
-                           "height", "view_radius", "resumed"}), frozenset()),
+                           "height", "view_radius", "resumed"}), frozenset({"gateway"})),
     "input": (frozenset({"seq", "thrust", "turn", "action"}), frozenset({"ack"})),
     "snapshot": (frozenset({"tick", "ack", "ents", "gone"}), frozenset({"base"})),
     "error": (frozenset({"code", "reason"}), frozenset()),
@@ -365,7 +368,8 @@ def _build(t: str, m: Mapping[str, Any], max_entities: int) -> Message:
                        tick_rate=_float(m, "tick_rate", 0.0),
                        snapshot_rate=_float(m, "snapshot_rate", 0.0),
                        width=_float(m, "width", 0.0), height=_float(m, "height", 0.0),
-                       view_radius=_float(m, "view_radius", 0.0), resumed=_bool(m, "resumed"))
+                       view_radius=_float(m, "view_radius", 0.0), resumed=_bool(m, "resumed"),
+                       gateway=_opt_int(m, "gateway"))
     if t == "error":
         return Error(code=_str(m, "code", 64), reason=_str(m, "reason", MAX_REASON))
     if t == "bye":
@@ -383,10 +387,13 @@ def _to_map(msg: Message) -> dict[str, Any]:
     if isinstance(msg, Hello):
         return {"t": "hello", "v": msg.version, "name": msg.name, "token": msg.token}
     if isinstance(msg, Welcome):
-        return {"t": "welcome", "v": msg.version, "entity": msg.entity, "token": msg.token,
-                "tick": msg.tick, "tick_rate": msg.tick_rate, "snapshot_rate": msg.snapshot_rate,
-                "width": msg.width, "height": msg.height, "view_radius": msg.view_radius,
-                "resumed": msg.resumed}
+        out = {"t": "welcome", "v": msg.version, "entity": msg.entity, "token": msg.token,
+               "tick": msg.tick, "tick_rate": msg.tick_rate, "snapshot_rate": msg.snapshot_rate,
+               "width": msg.width, "height": msg.height, "view_radius": msg.view_radius,
+               "resumed": msg.resumed}
+        if msg.gateway is not None:
+            out["gateway"] = msg.gateway
+        return out
     if isinstance(msg, Error):
         return {"t": "error", "code": str(msg.code), "reason": msg.reason[:MAX_REASON]}
     if isinstance(msg, Bye):

@@ -66,6 +66,7 @@ def test_connections_spread_over_the_gateways(live_server: Start) -> None:
     per = [g["connections"] for g in st.stats()["gateways"]]
     assert len(per) == 2 and sum(per) == 20 and min(per) > 0, per
     assert {gateway_of(st, w.entity) for _, w in clients} == {0, 1}
+    assert all(w.gateway == gateway_of(st, w.entity) for _, w in clients)  # welcome says which
     for ws, _ in clients:
         ws.close()
 

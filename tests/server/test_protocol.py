@@ -264,3 +264,14 @@ def test_snapshot_from_fragments_at_array_header_boundaries(n: int) -> None:
     data = MP.dumps_snapshot(1, 0, None, [MP.fragment(w) for w in ents], ())
     assert data == MP.dumps(snapshot_map(1, 0, ents, (), None))
     assert len(msgpack.unpackb(data)["ents"]) == n and frag.startswith(b"\x98")
+
+
+def test_welcome_names_the_gateway_only_when_there_is_one() -> None:
+    base = {"entity": 1, "token": "t", "tick": 0, "tick_rate": 30.0, "snapshot_rate": 20.0,
+            "width": 1.0, "height": 1.0, "view_radius": 1.0}
+    plain = Welcome(**base)  # type: ignore[arg-type]
+    for codec in (MP, JS):
+        assert "gateway" not in str(codec.encode(plain))
+        assert codec.decode(codec.encode(plain), accept=SERVER_MESSAGES) == plain
+        routed = Welcome(**base, gateway=3)  # type: ignore[arg-type]
+        assert codec.decode(codec.encode(routed), accept=SERVER_MESSAGES) == routed
