@@ -26,6 +26,9 @@ import threading
 import time
 from collections.abc import Callable
 
+from server.clock import TimeSource
+from server.runtime import BACKENDS
+
 #: The loop, as source, so that subinterpreters and child processes run the very same code.
 SPIN_SOURCE = """
 def spin(n):
@@ -42,10 +45,7 @@ exec(SPIN_SOURCE, _ns)
 #: spin(n) -> int: n iterations of a linear congruential step; pure, local, deterministic.
 spin: Callable[[int], int] = _ns["spin"]  # type: ignore[assignment]
 
-BACKENDS = ("inline", "threads", "interpreters", "processes")
-
-
-def _run_threads(workers: int, iters: int, clock: Callable[[], float]) -> float:
+def _run_threads(workers: int, iters: int, clock: TimeSource) -> float:
     barrier = threading.Barrier(workers + 1)
 
     def body() -> None:
@@ -62,7 +62,7 @@ def _run_threads(workers: int, iters: int, clock: Callable[[], float]) -> float:
     return clock() - t0
 
 
-def _run_interpreters(workers: int, iters: int, clock: Callable[[], float]) -> float:
+def _run_interpreters(workers: int, iters: int, clock: TimeSource) -> float:
     import _interpreters  # private in 3.13 (PEP 734 made it public in 3.14)
 
     ids = [_interpreters.create() for _ in range(workers)]
@@ -94,7 +94,7 @@ def _run_interpreters(workers: int, iters: int, clock: Callable[[], float]) -> f
             _interpreters.destroy(iid)
 
 
-def _run_processes(workers: int, iters: int, clock: Callable[[], float]) -> float:
+def _run_processes(workers: int, iters: int, clock: TimeSource) -> float:
     code = (SPIN_SOURCE + "\nimport sys\nprint('ready', flush=True)\nsys.stdin.readline()\n"
             f"spin({iters})\nprint('done', flush=True)\n")
     procs = [subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
@@ -123,7 +123,7 @@ def _run_processes(workers: int, iters: int, clock: Callable[[], float]) -> floa
 
 
 def run(backend: str, workers: int, iters: int, *,
-        clock: Callable[[], float] = time.perf_counter) -> float:
+        clock: TimeSource = time.perf_counter) -> float:
     """Seconds for ``workers`` parallel copies of ``spin(iters)`` on ``backend``.
 
     Raises:

@@ -30,7 +30,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from bench.env import gil_enabled
+from server.host import gil_enabled
 
 #: Per-tick wall times are kept raw up to this many ticks (enough for a p99 over a full run;
 #: beyond it the driver would have to trust a summary, which it never needs at our tick counts).

@@ -10,7 +10,6 @@ cells get, so ``PYTHON_GIL=1`` shows up as GIL enabled).
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import json
 import os
@@ -20,21 +19,22 @@ import subprocess
 import sys
 import sysconfig
 from collections.abc import Mapping
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from server.cmd_info import gil_enabled, usable_cores
+from server.host import (
+    free_threaded,
+    gil_enabled,
+    import_extensions,
+    package_versions,
+    usable_cores,
+)
 
 #: Packages whose versions change results (the kernel, the codec, plotting only for reports).
 PACKAGES = ("paratick", "msgpack", "numpy", "websockets", "matplotlib")
 
 #: How long an interpreter may take to describe itself before we give up (cold start + imports).
 PROBE_TIMEOUT_S = 60.0
-
-
-# One definition of both, shared with `paratick info` (server/cmd_info.py).
-__all__ = ["gil_enabled", "usable_cores"]
 
 
 def cpu_model() -> str:
@@ -48,16 +48,6 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str | None]:
-    out: dict[str, str | None] = {}
-    for name in names:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
-
-
 def interpreter_info() -> dict[str, Any]:
     """This interpreter: version, build flags, GIL state after importing the extensions we use.
 
@@ -65,9 +55,7 @@ def interpreter_info() -> dict[str, Any]:
     declare free-threading support re-enables the GIL at import time; reporting the GIL state
     before that would be a lie of omission.
     """
-    for mod in ("msgpack", "numpy"):
-        with contextlib.suppress(ImportError):
-            __import__(mod)
+    import_extensions()
     return {
         "executable": sys.executable,
         "version": platform.python_version(),
@@ -76,7 +64,7 @@ def interpreter_info() -> dict[str, Any]:
         "config_args": sysconfig.get_config_var("CONFIG_ARGS") or "",
         "gil_enabled": gil_enabled(),
         "python_gil_env": os.environ.get("PYTHON_GIL"),
-        "packages": package_versions(),
+        "packages": package_versions(PACKAGES),
     }
 
 
@@ -153,6 +141,11 @@ def machine() -> dict[str, Any]:
         "hostname": socket.gethostname(),
         "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
+
+
+def build_label() -> str:
+    """``3.13`` or ``3.13t``: names the result file of a benchmark run once per interpreter."""
+    return f"{sys.version_info.major}.{sys.version_info.minor}{'t' if free_threaded() else ''}"
 
 
 def capture(root: Path, interpreters: Mapping[str, dict[str, Any]] | None = None,

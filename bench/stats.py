@@ -2,12 +2,10 @@
 
 Every figure paratick reports comes through here so that one definition holds everywhere:
 
-* **Percentiles** use linear interpolation between closest ranks (Hyndman & Fan type 7, the
-  default of ``numpy.percentile`` and ``statistics.quantiles(method="inclusive")``): for sorted
-  samples ``x[0..n-1]`` the p-th percentile is at fractional index ``h = (n - 1) * p / 100``, i.e.
-  ``x[floor(h)] + (h - floor(h)) * (x[floor(h) + 1] - x[floor(h)])``.  It is defined for any
-  ``n >= 1``, equals the median at p = 50 and the extremes at p = 0 and p = 100, so a p99 over 20
-  samples is an honest interpolation near the maximum rather than "the maximum" by decree.
+* **Percentiles** are :func:`server.quantiles.percentile` (linear interpolation between closest
+  ranks, Hyndman & Fan type 7, numpy's default; documented there), the definition the server's
+  ``/stats``, the runtime's metrics and the bots use too.  Here they refuse to summarise no
+  samples or a non-finite one (:class:`~bench.errors.StatsError`) instead of answering NaN.
 * **Speedup vs 1 worker**: ``rate(W) / rate(1)`` for the same build, backend and kernel.
 * **Speedup vs best single core**: ``rate / max(rate of every valid 1-worker cell of any build and
   backend)``; this is the honest number because it charges the free-threaded build's single-thread
@@ -25,6 +23,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from bench.errors import StatsError
+from server import quantiles
 
 T = TypeVar("T")
 
@@ -39,18 +38,14 @@ def _clean(samples: Iterable[float]) -> list[float]:
 
 
 def percentile(samples: Iterable[float], p: float) -> float:
-    """The ``p``-th percentile (0..100) by linear interpolation (type 7, see module docstring).
+    """The ``p``-th percentile (0..100) of checked samples (:func:`server.quantiles.percentile`).
 
     Raises:
         StatsError: no samples, a non-finite sample, or ``p`` outside [0, 100].
     """
-    if not 0.0 <= p <= 100.0 or math.isnan(p):
+    if not 0.0 <= p <= 100.0:  # also refuses NaN
         raise StatsError(f"percentile must be in [0, 100], got {p}")
-    xs = sorted(_clean(samples))
-    h = (len(xs) - 1) * p / 100.0
-    lo = math.floor(h)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (h - lo) * (xs[hi] - xs[lo])
+    return quantiles.percentile(_clean(samples), p)
 
 
 def percentiles(samples: Iterable[float], ps: Sequence[float]) -> dict[str, float]:

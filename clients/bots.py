@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from server.clock import TimeSource
 from server.protocol import (
     SERVER_MESSAGES,
     SUBPROTOCOL_MSGPACK,
@@ -44,6 +45,7 @@ from server.protocol import (
     Welcome,
     apply_snapshot,
 )
+from server.quantiles import percentile
 
 BEHAVIOURS = ("wander", "chase", "idle")
 #: Bots per process before the fleet spreads over more processes.  Measured on the 2-core VM:
@@ -57,7 +59,6 @@ HISTORY = 8
 #: Pending-input sequence numbers tracked for latency; older unacked ones are forgotten
 #: (counted as lost), so a server that never acks cannot grow a bot's memory.
 MAX_PENDING = 256
-Clock = Callable[[], float]
 
 
 @dataclass
@@ -108,7 +109,7 @@ def choose(behaviour: str, me: Entity | None, seen: dict[int, Entity], rng: rand
 
 
 async def run_bot(url: str, index: int, *, behaviour: str, seed: int, input_rate: float,
-                  until: float, clock: Clock = time.perf_counter) -> BotResult:
+                  until: float, clock: TimeSource = time.perf_counter) -> BotResult:
     """One bot from connect to ``until`` (a ``clock`` time); never raises for network trouble."""
     from websockets.asyncio.client import connect
     from websockets.exceptions import ConnectionClosed, InvalidHandshake
@@ -150,7 +151,7 @@ async def run_bot(url: str, index: int, *, behaviour: str, seed: int, input_rate
 
 
 async def _play(ws: Any, codec: MsgpackCodec, welcome: Welcome, res: BotResult, behaviour: str,
-                rng: random.Random, input_rate: float, until: float, clock: Clock) -> None:
+                rng: random.Random, input_rate: float, until: float, clock: TimeSource) -> None:
     history: dict[int, dict[int, Entity]] = {}
     state: dict[int, Entity] = {}
     latest: list[int | None] = [None]
@@ -241,7 +242,7 @@ def _behaviour(spec: FleetSpec, index: int) -> str:
     return BEHAVIOURS[index % len(BEHAVIOURS)] if spec.behaviour == "mix" else spec.behaviour
 
 
-async def run_local_fleet(spec: FleetSpec, *, t0: float, clock: Clock = time.perf_counter,
+async def run_local_fleet(spec: FleetSpec, *, t0: float, clock: TimeSource = time.perf_counter,
                           ) -> list[BotResult]:
     """``spec.bots`` bots as tasks of this loop; ``t0`` is the fleet's common start time."""
     total_ramp = spec.first_index / spec.ramp if spec.ramp > 0 else 0.0
@@ -292,11 +293,9 @@ async def _get_stats(url: str) -> dict[str, Any] | None:
     return obj if isinstance(obj, dict) else None
 
 
-def _pct(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    v = sorted(values)
-    return v[min(len(v) - 1, max(0, math.ceil(q * len(v)) - 1))]
+def _pct(values: list[float], p: float) -> float | None:
+    """:func:`server.quantiles.percentile`, None (JSON null) when there are no samples."""
+    return percentile(values, p) if values else None
 
 
 async def run_fleet(spec: FleetSpec, *, processes: int | None = None,
@@ -397,14 +396,14 @@ def report(spec: FleetSpec, results: list[BotResult], samples: list[dict[str, An
         "delta_fraction": (sum(r.deltas for r in results) /
                            max(1, sum(r.snapshots for r in results))),
         "inputs": sum(r.inputs for r in results),
-        "latency_ms": {"samples": len(lat), "p50": _pct(lat, 0.50), "p95": _pct(lat, 0.95),
-                       "p99": _pct(lat, 0.99), "max": max(lat) if lat else None},
+        "latency_ms": {"samples": len(lat), "p50": _pct(lat, 50), "p95": _pct(lat, 95),
+                       "p99": _pct(lat, 99), "max": max(lat) if lat else None},
         "lost_acks": sum(r.lost_acks for r in results),
         "bytes_in_per_s": sum(r.bytes_in for r in results) / elapsed if elapsed else 0.0,
         "bytes_out_per_s": sum(r.bytes_out for r in results) / elapsed if elapsed else 0.0,
         "errors": errors,
         "server": {"samples": len(samples),
-                   "mspt_p50_median": _pct(p50s, 0.5), "mspt_p99_max": max(p99s) if p99s else None,
+                   "mspt_p50_median": _pct(p50s, 50), "mspt_p99_max": max(p99s) if p99s else None,
                    "tick_rate_min": min(rates) if rates else None,
                    "budget_ms": last.get("ticker", {}).get("budget_ms"),
                    "snapshots_dropped": last.get("messages", {}).get("snapshots_dropped"),

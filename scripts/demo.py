@@ -7,22 +7,19 @@ simulation is deterministic, so any difference is a bug, whatever the interprete
 
 Modes:
     world    :class:`sim.world.World`, all regions ticked in the calling thread: the reference.
-    threads  ``server.runtime.Runtime(backend="threads")``, one worker per usable core, when the
-             runtime is present in this checkout; skipped (and said so) otherwise.
+    threads  ``server.runtime.Runtime(backend="threads")``, one worker per usable core.
 
-To add a mode, add a function to ``MODES`` taking (config, rows, ticks) and returning the digest.
+To add a mode, add a function to ``MODES`` taking (config, rows, ticks) and returning
+(digest, workers).
 These are quick smoke figures on a shared machine, not benchmarks: ``bench/`` measures properly.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import os
 import subprocess
 import sys
-import sysconfig
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -48,7 +45,7 @@ def _world(config: Any, rows: list[Any], ticks: int) -> tuple[str, int]:
 
 
 def _threads(config: Any, rows: list[Any], ticks: int) -> tuple[str, int]:
-    from server.runtime import Runtime  # type: ignore[import-not-found, unused-ignore]
+    from server.runtime import Runtime
 
     with Runtime(config, rows, backend="threads") as rt:
         workers = len(rt.worker_gil())
@@ -57,47 +54,38 @@ def _threads(config: Any, rows: list[Any], ticks: int) -> tuple[str, int]:
         return str(rt.digest()), workers
 
 
-#: mode -> (module that must exist, function returning (digest, workers)).
-MODES: dict[str, tuple[str, Callable[[Any, list[Any], int], tuple[str, int]]]] = {
-    "world": ("sim.world", _world),
-    "threads": ("server.runtime", _threads),
+#: mode -> function returning (digest, workers).
+MODES: dict[str, Callable[[Any, list[Any], int], tuple[str, int]]] = {
+    "world": _world,
+    "threads": _threads,
 }
 
 
 def measure(ticks: int) -> dict[str, Any]:
     """Run every available mode under this interpreter; the result is one JSON-ready dict."""
+    from server import host
     from sim.config import WorldConfig
     from sim.world import spawn
 
     config = WorldConfig(regions_x=GRID[0], regions_y=GRID[1])
     rows = spawn(config, ENTITIES)
     runs: list[dict[str, Any]] = []
-    for mode, (module, fn) in MODES.items():
-        if not _available(module):
-            runs.append({"mode": mode, "skipped": f"{module} is not in this checkout yet"})
-            continue
+    for mode, fn in MODES.items():
         t0 = time.perf_counter()
         digest, workers = fn(config, rows, ticks)
         seconds = time.perf_counter() - t0
         runs.append({"mode": mode, "workers": workers, "ticks": ticks, "seconds": seconds,
                      "ticks_per_s": ticks / seconds, "digest": digest})
-    gil = getattr(sys, "_is_gil_enabled", lambda: True)()
     return {"python": sys.version.split()[0], "executable": sys.executable,
-            "free_threaded": bool(sysconfig.get_config_var("Py_GIL_DISABLED")),
-            "gil_enabled": gil, "runs": runs}
-
-
-def _available(module: str) -> bool:
-    """Whether ``module`` exists in this checkout (later issues add the runtime and server)."""
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:  # a parent package is missing
-        return False
+            "free_threaded": host.free_threaded(), "gil_enabled": host.gil_enabled(),
+            "runs": runs}
 
 
 def drive(pythons: Sequence[tuple[str, str]], ticks: int) -> int:
     """Measure under each (label, python) and print the comparison; non-zero on a mismatch."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    from server.host import usable_cores
+
+    cores = usable_cores()
     print(f"paratick demo: {ENTITIES} entities, {GRID[0]}x{GRID[1]} regions, {ticks} ticks, "
           f"{cores} usable cores")
     results: list[tuple[str, dict[str, Any]]] = []
@@ -117,10 +105,6 @@ def drive(pythons: Sequence[tuple[str, str]], ticks: int) -> int:
         build = f"{res['python']}{'t' if res['free_threaded'] else ''}"
         gil = "on" if res["gil_enabled"] else "off"
         for run in res["runs"]:
-            if "skipped" in run:
-                print(f"{label:<14} {build:<14} {gil:<5} {run['mode']:<8} {'-':>7} {'-':>9}  "
-                      f"(skipped: {run['skipped']})")
-                continue
             digests.add(run["digest"])
             print(f"{label:<14} {build:<14} {gil:<5} {run['mode']:<8} {run['workers']:>7} "
                   f"{run['ticks_per_s']:>9.1f}  {run['digest']}")
@@ -139,8 +123,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--ticks", type=int, default=TICKS, help=f"ticks per run (default {TICKS})")
     ap.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    sys.path.insert(0, str(REPO))  # this checkout's code, whichever venv runs the script
     if args.measure:
-        sys.path.insert(0, str(REPO))
         print(json.dumps(measure(args.ticks)))
         return 0
     pythons: list[tuple[str, str]] = []

@@ -1,27 +1,33 @@
-"""The ``paratick`` command line: one entry point, one module per subcommand.
+"""The ``paratick`` command line: one entry point, one module per command, declared in one place.
 
-Each subcommand lives in its own module exposing ``HELP`` (one line), ``add_arguments(parser)`` and
-``run(args) -> int``; this file only wires them together, so adding a command never touches another.
-Modules keep their top-level imports light (numpy, websockets, matplotlib are imported inside
-``run``) so that ``paratick --help`` is instant.
+The commands are the ``paratick.commands`` entry-point group of ``pyproject.toml`` (``name =
+"module"``).  This front door reads the group, imports each module and wires it into argparse;
+it names no command itself, so ``server/`` never imports ``bench/`` or ``clients/`` (the import
+test in ``tests/test_imports.py`` holds it to that) and adding a command touches
+``pyproject.toml`` and the command's own module only.
+
+A command module exposes ``HELP`` (one line), optionally ``DESCRIPTION``, ``add_arguments(parser)``
+and ``run(args) -> int``.  Modules keep their top-level imports light (numpy, websockets and
+matplotlib are imported inside ``run``) so that ``paratick --help`` stays instant.
+
+The group is read from the installed distribution's metadata; a checkout run without being
+installed (``PYTHONPATH=. python -m server.cli``, as the device kit does) reads the same table
+from its own ``pyproject.toml``.  Bare ``paratick`` prints the help and exits with status 2.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Sequence
+from importlib import import_module, metadata
+from pathlib import Path
+from types import ModuleType
 
-#: subcommand -> module implementing it
-COMMANDS: dict[str, str] = {
-    "info": "server.cmd_info",
-    "sim": "sim.cli",
-    "run": "server.runtime.cli",
-    "serve": "server.cmd_serve",
-    "bots": "clients.cli",
-    "bench": "bench.cli",
-}
+#: The entry-point group listing every ``paratick`` command.
+GROUP = "paratick.commands"
+#: Where a source checkout declares the group (used when no installed metadata has it).
+PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 
 DESCRIPTION = """\
 paratick ticks a sharded game world in parallel on free threads, subinterpreters or processes,
@@ -29,18 +35,39 @@ serves it to websocket bots, and measures tick-rate scaling per core on GIL and 
 CPython builds.  Every command runs with no options; `paratick COMMAND --help` explains each."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+class NoCommands(RuntimeError):
+    """Neither the installed metadata nor a checkout's pyproject.toml declares any command."""
+
+
+def declared(pyproject: Path = PYPROJECT) -> dict[str, str]:
+    """Command name -> module, as the ``paratick.commands`` group declares them, by name
+    (installed metadata does not keep the declaration order, so neither source uses it).
+
+    Raises:
+        NoCommands: paratick is neither installed nor run from a checkout.
+    """
+    found: dict[str, str] = {}
+    for ep in metadata.entry_points(group=GROUP):
+        found.setdefault(ep.name, ep.value)
+    if not found and pyproject.is_file():
+        import tomllib
+
+        with pyproject.open("rb") as f:
+            table = tomllib.load(f).get("project", {}).get("entry-points", {}).get(GROUP, {})
+        found = {str(k): str(v) for k, v in table.items()}
+    if not found:
+        raise NoCommands(f"no {GROUP!r} entry points: install paratick (pip install -e .) or "
+                         f"run it from its source checkout")
+    return dict(sorted(found.items()))
+
+
+def build_parser(commands: dict[str, str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="paratick", description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, modname in COMMANDS.items():
-        try:
-            mod = importlib.import_module(modname)
-        except ModuleNotFoundError as exc:
-            if exc.name is not None and modname.startswith(exc.name):
-                continue  # subcommand not present in this build
-            raise
+    for name, modname in (commands if commands is not None else declared()).items():
+        mod: ModuleType = import_module(modname)
         p = sub.add_parser(name, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         mod.add_arguments(p)
@@ -49,8 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args_in = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    if not args_in:
+        parser.print_help()
+        return 2
+    args = parser.parse_args(args_in)
     try:
         return int(args._module.run(args) or 0)
     except KeyboardInterrupt:

@@ -3,52 +3,36 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
 import platform
 import sys
-import sysconfig
-from importlib import metadata
 from typing import Any
+
+from server.host import (
+    free_threaded,
+    gil_enabled,
+    import_extensions,
+    package_versions,
+    usable_cores,
+)
 
 HELP = "print the interpreter, its build (GIL or free-threaded), GIL state, cores, library versions"
 
 LIBRARIES = ("paratick", "websockets", "msgpack", "numpy", "aiomqtt")
 
 
-def usable_cores() -> int:
-    """Cores this process may run on (affinity-aware; what ``--workers`` defaults to)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
-def gil_enabled() -> bool:
-    """Whether the GIL is enabled *now* (an extension can re-enable it at import time)."""
-    fn = getattr(sys, "_is_gil_enabled", None)
-    return True if fn is None else bool(fn())
-
-
 def collect() -> dict[str, Any]:
-    versions: dict[str, str | None] = {}
-    for name in LIBRARIES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    # Import the extensions paratick uses so that the GIL state reflects them (an extension
-    # without free-threading support re-enables the GIL when imported).
-    for mod in ("msgpack", "numpy"):
-        with contextlib.suppress(ImportError):
-            __import__(mod)
-    free_threaded = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+    """What ``paratick info`` prints, as a dict (after loading the extensions paratick uses:
+    one without free-threading support re-enables the GIL when imported)."""
+    versions = package_versions(LIBRARIES)
+    import_extensions()
+    ft = free_threaded()
     return {
         "executable": sys.executable,
         "version": platform.python_version(),
         "implementation": sys.implementation.name,
-        "build": "free-threaded" if free_threaded else "default (GIL)",
-        "py_gil_disabled": free_threaded,
+        "build": "free-threaded" if ft else "default (GIL)",
+        "py_gil_disabled": ft,
         "gil_enabled": gil_enabled(),
         "cores": usable_cores(),
         "cpu": platform.processor() or platform.machine(),

@@ -23,7 +23,11 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-Clock = Callable[[], float]
+from server.clock import TimeSource
+
+#: The old name of :data:`server.clock.TimeSource` (monotonic seconds on demand), kept while
+#: server.app and server.connection still import it from here.
+Clock = TimeSource
 
 
 class SessionError(Exception):
@@ -78,7 +82,6 @@ class Session:
     state: SessionState = SessionState.ATTACHED
     deadline: float = 0.0            # DETACHED: expires at this clock time
     last_seq: int = -1               # newest input seq forwarded to the world
-    baseline: int = -1               # newest snapshot tick the client acked (delta baseline)
     resumes: int = 0
 
     def move(self, new: SessionState) -> None:
@@ -99,7 +102,7 @@ class SessionTable:
 
     entities: Iterable[int]
     grace: float = 10.0
-    clock: Clock = field(default=lambda: 0.0)
+    clock: TimeSource = field(default=lambda: 0.0)
     token_factory: Callable[[], str] = field(default=lambda: secrets.token_urlsafe(16))
 
     def __post_init__(self) -> None:
@@ -132,7 +135,6 @@ class SessionTable:
             if s.state is SessionState.DETACHED:
                 s.move(SessionState.ATTACHED)
             s.resumes += 1
-            s.baseline = -1  # the new connection has no snapshot yet
             self.counters["resumed"] += 1
             return s, True
         if not self._free:

@@ -14,7 +14,6 @@ from sim.errors import InvalidInput
 
 PLAYER = 0
 NPC = 1
-KINDS = {"player": PLAYER, "npc": NPC}
 
 #: Field order of a row.  ``thrust``/``turn``/``action``/``seq`` are the player's sticky input
 #: state: they travel with the entity on handoff, so a region border is invisible to a player.

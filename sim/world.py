@@ -17,8 +17,9 @@ from sim.config import WorldConfig
 from sim.entities import NPC, PLAYER, InputRow, Row, validate_input, validate_row
 from sim.errors import InvalidInput, SchemaError
 from sim.geometry import Layout
+from sim.kernels import make_shards
 from sim.rng import uniform
-from sim.shard import Border, Shard, make_shards
+from sim.shard import Border, Shard
 
 SAVE_VERSION = 1
 DIGEST_VERSION = 1
@@ -52,6 +53,42 @@ def digest(rows: Iterable[Sequence[Any]], tick: int) -> str:
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
+def partition(config: WorldConfig, rows: Iterable[Any], *, validate: bool = True,
+              ) -> list[list[Row]]:
+    """Rows grouped by the region that owns them (index = region), in the order given.
+
+    The one place a world is split: :class:`World` and the parallel runtime both start here,
+    so they hand every shard the same rows in the same order.
+
+    Args:
+        config: the world (its layout decides ownership).
+        rows: entity rows; each is checked with :func:`~sim.entities.validate_row` unless
+            ``validate`` is False (rows this process produced itself).
+
+    Raises:
+        InvalidInput: a malformed row, or two rows with the same entity id.
+    """
+    layout = Layout(config)
+    per: list[list[Row]] = [[] for _ in range(config.regions)]
+    seen: set[int] = set()
+    for raw in rows:
+        row = validate_row(raw, width=config.width, height=config.height,
+                           max_radius=config.radius) if validate else raw
+        if row[0] in seen:
+            raise InvalidInput(f"duplicate entity id {row[0]}")
+        seen.add(row[0])
+        per[layout.region_of(row[2], row[3])].append(row)
+    return per
+
+
+def save(config: WorldConfig, tick: int, rows: Sequence[Row]) -> bytes:
+    """A world's save: msgpack of (version, config, tick, rows sorted by id), what
+    :meth:`World.load` reads.  Every world that saves (this module's, the runtime's) writes it
+    here, so a save means the same bytes whoever ticked the world."""
+    return msgpack.packb({"v": SAVE_VERSION, "config": config.to_dict(), "tick": tick,
+                          "rows": rows}, use_bin_type=True)
+
+
 def normalise_inputs(inputs: Iterable[Any]) -> dict[int, InputRow]:
     """Validate inputs and keep the last one per entity (a later input replaces an earlier one)."""
     out: dict[int, InputRow] = {}
@@ -67,7 +104,7 @@ class World:
     With the numpy kernel the regions are one :class:`~sim.kernels.numpy.NumpyGroup` (one set of
     array operations per tick) unless ``per_region`` asks for one shard per region, or
     ``groups`` splits them the way workers owning them would (one group each, exchanging
-    borders); the results are the same bits either way (:func:`sim.shard.make_shards`).
+    borders); the results are the same bits either way (:func:`sim.kernels.make_shards`).
     """
 
     def __init__(self, config: WorldConfig, rows: Iterable[Row] = (), *, kernel: str = "python",
@@ -77,18 +114,7 @@ class World:
         self.layout = Layout(config)
         self.tick = tick
         self.kernel = kernel
-        rows = list(rows)
-        if validate:
-            rows = [validate_row(r, width=config.width, height=config.height,
-                                 max_radius=config.radius) for r in rows]
-        seen: set[int] = set()
-        for row in rows:
-            if row[0] in seen:
-                raise InvalidInput(f"duplicate entity id {row[0]}")
-            seen.add(row[0])
-        per: list[list[Row]] = [[] for _ in range(config.regions)]
-        for row in rows:
-            per[self.layout.region_of(row[2], row[3])].append(row)
+        per = partition(config, rows, validate=validate)
         if groups is None:
             groups = [range(config.regions)]
         if sorted(r for g in groups for r in g) != list(range(config.regions)):
@@ -128,8 +154,7 @@ class World:
 
     def save(self) -> bytes:
         """The world as bytes; :meth:`load` gives a world whose future is identical."""
-        return msgpack.packb({"v": SAVE_VERSION, "config": self.config.to_dict(),
-                              "tick": self.tick, "rows": self.rows()}, use_bin_type=True)
+        return save(self.config, self.tick, self.rows())
 
     @classmethod
     def load(cls, data: bytes, *, kernel: str = "python", regions: tuple[int, int] | None = None,

@@ -13,6 +13,7 @@ Public surface::
         rt.digest(), rt.metrics().to_dict(), rt.worker_gil()
 """
 
+from server.clock import MonotonicClock, VirtualClock
 from server.runtime.errors import (
     BackendUnavailable,
     ChannelClosed,
@@ -27,14 +28,8 @@ from server.runtime.errors import (
     WorkerError,
     WorkerTimeout,
 )
-from server.runtime.runtime import BACKENDS, Runtime, State, TickResult, usable_cores
-from server.runtime.scheduler import (
-    MonotonicClock,
-    Overload,
-    SchedulerStats,
-    TickScheduler,
-    VirtualClock,
-)
+from server.runtime.runtime import BACKENDS, Runtime, State, TickResult
+from server.runtime.scheduler import Overload, SchedulerStats, TickScheduler
 
 __all__ = [
     "BACKENDS",
@@ -58,5 +53,4 @@ __all__ = [
     "WorkerCrashed",
     "WorkerError",
     "WorkerTimeout",
-    "usable_cores",
 ]

@@ -321,6 +321,30 @@ class InterpEndpoint(_PipeWokenEndpoint):
 
 
 # ---- processes -----------------------------------------------------------------------------------
+def frame(data: bytes) -> bytes:
+    """``data`` as one frame of the socket mesh: a little-endian uint32 length, then the bytes."""
+    return len(data).to_bytes(_HEADER, "little") + data
+
+
+def read_frame(sock: socket.socket) -> bytes:
+    """One frame read with blocking calls (a worker process reads its spec this way, before its
+    :class:`FdEndpoint` exists).
+
+    Raises:
+        ConnectionError: the peer closed the socket mid-frame.
+    """
+    def exact(n: int) -> bytes:
+        buf = bytearray()
+        while len(buf) < n:
+            chunk = sock.recv(min(n - len(buf), READ_CHUNK))
+            if not chunk:
+                raise ConnectionError("socket closed mid-frame")
+            buf += chunk
+        return bytes(buf)
+
+    return exact(int.from_bytes(exact(_HEADER), "little"))
+
+
 def socket_mesh(participants: int) -> list[dict[int, socket.socket]]:
     """A full mesh of ``AF_UNIX`` stream socket pairs: ``mesh[i][j]`` is i's socket to j."""
     mesh: list[dict[int, socket.socket]] = [{} for _ in range(participants)]
@@ -381,8 +405,7 @@ class FdEndpoint(Endpoint):
         if dst in self._closed:
             raise _closed(f"participant {dst} closed its channel", dst)
         pend = self._pending[dst]
-        frame = len(data).to_bytes(_HEADER, "little") + data
-        pend.append(memoryview(frame))
+        pend.append(memoryview(frame(data)))
         self._write(dst)
         if pend:
             self.stats.full_events += 1
@@ -449,10 +472,6 @@ class FdEndpoint(Endpoint):
         self.stats.bytes_received += len(data)
         return data
 
-    def pending(self) -> int:
-        """Frames accepted by :meth:`send` that the kernel has not taken yet."""
-        return sum(len(p) for p in self._pending.values())
-
     def flush(self, timeout: float) -> bool:
         """Pump until every pending frame is written (or ``timeout``); True when all went.
 
@@ -480,7 +499,3 @@ class FdEndpoint(Endpoint):
                 sock.close()
         self._socks.clear()
 
-
-def describe_stats(stats: ChannelStats) -> dict[str, Any]:
-    """JSON-ready counters."""
-    return stats.to_dict()

@@ -1,19 +1,20 @@
 """``paratick run``: tick a sharded world on one backend and print MSPT, GIL state and the digest.
 
 The same options on every backend give the same digest (``--check`` also ticks the single-thread
-reference :class:`sim.world.World` and compares).  Players get deterministic synthetic inputs, so
-a run is a pure function of its options.
+reference :class:`sim.world.World` and compares).  Players get the scripted inputs of
+:func:`sim.scripted.scripted_inputs` (as in ``paratick sim``), so a run is a pure function of its
+options.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
-import sysconfig
 import time
 from typing import Any, NoReturn
+
+from sim.kernels import KERNELS
 
 HELP = "tick a sharded world on inline/threads/interpreters/processes workers; print MSPT + digest"
 DESCRIPTION = __doc__
@@ -35,13 +36,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="where the workers run (default: threads)")
     g.add_argument("--workers", type=int, default=None,
                    help="worker count (default: usable cores, capped at the region count)")
-    g.add_argument("--kernel", choices=("python", "numpy"), default="python",
+    g.add_argument("--kernel", choices=KERNELS, default="python",
                    help="shard kernel (numpy cannot run with --backend interpreters)")
     w = parser.add_argument_group("world")
     w.add_argument("--regions", default="4x4", help="region grid, e.g. 4x4 (default) or 8x2")
     w.add_argument("--entities", type=int, default=2000, help="entities (default 2000)")
     w.add_argument("--players", type=int, default=0,
-                   help="how many entities get synthetic player inputs (default 0)")
+                   help="how many entities get scripted player inputs (default 0)")
     w.add_argument("--size", type=float, default=2048.0, help="world width and height (2048)")
     w.add_argument("--seed", type=int, default=1, help="world seed (default 1)")
     r = parser.add_argument_group("run")
@@ -59,22 +60,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     r.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
-def player_inputs(players: int, tick: int) -> list[tuple[int, int, float, float, int]]:
-    """Deterministic steering for entities ``0..players-1`` (a slow weave, boosts now and then)."""
-    out = []
-    for p in range(players):
-        phase = (tick + 7 * p) % 120
-        out.append((p, tick, 1.0 if phase < 90 else 0.0, math.sin(phase / 19.0),
-                    1 if phase % 40 < 5 else 0))
-    return out
-
-
 def _fail(msg: str) -> int:
     print(f"paratick run: error: {msg}", file=sys.stderr)
     return 2
 
 
 def run(args: argparse.Namespace) -> int:
+    from server.clock import MonotonicClock
+    from server.host import free_threaded
     from server.runtime import (
         BackendUnavailable,
         Runtime,
@@ -82,10 +75,10 @@ def run(args: argparse.Namespace) -> int:
         RuntimeFault,
         TickScheduler,
     )
-    from server.runtime.scheduler import MonotonicClock
     from server.runtime.scheduler import run as run_paced
     from sim.config import WorldConfig, parse_grid
     from sim.errors import SimError
+    from sim.scripted import scripted_inputs
     from sim.world import World, spawn
 
     if args.ticks < 1:
@@ -124,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
             tick = [0]
 
             def step() -> None:
-                rt.step(player_inputs(args.players, tick[0]))
+                rt.step(scripted_inputs(args.seed, args.players, tick[0]))
                 tick[0] += 1
 
             stats = run_paced(step, sched, clock, args.ticks, progress)
@@ -138,12 +131,12 @@ def run(args: argparse.Namespace) -> int:
     if args.check:
         world = World(config, rows, kernel=args.kernel)
         for t in range(args.ticks):
-            world.step(player_inputs(args.players, t))
+            world.step(scripted_inputs(args.seed, args.players, t))
         ref = world.digest()
     doc: dict[str, Any] = {
         "backend": args.backend, "workers": rt.workers, "kernel": args.kernel,
         "python": sys.version.split()[0],
-        "free_threaded": bool(sysconfig.get_config_var("Py_GIL_DISABLED")),
+        "free_threaded": free_threaded(),
         "config": config.to_dict(), "entities": args.entities, "players": args.players,
         "ticks": args.ticks, "rate": None if args.flat_out else args.rate,
         "startup_s": startup, "wall_s": wall, "ticks_per_s": args.ticks / wall if wall else None,

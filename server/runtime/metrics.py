@@ -2,31 +2,22 @@
 
 Durations are kept in bounded sliding windows (``collections.deque(maxlen=window)``): memory stays
 constant on a server that runs for days, and percentiles describe recent behaviour, not the
-warm-up.  Percentiles use the nearest-rank method on the window (no interpolation: every reported
-value is a tick that really happened).  Everything converts to plain JSON with ``to_dict()``.
+warm-up.  Percentiles are :func:`server.quantiles.percentile` (linear interpolation between
+closest ranks), the definition ``/stats``, the bots and the benchmarks share.  Everything converts
+to plain JSON with ``to_dict()``.
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from server.quantiles import percentiles
+
 #: Ticks kept per window: 10 s at 30 Hz, enough for a stable p99 (~3 samples above it).
 DEFAULT_WINDOW = 300
-
-
-def percentile(values: Iterable[float], q: float) -> float:
-    """Nearest-rank percentile ``q`` in [0, 100] of ``values``; NaN when empty."""
-    data = sorted(values)
-    if not data:
-        return math.nan
-    if not 0 <= q <= 100:
-        raise ValueError(f"percentile must be in [0, 100], got {q}")
-    rank = max(1, math.ceil(q / 100 * len(data)))
-    return data[rank - 1]
 
 
 class Window:
@@ -53,8 +44,7 @@ class Window:
         if not data:
             return {"p50": math.nan, "p95": math.nan, "p99": math.nan, "max": math.nan,
                     "mean": math.nan, "n": 0}
-        return {"p50": percentile(data, 50), "p95": percentile(data, 95),
-                "p99": percentile(data, 99), "max": data[-1],
+        return {**percentiles(data, (50, 95, 99)), "max": data[-1],
                 "mean": sum(data) / len(data), "n": len(data)}
 
 

@@ -25,12 +25,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import msgpack
 
+from server.clock import TimeSource
+from server.host import usable_cores
 from server.runtime import messages as m
 from server.runtime.channels import (
     Endpoint,
@@ -61,12 +63,13 @@ from server.runtime.metrics import (
 )
 from server.runtime.worker import CHECKPOINT_EVERY, WorkerCore, thread_main
 from sim.config import WorldConfig
-from sim.entities import Row, validate_row
+from sim.entities import Row
 from sim.errors import InvalidInput, KernelUnavailable
 from sim.geometry import Layout
-from sim.shard import KERNELS
-from sim.world import SAVE_VERSION, normalise_inputs
+from sim.kernels import KERNELS
 from sim.world import digest as rows_digest
+from sim.world import normalise_inputs, partition
+from sim.world import save as save_world
 
 BACKENDS = ("inline", "threads", "interpreters", "processes")
 #: Seconds the watchdog lets a worker take for one tick before naming it (WorkerTimeout).  Ticks
@@ -129,13 +132,6 @@ class TickResult:
     mspt: float = 0.0
 
 
-def usable_cores() -> int:
-    """Cores this process may run on (affinity-aware)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
 class Runtime:
     """A sharded world ticked by W workers on one backend.
 
@@ -178,7 +174,7 @@ class Runtime:
                  checkpoint_every: int = CHECKPOINT_EVERY,
                  fault_at: tuple[int, int] | None = None,
                  metrics_window: int = DEFAULT_WINDOW,
-                 clock: Callable[[], float] = time.perf_counter) -> None:
+                 clock: TimeSource = time.perf_counter) -> None:
         if backend not in BACKENDS:
             raise RuntimeConfigError(f"unknown backend {backend!r}; choose one of "
                                      f"{', '.join(BACKENDS)}")
@@ -217,7 +213,7 @@ class Runtime:
         for w, regions in enumerate(self.assignment):
             for r in regions:
                 self.owner[r] = w
-        per = _split_rows(config, layout, rows)
+        per = partition(config, rows)
         self._window = metrics_window
         self._shard_m = [ShardMetrics(r, self.owner[r], Window(metrics_window), len(per[r]))
                          for r in range(config.regions)]
@@ -489,8 +485,7 @@ class Runtime:
     def save(self) -> bytes:
         """The world as :meth:`sim.world.World.save` writes it (``World.load`` reads it back,
         and ``Runtime(config, rows, tick=...)`` can resume from the loaded world)."""
-        return msgpack.packb({"v": SAVE_VERSION, "config": self.config.to_dict(),
-                              "tick": self.tick, "rows": self.rows()}, use_bin_type=True)
+        return save_world(self.config, self.tick, self.rows())
 
     def worker_gil(self) -> list[bool]:
         """``sys._is_gil_enabled()`` as each worker saw it: at start-up (after importing its
@@ -588,18 +583,4 @@ def _post_exit(ep: Endpoint, coord: int, w: int, detail: str) -> None:
         ep.send(coord, m.encode(m.EXITED, w, detail))
 
 
-def _split_rows(config: WorldConfig, layout: Layout, rows: Iterable[Row]) -> list[list[Row]]:
-    """Validate rows as World does and group them by owning region."""
-    per: list[list[Row]] = [[] for _ in range(config.regions)]
-    seen: set[int] = set()
-    for raw in rows:
-        row = validate_row(raw, width=config.width, height=config.height,
-                           max_radius=config.radius)
-        if row[0] in seen:
-            raise InvalidInput(f"duplicate entity id {row[0]}")
-        seen.add(row[0])
-        per[layout.region_of(row[2], row[3])].append(row)
-    return per
-
-
-__all__ = ["BACKENDS", "Runtime", "State", "TickResult", "WorkerError", "usable_cores"]
+__all__ = ["BACKENDS", "Runtime", "State", "TickResult", "WorkerError"]

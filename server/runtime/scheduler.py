@@ -21,17 +21,18 @@ When a tick ends after the next one was due, the server is overloaded; the polic
 
 The scheduler is pure logic: the caller passes the time (``begin(now)`` / ``end(now)``) and asks
 for the delay before the next tick (``delay(now)``).  :func:`run` drives it with a
-:class:`Clock`; tests use :class:`VirtualClock`, where ``sleep`` advances time without sleeping.
+:class:`server.clock.Clock`; tests use :class:`server.clock.VirtualClock`, where ``sleep``
+advances time without sleeping.
 """
 
 from __future__ import annotations
 
 import enum
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, Protocol
+from typing import Any
 
+from server.clock import Clock, MonotonicClock, VirtualClock
 from server.runtime.errors import RuntimeConfigError
 
 #: Default rate: 30 Hz is the usual server tick rate for action games (WorldConfig agrees).
@@ -46,42 +47,6 @@ DEFAULT_MAX_CATCH_UP = 3
 class Overload(enum.Enum):
     DILATE = "dilate"
     CATCH_UP = "catch-up"
-
-
-class Clock(Protocol):
-    def now(self) -> float: ...
-
-    def sleep(self, seconds: float) -> None: ...
-
-
-class MonotonicClock:
-    """Real time: ``time.perf_counter`` and ``time.sleep``."""
-
-    def now(self) -> float:
-        return time.perf_counter()
-
-    def sleep(self, seconds: float) -> None:
-        if seconds > 0:
-            time.sleep(seconds)
-
-
-class VirtualClock:
-    """Time that moves only when told to: ``sleep`` and ``advance`` add to ``now``."""
-
-    def __init__(self, start: float = 0.0) -> None:
-        self._now = start
-        self.slept = 0.0
-
-    def now(self) -> float:
-        return self._now
-
-    def sleep(self, seconds: float) -> None:
-        if seconds > 0:
-            self._now += seconds
-            self.slept += seconds
-
-    def advance(self, seconds: float) -> None:
-        self._now += seconds
 
 
 @dataclass
@@ -209,3 +174,8 @@ def run(step: Callable[[], object], scheduler: TickScheduler, clock: Clock, tick
         if on_tick is not None:
             on_tick(i)
     return scheduler.stats
+
+
+# The clocks live in server.clock; they stay importable from here for older callers.
+__all__ = ["DEFAULT_DILATION_FLOOR", "DEFAULT_MAX_CATCH_UP", "DEFAULT_RATE", "Clock",
+           "MonotonicClock", "Overload", "SchedulerStats", "TickScheduler", "VirtualClock", "run"]

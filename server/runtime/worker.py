@@ -32,10 +32,12 @@ import traceback
 from collections.abc import Mapping
 from typing import Any
 
+from server.host import gil_enabled
 from server.runtime import messages as m
 from server.runtime.channels import Endpoint
 from sim.config import WorldConfig
-from sim.shard import Border, Shard, make_shards
+from sim.kernels import make_shards
+from sim.shard import Border, Shard
 
 #: Attempts at a failing tick after the first (a deterministic bug fails every time; a transient
 #: one - memory pressure, an injected fault - passes on the first retry).
@@ -57,14 +59,19 @@ class Stop(Exception):
     """The coordinator asked the worker to leave its loop."""
 
 
-def gil_enabled() -> bool:
-    """``sys._is_gil_enabled()`` as seen here (True on builds without the function)."""
-    fn = getattr(sys, "_is_gil_enabled", None)
-    return True if fn is None else bool(fn())
-
-
 def load_hook(spec: str, args: Mapping[str, Any] | None) -> Any:
-    """Import ``"module:Class"`` and instantiate it with ``**args``."""
+    """Import ``"module:Class"`` and instantiate it with ``**args``.
+
+    A hook is code that runs inside each worker after a tick, next to the shards it owns (the
+    server's :class:`server.snapshots.SnapshotHook` builds client snapshots this way).  It is
+    named by string so that a subinterpreter or a spawned process can import it, instantiated
+    once per worker, and called as ``run(tick, shards, jobs)`` after every tick that carries
+    jobs; it returns a list of msgpack-able results, and the coordinator concatenates every
+    worker's list in :attr:`~server.runtime.runtime.TickResult.hook_results`.  Jobs are
+    broadcast to every worker, so a hook answers only for what its own shards hold.  Hooks read
+    shards and must not change them; a hook that raises loses that worker's results for the
+    tick (the traceback is in ``TickResult.hook_errors``) and the world ticks on.
+    """
     modname, _, clsname = spec.partition(":")
     cls = getattr(importlib.import_module(modname), clsname)
     return cls(**dict(args or {}))
@@ -102,7 +109,7 @@ class WorkerCore:
         peers = {self.owner[n] for r in self.regions for n in self.shards[r].neighbours}
         peers.discard(self.w)
         self.peers = sorted(peers)
-        #: A whole-world group (sim.shard.make_shards) only exchanges empty borders.
+        #: A whole-world group (sim.kernels.make_shards) only exchanges empty borders.
         self._internal = not self.peers and all(s.internal_borders
                                                 for s in self.shards.values())
         fault = spec.get("fault_at")
@@ -353,12 +360,12 @@ def process_main(index: int, coord: int, fds_json: str) -> None:
 
     import msgpack
 
-    from server.runtime.channels import FdEndpoint
+    from server.runtime.channels import FdEndpoint, read_frame
     socks = {int(peer): socket.socket(fileno=fd) for peer, fd in json.loads(fds_json).items()}
     try:
         # Read the spec from the coordinator's socket itself (blocking): a peer that started
         # sooner may already have sent its first borders on another socket.
-        data = _recv_frame(socks[coord])
+        data = read_frame(socks[coord])
     except OSError as exc:
         print(f"paratick worker {index}: no spec from the coordinator: {exc}", file=sys.stderr)
         return
@@ -369,20 +376,6 @@ def process_main(index: int, coord: int, fds_json: str) -> None:
         print(f"paratick worker {index}: {type(exc).__name__}: {exc}", file=sys.stderr)
     finally:
         ep.close()
-
-
-def _recv_frame(sock: Any) -> bytes:
-    """One length-prefixed frame (the FdEndpoint framing) read with blocking calls."""
-    def exact(n: int) -> bytes:
-        buf = bytearray()
-        while len(buf) < n:
-            chunk = sock.recv(min(n - len(buf), 1 << 20))
-            if not chunk:
-                raise ConnectionError("socket closed mid-frame")
-            buf += chunk
-        return bytes(buf)
-
-    return exact(int.from_bytes(exact(4), "little"))
 
 
 def interp_main(spec_bytes: bytes, index: int, desc_bytes: bytes, coord: int) -> None:

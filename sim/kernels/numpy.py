@@ -30,11 +30,11 @@ tick, plus ghosts, handoffs and view rows for its neighbours, so at ~1,250 entit
 it is bound by numpy's per-call overhead.  :class:`NumpyGroup` is every region one thread owns
 (:class:`sim.world.World`, a runtime worker): one set of array operations over all their
 entities, regions as labels, and borders only to regions outside the group;
-:func:`sim.shard.make_shards` picks it.  On arena-20k the whole-world group is 5x faster than 16
-:class:`NumpyShard` (bench/sim_kernels.py).  Both give the python kernel's bits.
+:func:`sim.kernels.make_shards` picks it.  On arena-20k the whole-world group is 5x faster than 16
+:class:`NumpyShard` (``paratick bench kernels``).  Both give the python kernel's bits.
 
 numpy refuses to load in a subinterpreter (or may be missing); importing this module then raises
-:class:`~sim.errors.KernelUnavailable` instead of ImportError, so :func:`sim.shard.make_shard`
+:class:`~sim.errors.KernelUnavailable` instead of ImportError, so :func:`sim.kernels.make_shard`
 reports a clear error.  Nothing else in :mod:`sim` imports numpy.
 """
 

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from server import cli, cmd_info
+from server.host import usable_cores
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -55,7 +56,7 @@ def test_reports_gil_state_not_build(free_threaded: bool) -> None:
 
 def test_interpreter_and_cores(info: dict[str, Any]) -> None:
     assert os.path.samefile(info["executable"], sys.executable)
-    assert info["cores"] == cmd_info.usable_cores() >= 1
+    assert info["cores"] == usable_cores() >= 1
     assert set(info["libraries"]) == set(cmd_info.LIBRARIES)
     assert info["libraries"]["msgpack"] is not None
 

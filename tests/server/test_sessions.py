@@ -6,6 +6,7 @@ import itertools
 
 import pytest
 
+from server.clock import VirtualClock
 from server.sessions import (
     BadToken,
     IllegalTransition,
@@ -13,14 +14,6 @@ from server.sessions import (
     SessionState,
     SessionTable,
 )
-
-
-class VirtualClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def table(clock: VirtualClock, n: int = 2) -> SessionTable:
@@ -35,7 +28,7 @@ def test_resume_within_grace_gets_the_same_entity() -> None:
     s, resumed = t.open("a", None)
     assert not resumed and s.state is SessionState.ATTACHED
     t.detach(s)
-    clock.now = 9.9
+    clock.advance(9.9)
     s2, resumed = t.open("a", s.token)
     assert resumed and s2 is s and s2.entity == s.entity and s2.state is SessionState.ATTACHED
 
@@ -47,7 +40,7 @@ def test_expired_session_frees_its_entity_and_token() -> None:
     with pytest.raises(PoolExhausted):
         t.open("b", None)
     t.detach(s)
-    clock.now = 10.0
+    clock.advance(10.0)  # exactly the grace period
     with pytest.raises(BadToken):
         t.open("a", s.token)
     assert s.state is SessionState.EXPIRED

@@ -8,7 +8,7 @@ import pytest
 
 from sim.config import WorldConfig
 from sim.errors import InvalidInput, KernelUnavailable, SimError
-from sim.shard import make_shards
+from sim.kernels import make_shards
 from sim.world import World, spawn
 
 from .helpers import input_log, run_world
@@ -193,7 +193,7 @@ def _python(code: str) -> subprocess.CompletedProcess[str]:
 
 def test_nothing_but_the_numpy_kernel_imports_numpy():
     """Subinterpreter workers import sim; numpy must stay out of everything they import."""
-    proc = _python("import sys, sim.world, sim.shard, sim.cli, sim.kernels.python, sim.geometry;"
+    proc = _python("import sys, sim.world, sim.shard, sim.kernels, sim.scripted, sim.geometry;"
                    "print('numpy' in sys.modules)")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "False"
@@ -203,7 +203,7 @@ def test_numpy_kernel_without_numpy_is_kernel_unavailable():
     proc = _python("import sys; sys.modules['numpy'] = None\n"
                    "from sim.config import WorldConfig\n"
                    "from sim.errors import KernelUnavailable\n"
-                   "from sim.shard import make_shard\n"
+                   "from sim.kernels import make_shard\n"
                    "try:\n"
                    "    make_shard(WorldConfig(), 0, kernel='numpy')\n"
                    "except KernelUnavailable as exc:\n"

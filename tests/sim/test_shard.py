@@ -3,12 +3,10 @@ import pytest
 
 from sim.config import WorldConfig
 from sim.errors import ConfigError, SchemaError
-from sim.shard import make_shard
+from sim.kernels import KERNELS, make_shard
 from sim.world import World, spawn
 
 from .helpers import input_log
-
-KERNELS = ["python", "numpy"]
 
 
 def test_unknown_kernel_and_region_are_config_errors():

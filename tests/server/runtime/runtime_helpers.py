@@ -35,6 +35,19 @@ def reference_digest(cfg: WorldConfig, rows: Sequence[Any], ticks: int) -> str:
     return world.digest()
 
 
+class EntityLookup:
+    """The smallest useful hook: jobs are entity ids, results ``[tag, tick, region, row]`` for
+    the ids this worker owns (``tag`` shows that ``hook_args`` arrived)."""
+
+    def __init__(self, tag: str = "") -> None:
+        self.tag = tag
+
+    def run(self, tick: int, shards: Sequence[Any], jobs: Sequence[Any]) -> list[Any]:
+        wanted = {int(j) for j in jobs}
+        return [[self.tag, tick, shard.region, list(row)]
+                for shard in shards for row in shard.rows() if row[0] in wanted]
+
+
 #: Released by the test that blocks a worker's hook (threads backend shares this module).
 GATE = threading.Event()
 

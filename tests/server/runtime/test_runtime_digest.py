@@ -71,7 +71,8 @@ def test_hook_results_come_from_the_owning_worker(backend: str) -> None:
     expected = {r[0]: tuple(r) for r in world.rows() if r[0] in wanted}
     workers = None if backend == "inline" else 3
     with Runtime(cfg, rows, backend=backend, workers=workers,
-                 hook="server.runtime.hooks:EntityLookup", hook_args={"tag": "x"}) as rt:
+                 hook="tests.server.runtime.runtime_helpers:EntityLookup",
+                 hook_args={"tag": "x"}) as rt:
         res = rt.step(inputs_for(0), jobs=wanted)
         assert len(res.hook_results_by_worker) == rt.workers
         got = {row[0]: row for tag, tick, region, row in res.hook_results

@@ -1,4 +1,4 @@
-"""Metrics: nearest-rank percentiles over bounded windows, JSON-ready runtime stats."""
+"""Metrics: percentiles over bounded windows, JSON-ready runtime stats."""
 
 from __future__ import annotations
 
@@ -8,27 +8,24 @@ import random
 
 import pytest
 
+from server.quantiles import percentile
 from server.runtime import Runtime
-from server.runtime.metrics import Rate, Window, percentile
+from server.runtime.metrics import Rate, Window
 from tests.server.runtime.runtime_helpers import small_world
 
 
-def test_percentile_is_nearest_rank() -> None:
-    values = list(range(1, 101))
+def test_window_summary_uses_the_shared_percentile() -> None:
+    w = Window(100)
+    values = [float(v) for v in range(1, 101)]
     random.Random(4).shuffle(values)
-    for q in (1, 50, 95, 99, 100):
-        assert percentile(values, q) == q  # value of rank ceil(q/100 * n) in 1..100
-    assert percentile([7.0], 99) == 7.0
-    assert math.isnan(percentile([], 50))
-    with pytest.raises(ValueError):
-        percentile([1.0], 101)
-
-
-def test_every_percentile_is_a_real_sample() -> None:
-    rng = random.Random(9)
-    data = [rng.expovariate(1.0) for _ in range(37)]
-    for q in (50, 95, 99):
-        assert percentile(data, q) in data
+    for v in values:
+        w.add(v)
+    s = w.summary()
+    assert s == {"p50": percentile(values, 50), "p95": percentile(values, 95),
+                 "p99": percentile(values, 99), "max": 100.0, "mean": 50.5, "n": 100}
+    assert s["p99"] == pytest.approx(99.01)  # interpolated, as /stats and the benchmarks do
+    empty = Window().summary()
+    assert empty["n"] == 0 and all(math.isnan(v) for k, v in empty.items() if k != "n")
 
 
 def test_window_is_bounded_and_forgets_old_samples() -> None:

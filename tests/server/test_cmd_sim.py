@@ -1,10 +1,12 @@
+"""``paratick sim``: the single-thread reference run, its digest and its one-line errors."""
+
 import json
 
 import pytest
 
 from server.cli import main
-from sim.cli import bot_inputs
 from sim.config import WorldConfig
+from sim.scripted import scripted_inputs
 from sim.world import World, spawn
 
 
@@ -12,7 +14,7 @@ def world_digest(entities, grid, ticks, seed, players, kernel="python"):
     cfg = WorldConfig(regions_x=grid[0], regions_y=grid[1], seed=seed)
     w = World(cfg, spawn(cfg, entities, players=players), kernel=kernel)
     for _ in range(ticks):
-        w.step(bot_inputs(seed, players, w.tick))
+        w.step(scripted_inputs(seed, players, w.tick))
     return w.digest()
 
 

@@ -2,8 +2,9 @@
 
 The world is :class:`sim.world.World` (every region ticked in turn in one thread: the reference
 the parallel runtime is checked against), so the digest printed here is the one every backend
-must reproduce for the same options.  Players, if any, are driven by :func:`bot_inputs`, a pure
-function of (seed, player id, tick), so runs are repeatable byte for byte.
+must reproduce for the same options.  Players, if any, are driven by
+:func:`sim.scripted.scripted_inputs`, a pure function of (seed, player id, tick), so runs are
+repeatable byte for byte (``paratick run`` drives them the same way).
 
 Exit status: 0 on success, 2 when the options describe a world that cannot run (the message
 says which option and why; no traceback).
@@ -13,17 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
-import sysconfig
 import time
-from typing import Any
 
+from server.host import interpreter
 from sim.config import WorldConfig, parse_grid
-from sim.entities import InputRow
 from sim.errors import SimError
-from sim.rng import uniform
-from sim.shard import KERNELS
+from sim.kernels import KERNELS
+from sim.scripted import scripted_inputs
 
 HELP = "tick a world headless; print ticks/s, entity-updates/s and the final digest"
 DESCRIPTION = """\
@@ -33,8 +31,6 @@ final state digest, and the interpreter with its GIL state.  Same options, same 
 
 #: Seconds between progress lines on stderr (long runs only; a run shorter than this is silent).
 PROGRESS_EVERY_S = 2.0
-#: RNG lanes used for the scripted players' inputs; NPC wander draws use lanes 0 and 1.
-_LANE_THRUST, _LANE_TURN, _LANE_ACTION = 10, 11, 12
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,24 +48,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, default=5, metavar="W",
                         help="untimed ticks before timing (default 5); they count in the digest")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead")
-
-
-def bot_inputs(seed: int, players: int, tick: int) -> list[InputRow]:
-    """Scripted player inputs for ``tick``: a pure function, so runs repeat byte for byte."""
-    out: list[InputRow] = []
-    for pid in range(players):
-        thrust = uniform(seed, pid, tick, _LANE_THRUST) * 2.0 - 1.0
-        turn = uniform(seed, pid, tick, _LANE_TURN) * 2.0 - 1.0
-        action = int(uniform(seed, pid, tick, _LANE_ACTION) * 4)
-        out.append((pid, tick, thrust, turn, action))
-    return out
-
-
-def interpreter() -> dict[str, Any]:
-    gil = getattr(sys, "_is_gil_enabled", lambda: True)()
-    return {"version": platform.python_version(),
-            "free_threaded": bool(sysconfig.get_config_var("Py_GIL_DISABLED")),
-            "gil_enabled": bool(gil)}
 
 
 def _fail(msg: str) -> int:
@@ -91,10 +69,10 @@ def run(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     seed, players = args.seed, args.players
     for _ in range(args.warmup):
-        world.step(bot_inputs(seed, players, world.tick))
+        world.step(scripted_inputs(seed, players, world.tick))
     t0 = last = time.perf_counter()
     for k in range(args.ticks):
-        world.step(bot_inputs(seed, players, world.tick))
+        world.step(scripted_inputs(seed, players, world.tick))
         now = time.perf_counter()
         if now - last >= PROGRESS_EVERY_S and not args.json:
             last = now

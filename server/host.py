@@ -1,0 +1,69 @@
+"""The machine and interpreter this process runs on: one probe for every command and worker.
+
+``paratick info``, ``paratick sim``/``run``, each runtime worker (threads, subinterpreters and
+processes alike: standard library only), the benchmarks and the demo ask here, so "is the GIL
+on" has one answer everywhere.  The *build* (``Py_GIL_DISABLED``) and the GIL's *state* are
+different questions: a free-threaded build turns the GIL back on when it imports an extension
+that does not declare free-threading support, or when ``PYTHON_GIL=1`` is set (PEP 703).
+``scripts/toolchain.py`` keeps its own copy on purpose: it runs under any python3 before a
+paratick venv exists.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import sys
+import sysconfig
+from collections.abc import Iterable
+from typing import Any
+
+#: The C extensions paratick loads.  Either could re-enable the GIL on a free-threaded build
+#: when imported, so :func:`import_extensions` loads them before anyone reports the GIL state.
+EXTENSIONS = ("msgpack", "numpy")
+
+
+def free_threaded() -> bool:
+    """Whether this interpreter is a free-threaded build (``Py_GIL_DISABLED=1``)."""
+    return bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+
+
+def gil_enabled() -> bool:
+    """Whether the GIL is enabled *now* (True on builds without ``sys._is_gil_enabled``)."""
+    fn = getattr(sys, "_is_gil_enabled", None)
+    return True if fn is None else bool(fn())
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (affinity-aware; what ``--workers`` defaults to)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def interpreter() -> dict[str, Any]:
+    """Version, build and GIL state in one JSON-ready dict (what result files record)."""
+    return {"version": platform.python_version(), "free_threaded": free_threaded(),
+            "gil_enabled": gil_enabled()}
+
+
+def import_extensions() -> None:
+    """Import :data:`EXTENSIONS` (those installed), so that :func:`gil_enabled` reports the
+    state paratick's own code will run in, not the state before an extension switched it."""
+    for mod in EXTENSIONS:
+        with contextlib.suppress(ImportError):
+            __import__(mod)
+
+
+def package_versions(names: Iterable[str]) -> dict[str, str | None]:
+    """Installed version of each distribution, None where it is not installed."""
+    from importlib import metadata  # ~20 ms: not paid by workers, which never ask
+
+    out: dict[str, str | None] = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
