@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import stats
+from bench.summary import claims_table
 
 #: Claims as usually quoted, with the bound we judge them against.
 CLAIMS: dict[str, tuple[str, str]] = {
@@ -346,7 +347,7 @@ def probe_messages(rounds: int) -> dict[str, Any]:
 
 
 def probe_kernel(entities: int, ticks: int) -> dict[str, Any]:
-    from bench.env import gil_enabled
+    from server.host import gil_enabled
     from sim.config import WorldConfig
     from sim.world import World, spawn
 
@@ -361,7 +362,7 @@ def probe_kernel(entities: int, ticks: int) -> dict[str, Any]:
 
 
 def probe(quick: bool) -> dict[str, Any]:
-    from bench.env import gil_enabled, usable_cores
+    from server.host import gil_enabled, usable_cores
 
     n = max(2, usable_cores())
     return {"gil_enabled": gil_enabled(),
@@ -432,16 +433,6 @@ def judge(per_build: dict[str, dict[str, Any]], kernel: dict[str, list[dict[str,
     return rows
 
 
-def table(section: dict[str, Any]) -> str:
-    lines = ["| claim | commonly claimed | measured | verdict | detail |",
-             "|---|---|---|---|---|"]
-    for c in section["claims"]:
-        val = "-" if c["measured"] is None else f"{c['measured']:.3g} {c['unit']}"
-        lines.append(f"| {c['name']} | {c['claimed']} | {val} | {c['verdict']} | "
-                     f"{c.get('detail') or ''} |")
-    return "\n".join(lines)
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="fewer repeats and rounds")
     p.add_argument("--builds", default=None, help="comma list (default gil,ft,ft-gil)")
@@ -474,7 +465,6 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from bench import env, report, schema
     from bench.builds import ALL_BUILDS, find_venvs, make_build, repo_root
-    from bench.scaling import results_dir
 
     root = repo_root()
     names = tuple(x for x in (args.builds or ",".join(ALL_BUILDS)).split(",") if x)
@@ -503,9 +493,9 @@ def run(args: argparse.Namespace) -> int:
                "command": ["paratick", "bench", "claims", *sys.argv[3:]],
                "environment": env.capture(root, interpreters), "claims": rows,
                "raw": {"probes": per_build, "kernel": kernel}}
-    out = args.out or results_dir(quick=args.quick)
+    out = args.out or schema.results_dir(quick=args.quick)
     schema.save_section(out, "claims", section)
-    print(table(section))
+    print(claims_table(section))
     for path in report.write(out, plots=True):
         print(path)
     return 0

@@ -1,19 +1,21 @@
-"""``paratick bench``: scaling, load, claims and report subcommands.
+"""``paratick bench``: one subcommand per benchmark, each a module of this package.
 
-Each subcommand module (:mod:`bench.scaling`, :mod:`bench.load`, :mod:`bench.claims`,
-:mod:`bench.report`) exposes ``add_arguments`` and ``run`` like the top-level commands; heavy
-imports (matplotlib) stay inside ``run``.
+Each subcommand module exposes ``add_arguments(parser)`` and ``run(args)`` like the top-level
+commands, and its docstring is its ``--help`` text; heavy imports (matplotlib) stay inside
+``run``.  A :class:`~bench.errors.BenchError` from ``run`` (bad options, a results file that does
+not validate, a cell that cannot start) becomes one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
+from types import ModuleType
 
+from bench import claims, load, report, scaling, sim_kernels, snapshots, soak
 from bench.errors import BenchError
 
-HELP = "measure tick-rate scaling, load capacity and subinterpreter/free-threading claims"
+HELP = "measure tick-rate scaling, load capacity, kernel and snapshot costs, and common claims"
 
 DESCRIPTION = """\
 Benchmarks whose figures you can trust: every cell runs in a fresh interpreter pinned to W cores,
@@ -24,25 +26,30 @@ environment (CPU, interpreter builds, GIL state per worker, git commit) is saved
                                      threads / subinterpreters / processes, plus a CEILING row
   paratick bench load                server + bots: largest world and bot count holding 30 Hz
   paratick bench claims              start-up, memory, message cost, free-threading overhead
+  paratick bench kernels             arena-20k entity-updates/s of each kernel on one core
+  paratick bench snapshots           microseconds per client snapshot (the cost behind load)
   paratick bench report DIR          rebuild report.md and plots from DIR/results.json
   paratick bench soak                a ping flood, then 10 minutes of churn and hostile
                                      clients: snapshot rate, welcome time, memory, errors
 
-Results go to bench/results/<date>-<host>/ (results.json, report.md, PNG plots)."""
+Results go to bench/results/<date>-<host>/ (results.json, report.md, PNG plots; kernels and
+snapshots, which run once per interpreter, write one JSON file per build there)."""
 
-SUBCOMMANDS = {
-    "scaling": ("bench.scaling", "tick-rate scaling per core across builds and backends"),
-    "load": ("bench.load", "server + bots: largest load that holds the tick rate"),
-    "claims": ("bench.claims", "check common claims about subinterpreters and free threading"),
-    "report": ("bench.report", "rebuild report.md and plots from a results folder"),
-    "soak": ("bench.soak", "a ping flood, then minutes of churn and hostile clients"),
+#: subcommand -> (module, one-line help)
+SUBCOMMANDS: dict[str, tuple[ModuleType, str]] = {
+    "scaling": (scaling, "tick-rate scaling per core across builds and backends"),
+    "load": (load, "server + bots: largest load that holds the tick rate"),
+    "claims": (claims, "check common claims about subinterpreters and free threading"),
+    "kernels": (sim_kernels, "entity-updates/s of each tick kernel on one core (arena-20k)"),
+    "snapshots": (snapshots, "microseconds per client snapshot, msgpack C vs pure Python"),
+    "report": (report, "rebuild report.md and plots from a results folder"),
+    "soak": (soak, "a ping flood, then minutes of churn and hostile clients"),
 }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="bench_command", metavar="SUBCOMMAND", required=True)
-    for name, (modname, help_) in SUBCOMMANDS.items():
-        mod = importlib.import_module(modname)
+    for name, (mod, help_) in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_, description=(mod.__doc__ or help_).strip(),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         mod.add_arguments(p)

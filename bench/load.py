@@ -45,6 +45,7 @@ from typing import Any
 
 from bench.builds import ALL_BUILDS, Build, find_venvs, make_build, repo_root, run_group
 from bench.errors import CellError
+from bench.summary import load_table
 
 #: Targets from the issue: 30 Hz ticks, p99 MSPT within the 33.3 ms budget, p99 input->ack
 #: within 100 ms (a tenth of a second is where players start to feel input lag).
@@ -284,35 +285,6 @@ def run_probe(build: Build, backend: str, workers: int | None, kernel: str, enti
     return rec
 
 
-def _rate(rec: dict[str, Any]) -> str:
-    rate = (rec.get("window") or {}).get("tick_rate", rec.get("tick_rate_min"))
-    return "-" if rate is None else f"{rate:.1f}"
-
-
-def table(section: dict[str, Any]) -> str:
-    """Markdown table: the search results, then the fixed-load comparison."""
-    lines = ["| build | backend | kind | entities | bots | MSPT p50 / p99 ms | ack p99 ms | "
-             "Hz | holds | why not |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in section["runs"]:
-        ack = (r.get("ack_ms") or {}).get("p99")
-        p50, p99 = r.get("mspt_p50_ms"), r.get("mspt_p99_ms")
-        lines.append(
-            f"| {r['build']} | {r['backend']} | {r.get('phase', '')} | {r['entities']} "
-            f"| {r['bots']} | {'-' if p50 is None else f'{p50:.1f}'} / "
-            f"{'-' if p99 is None else f'{p99:.1f}'} | {'-' if ack is None else f'{ack:.1f}'} "
-            f"| {_rate(r)} "
-            f"| {'yes' if r.get('holds') else 'no'} | {'; '.join(r.get('why') or [])} |")
-    best = section.get("best") or []
-    if best:
-        lines += ["", "| build | backend | largest world holding 30 Hz (bots fixed) | "
-                  "most bots holding 30 Hz (world fixed) |", "|---|---|---|---|"]
-        for b in best:
-            lines.append(f"| {b['build']} | {b['backend']} | {b.get('entities') or 'none'} "
-                         f"(with {b['bots_fixed']} bots) | {b.get('bots') or 'none'} "
-                         f"(with {b['entities_fixed']} entities) |")
-    return "\n".join(lines)
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true",
                    help="gil+ft, threads only, 6 s probes, 3 probes per search (~4 min); the "
@@ -348,7 +320,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from bench import env, report, schema
-    from bench.scaling import results_dir
 
     root = repo_root()
     quick = bool(args.quick)
@@ -405,9 +376,9 @@ def run(args: argparse.Namespace) -> int:
                           "max_probes": max_probes, "regions": REGIONS, "kernel": args.kernel,
                           "workers": args.workers, "quick": quick},
                "runs": runs, "best": best}
-    out = args.out or results_dir(quick=quick)
+    out = args.out or schema.results_dir(quick=quick)
     schema.save_section(out, "load", section)
-    print(table(section))
+    print(load_table(section))
     for path in report.write(out, plots=True):
         print(path)
     return 0

@@ -2,18 +2,24 @@
 
 ``paratick bench report DIR`` calls :func:`write`; so do the measuring commands after saving
 their section.  Every number in the report is recomputed from the raw runs in results.json
-(:func:`bench.scaling.aggregate`), so the report of an old folder reflects today's statistics
-code and a hand-edited summary cannot leak into it.
+(:mod:`bench.summary`), so the report of an old folder reflects today's statistics code and a
+hand-edited summary cannot leak into it.
+
+Each section of results.json that the report shows has one renderer in :data:`SECTIONS`, in
+report order; sections without one (``soak``) are kept in results.json only.  This module sits
+below the measuring commands (they call :func:`write`) and imports none of them.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from bench import schema
+from bench.summary import aggregate, claims_table, headlines, load_table, scaling_table
 
 SCALING_PNG = "scaling.png"
 MSPT_PNG = "mspt.png"
@@ -42,8 +48,6 @@ def _env_lines(env: dict[str, Any]) -> list[str]:
 
 
 def scaling_md(section: dict[str, Any], plot: bool) -> list[str]:
-    from bench.scaling import headlines, table
-
     p = section["params"]
     w = p["world"]
     out = ["## Tick-rate scaling", ""]
@@ -66,7 +70,7 @@ def scaling_md(section: dict[str, Any], plot: bool) -> list[str]:
         out += [f"**Stopped early**: {section['stopped_early']}; figures below use the "
                 "repeats that ran.", ""]
     out += ["Headlines (ratios from this run):", "", *headlines(section), ""]
-    out += [table(section), ""]
+    out += [scaling_table(section), ""]
     if plot:
         out += [f"![ticks/s vs workers]({SCALING_PNG})", ""]
     out += _where_time_goes(section)
@@ -77,8 +81,6 @@ def scaling_md(section: dict[str, Any], plot: bool) -> list[str]:
 def _where_time_goes(section: dict[str, Any]) -> list[str]:
     """From the runtime's own metrics: per arena cell, the coordinator's step time, the slowest
     worker's compute time and the longest wait for neighbours' borders (medians of p50s)."""
-    from bench.scaling import aggregate
-
     rows = []
     labels = {b["name"]: b["label"] for b in section["builds"]}
     for c, s in zip(section["cells"], aggregate(section["cells"], section["builds"]),
@@ -104,8 +106,6 @@ def _where_time_goes(section: dict[str, Any]) -> list[str]:
 
 
 def load_md(section: dict[str, Any], plot: bool) -> list[str]:
-    from bench.load import table as load_table
-
     p = section.get("params", {})
     out = ["## Under load: server + bots", "",
            f"Each probe: `paratick serve` ({p.get('regions', '?')} regions, "
@@ -126,8 +126,6 @@ def load_md(section: dict[str, Any], plot: bool) -> list[str]:
 
 
 def claims_md(section: dict[str, Any]) -> list[str]:
-    from bench.claims import table as claims_table
-
     return ["## Commonly made claims, measured here", "", claims_table(section), "",
             "### Environment", "", *_env_lines(section["environment"]), ""]
 
@@ -139,8 +137,6 @@ def plot_scaling(section: dict[str, Any], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from bench.scaling import aggregate
 
     cells = section["cells"]
     summaries = aggregate(cells, section["builds"])
@@ -221,6 +217,30 @@ def plot_mspt(section: dict[str, Any], path: Path) -> bool:
     return True
 
 
+#: A section's renderer: (section, folder, plots wanted) -> (markdown lines, PNG files written).
+Render = Callable[[dict[str, Any], Path, bool], tuple[list[str], list[Path]]]
+
+
+def _scaling(section: dict[str, Any], folder: Path, plots: bool) -> tuple[list[str], list[Path]]:
+    plotted = plots and bool(section["cells"])
+    if plotted:
+        plot_scaling(section, folder / SCALING_PNG)
+    return scaling_md(section, plotted), [folder / SCALING_PNG] if plotted else []
+
+
+def _load(section: dict[str, Any], folder: Path, plots: bool) -> tuple[list[str], list[Path]]:
+    plotted = plots and plot_mspt(section, folder / MSPT_PNG)
+    return load_md(section, plotted), [folder / MSPT_PNG] if plotted else []
+
+
+def _claims(section: dict[str, Any], folder: Path, plots: bool) -> tuple[list[str], list[Path]]:
+    return claims_md(section), []
+
+
+#: The sections report.md shows, in order, each with its renderer.
+SECTIONS: dict[str, Render] = {"scaling": _scaling, "load": _load, "claims": _claims}
+
+
 def write(folder: Path, *, plots: bool = True) -> list[Path]:
     """(Re)build ``folder/report.md`` (and PNGs) from ``folder/results.json``.
 
@@ -237,20 +257,12 @@ def write(folder: Path, *, plots: bool = True) -> list[Path]:
         plots = False
         md += ["Plots skipped: matplotlib is not installed where this report was written; run "
                "`paratick bench report " + str(folder) + "` where it is to add them.", ""]
-    if "scaling" in doc:
-        sc = doc["scaling"]
-        if plots and sc["cells"]:
-            plot_scaling(sc, folder / SCALING_PNG)
-            written.append(folder / SCALING_PNG)
-        md += scaling_md(sc, plots and bool(sc["cells"]))
-    if "load" in doc:
-        has = plots and plot_mspt(doc["load"], folder / MSPT_PNG)
-        if has:
-            written.append(folder / MSPT_PNG)
-        md += load_md(doc["load"], has)
-    if "claims" in doc:
-        md += claims_md(doc["claims"])
-    if not any(k in doc for k in ("scaling", "load", "claims")):
+    for name, render in SECTIONS.items():
+        if name in doc:
+            lines, pngs = render(doc[name], folder, plots)
+            md += lines
+            written += pngs
+    if not any(k in doc for k in SECTIONS):
         md += ["(results.json holds no sections yet)", ""]
     path = folder / "report.md"
     path.write_text("\n".join(md), encoding="utf-8")
@@ -261,7 +273,6 @@ def readme_snippet(folder: Path) -> str:
     """Markdown for the project README: headlines, the scaling table and the plot, linked
     relative to the repository root so the README shows the committed figures."""
     from bench.builds import repo_root
-    from bench.scaling import headlines, table
 
     doc = schema.load(folder)
     if "scaling" not in doc:
@@ -274,7 +285,8 @@ def readme_snippet(folder: Path) -> str:
     m = sc["environment"].get("machine", {})
     lines = [f"Measured on {m.get('cpu_model', '?')}, {m.get('usable_cores', '?')} cores, "
              f"{m.get('date', '?')} ([full report]({rel}/report.md), raw figures in "
-             f"[results.json]({rel}/{schema.FILENAME})):", "", *headlines(sc), "", table(sc), ""]
+             f"[results.json]({rel}/{schema.FILENAME})):", "", *headlines(sc), "",
+             scaling_table(sc), ""]
     if (folder / SCALING_PNG).exists():
         lines += [f"![ticks/s vs workers]({rel}/{SCALING_PNG})", ""]
     return "\n".join(lines)

@@ -197,6 +197,20 @@ def finite(value: Any) -> Any:
     return value
 
 
+def results_dir(base: Path | None = None, *, quick: bool = False) -> Path:
+    """``bench/results/<date>-<host>/`` (UTC date), every command's default --out; quick runs
+    go to ``<date>-<host>-quick/`` so they never replace a full run's figures."""
+    import datetime as _dt
+    import socket
+
+    from bench.builds import repo_root
+
+    date = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d")
+    host = socket.gethostname().split(".")[0] or "host"
+    return (base or repo_root() / "bench" / "results") / (f"{date}-{host}"
+                                                          + ("-quick" if quick else ""))
+
+
 def save_section(folder: Path, name: str, section: dict[str, Any]) -> Path:
     """Write ``section`` under ``name`` into ``folder/results.json``, keeping other sections.
 

@@ -1,4 +1,4 @@
-"""What one client snapshot costs: the server-side work behind ``paratick bench load``.
+"""``paratick bench snapshots``: what one client snapshot costs, the work behind ``bench load``.
 
 Every snapshot tick, each playing client gets a frame built by
 :class:`server.snapshots.SnapshotHook` inside a shard worker: an area-of-interest query, the
@@ -10,9 +10,10 @@ that snapshots need, spread over the workers.  It also times the encoding alone 
 extension and with its pure-Python fallback, and the full hook inside a real subinterpreter
 (msgpack's extension does not load there, so it falls back to pure Python).
 
-    python -m bench.snapshots [--quick] [--clients N] [--out DIR]
-
 Figures are medians of interleaved repeats with min and max; nothing here is a pass/fail test.
+Run it once per interpreter; each run writes ``snapshots-<version>[t].json`` (figures plus the
+environment record every results file carries) into ``bench/results/<date>-<host>/`` or
+``--out``.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any
 import msgpack
 import msgpack.fallback
 
-from bench.sim_kernels import RESULTS, environment
+from bench.errors import SetupError
 from server.protocol import SUBPROTOCOL_MSGPACK
 from server.snapshots import SnapshotHook
 from sim.config import WorldConfig
@@ -153,25 +154,30 @@ def in_subinterpreter(clients: int, repeats: int, players: int = PLAYERS, npcs: 
         return result
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="3 repeats of 200 clients")
-    ap.add_argument("--clients", type=int, default=1000,
-                    help="snapshots per batch (default 1000, at most the 1,024 players)")
-    ap.add_argument("--repeats", type=int, default=7, help="interleaved repeats (default 7)")
-    ap.add_argument("--out", type=Path, default=RESULTS,
-                    help="folder for the JSON results (default bench/results)")
-    args = ap.parse_args(argv)
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quick", action="store_true", help="3 repeats of 200 clients")
+    p.add_argument("--clients", type=int, default=1000,
+                   help="snapshots per batch (default 1000, at most the 1,024 players)")
+    p.add_argument("--repeats", type=int, default=7, help="interleaved repeats (default 7)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="results folder (default bench/results/<date>-<host>/)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from bench import env, schema
+    from bench.builds import repo_root
+
     clients, repeats = (200, 3) if args.quick else (args.clients, args.repeats)
     if clients < 1 or repeats < 1:
-        ap.error("--clients and --repeats must be positive")
-    env = environment()
+        raise SetupError("--clients and --repeats must be positive")
+    record = env.capture(repo_root())  # its driver is this interpreter, the one measured
+    it = record["driver"]
     res = measure(clients, repeats)
     res["subinterpreter"] = in_subinterpreter(clients, repeats)
-    build = "3.13t" if env.get("py_gil_disabled") else "3.13"
     c = res["costs"]
     print(f"snapshots: {res['clients']} clients, {res['players']} players + {res['npcs']} NPCs, "
-          f"view radius {VIEW_RADIUS:g}; CPython {env.get('version')} {env.get('build', '')}"
+          f"view radius {VIEW_RADIUS:g}; CPython {it['version']}"
+          f"{' free-threaded' if it['py_gil_disabled'] else ''}"
           f"{' (quick)' if args.quick else ''}")
     print(f"entities per snapshot {res['entities_per_snapshot']:.0f}, "
           f"full snapshot {res['bytes_per_full_snapshot']:.0f} bytes")
@@ -196,14 +202,12 @@ def main(argv: list[str] | None = None) -> int:
           "(whole-message encoding would add "
           f"{per_s * (c['encode_python']['median_us'] - c['encode_c']['median_us']) / 1e6:.2f}"
           " there; the hook encodes each entity once per tick instead)")
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"snapshots-{env['host'] or 'unknown'}-{build}.json"
+    out = args.out or schema.results_dir(quick=args.quick)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"snapshots-{env.build_label()}.json"
     path.write_text(json.dumps({"quick": args.quick, "when": time.strftime("%FT%T%z"),
-                                "environment": env, "result": res}, indent=2,
+                                "environment": record, "result": res}, indent=2,
                                sort_keys=True) + "\n")
     print(f"wrote {path}")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from bench import claims
+from bench.summary import claims_table
 
 
 def probe(interp_ms: float = 30.0, interp_mb: float = 3.0, msg_ms: float = 0.05,
@@ -44,7 +45,7 @@ def test_verdicts_follow_the_measurements() -> None:
 def test_table_prints_claim_next_to_measurement() -> None:
     rows = claims.judge({"gil": probe()}, {"gil": [{"ticks_per_s": 10.0}],
                                            "ft": [{"ticks_per_s": 9.5}]})
-    text = claims.table({"claims": rows})
+    text = claims_table({"claims": rows})
     assert "~50 ms start-up per interpreter" in text and "30 ms" in text
     assert "5–8% single-thread overhead" in text and "5.26 %" in text
 

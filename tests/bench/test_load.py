@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bench.load import Criteria, bounded_search, holds, table, window
+from bench.load import Criteria, bounded_search, holds, window
+from bench.summary import load_table as table
 
 
 def report(**kw: Any) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""bench.scaling.aggregate: speedups, baselines, the ceiling ratio and the invalid-cell rule."""
+"""bench.summary.aggregate (speedups, baselines, the ceiling ratio, the invalid-cell rule), the
+scaling table and headlines; bench.scaling's plan."""
 
 from __future__ import annotations
 
@@ -7,15 +8,9 @@ from typing import Any
 import pytest
 
 from bench.builds import Build
-from bench.scaling import (
-    Plan,
-    aggregate,
-    cells_for,
-    default_workers,
-    headlines,
-    judge,
-    table,
-)
+from bench.scaling import Plan, cells_for, default_workers
+from bench.summary import aggregate, headlines, judge
+from bench.summary import scaling_table as table
 from tests.bench.synthetic import BUILDS, cell, section, standard_cells
 
 

@@ -17,8 +17,10 @@ import pytest
 
 from bench import report, schema
 from bench.builds import make_build, repo_root
-from bench.env import gil_enabled
-from bench.scaling import ARENA_20K, Plan, aggregate, build_section, cells_for, execute, table
+from bench.scaling import ARENA_20K, Plan, build_section, cells_for, execute
+from bench.summary import aggregate
+from bench.summary import scaling_table as table
+from server.host import gil_enabled
 
 CORES = len(os.sched_getaffinity(0))
 WORKERS = tuple(range(1, min(2, CORES) + 1))

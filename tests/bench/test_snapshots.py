@@ -1,4 +1,5 @@
-"""bench.snapshots: the per-snapshot cost model behind the load benchmark."""
+"""``paratick bench snapshots`` (bench.snapshots): the per-snapshot cost model behind the load
+benchmark."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bench import snapshots
+from bench import env, snapshots
+from server.cli import main
 
 
 def test_measure_reports_every_cost_per_repeat() -> None:
@@ -27,18 +29,20 @@ def test_clients_are_capped_by_players() -> None:
 
 
 def test_quick_cli_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert snapshots.main(["--quick", "--out", str(tmp_path)]) == 0
+    assert main(["bench", "snapshots", "--quick", "--out", str(tmp_path)]) == 0
     (path,) = tmp_path.glob("snapshots-*.json")
+    assert path.name == f"snapshots-{env.build_label()}.json"
     data = json.loads(path.read_text())
     assert data["quick"] is True and data["result"]["clients"] == 200
     out = capsys.readouterr().out
     assert "inside a subinterpreter" in out and "snapshots/s" in out
 
 
-def test_bad_arguments_are_usage_errors(tmp_path: Path) -> None:
-    with pytest.raises(SystemExit) as exc:
-        snapshots.main(["--clients", "0", "--out", str(tmp_path)])
-    assert exc.value.code == 2
+def test_bad_arguments_are_usage_errors(tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "snapshots", "--clients", "0", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.startswith("paratick bench snapshots: ")
+    assert not list(tmp_path.iterdir())
 
 
 def test_hook_measured_inside_a_subinterpreter() -> None:
