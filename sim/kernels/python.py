@@ -6,9 +6,8 @@ worker threads), the hot loops read locals only, and the per-tick allocations ar
 lists plus one small tuple per entity for the contact sweep (the uniform grid kept as rows one
 cell high, each sorted by x).  Columns ("struct of arrays") beat
 ``__slots__`` objects, and float columns as ``array('d')`` beat lists of floats, most of all on
-the free-threaded build (about 1.3x there, a few percent with the GIL);
-``bench/kernel_layouts.py`` measures the layouts on both builds and the results are in
-``bench/results/kernel-layouts-*.json``.
+the free-threaded build (about 1.3x there, a few percent with the GIL): measured on both builds
+in ``bench/results/2026-11-25-vm-kernel-layouts/``.
 """
 
 from __future__ import annotations
@@ -33,7 +32,7 @@ CELL_SLACK = 1.0 + 2.0**-20
 #: (ties broken by y, then index, so the order is total and deterministic).
 Cand = tuple[float, float, int]
 #: Row fields kept in ``array('d')`` columns (unboxed floats: fastest on both builds, see
-#: bench/kernel_layouts.py); the integer fields stay in lists.
+#: bench/results/2026-11-25-vm-kernel-layouts/); the integer fields stay in lists.
 FLOAT_FIELDS = frozenset((2, 3, 4, 5, 6, 7, 9, 10))
 
 
