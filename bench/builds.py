@@ -96,9 +96,9 @@ def make_build(name: str, venvs: Path | None) -> Build:
         SetupError: the venv that build needs is missing.
     """
     if name == "current":
-        import sysconfig
+        from server.host import free_threaded
 
-        ft = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+        ft = free_threaded()
         forced = os.environ.get("PYTHON_GIL") == "1"
         return Build("current", sys.executable, {}, expects_gil=not ft or forced)
     if name not in ALL_BUILDS:

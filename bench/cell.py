@@ -30,7 +30,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from server.host import gil_enabled
+from server.host import gil_enabled, usable_cpus
 
 #: Per-tick wall times are kept raw up to this many ticks (enough for a p99 over a full run;
 #: beyond it the driver would have to trust a summary, which it never needs at our tick counts).
@@ -39,10 +39,9 @@ MAX_RAW_TICKS = 100_000
 
 def pin(cpus: list[int] | None) -> list[int] | None:
     """Restrict this process (and so its future threads and children) to ``cpus``."""
-    if not cpus or not hasattr(os, "sched_setaffinity"):
-        return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-    os.sched_setaffinity(0, cpus)
-    return sorted(os.sched_getaffinity(0))
+    if cpus and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, cpus)
+    return usable_cpus()
 
 
 def _descendants(pid: int) -> list[int]:

@@ -28,6 +28,7 @@ from server.host import (
     import_extensions,
     package_versions,
     usable_cores,
+    usable_cpus,
 )
 
 #: Packages whose versions change results (the kernel, the codec, plotting only for reports).
@@ -60,7 +61,7 @@ def interpreter_info() -> dict[str, Any]:
         "executable": sys.executable,
         "version": platform.python_version(),
         "implementation": sys.implementation.name,
-        "py_gil_disabled": bool(sysconfig.get_config_var("Py_GIL_DISABLED")),
+        "py_gil_disabled": free_threaded(),
         "config_args": sysconfig.get_config_var("CONFIG_ARGS") or "",
         "gil_enabled": gil_enabled(),
         "python_gil_env": os.environ.get("PYTHON_GIL"),
@@ -134,7 +135,7 @@ def machine() -> dict[str, Any]:
         "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "usable_cores": usable_cores(),
-        "affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "affinity": usable_cpus(),
         "cpu_quota": cpu_quota(),
         "kernel": f"{uname.system} {uname.release}",
         "platform": platform.platform(),

@@ -46,7 +46,10 @@ from typing import Any
 from bench.builds import ALL_BUILDS, Build, find_venvs, make_build, repo_root, run_group
 from bench.errors import CellError
 from bench.summary import load_table
+from server.runtime import BACKENDS
 
+#: Backends probed by default: every one with workers beside the server's event loop.
+PARALLEL_BACKENDS = tuple(b for b in BACKENDS if b != "inline")
 #: Targets from the issue: 30 Hz ticks, p99 MSPT within the 33.3 ms budget, p99 input->ack
 #: within 100 ms (a tenth of a second is where players start to feel input lag).
 TICK_RATE = 30.0
@@ -291,7 +294,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "default run (2 builds x 3 backends, 9 probes each) takes ~15-17 min")
     p.add_argument("--builds", default=None, help="comma list (default gil,ft)")
     p.add_argument("--backends", default=None,
-                   help="comma list (default threads,interpreters,processes)")
+                   help=f"comma list (default {','.join(PARALLEL_BACKENDS)})")
     p.add_argument("--workers", type=int, default=None, help="workers (default: usable cores)")
     p.add_argument("--kernel", default="python", help="simulation kernel (default python)")
     p.add_argument("--duration", type=float, default=None,
@@ -329,8 +332,8 @@ def run(args: argparse.Namespace) -> int:
             raise CellError(f"unknown build {n!r}")
     venvs = find_venvs(root, args.venvs)
     builds = [make_build(n, venvs) for n in names]
-    backends = tuple(x for x in (args.backends or ("threads" if quick else
-                                                   "threads,interpreters,processes")).split(","))
+    backends = (tuple(x for x in args.backends.split(",") if x) if args.backends
+                else ("threads",) if quick else PARALLEL_BACKENDS)
     duration = args.duration or (6.0 if quick else 10.0)
     max_probes = args.max_probes or (3 if quick else 4)
     criteria = Criteria()

@@ -20,6 +20,7 @@ from typing import Any
 
 from bench import schema
 from bench.summary import aggregate, claims_table, headlines, load_table, scaling_table
+from server.runtime import BACKENDS
 
 SCALING_PNG = "scaling.png"
 MSPT_PNG = "mspt.png"
@@ -141,8 +142,8 @@ def plot_scaling(section: dict[str, Any], path: Path) -> None:
     cells = section["cells"]
     summaries = aggregate(cells, section["builds"])
     labels = {b["name"]: b["label"] for b in section["builds"]}
-    backends = [b for b in ("threads", "interpreters", "processes")
-                if any(c["backend"] == b and c["workload"] == "arena" for c in cells)]
+    backends = [b for b in BACKENDS if b != "inline"
+                and any(c["backend"] == b and c["workload"] == "arena" for c in cells)]
     if not backends:
         backends = ["inline"]
     ones = [s.get("ticks_per_s", {}).get("median", 0.0)

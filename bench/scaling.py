@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
-import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -38,6 +37,7 @@ from bench import stats
 from bench.builds import ALL_BUILDS, Build, find_venvs, make_build, repo_root, run_group
 from bench.errors import CellError, SetupError
 from bench.summary import aggregate, headlines, scaling_table
+from server.host import usable_cores, usable_cpus
 from server.runtime import BACKENDS
 from sim.kernels import KERNELS
 
@@ -168,7 +168,7 @@ def execute(plan: Plan, *, root: Path | None = None,
     cells = cells_for(plan)
     for c in cells:
         c["runs"] = []
-    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [0]
+    cpus = usable_cpus() or [0]
     schedule = stats.interleave(list(range(len(cells))), plan.repeats)
     order: list[list[int]] = []
     stopped: str | None = None
@@ -310,7 +310,7 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
     for k in kernels:
         if k not in KERNELS:
             raise SetupError(f"unknown kernel {k!r}; expected one of {KERNELS}")
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    cores = usable_cores()
     workers = args.workers or default_workers(cores)
     if max(workers) > cores:
         raise SetupError(f"{max(workers)} workers asked but only {cores} usable cores: "

@@ -35,11 +35,17 @@ def gil_enabled() -> bool:
     return True if fn is None else bool(fn())
 
 
+def usable_cpus() -> list[int] | None:
+    """The CPU ids this process may run on (its affinity mask), None where the OS does not say."""
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return None
+
+
 def usable_cores() -> int:
     """Cores this process may run on (affinity-aware; what ``--workers`` defaults to)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+    cpus = usable_cpus()
+    return len(cpus) if cpus is not None else os.cpu_count() or 1
 
 
 def interpreter() -> dict[str, Any]:
