@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from clients.lean import snapshot_head
 from server.clock import TimeSource
 from server.protocol import (
     SERVER_MESSAGES,
@@ -54,6 +55,10 @@ BEHAVIOURS = ("wander", "chase", "idle")
 #: rate needs more than one core there and a few hundred per loop is too many to keep the bots
 #: from being the bottleneck on a machine with cores to spare.
 PER_PROCESS = 100
+#: Fraction of a fleet that validates every message (decodes and applies every snapshot); the
+#: rest read snapshot headers only, so that the bots, the load generator, cost the machine
+#: little next to the server they measure.
+VALIDATE = 0.05
 #: Snapshots kept for delta application (the server's ring is 32; acks arrive in order).
 HISTORY = 8
 #: Pending-input sequence numbers tracked for latency; older unacked ones are forgotten
@@ -78,6 +83,8 @@ class BotResult:
     errors: list[str] = field(default_factory=list)
     latencies_ms: list[float] = field(default_factory=list)
     lost_acks: int = 0
+    validating: bool = True          # decoded and applied every snapshot (else: headers only)
+    messages_in: int = 0             # every frame received
 
 
 def choose(behaviour: str, me: Entity | None, seen: dict[int, Entity], rng: random.Random,
@@ -85,11 +92,12 @@ def choose(behaviour: str, me: Entity | None, seen: dict[int, Entity], rng: rand
     """Controls (thrust, turn, action) for one input.
 
     wander: a new random heading change about once a second; chase: steer toward the nearest
-    other entity; idle: no thrust (still sends inputs, so its latency is measured too).
+    other entity (wander until the bot knows where it is); idle: no thrust (still sends inputs,
+    so its latency is measured too).
     """
-    if behaviour == "idle" or me is None:
+    if behaviour == "idle":
         return 0.0, 0.0, 0
-    if behaviour == "chase":
+    if behaviour == "chase" and me is not None:
         best, bd = None, math.inf
         for e in seen.values():
             if e[0] == me[0]:
@@ -109,12 +117,18 @@ def choose(behaviour: str, me: Entity | None, seen: dict[int, Entity], rng: rand
 
 
 async def run_bot(url: str, index: int, *, behaviour: str, seed: int, input_rate: float,
-                  until: float, clock: TimeSource = time.perf_counter) -> BotResult:
-    """One bot from connect to ``until`` (a ``clock`` time); never raises for network trouble."""
+                  until: float, clock: TimeSource = time.perf_counter,
+                  validate: bool = True) -> BotResult:
+    """One bot from connect to ``until`` (a ``clock`` time); never raises for network trouble.
+
+    A *validating* bot decodes and applies every snapshot (and reports every protocol error as a
+    failure); the others read only a snapshot's tick, ack and base (:mod:`clients.lean`), which
+    is all the measurement needs, and wander (a chaser needs the entities).
+    """
     from websockets.asyncio.client import connect
     from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-    res = BotResult(index)
+    res = BotResult(index, validating=validate)
     codec = MsgpackCodec()
     rng = random.Random(seed * 1_000_003 + index)
     try:
@@ -135,7 +149,8 @@ async def run_bot(url: str, index: int, *, behaviour: str, seed: int, input_rate
             res.failed = f"expected welcome, got {welcome!r:.100}"
             return res
         res.connected = True
-        await _play(ws, codec, welcome, res, behaviour, rng, input_rate, until, clock)
+        await _play(ws, codec, welcome, res, behaviour if validate else "wander", rng,
+                    input_rate, until, clock, validate)
     except (ConnectionClosed, OSError) as exc:
         if res.connected:
             res.dropped = f"{type(exc).__name__}: {exc}"[:200]
@@ -151,7 +166,8 @@ async def run_bot(url: str, index: int, *, behaviour: str, seed: int, input_rate
 
 
 async def _play(ws: Any, codec: MsgpackCodec, welcome: Welcome, res: BotResult, behaviour: str,
-                rng: random.Random, input_rate: float, until: float, clock: TimeSource) -> None:
+                rng: random.Random, input_rate: float, until: float, clock: TimeSource,
+                validate: bool = True) -> None:
     history: dict[int, dict[int, Entity]] = {}
     state: dict[int, Entity] = {}
     latest: list[int | None] = [None]
@@ -162,6 +178,17 @@ async def _play(ws: Any, codec: MsgpackCodec, welcome: Welcome, res: BotResult, 
         nonlocal state
         async for data in ws:
             res.bytes_in += len(data)
+            res.messages_in += 1
+            if not validate:
+                head = snapshot_head(data)
+                if head is not None:  # the lean path: tick, ack, base; nothing else decoded
+                    now = clock()
+                    res.snapshots += 1
+                    res.deltas += head[2] is not None
+                    latest[0] = head[0]
+                    while pending and pending[0][0] <= head[1]:
+                        res.latencies_ms.append((now - pending.popleft()[1]) * 1e3)
+                    continue
             msg = codec.decode(data, accept=SERVER_MESSAGES)
             if isinstance(msg, Snapshot):
                 now = clock()
@@ -234,8 +261,19 @@ class FleetSpec:
     ramp: float = 200.0             # bots started per second
     duration: float = 10.0          # seconds every bot plays after the last one started
     input_rate: float = 20.0        # inputs per second per bot
+    validate: float = VALIDATE      # fraction of bots that decode and apply every snapshot
     first_index: int = 0            # this slice's first bot index (multi-process fleets)
     total: int = 0                  # bots in the whole fleet (0: this slice is the fleet)
+
+
+def _validates(spec: FleetSpec, index: int) -> bool:
+    """Whether bot ``index`` is in the validating sample (spread evenly over the fleet; the
+    first bot always is)."""
+    if spec.validate >= 1.0:
+        return True
+    if spec.validate <= 0.0:
+        return False
+    return int(index * spec.validate) != int((index - 1) * spec.validate) or index == 0
 
 
 def _behaviour(spec: FleetSpec, index: int) -> str:
@@ -256,7 +294,8 @@ async def run_local_fleet(spec: FleetSpec, *, t0: float, clock: TimeSource = tim
             await asyncio.sleep(delay)
         idx = spec.first_index + i
         return await run_bot(spec.url, idx, behaviour=_behaviour(spec, idx), seed=spec.seed,
-                             input_rate=spec.input_rate, until=until, clock=clock)
+                             input_rate=spec.input_rate, until=until, clock=clock,
+                             validate=_validates(spec, idx))
 
     tasks = [asyncio.create_task(start(i)) for i in range(spec.bots)]
     return list(await asyncio.gather(*tasks))
@@ -266,8 +305,9 @@ def _child_main(spec: FleetSpec, t0_wall: float, queue: Any) -> None:
     """Process entry point (spawn): run a slice of the fleet, put the results on ``queue``."""
     # perf_counter differs between processes; the shared start time travels as wall time.
     offset = time.perf_counter() - time.time()
+    cpu0 = time.process_time()
     results = asyncio.run(run_local_fleet(spec, t0=t0_wall + offset))
-    queue.put([asdict(r) for r in results])
+    queue.put({"cpu_s": time.process_time() - cpu0, "results": [asdict(r) for r in results]})
 
 
 async def _get_stats(url: str) -> dict[str, Any] | None:
@@ -309,6 +349,7 @@ async def run_fleet(spec: FleetSpec, *, processes: int | None = None,
     t0 = time.perf_counter() + (wall0 - time.time())
     started = time.perf_counter()
     results: list[BotResult] = []
+    cpu0 = time.process_time()
     if n_proc == 1:
         fleet = asyncio.create_task(run_local_fleet(spec, t0=t0))
         procs: list[Any] = []
@@ -328,7 +369,7 @@ async def run_fleet(spec: FleetSpec, *, processes: int | None = None,
             procs.append(proc)
         fleet = None
     end = t0 + (spec.bots / spec.ramp if spec.ramp > 0 else 0.0) + spec.duration
-    collected: list[list[dict[str, Any]]] = []
+    collected: list[dict[str, Any]] = []
     while True:
         s = await _get_stats(spec.url)
         if s is not None:
@@ -353,13 +394,19 @@ async def run_fleet(spec: FleetSpec, *, processes: int | None = None,
         await asyncio.sleep(1.0 if time.perf_counter() < end else 0.2)
     if fleet is not None:
         results = await fleet
+        bot_cpu = time.process_time() - cpu0
     else:
         for p in procs:
             await asyncio.to_thread(p.join, 10.0)
-        results = [BotResult(**d) for part in collected for d in part]
+        results = [BotResult(**d) for part in collected for d in part["results"]]
+        bot_cpu = sum(part["cpu_s"] for part in collected)
         missing = spec.bots - len(results)
         results += [BotResult(-1, failed="bot process died") for _ in range(missing)]
-    return report(spec, results, stats_samples, time.perf_counter() - started, n_proc)
+    rep = report(spec, results, stats_samples, time.perf_counter() - started, n_proc)
+    messages = sum(r.messages_in + r.inputs for r in results)
+    rep["bot_cpu_s"] = bot_cpu
+    rep["bot_cpu_us_per_message"] = bot_cpu / messages * 1e6 if messages else None
+    return rep
 
 
 def _progress_line(elapsed: float, total: float, s: dict[str, Any] | None) -> str:
@@ -389,6 +436,7 @@ def report(spec: FleetSpec, results: list[BotResult], samples: list[dict[str, An
             errors[e] = errors.get(e, 0) + 1
     return {
         "bots": spec.bots, "processes": processes, "behaviour": spec.behaviour,
+        "validating": sum(1 for r in results if r.validating),
         "seed": spec.seed, "duration_s": spec.duration, "elapsed_s": elapsed,
         "connected": len(connected), "failed": sum(1 for r in results if r.failed),
         "dropped": sum(1 for r in results if r.dropped),
@@ -452,6 +500,9 @@ def format_report(rep: dict[str, Any]) -> str:
         ("server snapshots dropped", str(srv["snapshots_dropped"])),
         ("server shard MSPT p99 (runtime)", _shards(srv.get("runtime"))),
         ("errors received", json.dumps(rep["errors"]) if rep["errors"] else "none"),
+        ("bot CPU per message (validating)", "-" if rep.get("bot_cpu_us_per_message") is None
+         else f"{rep['bot_cpu_us_per_message']:.0f} us ({rep['validating']} of {rep['bots']} "
+              "bots validate every message)"),
     ]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

@@ -27,6 +27,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="seconds of play after the last bot started (default %(default)s)")
     p.add_argument("--input-rate", type=float, default=20.0,
                    help="inputs per second per bot (default %(default)s)")
+    p.add_argument("--validate", type=float, default=0.05, metavar="FRACTION",
+                   help="fraction of bots that decode and apply every snapshot; the others "
+                        "read only tick, ack and base (default %(default)s)")
     p.add_argument("--processes", type=int, default=None,
                    help="bot processes (default: one per 100 bots, at most the core count)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -38,12 +41,15 @@ def run(args: argparse.Namespace) -> int:
 
     from clients.bots import FleetSpec, format_report, run_fleet
 
-    if args.bots < 1 or args.ramp <= 0 or args.duration < 0 or args.input_rate <= 0:
-        print("paratick bots: need --bots >= 1, --ramp > 0, --duration >= 0, --input-rate > 0",
+    if args.bots < 1 or args.ramp <= 0 or args.duration < 0 or args.input_rate <= 0 \
+            or not 0 <= args.validate <= 1:
+        print("paratick bots: need --bots >= 1, --ramp > 0, --duration >= 0, --input-rate > 0, "
+              "--validate in 0..1",
               file=sys.stderr)
         return 2
     spec = FleetSpec(url=args.url, bots=args.bots, behaviour=args.behaviour, seed=args.seed,
-                     ramp=args.ramp, duration=args.duration, input_rate=args.input_rate)
+                     ramp=args.ramp, duration=args.duration, input_rate=args.input_rate,
+                     validate=args.validate)
     tty = sys.stderr.isatty()
 
     def progress(line: str) -> None:

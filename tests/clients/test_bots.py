@@ -73,3 +73,14 @@ def test_unreachable_server_counts_failures() -> None:
     spec = FleetSpec(url="ws://127.0.0.1:9", bots=2, ramp=100.0, duration=0.1)
     rep = asyncio.run(run_fleet(spec, processes=1))
     assert rep["connected"] == 0 and rep["failed"] == 2 and rep["first_failures"]
+
+
+def test_a_lean_fleet_measures_with_a_validating_sample(server: ServerThread) -> None:
+    spec = FleetSpec(url=server.url, bots=10, behaviour="mix", ramp=100.0, duration=1.5,
+                     validate=0.2)
+    rep = asyncio.run(run_fleet(spec, processes=1))
+    assert rep["connected"] == 10 and rep["failed"] == 0 and rep["dropped"] == 0
+    assert rep["validating"] == 2  # bots 0 and 5
+    assert rep["latency_ms"]["samples"] > 0 and rep["snapshots_per_bot_s"] > 5
+    assert rep["bot_cpu_s"] > 0 and rep["bot_cpu_us_per_message"] > 0
+    assert "bot CPU per message" in format_report(rep)
