@@ -34,7 +34,6 @@ import asyncio
 import contextlib
 import ipaddress
 import json
-import os
 import ssl
 import sys
 import threading
@@ -45,7 +44,8 @@ from dataclasses import asdict, dataclass, field
 from http import HTTPStatus
 from typing import Any
 
-from server import exposition
+from server import exposition, host
+from server.clock import TimeSource
 from server.connection import (
     CLOSE_GOING_AWAY,
     CLOSE_POLICY,
@@ -57,7 +57,7 @@ from server.connection import (
 )
 from server.gateway import Client, Gateway, GatewayThread
 from server.protocol import ErrorCode, Hello, Input, Welcome
-from server.sessions import BadToken, Clock, PoolExhausted, SessionTable
+from server.sessions import BadToken, PoolExhausted, SessionTable
 from server.ticker import Ticker
 from server.transport import (
     SEND_BUFFER,
@@ -85,12 +85,9 @@ def default_gateways(*, free_threaded: bool | None = None, cores: int | None = N
     with at least two cores, where they run in parallel; 0 (the single-loop server) with the
     GIL, where gateway threads would only take turns."""
     if free_threaded is None:
-        import sysconfig
-        free_threaded = bool(sysconfig.get_config_var("Py_GIL_DISABLED")) and not (
-            getattr(sys, "_is_gil_enabled", lambda: True)())
+        free_threaded = host.free_threaded() and not host.gil_enabled()
     if cores is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
-            os.cpu_count() or 1)
+        cores = host.usable_cores()
     return min(cores, 8) if free_threaded and cores >= 2 else 0
 
 
@@ -237,7 +234,7 @@ class GameServer:
 
     def __init__(self, world: WorldConfig, settings: ServerSettings | None = None, *,
                  runtime_factory: RuntimeFactory | None = None,
-                 clock: Clock = time.monotonic) -> None:
+                 clock: TimeSource = time.monotonic) -> None:
         if not world.view_radius > 0:
             raise ValueError("the server needs WorldConfig.view_radius > 0 (the AOI radius)")
         self.world = world

@@ -25,6 +25,9 @@ address other than loopback, the server says what is exposed: browser origins (-
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from server.runtime import BACKENDS
+    from sim.kernels import KERNELS
+
     g = p.add_argument_group("network")
     g.add_argument("--host", default="127.0.0.1", help="bind address (default %(default)s)")
     g.add_argument("--port", type=int, default=8765,
@@ -59,10 +62,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(default: one per core, up to 8, on a free-threaded build; 0 on a GIL "
                         "build: every client on the main event loop)")
     r.add_argument("--backend", default="threads",
-                   choices=("inline", "threads", "interpreters", "processes"),
+                   choices=BACKENDS,
                    help="parallel backend (default %(default)s)")
     r.add_argument("--workers", type=int, default=None, help="workers (default: usable cores)")
-    r.add_argument("--kernel", default="python", choices=("python", "numpy"),
+    r.add_argument("--kernel", default="python", choices=KERNELS,
                    help="simulation kernel (default %(default)s)")
     lim = p.add_argument_group("limits")
     lim.add_argument("--max-frame", type=int, default=4096,

@@ -57,7 +57,7 @@ from server.protocol import (
     ProtocolError,
     Welcome,
 )
-from server.sessions import Clock, check_transition
+from server.sessions import check_transition
 
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
@@ -428,7 +428,7 @@ class Connection:
 
 __all__ = [
     "CLOSE_GOING_AWAY", "CLOSE_INTERNAL", "CLOSE_NORMAL", "CLOSE_POLICY", "CLOSE_REPLACED",
-    "CLOSE_TOO_BIG", "CLOSE_TRY_LATER", "CONNECTION_TRANSITIONS", "ByeReceived", "Clock",
+    "CLOSE_TOO_BIG", "CLOSE_TRY_LATER", "CONNECTION_TRANSITIONS", "ByeReceived",
     "CloseConnection", "Connection", "ConnectionLimits", "ConnectionPhase", "ControlBudget",
     "ControlLimits", "Event", "HelloReceived", "InputReceived", "SendMessage", "TokenBucket",
 ]

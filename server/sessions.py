@@ -25,10 +25,6 @@ from typing import Any
 
 from server.clock import TimeSource
 
-#: The old name of :data:`server.clock.TimeSource` (monotonic seconds on demand), kept while
-#: server.app and server.connection still import it from here.
-Clock = TimeSource
-
 
 class SessionError(Exception):
     """Root of this module's errors.

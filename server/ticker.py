@@ -25,19 +25,14 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from server.runtime.scheduler import Clock, Overload, TickScheduler
+from server.clock import Clock
+from server.quantiles import percentile
+from server.runtime.scheduler import Overload, TickScheduler
 
 #: Recent tick durations kept for the MSPT percentiles in /stats (about 34 s at 30 Hz).
 MSPT_WINDOW = 1024
 #: Seconds between ``on_second`` calls (the runtime's metrics are refreshed this often).
 SECOND = 1.0
-
-
-def _percentile(sorted_values: list[float], q: float) -> float:
-    if not sorted_values:
-        return 0.0
-    i = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
-    return sorted_values[i]
 
 
 class ThreadClock:
@@ -171,8 +166,8 @@ class Ticker:
         sched = self.scheduler.stats
         return {"ticks": self.ticks, "tick_rate_target": 1.0 / self.dt,
                 "tick_rate_actual": self.ticks / elapsed if elapsed > 0 else 0.0,
-                "mspt_mean": sum(d) / len(d) if d else 0.0, "mspt_p50": _percentile(d, 0.50),
-                "mspt_p95": _percentile(d, 0.95), "mspt_p99": _percentile(d, 0.99),
+                "mspt_mean": sum(d) / len(d) if d else 0.0, **{
+                    f"mspt_p{p}": percentile(d, p) if d else 0.0 for p in (50, 95, 99)},
                 "mspt_max": d[-1] if d else 0.0, "budget_ms": self.dt * 1e3,
                 "deadline_misses": sched.deadline_misses, "skipped": sched.skipped,
                 "catch_up_ticks": sched.catch_up_ticks, "fault": self.fault}

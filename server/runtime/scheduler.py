@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from server.clock import Clock, MonotonicClock, VirtualClock
+from server.clock import Clock
 from server.runtime.errors import RuntimeConfigError
 
 #: Default rate: 30 Hz is the usual server tick rate for action games (WorldConfig agrees).
@@ -178,4 +178,4 @@ def run(step: Callable[[], object], scheduler: TickScheduler, clock: Clock, tick
 
 # The clocks live in server.clock; they stay importable from here for older callers.
 __all__ = ["DEFAULT_DILATION_FLOOR", "DEFAULT_MAX_CATCH_UP", "DEFAULT_RATE", "Clock",
-           "MonotonicClock", "Overload", "SchedulerStats", "TickScheduler", "VirtualClock", "run"]
+           "Overload", "SchedulerStats", "TickScheduler", "run"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from server.runtime.scheduler import VirtualClock
+from server.clock import VirtualClock
 from server.ticker import MSPT_WINDOW, ThreadClock, Ticker
 
 
