@@ -42,7 +42,6 @@ import bisect
 import itertools
 import math
 import platform
-import sys
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from functools import cache
@@ -59,6 +58,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
+from server import host
 from server.protocol import ErrorCode
 
 __all__ = [
@@ -470,7 +470,7 @@ def _add_window(fam: GaugeMetricFamily, labels: list[str], summary: Any) -> None
 def _build_info(s: Mapping[str, Any]) -> Metric:
     backend = _get(s, ("runtime", "backend")) or _get(s, ("settings", "backend")) or ""
     kernel = _get(s, ("runtime", "kernel")) or _get(s, ("settings", "kernel")) or ""
-    gil = getattr(sys, "_is_gil_enabled", lambda: True)()
+    gil = host.gil_enabled()
     fam = GaugeMetricFamily(
         "paratick_build_info",
         "The server build as labels (value always 1): paratick version, Python version, "
