@@ -175,9 +175,28 @@ def _tail(log: Any, n: int = 400) -> str:
 
 
 
+def group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU seconds of every live process in process group ``pgid`` (the server
+    and its worker processes; from /proc, 0.0 where there is none)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # fields after "pid (comm)": state, ppid, pgrp, ...
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / tick
+
+
 def probe_load(build: Build, *, backend: str, workers: int | None, kernel: str, entities: int,
                bots: int, duration: float, root: Path,
-               program: list[str] | None = None, settle: float = SETTLE_S) -> dict[str, Any]:
+               program: list[str] | None = None, settle: float = SETTLE_S,
+               gateways: int = 0) -> dict[str, Any]:
     """One server + bots run; returns the bots' report plus /stats samples and timings.
 
     ``program`` is the command that takes ``serve ...`` and ``bots ...`` arguments; by default
@@ -192,7 +211,7 @@ def probe_load(build: Build, *, backend: str, workers: int | None, kernel: str, 
     serve = [*prog, "serve", "--port", str(port),
              "--tick-rate", f"{TICK_RATE:g}", "--regions", REGIONS, "--entities", str(entities),
              "--players", str(bots + 16), "--max-per-address", str(bots + 16),
-             "--backend", backend, "--kernel", kernel]
+             "--backend", backend, "--kernel", kernel, "--gateways", str(gateways)]
     if workers:
         serve += ["--workers", str(workers)]
     # The server's output goes to a file, not a pipe nobody reads while it runs: a chatty
@@ -222,7 +241,10 @@ def probe_load(build: Build, *, backend: str, workers: int | None, kernel: str, 
             poller.start()
             cmd = [*prog, "bots", "--url", f"ws://127.0.0.1:{port}",
                    "--bots", str(bots), "--duration", f"{duration:g}", "--json", "--quiet"]
+            cpu0, t0 = group_cpu_seconds(server.pid), time.monotonic()
             code, out, err = run_group(cmd, env=env, cwd=root, timeout=duration + 120 + bots / 50)
+            server_cpu = group_cpu_seconds(server.pid) - cpu0
+            wall = time.monotonic() - t0
             stop.set()
             poller.join(timeout=5)
             try:
@@ -239,7 +261,8 @@ def probe_load(build: Build, *, backend: str, workers: int | None, kernel: str, 
             with contextlib.suppress(ProcessLookupError):  # workers or a stuck server: all of it
                 os.killpg(server.pid, signal.SIGKILL)
             server.wait()
-        return {"bots_report": report, "stats_samples": samples}
+        return {"bots_report": report, "stats_samples": samples,
+                "server_cpu_s_per_s": server_cpu / wall if wall > 0 else None}
 
 
 def window(samples: list[dict[str, Any]]) -> dict[str, float]:
@@ -258,15 +281,16 @@ def window(samples: list[dict[str, Any]]) -> dict[str, float]:
 
 def run_probe(build: Build, backend: str, workers: int | None, kernel: str, entities: int,
               bots: int, duration: float, root: Path, criteria: Criteria,
-              program: list[str] | None = None, settle: float = SETTLE_S) -> dict[str, Any]:
+              program: list[str] | None = None, settle: float = SETTLE_S,
+              gateways: int = 0) -> dict[str, Any]:
     """A probe as a results record (schema: load.runs[*]); failures become records too."""
     rec: dict[str, Any] = {"build": build.name, "backend": backend, "workers": workers,
                            "kernel": kernel, "entities": entities, "bots": bots,
-                           "duration_s": duration}
+                           "duration_s": duration, "gateways": gateways}
     try:
         out = probe_load(build, backend=backend, workers=workers, kernel=kernel,
                          entities=entities, bots=bots, duration=duration, root=root,
-                         program=program, settle=settle)
+                         program=program, settle=settle, gateways=gateways)
     except (CellError, subprocess.TimeoutExpired, OSError) as exc:
         rec.update(ok=False, holds=False, why=[f"{type(exc).__name__}: {exc}"])
         return rec
@@ -279,6 +303,10 @@ def run_probe(build: Build, backend: str, workers: int | None, kernel: str, enti
                tick_rate_min=srv.get("tick_rate_min"), window=win,
                ack_ms=rep.get("latency_ms"), connected=rep.get("connected"),
                dropped=rep.get("dropped"),
+               server_cpu_s_per_s=out.get("server_cpu_s_per_s"),
+               server_cpu_ms_per_bot_s=(out["server_cpu_s_per_s"] / bots * 1e3
+                                        if out.get("server_cpu_s_per_s") else None),
+               bot_cpu_us_per_message=rep.get("bot_cpu_us_per_message"),
                # per-sample rolling p50s and p99s from /stats: the MSPT distribution plot
                mspt_samples=[s["ticker"]["mspt_p99"] for s in out["stats_samples"]
                              if s["ticker"].get("mspt_p99") is not None],
@@ -296,6 +324,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backends", default=None,
                    help=f"comma list (default {','.join(PARALLEL_BACKENDS)})")
     p.add_argument("--workers", type=int, default=None, help="workers (default: usable cores)")
+    p.add_argument("--gateways", default="0",
+                   help="comma list of gateway counts to compare (serve --gateways; 0: every "
+                        "client on the server's main event loop; default %(default)s)")
     p.add_argument("--kernel", default="python", help="simulation kernel (default python)")
     p.add_argument("--duration", type=float, default=None,
                    help="seconds of play per probe (default 10; 6 with --quick)")
@@ -340,11 +371,20 @@ def run(args: argparse.Namespace) -> int:
     runs: list[dict[str, Any]] = []
     best: list[dict[str, Any]] = []
 
-    def probe(build: Build, backend: str, entities: int, bots: int, phase: str) -> bool:
-        print(f"load: {build.name} {backend} {entities} entities {bots} bots ({phase}) ...",
-              file=sys.stderr, flush=True)
+    try:
+        gateway_counts = [int(x) for x in args.gateways.split(",") if x.strip()]
+    except ValueError:
+        raise CellError(f"--gateways takes a comma list of integers, got {args.gateways!r}") \
+            from None
+    if not gateway_counts or min(gateway_counts) < 0:
+        raise CellError("--gateways needs one or more counts >= 0")
+
+    def probe(build: Build, backend: str, entities: int, bots: int, phase: str,
+              gateways: int = 0) -> bool:
+        print(f"load: {build.name} {backend} {gateways} gateways {entities} entities {bots} "
+              f"bots ({phase}) ...", file=sys.stderr, flush=True)
         rec = run_probe(build, backend, args.workers, args.kernel, entities, bots, duration,
-                        root, criteria)
+                        root, criteria, gateways=gateways)
         rec["phase"] = phase
         runs.append(rec)
         print(f"      -> {'holds' if rec['holds'] else 'fails: ' + '; '.join(rec['why'])}",
@@ -353,22 +393,24 @@ def run(args: argparse.Namespace) -> int:
 
     for build in builds:
         for backend in backends:
-            probe(build, backend, args.entities_fixed, args.fixed_bots, "fixed load")
-            if args.no_search:
-                continue
-            def by_entities(n: int, b: Build = build, k: str = backend) -> bool:
-                return probe(b, k, n, args.bots_fixed, "entity search")
+            for g in gateway_counts:
+                probe(build, backend, args.entities_fixed, args.fixed_bots, "fixed load", g)
+                if args.no_search:
+                    continue
+                def by_entities(n: int, b: Build = build, k: str = backend, gw: int = g) -> bool:
+                    return probe(b, k, n, args.bots_fixed, "entity search", gw)
 
-            def by_bots(n: int, b: Build = build, k: str = backend) -> bool:
-                return probe(b, k, args.entities_fixed, n, "bot search")
+                def by_bots(n: int, b: Build = build, k: str = backend, gw: int = g) -> bool:
+                    return probe(b, k, args.entities_fixed, n, "bot search", gw)
 
-            ents, _ = bounded_search(by_entities, start=args.entities_start,
-                                     limit=args.entities_limit, max_probes=max_probes)
-            nbots, _ = bounded_search(by_bots, start=args.bots_start, limit=args.bots_limit,
-                                      max_probes=max_probes)
-            best.append({"build": build.name, "backend": backend, "entities": ents,
-                         "bots_fixed": args.bots_fixed, "bots": nbots,
-                         "entities_fixed": args.entities_fixed})
+                ents, _ = bounded_search(by_entities, start=args.entities_start,
+                                         limit=args.entities_limit, max_probes=max_probes)
+                nbots, _ = bounded_search(by_bots, start=args.bots_start, limit=args.bots_limit,
+                                          max_probes=max_probes)
+                best.append({"build": build.name, "backend": backend, "gateways": g,
+                             "entities": ents,
+                             "bots_fixed": args.bots_fixed, "bots": nbots,
+                             "entities_fixed": args.entities_fixed})
     interpreters = {b.name: env.probe(b.python, b.environ(root), cwd=str(root)) for b in builds}
     section = {"created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
                "command": ["paratick", "bench", "load", *sys.argv[3:]],
@@ -377,7 +419,8 @@ def run(args: argparse.Namespace) -> int:
                           "settle_s": SETTLE_S,
                           "ack_p99_ms": ACK_P99_MS, "duration_s": duration,
                           "max_probes": max_probes, "regions": REGIONS, "kernel": args.kernel,
-                          "workers": args.workers, "quick": quick},
+                          "workers": args.workers, "quick": quick,
+                          "gateways": gateway_counts},
                "runs": runs, "best": best}
     out = args.out or schema.results_dir(quick=quick)
     schema.save_section(out, "load", section)

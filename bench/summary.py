@@ -261,23 +261,29 @@ def _rate(rec: dict[str, Any]) -> str:
 
 def load_table(section: dict[str, Any]) -> str:
     """Markdown table of a load section: the search results, then the fixed-load comparison."""
-    lines = ["| build | backend | kind | entities | bots | MSPT p50 / p99 ms | ack p99 ms | "
-             "Hz | holds | why not |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| build | backend | gateways | kind | entities | bots | MSPT p50 / p99 ms | "
+             "ack p99 ms | Hz | server CPU ms per bot-s | bot CPU µs per message | holds | "
+             "why not |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def num(v: Any, fmt: str) -> str:
+        return "-" if v is None else format(v, fmt)
+
     for r in section["runs"]:
         ack = (r.get("ack_ms") or {}).get("p99")
         p50, p99 = r.get("mspt_p50_ms"), r.get("mspt_p99_ms")
         lines.append(
-            f"| {r['build']} | {r['backend']} | {r.get('phase', '')} | {r['entities']} "
-            f"| {r['bots']} | {'-' if p50 is None else f'{p50:.1f}'} / "
-            f"{'-' if p99 is None else f'{p99:.1f}'} | {'-' if ack is None else f'{ack:.1f}'} "
-            f"| {_rate(r)} "
+            f"| {r['build']} | {r['backend']} | {r.get('gateways', 0)} | {r.get('phase', '')} "
+            f"| {r['entities']} | {r['bots']} | {num(p50, '.1f')} / {num(p99, '.1f')} "
+            f"| {num(ack, '.1f')} | {_rate(r)} | {num(r.get('server_cpu_ms_per_bot_s'), '.2f')} "
+            f"| {num(r.get('bot_cpu_us_per_message'), '.0f')} "
             f"| {'yes' if r.get('holds') else 'no'} | {'; '.join(r.get('why') or [])} |")
     best = section.get("best") or []
     if best:
-        lines += ["", "| build | backend | largest world holding 30 Hz (bots fixed) | "
-                  "most bots holding 30 Hz (world fixed) |", "|---|---|---|---|"]
+        lines += ["", "| build | backend | gateways | largest world holding 30 Hz (bots fixed) | "
+                  "most bots holding 30 Hz (world fixed) |", "|---|---|---|---|---|"]
         for b in best:
-            lines.append(f"| {b['build']} | {b['backend']} | {b.get('entities') or 'none'} "
+            lines.append(f"| {b['build']} | {b['backend']} | {b.get('gateways', 0)} "
+                         f"| {b.get('entities') or 'none'} "
                          f"(with {b['bots_fixed']} bots) | {b.get('bots') or 'none'} "
                          f"(with {b['entities_fixed']} entities) |")
     return "\n".join(lines)

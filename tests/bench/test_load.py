@@ -97,7 +97,8 @@ def test_table_lists_runs_and_bests() -> None:
                "best": [{"build": "ft", "backend": "threads", "entities": 8000,
                          "bots_fixed": 100, "bots": 700, "entities_fixed": 5000}]}
     text = table(section)
-    assert "| ft | threads | fixed load | 5000 | 200 | 12.0 / 30.0 | 55.0 | 29.8 | yes |" in text
+    assert ("| ft | threads | 0 | fixed load | 5000 | 200 | 12.0 / 30.0 | 55.0 | 29.8 | - | - "
+            "| yes |") in text
     assert "server did not start" in text and "| 8000 (with 100 bots) | 700" in text
 
 
