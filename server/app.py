@@ -76,6 +76,10 @@ from sim.world import spawn
 TRANSPORT_SLACK = 16
 
 
+#: The connection rules' and the transport's own defaults (one home for each value).
+_RULES = ConnectionLimits()
+_CONTROL = ControlLimits()
+_TRANSPORT = TransportLimits()
 #: More gateways than this would only add threads that contend for the same cores.
 MAX_GATEWAYS = 64
 
@@ -135,15 +139,15 @@ class ServerSettings:
     backend: str = "threads"
     workers: int | None = None
     kernel: str = "python"
-    max_frame: int = 4096
-    input_rate: float = 60.0
-    input_burst: float = 10.0
-    max_strikes: int = 8
-    hello_timeout: float = 10.0
-    idle_timeout: float = 120.0
-    control_rate: float = 4.0
-    control_burst: float = 16.0
-    write_stall_timeout: float = 10.0
+    max_frame: int = _RULES.max_frame
+    input_rate: float = _RULES.input_rate
+    input_burst: float = _RULES.input_burst
+    max_strikes: int = _RULES.max_strikes
+    hello_timeout: float = _RULES.hello_timeout
+    idle_timeout: float = _RULES.idle_timeout
+    control_rate: float = _CONTROL.rate
+    control_burst: float = _CONTROL.burst
+    write_stall_timeout: float = _TRANSPORT.write_stall_timeout
     send_buffer: int | None = SEND_BUFFER
     max_per_address: int = 1100
     max_connections: int = 4096
