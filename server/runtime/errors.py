@@ -11,7 +11,7 @@ Exception tree::
     │   ├── ChannelFull           a bounded channel stayed full past its timeout (a lockstep bug:
     │   │                         in-flight messages per channel are bounded by construction)
     │   ├── ChannelClosed         the other end is gone (EOF on a pipe, destroyed queue)
-    │   └── ProtocolError         bytes that are not a runtime message of our version (a peer's
+    │   └── MessageError          bytes that are not a runtime message of our version (a peer's
     │                             bug or a version mismatch; also a ValueError)
     └── WorkerError               a worker failed; ``.worker`` says which
         ├── WorkerCrashed         the worker died (process exited, interpreter closed, thread gone)
@@ -56,7 +56,7 @@ class ChannelClosed(ChannelError):
     """The other end of a channel is gone."""
 
 
-class ProtocolError(ChannelError, ValueError):
+class MessageError(ChannelError, ValueError):
     """Bytes did not decode to a runtime message this code reads."""
 
 

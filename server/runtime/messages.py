@@ -1,80 +1,163 @@
 """The runtime's message schema: what coordinator and workers say to each other, as msgpack bytes.
 
 Sans-I/O: :func:`encode` turns a message into bytes, :func:`decode` turns bytes back into a
-validated message tuple; neither knows about channels, threads or pipes.  Every message is a
-msgpack array ``[VERSION, KIND, *fields]``; decoding uses ``use_list=False`` so rows, borders and
-inputs come back as tuples, exactly the types the shards produce (a border decoded on the other
-side of a channel is indistinguishable from one passed directly).
+validated, typed message; neither knows about channels, threads or pipes.  Each message is a
+frozen dataclass whose class names its kind; on the wire it is a msgpack array
+``[VERSION, KIND, *fields]`` (the fields in declaration order, the same bytes as before the
+messages were typed).  Decoding uses ``use_list=False`` so rows, borders and inputs come back as
+tuples, exactly the types the shards produce (a border decoded on the other side of a channel is
+indistinguishable from one passed directly).
 
 Messages (``c`` = coordinator, ``w`` = worker)::
 
-    HELLO    w->c  worker, info {gil, pid, interp, cmsgpack, python}   up, first exchange done
-    TICK     c->w  tick, inputs [InputRow...], view, jobs [...]          one lockstep tick
-    BORDERS  w->w  tick, src worker, [(src region, dst region, Border)...]  one per peer per tick
-    DONE     w->c  worker, tick, report {...}, hook results [...]       tick finished
-    ROWS     c->w  -                                                    ask for owned rows
-    ROWS_OK  w->c  worker, rows                                         the answer
-    FAIL     w->c  worker, kind, traceback                              unrecoverable worker error
-    STOP     c->w  -                                                    leave the loop
-    EXITED   *->c  worker, detail                                       posted when a worker ends
-    PING     any   payload                                              channel benchmark
+    Hello    w->c  worker, info {gil, pid, interp, cmsgpack, python}   up, first exchange done
+    Tick     c->w  tick, inputs [InputRow...], view, jobs [...]          one lockstep tick
+    Borders  w->w  tick, src worker, [(src region, dst region, Border)...]  one per peer per tick
+    Done     w->c  worker, tick, report {...}, hook results [...]       tick finished
+    Rows     c->w  -                                                    ask for owned rows
+    RowsOk   w->c  worker, rows                                         the answer
+    Fail     w->c  worker, error (exception name), traceback            unrecoverable worker error
+    Stop     c->w  -                                                    leave the loop
+    Exited   *->c  worker, detail                                       posted when a worker ends
+    Ping     any   payload                                              channel benchmark
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
 
 import msgpack
 
-from server.runtime.errors import ProtocolError
+from server.runtime.errors import MessageError
 
 #: Bumped whenever a field changes meaning; a worker of another version is rejected, not guessed.
 VERSION = 1
 
-HELLO, TICK, BORDERS, DONE, ROWS, ROWS_OK, FAIL, STOP, EXITED, PING = range(10)
-NAMES = ("HELLO", "TICK", "BORDERS", "DONE", "ROWS", "ROWS_OK", "FAIL", "STOP", "EXITED", "PING")
-#: Number of fields after ``[VERSION, KIND]`` for each kind.
-ARITY = (2, 4, 3, 4, 0, 2, 3, 0, 2, 1)
 
-Message = tuple[Any, ...]
+@dataclass(frozen=True, slots=True)
+class Hello:
+    worker: int
+    info: Mapping[str, Any]
+    KIND: ClassVar[int] = 0
 
 
-def encode(kind: int, *fields: Any) -> bytes:
+@dataclass(frozen=True, slots=True)
+class Tick:
+    tick: int
+    inputs: Sequence[Any]
+    view: bool
+    jobs: Sequence[Any]
+    KIND: ClassVar[int] = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Borders:
+    tick: int
+    src: int
+    borders: Sequence[Any]
+    KIND: ClassVar[int] = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    worker: int
+    tick: int
+    report: Any
+    results: Sequence[Any]
+    KIND: ClassVar[int] = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Rows:
+    KIND: ClassVar[int] = 4
+
+
+@dataclass(frozen=True, slots=True)
+class RowsOk:
+    worker: int
+    rows: Sequence[Any]
+    KIND: ClassVar[int] = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Fail:
+    worker: int
+    error: str
+    traceback: str
+    KIND: ClassVar[int] = 6
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    KIND: ClassVar[int] = 7
+
+
+@dataclass(frozen=True, slots=True)
+class Exited:
+    worker: int
+    detail: str
+    KIND: ClassVar[int] = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    payload: Any
+    KIND: ClassVar[int] = 9
+
+
+Message = Hello | Tick | Borders | Done | Rows | RowsOk | Fail | Stop | Exited | Ping
+#: The message classes by kind number (the wire's second element).
+TYPES: tuple[type[Message], ...] = (Hello, Tick, Borders, Done, Rows, RowsOk, Fail, Stop,
+                                    Exited, Ping)
+#: Field names of each kind, in wire order.
+FIELDS: tuple[tuple[str, ...], ...] = tuple(tuple(f.name for f in fields(t)) for t in TYPES)
+assert all(i == t.KIND for i, t in enumerate(TYPES))
+
+
+def name(kind: int | type[Message] | Message) -> str:
+    """A kind's name for messages: ``Tick``, ``Borders``..."""
+    if isinstance(kind, int):
+        return TYPES[kind].__name__ if 0 <= kind < len(TYPES) else f"kind {kind}"
+    return kind.__name__ if isinstance(kind, type) else type(kind).__name__
+
+
+def encode(msg: Message) -> bytes:
     """Pack one message.
 
     Raises:
-        ProtocolError: unknown kind, wrong number of fields, or a field msgpack cannot encode
-            (a bug on our side: every field is built from plain values).
+        MessageError: a field msgpack cannot encode (a bug on our side: every field is built
+            from plain values).
     """
-    if not 0 <= kind < len(ARITY) or len(fields) != ARITY[kind]:
-        raise ProtocolError(f"cannot encode kind {kind} with {len(fields)} fields")
     try:
-        return msgpack.packb((VERSION, kind, *fields), use_bin_type=True)
+        return msgpack.packb((VERSION, msg.KIND, *(getattr(msg, f) for f in FIELDS[msg.KIND])),
+                             use_bin_type=True)
     except (TypeError, ValueError, OverflowError) as exc:
-        raise ProtocolError(f"{NAMES[kind]} message is not msgpack-encodable: {exc}") from exc
+        raise MessageError(f"{name(msg)} message is not msgpack-encodable: {exc}") from exc
 
 
 def decode(data: bytes) -> Message:
-    """Unpack and check one message; returns ``(kind, *fields)``.
+    """Unpack and check one message.
 
     Raises:
-        ProtocolError: not msgpack, not an array, another schema version, unknown kind or arity.
+        MessageError: not msgpack, not an array, another schema version, unknown kind or arity.
     """
     try:
         obj = msgpack.unpackb(data, use_list=False, raw=False, strict_map_key=False)
     # TypeError: a map with an unhashable key (found by the fuzz test); the rest: bad bytes.
     except (ValueError, TypeError, OverflowError, msgpack.UnpackException) as exc:
-        raise ProtocolError(f"undecodable runtime message ({len(data)} bytes): {exc}") from exc
+        raise MessageError(f"undecodable runtime message ({len(data)} bytes): {exc}") from exc
     if not isinstance(obj, tuple) or len(obj) < 2:
-        raise ProtocolError(f"a runtime message is an array [version, kind, ...], got {obj!r:.60}")
+        raise MessageError(f"a runtime message is an array [version, kind, ...], got {obj!r:.60}")
     if obj[0] != VERSION:
-        raise ProtocolError(f"runtime message version {obj[0]!r}, this code reads {VERSION}")
+        raise MessageError(f"runtime message version {obj[0]!r}, this code reads {VERSION}")
     kind = obj[1]
-    if not isinstance(kind, int) or not 0 <= kind < len(ARITY):
-        raise ProtocolError(f"unknown runtime message kind {kind!r}")
-    if len(obj) - 2 != ARITY[kind]:
-        raise ProtocolError(f"{NAMES[kind]} has {ARITY[kind]} fields, got {len(obj) - 2}")
-    return obj[1:]
+    if not isinstance(kind, int) or isinstance(kind, bool) or not 0 <= kind < len(TYPES):
+        raise MessageError(f"unknown runtime message kind {kind!r}")
+    if len(obj) - 2 != len(FIELDS[kind]):
+        raise MessageError(f"{name(kind)} has {len(FIELDS[kind])} fields, got {len(obj) - 2}")
+    return TYPES[kind](*obj[2:])
 
 
 def cmsgpack() -> bool:

@@ -45,7 +45,7 @@ from server.runtime.channels import (
 from server.runtime.errors import (
     ChannelClosed,
     InvalidState,
-    ProtocolError,
+    MessageError,
     RuntimeConfigError,
     RuntimeFault,
     ShardFault,
@@ -241,9 +241,10 @@ class Runtime:
         try:
             getattr(self, f"_start_{backend}")(specs)
             if self._core is None:
-                hellos = self._collect(m.HELLO, None, start_timeout)
-                for w, msg in hellos.items():
-                    self._hello(w, msg[2])
+                hellos = self._collect(m.Hello, None, start_timeout)
+                for w, hello in hellos.items():
+                    assert isinstance(hello, m.Hello)
+                    self._hello(w, dict(hello.info))
         except BaseException:
             self._state = State.FAILED
             self.close()
@@ -347,12 +348,13 @@ class Runtime:
                 done = {0: (report, results)}
             else:
                 try:
-                    data = m.encode(m.TICK, t, norm, bool(view), jobs)
-                except ProtocolError as exc:
+                    data = m.encode(m.Tick(t, norm, bool(view), jobs))
+                except MessageError as exc:
                     raise InvalidInput(f"jobs must be msgpack-able: {exc}") from exc
                 self._broadcast(data)
-                msgs = self._collect(m.DONE, t, self.tick_timeout)
-                done = {w: (msg[3], msg[4]) for w, msg in msgs.items()}
+                msgs = self._collect(m.Done, t, self.tick_timeout)
+                done = {w: (msg.report, msg.results) for w, msg in msgs.items()
+                        if isinstance(msg, m.Done)}
         except InvalidInput:
             raise
         except BaseException:
@@ -401,7 +403,8 @@ class Runtime:
                 raise WorkerCrashed(f"worker {dead[0]} is gone: its channel closed "
                                     f"({self.backend} backend)", worker=dead[0]) from exc
 
-    def _collect(self, kind: int, tick: int | None, timeout: float) -> dict[int, m.Message]:
+    def _collect(self, kind: type[m.Message], tick: int | None, timeout: float,
+                 ) -> dict[int, m.Message]:
         """Wait for one ``kind`` message from every worker, or raise naming the culprit."""
         ep = self._ep
         assert ep is not None
@@ -428,26 +431,28 @@ class Runtime:
             if data is None:
                 continue
             msg = m.decode(data)
-            w = msg[1]
-            if msg[0] == kind and (tick is None or msg[2] == tick):
+            w = getattr(msg, "worker", -1)
+            if isinstance(msg, kind) and (tick is None or getattr(msg, "tick", None) == tick):
                 got[w] = msg
                 pending.discard(w)
-            elif msg[0] == m.FAIL:
-                symptom = msg[2] in ("ChannelClosed", "TimeoutError")
+            elif isinstance(msg, m.Fail):
+                symptom = msg.error in ("ChannelClosed", "TimeoutError")
                 if symptom:  # a peer's death seen from worker w: name the dead one
                     dead = [d for d in self._dead() if d != w]
                     if dead:
-                        raise WorkerCrashed(f"worker {dead[0]} died (worker {w} saw: {msg[2]})",
-                                            worker=dead[0], detail=msg[3])
+                        raise WorkerCrashed(f"worker {dead[0]} died (worker {w} saw: "
+                                            f"{msg.error})", worker=dead[0],
+                                            detail=msg.traceback)
                 cls = ShardFault if tick is not None and not symptom else WorkerCrashed
-                raise cls(f"worker {w} failed with {msg[2]}; its traceback:\n{msg[3]}",
-                          worker=w, detail=msg[3])
-            elif msg[0] == m.EXITED:
+                raise cls(f"worker {w} failed with {msg.error}; its traceback:\n"
+                          f"{msg.traceback}", worker=w, detail=msg.traceback)
+            elif isinstance(msg, m.Exited):
                 raise WorkerCrashed(f"worker {w} exited unexpectedly" +
-                                    (f":\n{msg[2]}" if msg[2] else ""), worker=w, detail=msg[2])
+                                    (f":\n{msg.detail}" if msg.detail else ""), worker=w,
+                                    detail=msg.detail)
             else:
-                raise ProtocolError(f"coordinator expected {m.NAMES[kind]}, got "
-                                    f"{m.NAMES[msg[0]]} from worker {w}")
+                raise MessageError(f"coordinator expected {m.name(kind)}, got "
+                                    f"{m.name(msg)} from worker {w}")
         return got
 
     def _dead(self) -> list[int]:
@@ -471,12 +476,13 @@ class Runtime:
             return sorted(self._core.rows())
         assert self._ep is not None
         try:
-            self._broadcast(m.encode(m.ROWS))
-            got = self._collect(m.ROWS_OK, None, self.tick_timeout)
+            self._broadcast(m.encode(m.Rows()))
+            got = self._collect(m.RowsOk, None, self.tick_timeout)
         except BaseException:
             self._fail()
             raise
-        return sorted(tuple(r) for w in range(self.workers) for r in got[w][2])
+        return sorted(tuple(r) for w in range(self.workers)
+                      for r in got[w].rows)  # type: ignore[union-attr]
 
     def digest(self) -> str:
         """Same digest as :meth:`sim.world.World.digest` for the same world and tick."""
@@ -543,7 +549,7 @@ class Runtime:
 
     def _signal_stop(self) -> None:
         if self._ep is not None:
-            stop = m.encode(m.STOP)
+            stop = m.encode(m.Stop())
             for w in range(self.workers):
                 with contextlib.suppress(RuntimeFault):  # that worker is gone already
                     self._ep.send(w, stop)
@@ -580,7 +586,7 @@ class Runtime:
 def _post_exit(ep: Endpoint, coord: int, w: int, detail: str) -> None:
     # The coordinator may be gone (closed runtime): then there is nobody to tell.
     with contextlib.suppress(RuntimeFault):
-        ep.send(coord, m.encode(m.EXITED, w, detail))
+        ep.send(coord, m.encode(m.Exited(w, detail)))
 
 
 __all__ = ["BACKENDS", "Runtime", "State", "TickResult", "WorkerError"]

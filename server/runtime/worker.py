@@ -49,6 +49,9 @@ MAX_RETRIES = 2
 CHECKPOINT_EVERY = 32
 #: Environment variable ``"region:tick"`` injecting one fault (test tuning, like ``fault_at``).
 FAULT_ENV = "PARATICK_FAULT_AT"
+#: Future ticks whose borders a worker may hold (policy: a peer is at most one tick ahead in the
+#: lockstep, so more is a protocol bug and raises).
+STASH_TICKS = 2
 
 
 class InjectedFault(RuntimeError):
@@ -138,7 +141,7 @@ class WorkerCore:
     def step(self, tick: int, inputs: Any, view: bool, jobs: Any) -> tuple[dict[str, Any], list]:
         """Run tick ``tick`` (-> ``tick + 1``); returns (report, hook results)."""
         if tick != self.tick:
-            raise m.ProtocolError(f"worker {self.w} is at tick {self.tick}, asked for {tick}")
+            raise m.MessageError(f"worker {self.w} is at tick {self.tick}, asked for {tick}")
         t0 = time.perf_counter()
         norm = {row[0]: tuple(row) for row in inputs}
         adv_ms: list[float] = []
@@ -244,19 +247,19 @@ class WorkerCore:
         if self.peers:
             assert self.ep is not None
             for peer in self.peers:
-                self.ep.send(peer, m.encode(m.BORDERS, tick, me, remote[peer]))
+                self.ep.send(peer, m.encode(m.Borders(tick, me, remote[peer])))
             got = self._stash.pop(tick, [])
             while len(got) < len(self.peers):
                 msg = self._recv()
-                if msg[0] == m.BORDERS:
-                    if msg[1] == tick:
-                        got.append(msg[3])
+                if isinstance(msg, m.Borders):
+                    if msg.tick == tick:
+                        got.append(msg.borders)
                     else:
-                        self._stash.setdefault(msg[1], []).append(msg[3])
-                elif msg[0] == m.STOP:
+                        self._keep(msg)
+                elif isinstance(msg, m.Stop):
                     raise Stop
                 else:
-                    raise m.ProtocolError(f"worker {me} got {m.NAMES[msg[0]]} while waiting "
+                    raise m.MessageError(f"worker {me} got {m.name(msg)} while waiting "
                                           f"for borders of tick {tick}")
             for items in got:
                 for src, dst, border in items:
@@ -292,18 +295,25 @@ class WorkerCore:
                 msg = self._recv()
             except TimeoutError:
                 continue  # idle between ticks is fine: the coordinator owns the watchdog
-            kind = msg[0]
-            if kind == m.TICK:
-                report, results = self.step(msg[1], msg[2], msg[3], msg[4])
-                ep.send(coord, m.encode(m.DONE, self.w, msg[1], report, results))
-            elif kind == m.BORDERS:
-                self._stash.setdefault(msg[1], []).append(msg[3])
-            elif kind == m.ROWS:
-                ep.send(coord, m.encode(m.ROWS_OK, self.w, self.rows()))
-            elif kind == m.STOP:
+            if isinstance(msg, m.Tick):
+                report, results = self.step(msg.tick, msg.inputs, msg.view, msg.jobs)
+                ep.send(coord, m.encode(m.Done(self.w, msg.tick, report, results)))
+            elif isinstance(msg, m.Borders):
+                self._keep(msg)
+            elif isinstance(msg, m.Rows):
+                ep.send(coord, m.encode(m.RowsOk(self.w, self.rows())))
+            elif isinstance(msg, m.Stop):
                 return
             else:
-                raise m.ProtocolError(f"worker {self.w} cannot handle {m.NAMES[kind]}")
+                raise m.MessageError(f"worker {self.w} cannot handle {m.name(msg)}")
+
+    def _keep(self, msg: m.Borders) -> None:
+        """Borders of a later tick (a peer is ahead by one tick at most, the lockstep's bound):
+        kept until that tick.  More ticks ahead than :data:`STASH_TICKS` is a bug, not load."""
+        if msg.tick not in self._stash and len(self._stash) >= STASH_TICKS:
+            raise m.MessageError(f"worker {self.w} holds borders of {len(self._stash)} future "
+                                  f"ticks; a peer cannot be that far ahead in lockstep")
+        self._stash.setdefault(msg.tick, []).append(msg.borders)
 
 
 def _interp_id() -> int:
@@ -322,14 +332,14 @@ def run_worker(spec: Mapping[str, Any], ep: Endpoint, coord: int) -> None:
     w = spec["w"]
     try:
         core = WorkerCore(spec, ep, coord)
-        ep.send(coord, m.encode(m.HELLO, w, core.info))
+        ep.send(coord, m.encode(m.Hello(w, core.info)))
         core.serve()
     except Stop:
         pass
     except BaseException as exc:
         kind = type(exc).__name__
         with contextlib.suppress(Exception):
-            ep.send(coord, m.encode(m.FAIL, w, kind, "".join(traceback.format_exception(exc))))
+            ep.send(coord, m.encode(m.Fail(w, kind, "".join(traceback.format_exception(exc)))))
 
 
 # ---- entry points, one per backend ---------------------------------------------------------------

@@ -9,30 +9,39 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from server.runtime import ChannelClosed, ChannelFull, ProtocolError, channels, interp
+from server.runtime import ChannelClosed, ChannelFull, MessageError, channels, interp
 from server.runtime import messages as m
 
 
-def test_messages_round_trip_as_tuples() -> None:
+def test_messages_round_trip_typed_with_tuple_fields() -> None:
     border = ([(1, 0, 1.5, 2.5, 0.0, 0.0, 4.0, 0.0, 0, 0.0, 0.0, 0, 0)], [1.0, 2.0, 4.0], [])
-    data = m.encode(m.BORDERS, 7, 2, [(0, 1, border)])
-    assert m.decode(data) == (m.BORDERS, 7, 2, ((0, 1, (tuple(border[0]), (1.0, 2.0, 4.0), ())),))
-    assert m.decode(m.encode(m.STOP)) == (m.STOP,)
+    data = m.encode(m.Borders(7, 2, [(0, 1, border)]))
+    assert m.decode(data) == m.Borders(7, 2, ((0, 1, (tuple(border[0]), (1.0, 2.0, 4.0), ())),))
+    assert m.decode(m.encode(m.Stop())) == m.Stop()
+
+
+def test_wire_bytes_are_the_positional_array() -> None:
+    """The typed messages kept the wire format: [VERSION, KIND, *fields in order]."""
+    msg = m.Done(3, 41, {"ms": 1.5}, [(7, b"x")])
+    assert m.encode(msg) == msgpack.packb((m.VERSION, 3, 3, 41, {"ms": 1.5}, [(7, b"x")]),
+                                          use_bin_type=True)
+    assert [t.KIND for t in m.TYPES] == list(range(10)) and m.name(2) == "Borders"
 
 
 @pytest.mark.parametrize("data", [
-    b"", b"\xc1", msgpack.packb([99, m.STOP]), msgpack.packb([m.VERSION, 42]),
-    msgpack.packb([m.VERSION, m.TICK, 1]), msgpack.packb({"v": 1}), msgpack.packb(3)])
+    b"", b"\xc1", msgpack.packb([99, m.Stop.KIND]), msgpack.packb([m.VERSION, 42]),
+    msgpack.packb([m.VERSION, m.Tick.KIND, 1]), msgpack.packb([m.VERSION, True]),
+    msgpack.packb({"v": 1}), msgpack.packb(3)])
 def test_bad_messages_raise_protocol_error(data: bytes) -> None:
-    with pytest.raises(ProtocolError):
+    with pytest.raises(MessageError):
         m.decode(data)
 
 
-def test_encode_refuses_wrong_arity_and_unencodable_fields() -> None:
-    with pytest.raises(ProtocolError):
-        m.encode(m.TICK, 1)
-    with pytest.raises(ProtocolError):
-        m.encode(m.PING, object())
+def test_encode_refuses_unencodable_fields() -> None:
+    with pytest.raises(MessageError):
+        m.encode(m.Ping(object()))
+    with pytest.raises(TypeError):
+        m.Tick(1)  # type: ignore[call-arg]  # the dataclass checks the arity
 
 
 def test_thread_inbox_is_bounded_and_counts(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -121,13 +130,13 @@ def test_interpreter_queue_with_wakeup_pipe(monkeypatch: pytest.MonkeyPatch) -> 
 def test_decode_of_arbitrary_bytes_never_raises_anything_but_protocol_error(data: bytes) -> None:
     try:
         msg = m.decode(data)
-    except ProtocolError:
+    except MessageError:
         return
-    assert msg[0] in range(len(m.ARITY))
+    assert isinstance(msg, m.TYPES)
 
 
 @given(st.lists(st.tuples(st.integers(0, 2**31), st.integers(0, 2**31),
                           st.floats(allow_nan=False), st.floats(allow_nan=False),
                           st.integers(0, 255)), max_size=20))
 def test_tick_messages_round_trip_exactly(inputs: list[tuple[int, int, float, float, int]]) -> None:
-    assert m.decode(m.encode(m.TICK, 3, inputs, True, [])) == (m.TICK, 3, tuple(inputs), True, ())
+    assert m.decode(m.encode(m.Tick(3, inputs, True, []))) == m.Tick(3, tuple(inputs), True, ())
