@@ -48,7 +48,7 @@ from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from server.runtime.errors import ChannelClosed, ChannelFull
+from server.runtime.errors import ChannelClosed, ChannelFull, MessageError
 
 #: Seconds a sender waits for space in a full inbox before giving up (a full inbox is a bug).
 SEND_TIMEOUT = 10.0
@@ -57,6 +57,14 @@ CAPACITY_SLACK = 8
 #: Bytes read from a socket per system call: large enough for a whole border of a busy region.
 READ_CHUNK = 1 << 18
 _HEADER = 4  # frame length prefix, little-endian uint32
+#: Complete frames a socket endpoint holds before its owner reads them.  The lockstep bounds
+#: in-flight messages per participant (one per peer per tick, plus control), so more means a
+#: bug or a peer that is not ours: the endpoint raises MessageError rather than buffer without
+#: end.
+MAX_INBOX = 4096
+#: Largest frame a socket endpoint accepts (a border of a 200k-entity world is ~20 MB); a larger
+#: length prefix is a corrupt stream, refused before any buffering.
+MAX_FRAME_BYTES = 1 << 30
 
 
 def capacity(workers: int) -> int:
@@ -74,6 +82,7 @@ class ChannelStats:
     bytes_received: int = 0
     full_events: int = 0
     max_backlog: int = 0
+    max_inbox: int = 0              # most unread frames held (socket endpoints; MAX_INBOX)
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -437,9 +446,16 @@ class FdEndpoint(Endpoint):
         end = len(buf)
         while end - pos >= _HEADER:
             n = int.from_bytes(buf[pos:pos + _HEADER], "little")
+            if n > MAX_FRAME_BYTES:
+                raise MessageError(f"participant {peer} sent a frame of {n} bytes "
+                                   f"(limit {MAX_FRAME_BYTES}): the stream is corrupt")
             if end - pos - _HEADER < n:
                 break
+            if len(self._inbox) >= MAX_INBOX:
+                raise MessageError(f"{MAX_INBOX} unread messages from the channels of "
+                                   f"participant {self.index}: the lockstep bounds them lower")
             self._inbox.append(bytes(buf[pos + _HEADER:pos + _HEADER + n]))
+            self.stats.max_inbox = max(self.stats.max_inbox, len(self._inbox))
             pos += _HEADER + n
         if pos:
             del buf[:pos]

@@ -140,3 +140,29 @@ def test_decode_of_arbitrary_bytes_never_raises_anything_but_protocol_error(data
                           st.integers(0, 255)), max_size=20))
 def test_tick_messages_round_trip_exactly(inputs: list[tuple[int, int, float, float, int]]) -> None:
     assert m.decode(m.encode(m.Tick(3, inputs, True, []))) == m.Tick(3, tuple(inputs), True, ())
+
+
+def test_socket_endpoint_refuses_a_corrupt_length_and_an_endless_inbox(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket as socket_
+
+    a, b = socket_.socketpair()
+    ep = channels.FdEndpoint(0, {1: a})
+    try:
+        b.sendall((channels.MAX_FRAME_BYTES + 1).to_bytes(4, "little") + b"xx")
+        with pytest.raises(MessageError, match="corrupt"):
+            ep.recv(2.0)
+    finally:
+        ep.close()
+        b.close()
+    monkeypatch.setattr(channels, "MAX_INBOX", 3)
+    a, b = socket_.socketpair()
+    ep = channels.FdEndpoint(0, {1: a})
+    try:
+        b.sendall(b"".join(channels.frame(b"m%d" % i) for i in range(5)))
+        with pytest.raises(MessageError, match="unread messages"):
+            ep.recv(2.0)
+        assert ep.stats.max_inbox == 3
+    finally:
+        ep.close()
+        b.close()
