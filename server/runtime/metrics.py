@@ -104,7 +104,9 @@ class WorkerMetrics:
 
 @dataclass
 class RuntimeMetrics:
-    """The whole run; ``step`` is the coordinator's wall time per lockstep tick."""
+    """The whole run; ``step`` is the coordinator's wall time per lockstep tick, and
+    ``coordination`` what of it the lockstep itself costs (wall time minus the slowest worker's
+    compute: channels, encoding and decoding, the barrier)."""
 
     backend: str
     kernel: str
@@ -116,6 +118,8 @@ class RuntimeMetrics:
     workers: list[WorkerMetrics]
     channel: dict[str, int]
     scheduler: dict[str, Any] | None = None
+    #: Per tick: step wall time minus the slowest worker's compute (ms); empty when inline.
+    coordination: dict[str, float | int] | None = None
 
     @property
     def entities(self) -> int:
@@ -125,6 +129,7 @@ class RuntimeMetrics:
         out = {"backend": self.backend, "kernel": self.kernel, "tick": self.tick,
                "ticks": self.ticks, "ticks_per_s": _num(self.ticks_per_s),
                "entities": self.entities, "mspt": _clean(self.step),
+               "coordination_ms": _clean(self.coordination or {}),
                "worker_gil": [w.gil for w in self.workers],
                "shards": [s.to_dict() for s in self.shards],
                "workers": [w.to_dict() for w in self.workers],

@@ -222,6 +222,10 @@ class Runtime:
                           for w in range(self.workers)]
         self._metrics_lock = threading.Lock()
         self._step_ms = Window(metrics_window)
+        #: Per tick: the step's wall time minus the slowest worker's own compute (its tick less
+        #: its wait for borders): what the lockstep itself costs (channels, encode/decode,
+        #: barrier).  Inline runs have none.
+        self._coord_ms = Window(metrics_window)
         self._rate = Rate(metrics_window)
         self._ticks = 0
         self._state = State.RUNNING
@@ -369,6 +373,10 @@ class Runtime:
             self._ticks += 1
             self._rate.add(now)
             self._step_ms.add(ms)
+            if self._core is None:
+                slowest = max(done[w][0]["ms"] - done[w][0]["wait_ms"]
+                              for w in range(self.workers))
+                self._coord_ms.add(max(0.0, ms - slowest))
             for w in range(self.workers):
                 report, results = done[w]
                 self._account(w, report)
@@ -513,6 +521,7 @@ class Runtime:
             return RuntimeMetrics(
                 backend=self.backend, kernel=self.kernel, tick=self.tick, ticks=self._ticks,
                 ticks_per_s=self._rate.per_second(), step=self._step_ms.summary(),
+                coordination=self._coord_ms.summary(),
                 shards=[replace(s, mspt=s.mspt.copy()) for s in self._shard_m],
                 workers=[replace(w, mspt=w.mspt.copy(), wait=w.wait.copy(),
                                  channel=dict(w.channel), regions=list(w.regions))

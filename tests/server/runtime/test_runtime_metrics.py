@@ -98,3 +98,16 @@ def test_metrics_snapshot_does_not_change_and_is_safe_from_another_thread() -> N
         assert errors == []
         assert snap.to_dict() == before
         assert rt.metrics().to_dict()["ticks"] == 6
+
+
+@pytest.mark.parametrize("backend", ["inline", "threads"])
+def test_coordination_cost_is_wall_time_less_the_slowest_worker(backend: str) -> None:
+    cfg, rows = small_world()
+    with Runtime(cfg, rows, backend=backend, workers=None if backend == "inline" else 2) as rt:
+        walls = [rt.step().mspt for _ in range(12)]
+        coord = rt.metrics().to_dict()["coordination_ms"]
+    if backend == "inline":
+        assert coord == {} or coord.get("n", 0) == 0  # one thread: no lockstep to pay for
+    else:
+        assert coord["n"] == 12
+        assert 0 <= coord["max"] <= max(walls)  # a part of the step, never more
