@@ -343,6 +343,14 @@ class StatsCollector(Collector):
                          1.0 if "error" in runtime else 0.0)
             yield from _shards(runtime.get("shards") or ())
             yield from _workers(runtime.get("workers") or (), runtime.get("coordinator_channel"))
+            coordination = GaugeMetricFamily(
+                "paratick_lockstep_coordination_window_seconds",
+                "What the lockstep itself costs per tick (the step's wall time less the slowest "
+                "worker's compute) over the runtime's recent window, in seconds; stat is p50, "
+                "p95, p99, max or mean.", labels=["stat"])
+            _add_window(coordination, [], runtime.get("coordination_ms"))
+            if coordination.samples:
+                yield coordination
 
     def _errors_sent(self, s: Mapping[str, Any]) -> Iterator[Metric]:
         sent = _get(s, ("messages", "errors_sent"))
