@@ -58,6 +58,7 @@ from server.connection import (
 from server.gateway import Client, Gateway, GatewayThread
 from server.protocol import ErrorCode, Hello, Input, Welcome
 from server.sessions import BadToken, PoolExhausted, SessionTable
+from server.snapshots import Job
 from server.ticker import Ticker
 from server.transport import (
     SEND_BUFFER,
@@ -538,7 +539,7 @@ class GameServer:
         tick = self.tick
         jobs = []
         if players and self._is_snapshot_tick(tick):
-            jobs = [(eid, sid, codec, base, applied.get(sid, -1))
+            jobs = [Job(eid, sid, codec, base, applied.get(sid, -1))
                     for sid, eid, codec, base in players]
         res = self.runtime.step([row for _, row, _ in pending.values()], view=bool(jobs),
                                 jobs=jobs)

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from server.protocol import CODECS, WireEntity, quantise
 
@@ -51,8 +51,18 @@ RING = 32
 #: worker); 10 s at 30 Hz, the default reconnect grace period.
 RING_TTL = 300
 
-#: One job: (entity id, session id, codec name, acked baseline tick or -1, last applied input seq).
-Job = tuple[int, int, str, int, int]
+class Job(NamedTuple):
+    """One client's snapshot, asked of the worker that owns its entity.
+
+    A named tuple: it crosses the runtime's channels as the plain msgpack array it always was
+    (the worker reads it back with :meth:`Job._make`).
+    """
+
+    entity: int          # the client's entity (the centre of its area of interest)
+    session: int         # whose snapshot it is (returned with the payload)
+    codec: str           # the client's subprotocol
+    base: int            # newest snapshot tick the client acknowledged, or -1
+    ack: int             # newest input seq applied to the world, or -1
 
 
 class _Index:
@@ -133,7 +143,7 @@ class SnapshotHook:
         """Session ids this worker holds delta baselines for."""
         return frozenset(self._rings)
 
-    def run(self, tick: int, shards: Iterable[Any], jobs: Iterable[Sequence[Any]],
+    def run(self, tick: int, shards: Iterable[Any], jobs: Iterable[Iterable[Any]],
             ) -> list[tuple[int, bytes | str]]:
         """Build the snapshots for the jobs whose entity these shards own.
 
@@ -144,8 +154,8 @@ class SnapshotHook:
                    for s in shards for rows in (s.view_rows(),)]
         out: list[tuple[int, bytes | str]] = []
         radius = self.view_radius
-        for job in jobs:
-            eid, sid, codec_name, base, ack = job[0], job[1], job[2], job[3], job[4]
+        for job in map(Job._make, jobs):
+            eid, sid, codec_name, base, ack = job
             for idx in indices:
                 me = idx.own.get(eid)
                 if me is not None:
