@@ -1,9 +1,9 @@
 """``paratick run``: tick a sharded world on one backend and print MSPT, GIL state and the digest.
 
-The same options on every backend give the same digest (``--check`` also ticks the single-thread
-reference :class:`sim.world.World` and compares).  Players get the scripted inputs of
-:func:`sim.scripted.scripted_inputs` (as in ``paratick sim``), so a run is a pure function of its
-options.
+The same options on every backend give the same digest, the one ``paratick sim`` prints for the
+same world options (``--check`` also ticks the single-thread reference :class:`sim.world.World`
+and compares).  Players get the scripted inputs of :func:`sim.scripted.scripted_inputs` (as in
+``paratick sim``), so a run is a pure function of its options.
 """
 
 from __future__ import annotations
@@ -12,12 +12,22 @@ import argparse
 import json
 import sys
 import time
-from typing import Any, NoReturn
+from typing import Any
 
+from server.cli import alias
 from sim.kernels import KERNELS
 
 HELP = "tick a sharded world on inline/threads/interpreters/processes workers; print MSPT + digest"
-DESCRIPTION = __doc__
+DESCRIPTION = """\
+Tick a world split into regions on parallel workers (threads, subinterpreters with one GIL each,
+or processes; inline ticks them in this thread), paced at --tick-rate, and print the tick rate
+reached, MSPT percentiles per shard and per worker, the GIL state inside each worker and the
+final digest.  The same options give the same digest on every backend, the one `paratick sim`
+prints for the same world options; --check ticks that reference too and compares.
+
+The world defaults are arena-20k (20,000 entities, 4x4 regions, a 2048 x 2048 world, seed 1),
+as for `paratick sim` and the benchmarks; `paratick serve` defaults to a smaller world meant for
+play.  Exit status: 0, 1 when a worker failed or the digests differ, 2 for a bad option."""
 
 #: Seconds between progress lines on stderr (long runs only).
 PROGRESS_EVERY = 2.0
@@ -26,38 +36,44 @@ PROGRESS_EVERY = 2.0
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from server.runtime.runtime import BACKENDS
 
-    def one_line_error(message: str) -> NoReturn:
-        # argparse prints the whole usage first; one line says it better for one bad option.
-        parser.exit(2, f"paratick run: error: {message} (see paratick run --help)\n")
-
-    parser.error = one_line_error  # type: ignore[method-assign]
+    w = parser.add_argument_group("world")
+    w.add_argument("--entities", type=int, default=20_000, metavar="N",
+                   help="entities in the world, players included (default 20000: arena-20k)")
+    w.add_argument("--players", type=int, default=0, metavar="P",
+                   help="entities 0..P-1 are players driven by scripted inputs (default 0)")
+    w.add_argument("--regions", default="4x4", metavar="RXxRY",
+                   help="region grid, e.g. 4x4, 8x2 or 1 (default 4x4)")
+    size = w.add_argument("--world-size", type=float, default=2048.0, metavar="W",
+                          help="world width and height in world units (default 2048)")
+    alias(w, "--size", of=size)
+    w.add_argument("--seed", type=int, default=1, help="world seed (default 1)")
     g = parser.add_argument_group("runtime")
     g.add_argument("--backend", choices=BACKENDS, default="threads",
-                   help="where the workers run (default: threads)")
-    g.add_argument("--workers", type=int, default=None,
+                   help="where the workers run (default threads)")
+    g.add_argument("--workers", type=int, default=None, metavar="W",
                    help="worker count (default: usable cores, capped at the region count)")
     g.add_argument("--kernel", choices=KERNELS, default="python",
-                   help="shard kernel (numpy cannot run with --backend interpreters)")
-    w = parser.add_argument_group("world")
-    w.add_argument("--regions", default="4x4", help="region grid, e.g. 4x4 (default) or 8x2")
-    w.add_argument("--entities", type=int, default=2000, help="entities (default 2000)")
-    w.add_argument("--players", type=int, default=0,
-                   help="how many entities get scripted player inputs (default 0)")
-    w.add_argument("--size", type=float, default=2048.0, help="world width and height (2048)")
-    w.add_argument("--seed", type=int, default=1, help="world seed (default 1)")
+                   help="tick kernel (default python; numpy cannot run with --backend "
+                        "interpreters)")
     r = parser.add_argument_group("run")
-    r.add_argument("--ticks", type=int, default=300, help="ticks to run (default 300)")
+    r.add_argument("--ticks", type=int, default=300, metavar="T",
+                   help="ticks to run (default 300)")
     pace = r.add_mutually_exclusive_group()
-    pace.add_argument("--rate", type=float, default=30.0, help="target tick rate in Hz (30)")
-    pace.add_argument("--flat-out", action="store_true", help="no pacing: tick as fast as possible")
+    rate = pace.add_argument("--tick-rate", type=float, default=30.0, metavar="HZ",
+                             help="ticks per second: the pace, and each tick advances 1/HZ s of "
+                                  "game time (default 30)")
+    alias(pace, "--rate", of=rate)
+    pace.add_argument("--flat-out", action="store_true",
+                      help="no pacing: tick as fast as possible (ticks of 1/30 s)")
     r.add_argument("--overload", choices=("dilate", "catch-up"), default="dilate",
-                   help="when ticks overrun: slow the world clock (dilate) or catch up (bounded)")
-    r.add_argument("--tick-timeout", type=float, default=30.0,
-                   help="watchdog: seconds a worker may take for one tick (30)")
+                   help="when ticks overrun: slow the world clock (dilate, the default) or "
+                        "catch up (bounded)")
+    r.add_argument("--tick-timeout", type=float, default=30.0, metavar="SECONDS",
+                   help="watchdog: seconds a worker may take for one tick (default 30)")
     r.add_argument("--check", action="store_true",
                    help="also tick the single-thread reference World and compare digests")
-    r.add_argument("--json", action="store_true", help="print one JSON document")
-    r.add_argument("--quiet", action="store_true", help="no progress lines")
+    r.add_argument("--json", action="store_true", help="print one JSON document instead of text")
+    r.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
 
 def _fail(msg: str) -> int:
@@ -87,10 +103,11 @@ def run(args: argparse.Namespace) -> int:
         return _fail("need 0 <= --players <= --entities")
     try:
         rx, ry = parse_grid(args.regions)
-        config = WorldConfig(width=args.size, height=args.size, regions_x=rx, regions_y=ry,
-                             seed=args.seed)
+        config = WorldConfig(width=args.world_size, height=args.world_size, regions_x=rx,
+                             regions_y=ry, tick_rate=args.tick_rate, seed=args.seed)
         rows = spawn(config, args.entities, players=args.players)
-        sched = TickScheduler(rate=args.rate, flat_out=args.flat_out, overload=args.overload)
+        sched = TickScheduler(rate=args.tick_rate, flat_out=args.flat_out,
+                              overload=args.overload)
         started = time.perf_counter()
         rt = Runtime(config, rows, backend=args.backend, workers=args.workers,
                      kernel=args.kernel, tick_timeout=args.tick_timeout)
@@ -138,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
         "python": sys.version.split()[0],
         "free_threaded": free_threaded(),
         "config": config.to_dict(), "entities": args.entities, "players": args.players,
-        "ticks": args.ticks, "rate": None if args.flat_out else args.rate,
+        "ticks": args.ticks, "rate": None if args.flat_out else args.tick_rate,
         "startup_s": startup, "wall_s": wall, "ticks_per_s": args.ticks / wall if wall else None,
         "digest": digest, "reference_digest": ref, "metrics": metrics}
     if args.json:

@@ -19,10 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import json
-import os
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -33,14 +29,10 @@ import msgpack
 
 from server.clock import TimeSource
 from server.host import usable_cores
+from server.runtime import backends
 from server.runtime import messages as m
 from server.runtime.channels import (
     Endpoint,
-    FdEndpoint,
-    InterpHub,
-    ThreadHub,
-    capacity,
-    socket_mesh,
 )
 from server.runtime.errors import (
     ChannelClosed,
@@ -61,7 +53,7 @@ from server.runtime.metrics import (
     Window,
     WorkerMetrics,
 )
-from server.runtime.worker import CHECKPOINT_EVERY, WorkerCore, thread_main
+from server.runtime.worker import CHECKPOINT_EVERY, WorkerCore
 from sim.config import WorldConfig
 from sim.entities import Row
 from sim.errors import InvalidInput, KernelUnavailable
@@ -79,20 +71,6 @@ TICK_TIMEOUT = 30.0
 START_TIMEOUT = 120.0
 #: Seconds close() waits for a worker to leave before abandoning (thread) or killing (process) it.
 STOP_TIMEOUT = 5.0
-
-_PROC_BOOT = """\
-import sys
-from server.runtime.worker import process_main
-process_main(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3])
-"""
-
-_BOOT = """\
-import sys
-sys.path[:] = [p for p in PARATICK_PATH.split(PARATICK_SEP) if p]
-from server.runtime.worker import interp_main
-interp_main(PARATICK_SPEC, PARATICK_INDEX, PARATICK_DESC, PARATICK_COORD)
-"""
-
 
 class State(enum.Enum):
     RUNNING = "running"
@@ -231,10 +209,7 @@ class Runtime:
         self._state = State.RUNNING
         self._core: WorkerCore | None = None
         self._ep: Endpoint | None = None
-        self._threads: list[threading.Thread] = []
-        self._procs: list[subprocess.Popen[bytes]] = []
-        self._interps: list[int] = []
-        self._hub: Any = None
+        self._crew: backends.Crew | None = None
         base = {"config": config.to_dict(), "owner": self.owner, "kernel": kernel,
                 "tick": tick, "hook": hook, "hook_args": dict(hook_args or {}),
                 "fault_at": list(fault_at) if fault_at is not None else None,
@@ -243,7 +218,10 @@ class Runtime:
         specs = [dict(base, w=w, rows=[(r, per[r]) for r in self.assignment[w]])
                  for w in range(self.workers)]
         try:
-            getattr(self, f"_start_{backend}")(specs)
+            if backend == "inline":
+                self._start_inline(specs)
+            else:
+                self._start_crew(specs)
             if self._core is None:
                 hellos = self._collect(m.Hello, None, start_timeout)
                 for w, hello in hellos.items():
@@ -259,67 +237,9 @@ class Runtime:
         self._core = WorkerCore(specs[0])
         self._hello(0, self._core.info)
 
-    def _start_threads(self, specs: list[dict[str, Any]]) -> None:
-        hub = ThreadHub(self.workers + 1, capacity(self.workers))
-        self._hub = hub
-        self._ep = hub.endpoint(self.workers)
-        notify = hub.endpoint(self.workers)
-        for w, spec in enumerate(specs):
-            ep = hub.endpoint(w)
-
-            def body(spec: dict[str, Any] = spec, ep: Endpoint = ep, w: int = w) -> None:
-                thread_main(spec, ep, self.workers)
-                _post_exit(notify, self.workers, w, "")
-
-            t = threading.Thread(target=body, name=f"paratick-worker-{w}", daemon=True)
-            self._threads.append(t)
-            t.start()
-
-    def _start_interpreters(self, specs: list[dict[str, Any]]) -> None:
-        from server.runtime import interp
-        hub = InterpHub(self.workers + 1, capacity(self.workers))
-        self._hub = hub
-        self._ep = hub.endpoint(self.workers)
-        notify = hub.endpoint(self.workers)
-        desc = msgpack.packb(hub.describe())
-        for w, spec in enumerate(specs):
-            iid = interp.create()
-            self._interps.append(iid)
-            interp.bind_main(iid, {
-                "PARATICK_PATH": os.pathsep.join(sys.path), "PARATICK_SEP": os.pathsep,
-                "PARATICK_SPEC": msgpack.packb(spec, use_bin_type=True),
-                "PARATICK_INDEX": w, "PARATICK_DESC": desc, "PARATICK_COORD": self.workers})
-
-            def body(iid: int = iid, w: int = w) -> None:
-                err = interp.run(iid, _BOOT)
-                _post_exit(notify, self.workers, w, err or "")
-
-            t = threading.Thread(target=body, name=f"paratick-interp-{w}", daemon=True)
-            self._threads.append(t)
-            t.start()
-
-    def _start_processes(self, specs: list[dict[str, Any]]) -> None:
-        # A fresh interpreter per worker (fork + immediate exec, like multiprocessing's spawn):
-        # never a bare fork, which kills the child once a subinterpreter exists (CPython
-        # gh-139759) and is unsafe with threads anyway.  Unlike multiprocessing's spawn, the
-        # child does not re-import the parent's __main__, so scripts need no main guard.
-        mesh = socket_mesh(self.workers + 1)
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-        try:
-            for w in range(self.workers):
-                fds = {str(peer): sock.fileno() for peer, sock in mesh[w].items()}
-                argv = [sys.executable, "-c", _PROC_BOOT, str(w), str(self.workers),
-                        json.dumps(fds)]
-                self._procs.append(subprocess.Popen(argv, pass_fds=list(fds.values()), env=env,
-                                                    stdin=subprocess.DEVNULL))
-        finally:
-            for w in range(self.workers):  # the children hold their own copies now
-                for sock in mesh[w].values():
-                    sock.close()
-        self._ep = FdEndpoint(self.workers, mesh[self.workers])
-        for w, spec in enumerate(specs):  # the first frame a worker reads is its spec
-            self._ep.send(w, msgpack.packb(spec, use_bin_type=True))
+    def _start_crew(self, specs: list[dict[str, Any]]) -> None:
+        self._crew = crew = backends.start(self.backend, specs)
+        self._ep = crew.ep
 
     # ---- the tick --------------------------------------------------------------------------------
     def step(self, inputs: Iterable[Any] = (), view: bool = False,
@@ -465,9 +385,7 @@ class Runtime:
 
     def _dead(self) -> list[int]:
         """Workers known to be gone (process exited, thread ended)."""
-        if self._procs:
-            return [w for w, p in enumerate(self._procs) if p.poll() is not None]
-        return [w for w, t in enumerate(self._threads) if not t.is_alive()]
+        return self._crew.dead() if self._crew is not None else []
 
     def _hello(self, w: int, info: dict[str, Any]) -> None:
         wm = self._worker_m[w]
@@ -550,11 +468,10 @@ class Runtime:
         self._transition("close")
         self._state = State.CLOSED
         self._stop_workers()
-        if self._ep is not None:
+        if self._crew is not None:
+            self._crew.close()
+        elif self._ep is not None:
             self._ep.close()
-        if self._hub is not None and hasattr(self._hub, "close"):
-            self._hub.close()
-        self._hub = None
 
     def _signal_stop(self) -> None:
         if self._ep is not None:
@@ -565,21 +482,8 @@ class Runtime:
 
     def _stop_workers(self) -> None:
         self._signal_stop()
-        deadline = time.monotonic() + STOP_TIMEOUT
-        for p in self._procs:
-            try:
-                p.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-        for t in self._threads:
-            t.join(max(0.0, deadline - time.monotonic()))
-        if self._interps:
-            from server.runtime import interp
-            for iid, t in zip(self._interps, self._threads, strict=False):
-                if not t.is_alive():  # a hung interpreter cannot be destroyed while it runs
-                    interp.destroy(iid)
-            self._interps = []
+        if self._crew is not None:
+            self._crew.join(time.monotonic() + STOP_TIMEOUT)
 
     def __enter__(self) -> Runtime:
         return self
@@ -590,12 +494,6 @@ class Runtime:
     def __repr__(self) -> str:
         return (f"Runtime(backend={self.backend!r}, workers={self.workers}, "
                 f"kernel={self.kernel!r}, tick={self.tick}, state={self._state.value})")
-
-
-def _post_exit(ep: Endpoint, coord: int, w: int, detail: str) -> None:
-    # The coordinator may be gone (closed runtime): then there is nobody to tell.
-    with contextlib.suppress(RuntimeFault):
-        ep.send(coord, m.encode(m.Exited(w, detail)))
 
 
 __all__ = ["BACKENDS", "Runtime", "State", "TickResult", "WorkerError"]

@@ -29,8 +29,8 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 from server.host import gil_enabled
 from server.runtime import messages as m
@@ -324,14 +324,43 @@ def _interp_id() -> int:
         return -1
 
 
+#: Kinds of worker a backend can host, by the name a spec gives in ``"kind"`` (default
+#: ``"shard"``): ``"module:Class"``, imported inside the worker (a subinterpreter or process
+#: imports only what its kind needs).  A kind takes ``(spec, endpoint, coordinator index)``, has
+#: an ``info`` dict for the Hello and ``serve()``, which returns when told to stop.
+KINDS: dict[str, str] = {"shard": "server.runtime.worker:WorkerCore"}
+
+
+class Worker(Protocol):
+    """What a worker kind provides (see :data:`KINDS`)."""
+
+    info: dict[str, Any]
+
+    def serve(self) -> None: ...
+
+
+def worker_kind(name: str) -> Callable[[Mapping[str, Any], Endpoint, int], Worker]:
+    """The class of worker kind ``name``.
+
+    Raises:
+        MessageError: no such kind (a spec from another version).
+    """
+    target = KINDS.get(name)
+    if target is None:
+        raise m.MessageError(f"unknown worker kind {name!r}; known: {', '.join(sorted(KINDS))}")
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
 def run_worker(spec: Mapping[str, Any], ep: Endpoint, coord: int) -> None:
-    """Build the worker, say HELLO, serve until STOP; report any failure as FAIL.
+    """Build the worker of the spec's kind, say Hello, serve until Stop; report any failure as
+    Fail.
 
     Shared by every backend's entry point; never raises (the coordinator learns what happened).
     """
     w = spec["w"]
     try:
-        core = WorkerCore(spec, ep, coord)
+        core = worker_kind(spec.get("kind", "shard"))(spec, ep, coord)
         ep.send(coord, m.encode(m.Hello(w, core.info)))
         core.serve()
     except Stop:

@@ -1,0 +1,44 @@
+"""Where workers run: one module per backend, one interface for the runtime.
+
+Theory of operation
+-------------------
+A backend starts a *crew*: N workers, each running :func:`server.runtime.worker.run_worker` on
+its spec, which builds the worker *kind* the spec names (:data:`server.runtime.worker.KINDS`;
+today ``shard``, the lockstep shard worker) and serves until told to stop.  The runtime talks to
+a crew only through :class:`Crew`: its coordinator endpoint (messages to and from the workers),
+which workers are gone, and joining them on shutdown.  Adding a backend means one module here;
+adding a kind of worker (a gateway worker, say) means one entry in ``KINDS``, on every backend
+at once.
+
+* :mod:`.threads` -- worker threads, a ``deque`` inbox per participant (no serialisation of the
+  queue itself; messages are msgpack bytes as everywhere).
+* :mod:`.interpreters` -- one subinterpreter per worker, each with its own GIL (PEP 684/734).
+* :mod:`.processes` -- one fresh interpreter process per worker (fork + exec, never a bare
+  fork), a socket mesh between them.
+
+``inline`` is not a crew: the runtime runs the one worker in its own thread of control.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from server.runtime.backends.base import Crew, post_exit
+
+
+def start(backend: str, specs: Sequence[dict[str, Any]]) -> Crew:
+    """Start one worker per spec on ``backend`` (threads, interpreters or processes)."""
+    if backend == "threads":
+        from server.runtime.backends.threads import ThreadCrew
+        return ThreadCrew(specs)
+    if backend == "interpreters":
+        from server.runtime.backends.interpreters import InterpreterCrew
+        return InterpreterCrew(specs)
+    if backend == "processes":
+        from server.runtime.backends.processes import ProcessCrew
+        return ProcessCrew(specs)
+    raise ValueError(f"no crew for backend {backend!r}")
+
+
+__all__ = ["Crew", "post_exit", "start"]

@@ -1,0 +1,39 @@
+"""The interface every backend's crew implements (see :mod:`server.runtime.backends`)."""
+
+from __future__ import annotations
+
+import contextlib
+
+from server.runtime import messages as m
+from server.runtime.channels import Endpoint
+from server.runtime.errors import RuntimeFault
+
+
+class Crew:
+    """Started workers of one backend (base class; see the module docstring).
+
+    Attributes:
+        ep: the coordinator's endpoint (participant index = number of workers).
+    """
+
+    ep: Endpoint
+
+    def dead(self) -> list[int]:
+        """Workers known to be gone (process exited, thread or interpreter ended)."""
+        raise NotImplementedError
+
+    def join(self, deadline: float) -> None:
+        """Wait for the workers to leave until ``deadline`` (time.monotonic); then give up on
+        (threads, interpreters) or kill (processes) the rest, and release what they held."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the channels (after :meth:`join`)."""
+        self.ep.close()
+
+
+def post_exit(ep: Endpoint, coord: int, w: int, detail: str) -> None:
+    """Tell the coordinator that worker ``w`` ended (its thread or interpreter returned)."""
+    # The coordinator may be gone (closed runtime): then there is nobody to tell.
+    with contextlib.suppress(RuntimeFault):
+        ep.send(coord, m.encode(m.Exited(w, detail)))

@@ -1,0 +1,68 @@
+"""Workers in subinterpreters, one GIL each (PEP 684; channels are PEP 734 queues)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import msgpack
+
+from server.runtime.backends.base import Crew, post_exit
+from server.runtime.channels import InterpHub, capacity
+
+#: What a worker subinterpreter runs: the parent's import path, then the worker's entry point.
+BOOT = """\
+import sys
+sys.path[:] = [p for p in PARATICK_PATH.split(PARATICK_SEP) if p]
+from server.runtime.worker import interp_main
+interp_main(PARATICK_SPEC, PARATICK_INDEX, PARATICK_DESC, PARATICK_COORD)
+"""
+
+
+class InterpreterCrew(Crew):
+    """One subinterpreter per worker, each run by a thread of this process."""
+
+    def __init__(self, specs: Sequence[dict[str, Any]]) -> None:
+        from server.runtime import interp
+        n = len(specs)
+        self.hub = InterpHub(n + 1, capacity(n))
+        self.ep = self.hub.endpoint(n)
+        notify = self.hub.endpoint(n)
+        desc = msgpack.packb(self.hub.describe())
+        self.threads: list[threading.Thread] = []
+        self.interps: list[int] = []
+        for w, spec in enumerate(specs):
+            iid = interp.create()
+            self.interps.append(iid)
+            interp.bind_main(iid, {
+                "PARATICK_PATH": os.pathsep.join(sys.path), "PARATICK_SEP": os.pathsep,
+                "PARATICK_SPEC": msgpack.packb(spec, use_bin_type=True),
+                "PARATICK_INDEX": w, "PARATICK_DESC": desc, "PARATICK_COORD": n})
+
+            def body(iid: int = iid, w: int = w) -> None:
+                err = interp.run(iid, BOOT)
+                post_exit(notify, n, w, err or "")
+
+            t = threading.Thread(target=body, name=f"paratick-interp-{w}", daemon=True)
+            self.threads.append(t)
+            t.start()
+
+    def dead(self) -> list[int]:
+        return [w for w, t in enumerate(self.threads) if not t.is_alive()]
+
+    def join(self, deadline: float) -> None:
+        from server.runtime import interp
+        for t in self.threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        for iid, t in zip(self.interps, self.threads, strict=False):
+            if not t.is_alive():  # a hung interpreter cannot be destroyed while it runs
+                interp.destroy(iid)
+        self.interps = []
+
+    def close(self) -> None:
+        super().close()
+        self.hub.close()

@@ -1,0 +1,44 @@
+"""Workers on threads of this interpreter (the free-threaded build's natural backend)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from server.runtime.backends.base import Crew, post_exit
+from server.runtime.channels import Endpoint, ThreadHub, capacity
+from server.runtime.worker import thread_main
+
+
+class ThreadCrew(Crew):
+    """One thread per worker; a deque inbox per participant plus a wake-up pipe."""
+
+    def __init__(self, specs: Sequence[dict[str, Any]]) -> None:
+        n = len(specs)
+        self.hub = ThreadHub(n + 1, capacity(n))
+        self.ep = self.hub.endpoint(n)
+        notify = self.hub.endpoint(n)
+        self.threads: list[threading.Thread] = []
+        for w, spec in enumerate(specs):
+            ep = self.hub.endpoint(w)
+
+            def body(spec: dict[str, Any] = spec, ep: Endpoint = ep, w: int = w) -> None:
+                thread_main(spec, ep, n)
+                post_exit(notify, n, w, "")
+
+            t = threading.Thread(target=body, name=f"paratick-worker-{w}", daemon=True)
+            self.threads.append(t)
+            t.start()
+
+    def dead(self) -> list[int]:
+        return [w for w, t in enumerate(self.threads) if not t.is_alive()]
+
+    def join(self, deadline: float) -> None:
+        import time
+        for t in self.threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+
+    def close(self) -> None:
+        super().close()
+        self.hub.close()

@@ -1,0 +1,83 @@
+"""Worker kinds behind one entry point, and the crews that host them."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from server.runtime import backends
+from server.runtime import messages as m
+from server.runtime import worker as worker_mod
+from server.runtime.channels import Endpoint, ThreadHub
+from tests.server.runtime.runtime_helpers import small_world
+
+
+class EchoWorker:
+    """A kind of worker for the test: answers Ping with Ping, leaves on Stop."""
+
+    def __init__(self, spec: Mapping[str, Any], ep: Endpoint, coord: int) -> None:
+        self.ep, self.coord = ep, coord
+        self.info = {"kind": "echo", "w": spec["w"]}
+
+    def serve(self) -> None:
+        while True:
+            data = self.ep.recv(5.0)
+            if data is None:
+                continue
+            msg = m.decode(data)
+            if isinstance(msg, m.Stop):
+                return
+            assert isinstance(msg, m.Ping)
+            self.ep.send(self.coord, m.encode(m.Ping(("echo", msg.payload))))
+
+
+def test_run_worker_builds_the_kind_the_spec_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(worker_mod.KINDS, "echo", f"{__name__}:EchoWorker")
+    hub = ThreadHub(2, 8)
+    coord, mine = hub.endpoint(1), hub.endpoint(0)
+    t = threading.Thread(target=worker_mod.run_worker, args=({"w": 0, "kind": "echo"}, mine, 1))
+    t.start()
+    try:
+        hello = m.decode(coord.recv(5.0))  # type: ignore[arg-type]
+        assert hello == m.Hello(0, {"kind": "echo", "w": 0})
+        coord.send(0, m.encode(m.Ping(7)))
+        assert m.decode(coord.recv(5.0)) == m.Ping(("echo", 7))  # type: ignore[arg-type]
+        coord.send(0, m.encode(m.Stop()))
+        t.join(5.0)
+        assert not t.is_alive()
+    finally:
+        hub.close()
+
+
+def test_an_unknown_kind_is_reported_as_a_failure() -> None:
+    hub = ThreadHub(2, 8)
+    coord, mine = hub.endpoint(1), hub.endpoint(0)
+    worker_mod.run_worker({"w": 0, "kind": "nope"}, mine, 1)  # returns: it never raises
+    fail = m.decode(coord.recv(5.0))  # type: ignore[arg-type]
+    assert isinstance(fail, m.Fail) and fail.error == "MessageError"
+    assert "unknown worker kind 'nope'" in fail.traceback
+    hub.close()
+
+
+@pytest.mark.parametrize("backend", ["threads", "processes"])
+def test_a_crew_starts_shard_workers_and_joins_them(backend: str) -> None:
+    cfg, rows = small_world()
+    spec = {"config": cfg.to_dict(), "owner": [0] * (cfg.regions_x * cfg.regions_y),
+            "kernel": "python", "tick": 0, "hook": None, "hook_args": {}, "fault_at": None,
+            "checkpoint": False, "checkpoint_every": 32, "recv_timeout": 10.0, "w": 0,
+            "rows": [(r, []) for r in range(cfg.regions_x * cfg.regions_y)]}
+    crew = backends.start(backend, [spec])
+    try:
+        hello = m.decode(crew.ep.recv(60.0))  # type: ignore[arg-type]
+        assert isinstance(hello, m.Hello) and hello.worker == 0 and crew.dead() == []
+        crew.ep.send(0, m.encode(m.Stop()))
+        crew.join(time.monotonic() + 10.0)
+        assert crew.dead() == [0]
+    finally:
+        crew.close()
+    with pytest.raises(ValueError):
+        backends.start("inline", [spec])
