@@ -65,7 +65,7 @@ def test_an_unknown_kind_is_reported_as_a_failure() -> None:
 
 @pytest.mark.parametrize("backend", ["threads", "processes"])
 def test_a_crew_starts_shard_workers_and_joins_them(backend: str) -> None:
-    cfg, rows = small_world()
+    cfg, _ = small_world()
     spec = {"config": cfg.to_dict(), "owner": [0] * (cfg.regions_x * cfg.regions_y),
             "kernel": "python", "tick": 0, "hook": None, "hook_args": {}, "fault_at": None,
             "checkpoint": False, "checkpoint_every": 32, "recv_timeout": 10.0, "w": 0,
