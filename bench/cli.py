@@ -12,7 +12,7 @@ import argparse
 import sys
 from types import ModuleType
 
-from bench import claims, load, report, scaling, sim_kernels, snapshots, soak
+from bench import capacity, claims, load, report, scaling, sim_kernels, snapshots, soak
 from bench.errors import BenchError
 
 HELP = "measure tick-rate scaling, load capacity, kernel and snapshot costs, and common claims"
@@ -25,6 +25,8 @@ environment (CPU, interpreter builds, GIL state per worker, git commit) is saved
   paratick bench scaling [--quick]   ticks/s vs workers: GIL vs free-threaded vs PYTHON_GIL=1,
                                      threads / subinterpreters / processes, plus a CEILING row
   paratick bench load                server + bots: largest world and bot count holding 30 Hz
+  paratick bench capacity [--quick]  largest world each build x backend x workers x kernel
+                                     holds at 30 Hz (p99 MSPT <= 33.3 ms, no late tick)
   paratick bench claims              start-up, memory, message cost, free-threading overhead
   paratick bench kernels             arena-20k entity-updates/s of each kernel on one core
   paratick bench snapshots           microseconds per client snapshot (the cost behind load)
@@ -39,6 +41,7 @@ snapshots, which run once per interpreter, write one JSON file per build there).
 SUBCOMMANDS: dict[str, tuple[ModuleType, str]] = {
     "scaling": (scaling, "tick-rate scaling per core across builds and backends"),
     "load": (load, "server + bots: largest load that holds the tick rate"),
+    "capacity": (capacity, "largest world each configuration holds at 30 Hz"),
     "claims": (claims, "check common claims about subinterpreters and free threading"),
     "kernels": (sim_kernels, "entity-updates/s of each tick kernel on one core (arena-20k)"),
     "snapshots": (snapshots, "microseconds per client snapshot, msgpack C vs pure Python"),

@@ -19,11 +19,21 @@ from pathlib import Path
 from typing import Any
 
 from bench import schema
-from bench.summary import aggregate, claims_table, headlines, load_table, scaling_table
+from bench.summary import (
+    aggregate,
+    capacity_headlines,
+    capacity_summary,
+    capacity_table,
+    claims_table,
+    headlines,
+    load_table,
+    scaling_table,
+)
 from server.runtime import BACKENDS
 
 SCALING_PNG = "scaling.png"
 MSPT_PNG = "mspt.png"
+CAPACITY_PNG = "capacity.png"
 
 
 def _env_lines(env: dict[str, Any]) -> list[str]:
@@ -126,6 +136,42 @@ def load_md(section: dict[str, Any], plot: bool) -> list[str]:
     return out
 
 
+def capacity_md(section: dict[str, Any], plot: bool) -> list[str]:
+    p = section["params"]
+    w = p.get("world") or {}
+    out = [f"## Capacity at {p['rate']:g} Hz", "",
+           f"The largest world each configuration holds at {p['rate']:g} Hz. Each probe is a "
+           "fresh interpreter of the build pinned to W cores: it spawns the world "
+           f"({p['density']:,.1f} entities per 1,000,000 square units, the side growing with "
+           f"the count; {w.get('regions_x', '?')}x{w.get('regions_y', '?')} regions), runs "
+           f"up to {p.get('warmup', '?')} untimed ticks, then {p['ticks']} ticks "
+           f"({p['seconds']:g} s) paced by the runtime's tick scheduler. **Held** = every "
+           f"planned tick ran, p99 MSPT <= {p['mspt_budget_ms']:.1f} ms and "
+           + ("no tick" if not p["max_late_ticks"] else f"at most {p['max_late_ticks']} ticks")
+           + " ended after the next tick was due (no dilation: every tick started on its "
+           "deadline); the runtime checkpoints its shards as the server does"
+           + (f" (every {p['checkpoint_every']} ticks)" if p.get("checkpoint_every") else "")
+           + "; a probe that has failed stops after 1 s. A bounded "
+           f"search per configuration (doubling, or halving, from the start, then bisecting; "
+           f"at most {p['max_probes']} probes, up to {p['limit']:,} entities) gives the largest "
+           "world that held (\"≥\": no larger world failed; the search ran out of probes "
+           "or reached its limit first). Entity-updates/s = entities held x the tick rate; "
+           "×best 1-core = "
+           "vs the largest world any valid 1-worker configuration of the same kernel held in "
+           "this run. A no-GIL build whose workers report the GIL on is **INVALID**"
+           + (" (**--quick run**)" if p.get("quick") else "") + ".", ""]
+    if section.get("note"):
+        out += [f"Machine note: {section['note']}", ""]
+    if section.get("stopped_early"):
+        out += [f"**Stopped early**: {section['stopped_early']}.", ""]
+    out += ["Headlines (ratios from this run):", "", *capacity_headlines(section), "",
+            capacity_table(section), ""]
+    if plot:
+        out += [f"![entities held at {p['rate']:g} Hz]({CAPACITY_PNG})", ""]
+    out += ["### Environment", "", *_env_lines(section["environment"]), ""]
+    return out
+
+
 def claims_md(section: dict[str, Any]) -> list[str]:
     return ["## Commonly made claims, measured here", "", claims_table(section), "",
             "### Environment", "", *_env_lines(section["environment"]), ""]
@@ -218,6 +264,60 @@ def plot_mspt(section: dict[str, Any], path: Path) -> bool:
     return True
 
 
+def plot_capacity(section: dict[str, Any], path: Path) -> bool:
+    """Entities held per configuration: one full-width panel of horizontal bars per kernel
+    (each kernel its own scale), one colour per build, the best single core as a dotted line;
+    INVALID, ERROR and NOT RUN configurations are named but drawn empty."""
+    configs = section["configs"]
+    if not configs:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
+
+    sums = capacity_summary(section)
+    labels = {b["name"]: b["label"] for b in section["builds"]}
+    colours = {b["name"]: f"C{i}" for i, b in enumerate(section["builds"])}
+    kernels = list(dict.fromkeys(c["kernel"] for c in configs))
+    rows = [[(c, s) for c, s in zip(configs, sums, strict=True) if c["kernel"] == k]
+            for k in kernels]
+    fig, axes = plt.subplots(len(kernels), 1, squeeze=False,
+                             figsize=(9.0, 1.3 + sum(0.34 * len(r) + 0.7 for r in rows)),
+                             gridspec_kw={"height_ratios": [max(1, len(r)) for r in rows]})
+    rate = section["params"].get("rate", 30.0)
+    for ax, kernel, pairs in zip(axes[:, 0], kernels, rows, strict=True):
+        ys = list(range(len(pairs)))[::-1]
+        top = max((s["held"] or 0 for _, s in pairs), default=0) or 1
+        for y, (c, s) in zip(ys, pairs, strict=True):
+            held = s["held"] if s["status"] == "ok" else None
+            ax.barh(y, held or 0, color=colours.get(c["build"], "grey"), height=0.7)
+            text = (("≥ " if s.get("at_least") else "") + f"{held:,}"
+                    + (f"  ({s['vs_best_1']:.2f}x)" if s["vs_best_1"] else "")
+                    if held else s["status"] if s["status"] != "ok" else "none held")
+            ax.text((held or 0) + top * 0.01, y, text, va="center", fontsize=8)
+        ax.set_yticks(ys, [f"{labels.get(c['build'], c['build'])} · {c['backend']} "
+                           f"×{c['workers']}" for c, _ in pairs], fontsize=8)
+        one = [s["held"] for c, s in pairs if c["workers"] == 1 and s["status"] == "ok"
+               and s["held"]]
+        if one:
+            ax.axvline(max(one), color="black", linestyle=":", linewidth=1,
+                       label="best single core")
+            ax.legend(fontsize=7, loc="lower right", bbox_to_anchor=(1.0, 1.0), frameon=False)
+        ax.set_xlim(0, top * 1.3)
+        ax.set_title(f"{kernel} kernel", fontsize=10)
+        ax.set_xlabel(f"entities held at {rate:g} Hz (p99 MSPT within budget, no late tick)",
+                      fontsize=8)
+        ax.grid(axis="x", alpha=0.3)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    fig.suptitle(f"Largest world held at {rate:g} Hz per build, backend and workers")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 #: A section's renderer: (section, folder, plots wanted) -> (markdown lines, PNG files written).
 Render = Callable[[dict[str, Any], Path, bool], tuple[list[str], list[Path]]]
 
@@ -238,8 +338,16 @@ def _claims(section: dict[str, Any], folder: Path, plots: bool) -> tuple[list[st
     return claims_md(section), []
 
 
-#: The sections report.md shows, in order, each with its renderer.
-SECTIONS: dict[str, Render] = {"scaling": _scaling, "load": _load, "claims": _claims}
+def _capacity(section: dict[str, Any], folder: Path, plots: bool,
+              ) -> tuple[list[str], list[Path]]:
+    plotted = plots and plot_capacity(section, folder / CAPACITY_PNG)
+    return capacity_md(section, plotted), [folder / CAPACITY_PNG] if plotted else []
+
+
+#: The sections report.md shows, in order, each with its renderer (capacity first: it answers
+#: the question a game developer asks first, how big a world this machine holds).
+SECTIONS: dict[str, Render] = {"capacity": _capacity, "scaling": _scaling, "load": _load,
+                               "claims": _claims}
 
 
 def write(folder: Path, *, plots: bool = True) -> list[Path]:

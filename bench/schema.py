@@ -36,7 +36,35 @@ command fills its own *section* and leaves the others alone, so ``scaling``, ``l
       "load": {"created", "command", "environment", "params", "runs": [...]},     # optional
       "claims": {"created", "command", "environment", "claims": [...]},          # optional
       "soak": {"created", "command", "environment", "params", "server_tracebacks",
-               "flood": {...}, "churn": {...}}                                  # optional
+               "flood": {...}, "churn": {...}},                                 # optional
+      "capacity": {                          # optional: written by `paratick bench capacity`
+        "created": str, "command": [str], "environment": {...},
+        "params": {"rate": float,            # target Hz (30)
+                   "mspt_budget_ms": float,  # p99 tick time allowed (1000 / rate)
+                   "max_late_ticks": int,    # ticks allowed to end after the next deadline (0)
+                   "seconds": float, "ticks": int,   # timed seconds / ticks per probe
+                   "warmup": int,            # untimed flat-out ticks first (at most)
+                   "density": float,         # entities per 1,000,000 square units
+                   "world": {"regions_x", "regions_y", "radius", "seed"},
+                   "checkpoint_every": int,  # the runtime's shard checkpoint period (ticks)
+                   "start": {kernel: int}, "limit": int, "max_probes": int, "quick": bool},
+        "builds": [BUILD, ...],              # as in scaling
+        "configs": [{                        # one per configuration, in table order
+          "build": str, "backend": str, "kernel": str, "workers": int,
+          "probes": [{                       # raw, in search order
+             "entities": int, "side": float, # world of side x side units
+             "ok": bool, "error": str|null,
+             "ticks_planned": int, "ticks_run": int, "timed_s": float|null,
+             "tick_ms": [float],             # every timed Runtime.step, paced at the rate
+             "late_ticks": int|null,         # scheduler rebases: ticks ending past the next due
+             "deadline_misses": int|null,    # the scheduler's below-dilation-floor count
+             "min_dilation": float|null, "start_lag_ms_max": float|null,
+             "worker_gil": [bool], "gil_enabled": bool|null,
+             "peak_rss": int|null, "startup_s": float|null, "runtime_metrics": object|null}]
+        }],                                  # verdicts and "held" are recomputed by
+        "stopped_early": str|null,           # bench.summary.capacity_summary, never stored
+        "note": str|null
+      }
     }
 
 Validation checks structure and types of everything a report reads and raises
@@ -140,8 +168,26 @@ SOAK = record({"created": STR, "command": list_of(STR), "environment": ANY_DICT,
                "params": ANY_DICT, "server_tracebacks": INT},
               {"flood": ANY_DICT, "churn": ANY_DICT, "note": OPT_STR,
                "server_log_lines": INT})
+PROBE = record({"entities": INT, "side": FLOAT, "ok": BOOL, "ticks_planned": INT,
+                "ticks_run": INT, "tick_ms": list_of(FLOAT), "worker_gil": list_of(BOOL)},
+               {"error": OPT_STR, "timed_s": OPT_FLOAT, "late_ticks": OPT_INT,
+                "deadline_misses": OPT_INT, "min_dilation": OPT_FLOAT,
+                "start_lag_ms_max": OPT_FLOAT, "gil_enabled": OPT_BOOL, "peak_rss": OPT_INT,
+                "startup_s": OPT_FLOAT, "runtime_metrics": OPT_DICT})
+CAPACITY = record({"created": STR, "command": list_of(STR), "environment": ANY_DICT,
+                   "params": record({"rate": FLOAT, "mspt_budget_ms": FLOAT,
+                                     "max_late_ticks": INT, "seconds": FLOAT, "ticks": INT,
+                                     "density": FLOAT, "limit": INT, "max_probes": INT,
+                                     "quick": BOOL},
+                                    {"warmup": INT, "world": ANY_DICT, "start": ANY_DICT,
+                                     "checkpoint_every": INT}),
+                   "builds": list_of(BUILD),
+                   "configs": list_of(record({"build": STR, "backend": STR, "kernel": STR,
+                                              "workers": INT, "probes": list_of(PROBE)}))},
+                  {"stopped_early": OPT_STR, "note": OPT_STR})
 DOCUMENT = record({"schema": one_of(SCHEMA), "version": INT},
-                  {"scaling": SCALING, "load": LOAD, "claims": CLAIMS, "soak": SOAK})
+                  {"scaling": SCALING, "load": LOAD, "claims": CLAIMS, "soak": SOAK,
+                   "capacity": CAPACITY})
 
 
 def validate(doc: Any, *, source: str = "results") -> dict[str, Any]:

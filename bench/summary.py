@@ -18,6 +18,15 @@ Figures of a scaling section (:func:`aggregate`), per cell:
   of the same workload disagree; ``ERROR`` when no repeat succeeded; ``NOT RUN`` when the run
   stopped (``--time-budget`` spent, or Ctrl-C) before the cell's first repeat.  INVALID, ERROR
   and NOT RUN cells never serve as baselines and their speedups are shown struck through.
+
+Figures of a capacity section (:func:`capacity_summary`), per configuration: each probe's
+verdict (:func:`capacity_verdict`: held, fails, INVALID or ERROR) recomputed from its raw tick
+times and scheduler counters; *entities held* = the largest probed world that held (shown "≥"
+when no larger probe failed: the search ran out of probes or reached its limit first);
+entity-updates/s at that size (entities x the tick rate); the ratio to the best valid 1-worker
+configuration of the same kernel in the same section; status as for scaling cells (INVALID when
+a probe's GIL state contradicts the build, ERROR when no probe ran, NOT RUN when the run stopped
+first).
 """
 
 from __future__ import annotations
@@ -287,6 +296,179 @@ def load_table(section: dict[str, Any]) -> str:
                          f"(with {b['bots_fixed']} bots) | {b.get('bots') or 'none'} "
                          f"(with {b['entities_fixed']} entities) |")
     return "\n".join(lines)
+
+
+def _p(ms: Sequence[float], q: float) -> float | None:
+    return stats.percentile(ms, q) if ms else None
+
+
+def capacity_verdict(probe: dict[str, Any], *, expects_gil: bool, params: dict[str, Any],
+                     ) -> tuple[str, list[str]]:
+    """One capacity probe's verdict and the reasons behind it (pure).
+
+    ``held`` when every planned tick ran, the p99 tick time is within ``params["mspt_budget_ms"]``
+    and at most ``params["max_late_ticks"]`` ticks ended after the next tick was due (each such
+    tick delays the next one's start: the scheduler dilates the world clock); else ``fails``.
+    ``INVALID`` when a worker's or the coordinator's GIL state contradicts the build;
+    ``ERROR`` when the probe did not run.
+    """
+    status, reason = judge({"runs": [probe]}, expects_gil)
+    if status == "ERROR":
+        return "ERROR", [str(probe.get("error") or reason)]
+    if status == "INVALID":
+        return "INVALID", [str(reason)]
+    why = _capacity_timing(probe, params)
+    return ("held" if not why else "fails"), why
+
+
+def _capacity_timing(probe: dict[str, Any], params: dict[str, Any]) -> list[str]:
+    """Why a probe that ran did not hold the rate (empty: it held), GIL state aside."""
+    why: list[str] = []
+    budget = float(params.get("mspt_budget_ms", 1000.0 / 30))
+    allowed = int(params.get("max_late_ticks", 0))
+    p99 = _p(probe["tick_ms"], 99)
+    if p99 is None:
+        why.append("no tick times")
+    elif p99 > budget:
+        why.append(f"p99 MSPT {p99:.1f} ms > {budget:.1f} ms")
+    late = probe.get("late_ticks")
+    if late is None:
+        why.append("no scheduler counters")
+    elif late > allowed:
+        dil = probe.get("min_dilation")
+        why.append(f"{late} late tick{'s' if late != 1 else ''} (world clock dilated"
+                   + (f" to {dil:.2f}x" if isinstance(dil, int | float) else "") + ")")
+    ran, planned = probe["ticks_run"], probe["ticks_planned"]
+    if ran < planned and not why:  # else the probe stopped early because it had failed
+        why.append(f"ran {ran} of {planned} ticks")
+    return why
+
+
+def capacity_summary(section: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per-configuration figures of a capacity section (module docstring), in its order."""
+    expects = {b["name"]: bool(b["expects_gil"]) for b in section["builds"]}
+    params = section["params"]
+    rate = float(params.get("rate", 30.0))
+    out: list[dict[str, Any]] = []
+    for c in section["configs"]:
+        verdicts = [capacity_verdict(p, expects_gil=expects.get(c["build"], True), params=params)
+                    for p in c["probes"]]
+        s: dict[str, Any] = {"status": "ok", "reason": None, "held": None,
+                             "trail": [(p["entities"], v) for p, (v, _) in
+                                       zip(c["probes"], verdicts, strict=True)],
+                             "why": [w for _, ws in verdicts for w in ws]}
+        invalid = [ws for v, ws in verdicts if v == "INVALID"]
+        if not c["probes"]:
+            s["status"], s["reason"] = "NOT RUN", "the run stopped before this configuration"
+        elif invalid:
+            s["status"], s["reason"] = "INVALID", invalid[0][0]
+        elif all(v == "ERROR" for v, _ in verdicts):
+            s["status"], s["reason"] = "ERROR", "; ".join(sorted({ws[0] for _, ws in verdicts}))
+        # An INVALID configuration still shows what it held (struck through, never a baseline).
+        held = [p for p, (v, _) in zip(c["probes"], verdicts, strict=True)
+                if v == "held" or (v == "INVALID" and not _capacity_timing(p, params))]
+        if held:
+            best = max(held, key=lambda p: p["entities"])
+            # Only a bound from below when no larger probe failed: the search ran out of
+            # probes (or reached the limit) while worlds still held.
+            above = [p for p, (v, _) in zip(c["probes"], verdicts, strict=True)
+                     if v == "fails" and p["entities"] > best["entities"]]
+            s.update(held=best["entities"], side=best.get("side"), at_least=not above,
+                     updates_per_s=best["entities"] * rate,
+                     mspt={"p50": _p(best["tick_ms"], 50), "p99": _p(best["tick_ms"], 99)},
+                     peak_rss=best.get("peak_rss"), worker_gil=best["worker_gil"])
+        elif c["probes"]:
+            last_ok = [p for p in c["probes"] if p["ok"]]
+            s["worker_gil"] = last_ok[-1]["worker_gil"] if last_ok else None
+        out.append(s)
+    best1: dict[str, int] = {}
+    for c, s in zip(section["configs"], out, strict=True):
+        if c["workers"] == 1 and s["status"] == "ok" and s["held"]:
+            best1[c["kernel"]] = max(best1.get(c["kernel"], 0), s["held"])
+    for c, s in zip(section["configs"], out, strict=True):
+        b1 = best1.get(c["kernel"])
+        s["vs_best_1"] = s["held"] / b1 if s["held"] and b1 else None
+    return out
+
+
+def _count(n: int) -> str:
+    """12,500 -> 12.5k; 1,250,000 -> 1.25M (probe trails stay short)."""
+    if n >= 1_000_000:
+        return f"{n / 1e6:.4g}M"
+    return f"{n / 1e3:.4g}k" if n >= 1_000 else str(n)
+
+
+def capacity_table(section: dict[str, Any]) -> str:
+    """Markdown table of a capacity section: per configuration the largest world held at the
+    tick rate, entity-updates/s there, the ratio to the best single core and the probe trail."""
+    sums = capacity_summary(section)
+    labels = {b["name"]: b["label"] for b in section["builds"]}
+    rate = section["params"].get("rate", 30.0)
+    head = (f"| kernel | build | backend | W | entities held at {rate:g} Hz | world side | "
+            "M entity-updates/s | ×best 1-core | MSPT p50/p99 ms | probes (✓ held, ✗ not) | "
+            "worker GIL | status |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for c, s in zip(section["configs"], sums, strict=True):
+        valid = s["status"] == "ok"
+
+        def mark(text: str, valid: bool = valid) -> str:
+            return text if valid or text == "-" else f"~~{text}~~"
+
+        held = s["held"]
+        held_txt = "-" if held is None else ("≥ " if s.get("at_least") else "") + f"{held:,}"
+        if held is None and valid:
+            held_txt = "none"
+        mspt = s.get("mspt")
+        mspt_txt = (f"{mspt['p50']:.1f}/{mspt['p99']:.1f}" if mspt and mspt["p99"] is not None
+                    else "-")
+        trail = " ".join(_count(n) + {"held": "✓", "fails": "✗"}.get(v, f"({v})")
+                         for n, v in s["trail"]) or "-"
+        gil = s.get("worker_gil")
+        gil_txt = "-" if not gil else ("on" if all(gil) else "off" if not any(gil)
+                                       else "mixed") + f" ×{len(gil)}"
+        flag = "ok" if valid else f"**{s['status']}**: {s['reason']}"
+        lines.append(
+            f"| {c['kernel']} | {labels.get(c['build'], c['build'])} | {c['backend']} "
+            f"| {c['workers']} | {mark(held_txt)} | {_fmt(s.get('side'), ',.0f')} "
+            f"| {mark(_fmt(s['updates_per_s'] / 1e6 if held else None))} "
+            f"| {mark(_fmt(s['vs_best_1']))} | {mspt_txt} | {trail} | {gil_txt} | {flag} |")
+    return "\n".join(lines)
+
+
+def capacity_headlines(section: dict[str, Any]) -> list[str]:
+    """Per kernel: the configuration holding the largest world, and its ratio to the best
+    single core; the issue's targets quoted beside the measurements, never used to alter them."""
+    sums = capacity_summary(section)
+    labels = {b["name"]: b["label"] for b in section["builds"]}
+    rate = section["params"].get("rate", 30.0)
+    out: list[str] = []
+    pairs = list(zip(section["configs"], sums, strict=True))
+    for kernel in dict.fromkeys(c["kernel"] for c in section["configs"]):
+        valid = [(c, s) for c, s in pairs
+                 if c["kernel"] == kernel and s["status"] == "ok" and s["held"]]
+        if not valid:
+            out.append(f"- {kernel} kernel: no configuration held {rate:g} Hz at any size tried")
+            continue
+        c, s = max(valid, key=lambda cs: cs[1]["held"])
+        one = [(c1, s1) for c1, s1 in valid if c1["workers"] == 1]
+        text = (f"- {kernel} kernel: {labels.get(c['build'], c['build'])} {c['backend']} "
+                f"x{c['workers']} holds {'≥ ' if s.get('at_least') else ''}{s['held']:,} "
+                f"entities at {rate:g} Hz ({s['updates_per_s'] / 1e6:.2f} M entity-updates/s)")
+        if one:
+            c1, s1 = max(one, key=lambda cs: cs[1]["held"])
+            text += (f", {s['vs_best_1']:.2f}x the best single core "
+                     f"({labels.get(c1['build'], c1['build'])} {c1['backend']}, "
+                     f"{s1['held']:,})")
+        out.append(text)
+    bad = [s for s in sums if s["status"] != "ok"]
+    if bad:
+        out.append(f"- {len(bad)} configuration(s) INVALID, ERROR or NOT RUN (see the status "
+                   "column)")
+    if section.get("stopped_early"):
+        out.append(f"- run stopped early: {section['stopped_early']}")
+    out.append("- issue targets on 2 cores: numpy kernel >= 1,000,000 entities held by the best "
+               "configuration; python kernel >= 50,000")
+    return out
 
 
 def claims_table(section: dict[str, Any]) -> str:
