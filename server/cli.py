@@ -6,9 +6,17 @@ it names no command itself, so ``server/`` never imports ``bench/`` or ``clients
 test in ``tests/test_imports.py`` holds it to that) and adding a command touches
 ``pyproject.toml`` and the command's own module only.
 
-A command module exposes ``HELP`` (one line), optionally ``DESCRIPTION``, ``add_arguments(parser)``
-and ``run(args) -> int``.  Modules keep their top-level imports light (numpy, websockets and
-matplotlib are imported inside ``run``) so that ``paratick --help`` stays instant.
+A command module exposes ``HELP`` (one line), optionally ``DESCRIPTION`` (plain text: it is the
+command's ``--help``), ``add_arguments(parser)`` and ``run(args) -> int``.  Modules keep their
+top-level imports light (numpy, websockets and matplotlib are imported inside ``run``) so that
+``paratick --help`` stays instant.
+
+Every command speaks one vocabulary (``--entities``, ``--players``, ``--regions``,
+``--world-size``, ``--tick-rate``, ``--backend``, ``--workers``, ``--kernel``, ``--seed``,
+``--json``, ``--quiet``, ``--out``): the table "Options every command shares" in README.md says
+which command has which and with what default, and ``tests/test_cli.py`` holds the parsers to it.
+Older spellings stay accepted through :func:`alias`, hidden from ``--help``.  A bad argument is
+one line on stderr, ``paratick CMD: error: ...``, and exit status 2 (:class:`Parser`).
 
 The group is read from the installed distribution's metadata; a checkout run without being
 installed (``PYTHONPATH=. python -m server.cli``, as the device kit does) reads the same table
@@ -23,6 +31,7 @@ from collections.abc import Sequence
 from importlib import import_module, metadata
 from pathlib import Path
 from types import ModuleType
+from typing import Any, NoReturn
 
 #: The entry-point group listing every ``paratick`` command.
 GROUP = "paratick.commands"
@@ -33,6 +42,29 @@ DESCRIPTION = """\
 paratick ticks a sharded game world in parallel on free threads, subinterpreters or processes,
 serves it to websocket bots, and measures tick-rate scaling per core on GIL and free-threaded
 CPython builds.  Every command runs with no options; `paratick COMMAND --help` explains each."""
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line on stderr and exit status 2.
+
+    argparse prints the whole usage block before its message; one line naming the option says it
+    better.  Sub-parsers (each command, each ``paratick bench`` subcommand) inherit the class.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def alias(container: argparse._ActionsContainer, *names: str, of: argparse.Action) -> None:
+    """Accept ``names`` as older spellings of the value option ``of``, hidden from ``--help``.
+
+    The alias stores into the same destination with the same type and choices and sets no
+    default of its own, so ``of``'s default stands.  Add it to the same group as ``of`` when that
+    group is mutually exclusive.
+    """
+    typed: dict[str, Any] = {} if of.type is None else {"type": of.type}
+    container.add_argument(*names, dest=of.dest, choices=of.choices, metavar=of.metavar,
+                           default=argparse.SUPPRESS, help=argparse.SUPPRESS, **typed)
 
 
 class NoCommands(RuntimeError):
@@ -62,7 +94,9 @@ def declared(pyproject: Path = PYPROJECT) -> dict[str, str]:
 
 
 def build_parser(commands: dict[str, str] | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    """The ``paratick`` parser with one sub-parser per command (``commands``: name -> module,
+    default :func:`declared`); each command's parser carries its module as ``_module``."""
+    parser = Parser(
         prog="paratick", description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -72,7 +106,18 @@ def build_parser(commands: dict[str, str] | None = None) -> argparse.ArgumentPar
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         mod.add_arguments(p)
         p.set_defaults(_module=mod)
+        _own_errors(p)
     return parser
+
+
+def _own_errors(parser: argparse.ArgumentParser) -> None:
+    """Let ``parser`` and every sub-parser below it record themselves as ``_parser``, so that
+    an unrecognised argument is reported by the (sub)command it was given to."""
+    parser.set_defaults(_parser=parser)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _own_errors(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -81,7 +126,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args_in:
         parser.print_help()
         return 2
-    args = parser.parse_args(args_in)
+    args, extra = parser.parse_known_args(args_in)
+    if extra:  # argparse would blame the top-level parser; the command's own one says it better
+        args._parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args._module.run(args) or 0)
     except KeyboardInterrupt:
