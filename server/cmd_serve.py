@@ -18,6 +18,10 @@ the same port.  SIGINT/SIGTERM close every client (bye, close 1001; clients that
 cut off after 2 s), stop the workers and print the final statistics.  Player entities are
 pre-spawned (--players) and lent one per session.
 
+The world defaults to one meant for play: 2x2 regions holding the 1024 player entities plus 1000
+NPCs.  `paratick sim` and `paratick run` default to arena-20k (20,000 entities, 4x4 regions), the
+workload the benchmarks measure; the options mean the same in all three.
+
 Every client is bounded: messages per second, pings per second, bytes per frame, time to say
 hello, time without a message, unread output; one client never slows the others.  Bound to an
 address other than loopback, the server says what is exposed: browser origins (--origin), TLS
@@ -25,6 +29,7 @@ address other than loopback, the server says what is exposed: browser origins (-
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from server.cli import alias
     from server.runtime import BACKENDS
     from sim.kernels import KERNELS
 
@@ -42,15 +47,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="answer /stats and /metrics to every address, not only loopback "
                         "(matters only with a non-loopback --host)")
     w = p.add_argument_group("world")
-    w.add_argument("--tick-rate", type=float, default=30.0, help="ticks/s (default %(default)s)")
+    w.add_argument("--tick-rate", type=float, default=30.0, metavar="HZ",
+                   help="ticks per second; each tick advances 1/HZ s of game time "
+                        "(default %(default)g)")
     w.add_argument("--snapshot-rate", type=float, default=20.0,
                    help="snapshots/s per client (default %(default)s)")
-    w.add_argument("--world", type=float, default=2048.0,
-                   help="world width and height (default %(default)s)")
-    w.add_argument("--regions", default="2x2", help="region grid, e.g. 4x4 (default %(default)s)")
-    w.add_argument("--entities", "--npcs", dest="npcs", type=int, default=1000,
-                   help="NPC entities (default %(default)s)")
-    w.add_argument("--players", type=int, default=1024,
+    size = w.add_argument("--world-size", type=float, default=2048.0, metavar="W",
+                          help="world width and height in world units (default %(default)g)")
+    alias(w, "--world", of=size)
+    w.add_argument("--regions", default="2x2", metavar="RXxRY",
+                   help="region grid, e.g. 4x4 (default %(default)s)")
+    count = w.add_mutually_exclusive_group()
+    count.add_argument("--entities", type=int, default=None, metavar="N",
+                       help="entities in the world, players included (default: --players + "
+                            "1000 NPCs, 2024)")
+    count.add_argument("--npcs", type=int, default=None, metavar="N",
+                       help="NPC entities, instead of --entities: the world holds N + --players "
+                            "(default 1000)")
+    w.add_argument("--players", type=int, default=1024, metavar="P",
                    help="player entities pre-spawned = most simultaneous sessions "
                         "(default %(default)s)")
     w.add_argument("--view-radius", type=float, default=128.0,
@@ -63,10 +77,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "build: every client on the main event loop)")
     r.add_argument("--backend", default="threads",
                    choices=BACKENDS,
-                   help="parallel backend (default %(default)s)")
-    r.add_argument("--workers", type=int, default=None, help="workers (default: usable cores)")
+                   help="where the workers run (default %(default)s)")
+    r.add_argument("--workers", type=int, default=None, metavar="W",
+                   help="worker count (default: usable cores, capped at the region count)")
     r.add_argument("--kernel", default="python", choices=KERNELS,
-                   help="simulation kernel (default %(default)s)")
+                   help="tick kernel (default %(default)s)")
     lim = p.add_argument_group("limits")
     lim.add_argument("--max-frame", type=int, default=4096,
                      help="largest client frame in bytes; larger closes 1009 (default %(default)s)")
@@ -113,11 +128,19 @@ def build(args: argparse.Namespace) -> tuple[Any, Any]:
     from sim.config import WorldConfig, parse_grid
 
     rx, ry = parse_grid(args.regions)
-    world = WorldConfig(width=args.world, height=args.world, regions_x=rx, regions_y=ry,
-                        tick_rate=args.tick_rate, view_radius=args.view_radius, seed=args.seed)
+    world = WorldConfig(width=args.world_size, height=args.world_size, regions_x=rx,
+                        regions_y=ry, tick_rate=args.tick_rate, view_radius=args.view_radius,
+                        seed=args.seed)
+    if args.entities is not None:  # --entities counts the players too, as in sim and run
+        npcs = args.entities - args.players
+        if npcs < 0:
+            raise ValueError(f"--entities {args.entities} is fewer than --players "
+                             f"{args.players} (the players are entities too)")
+    else:
+        npcs = ServerSettings.npcs if args.npcs is None else args.npcs
     settings = ServerSettings(
         host=args.host, port=args.port, snapshot_rate=args.snapshot_rate, players=args.players,
-        npcs=args.npcs, backend=args.backend, workers=args.workers, kernel=args.kernel,
+        npcs=npcs, backend=args.backend, workers=args.workers, kernel=args.kernel,
         max_frame=args.max_frame, input_rate=args.input_rate, input_burst=args.input_burst,
         max_per_address=args.max_per_address, max_connections=args.max_connections,
         send_queue=args.send_queue, grace=args.grace, hello_timeout=args.hello_timeout,

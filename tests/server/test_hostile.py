@@ -41,7 +41,7 @@ AFTER = 1.5
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 
-SERVE = ["--backend", "inline", "--world", "512", "--regions", "2x2", "--entities", "60",
+SERVE = ["--backend", "inline", "--world", "512", "--regions", "2x2", "--npcs", "60",
          "--players", "64", "--view-radius", "100", "--hello-timeout", "1",
          "--write-stall-timeout", "1", "--send-buffer", "16384", "--max-per-address", "48"]
 
