@@ -243,18 +243,36 @@ def finite(value: Any) -> Any:
     return value
 
 
+#: Where results go when paratick is installed rather than run from its source checkout: a
+#: folder of the current directory, never the installed package (site-packages).
+INSTALLED_RESULTS = "paratick-results"
+
+
+def results_base(root: Path | None = None, cwd: Path | None = None) -> Path:
+    """The folder that holds every run's results folder.
+
+    ``bench/results/`` of the source checkout paratick runs from (``root``, default the folder
+    above the ``bench`` package, counts as a checkout when ``pyproject.toml`` is there), else
+    ``paratick-results/`` in ``cwd`` (default the current directory).
+    """
+    from bench.builds import repo_root
+
+    root = repo_root() if root is None else root
+    if (root / "pyproject.toml").is_file():
+        return root / "bench" / "results"
+    return (Path.cwd() if cwd is None else cwd) / INSTALLED_RESULTS
+
+
 def results_dir(base: Path | None = None, *, quick: bool = False) -> Path:
-    """``bench/results/<date>-<host>/`` (UTC date), every command's default --out; quick runs
-    go to ``<date>-<host>-quick/`` so they never replace a full run's figures."""
+    """``<base>/<date>-<host>/`` (UTC date), every command's default --out; quick runs go to
+    ``<date>-<host>-quick/`` so they never replace a full run's figures.  ``base`` defaults to
+    :func:`results_base`."""
     import datetime as _dt
     import socket
 
-    from bench.builds import repo_root
-
     date = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d")
     host = socket.gethostname().split(".")[0] or "host"
-    return (base or repo_root() / "bench" / "results") / (f"{date}-{host}"
-                                                          + ("-quick" if quick else ""))
+    return (base or results_base()) / (f"{date}-{host}" + ("-quick" if quick else ""))
 
 
 def save_section(folder: Path, name: str, section: dict[str, Any]) -> Path:

@@ -78,3 +78,17 @@ def test_nan_in_raw_metrics_is_written_as_null(tmp_path: Path) -> None:
     assert '"p99": null' in (tmp_path / "results.json").read_text()
     assert schema.load(tmp_path)["scaling"]["cells"][0]["runs"][0]["runtime_metrics"] == {
         "mspt": {"p99": None}}
+
+
+def test_results_go_under_the_checkout_or_else_the_current_directory(tmp_path: Path) -> None:
+    checkout, installed, cwd = tmp_path / "checkout", tmp_path / "site-packages", tmp_path / "cwd"
+    for d in (checkout, installed, cwd):
+        d.mkdir()
+    (checkout / "pyproject.toml").write_text("[project]\n")
+    assert schema.results_base(checkout, cwd) == checkout / "bench" / "results"
+    assert schema.results_base(installed, cwd) == cwd / "paratick-results"
+    # this checkout runs paratick from its source: the dated folder lands in bench/results/
+    repo = Path(schema.__file__).resolve().parents[1]
+    folder = schema.results_dir(quick=True)
+    assert folder.parent == repo / "bench" / "results" and folder.name.endswith("-quick")
+    assert schema.results_dir(tmp_path).parent == tmp_path
