@@ -1,9 +1,10 @@
 """``paratick bench``: one subcommand per benchmark, each a module of this package.
 
 Each subcommand module exposes ``add_arguments(parser)`` and ``run(args)`` like the top-level
-commands, and its docstring is its ``--help`` text; heavy imports (matplotlib) stay inside
-``run``.  A :class:`~bench.errors.BenchError` from ``run`` (bad options, a results file that does
-not validate, a cell that cannot start) becomes one line on stderr and exit status 2.
+commands, and its ``DESCRIPTION`` (plain text, not the docstring, which is written for readers of
+the code) is its ``--help`` text; heavy imports (matplotlib) stay inside ``run``.  A
+:class:`~bench.errors.BenchError` from ``run`` (bad options, a results file that does not
+validate, a cell that cannot start) becomes one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
@@ -34,8 +35,10 @@ environment (CPU, interpreter builds, GIL state per worker, git commit) is saved
   paratick bench soak                a ping flood, then 10 minutes of churn and hostile
                                      clients: snapshot rate, welcome time, memory, errors
 
-Results go to bench/results/<date>-<host>/ (results.json, report.md, PNG plots; kernels and
-snapshots, which run once per interpreter, write one JSON file per build there)."""
+Results go to --out: by default bench/results/<date>-<host>/ in a source checkout, and
+paratick-results/<date>-<host>/ in the current directory where paratick is installed
+(results.json, report.md, PNG plots; kernels and snapshots, which run once per interpreter, write
+one JSON file per build there)."""
 
 #: subcommand -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[ModuleType, str]] = {
@@ -53,7 +56,7 @@ SUBCOMMANDS: dict[str, tuple[ModuleType, str]] = {
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="bench_command", metavar="SUBCOMMAND", required=True)
     for name, (mod, help_) in SUBCOMMANDS.items():
-        p = sub.add_parser(name, help=help_, description=(mod.__doc__ or help_).strip(),
+        p = sub.add_parser(name, help=help_, description=getattr(mod, "DESCRIPTION", help_),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         mod.add_arguments(p)
         p.set_defaults(_bench_module=mod)

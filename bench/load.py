@@ -46,7 +46,23 @@ from typing import Any
 from bench.builds import ALL_BUILDS, Build, find_venvs, make_build, repo_root, run_group
 from bench.errors import CellError
 from bench.summary import load_table
+from server.cli import alias
 from server.runtime import BACKENDS
+from sim.kernels import KERNELS
+
+DESCRIPTION = """\
+Start `paratick serve` and `paratick bots` on this machine, for each interpreter build and
+backend, and find the largest load that holds the tick rate.  A probe holds when every bot
+connected and none was dropped, the server's p99 MSPT stayed within the 33.3 ms budget of 30 Hz,
+the bots' p99 input->ack latency was at most 100 ms, and the tick rate never fell below 95 % of
+30 Hz.
+
+Every configuration first plays a fixed load (--npcs NPCs and --bots bots: GIL against
+free-threaded at the same load); then two bounded searches find the most NPCs that hold with
+--search-bots bots, and the most bots that hold with --npcs NPCs (doubling from a start while
+probes hold, halving while they fail, then bisecting; at most --max-probes probes each).  Each bot
+also adds a player entity to the world.  Server and bots share this machine's cores, which the
+report says.  results.json, report.md and the plots go to --out."""
 
 #: Backends probed by default: every one with workers beside the server's event loop.
 PARALLEL_BACKENDS = tuple(b for b in BACKENDS if b != "inline")
@@ -209,7 +225,7 @@ def probe_load(build: Build, *, backend: str, workers: int | None, kernel: str, 
     env = build.environ(root)
     prog = program or [build.python, "-m", "server.cli"]
     serve = [*prog, "serve", "--port", str(port),
-             "--tick-rate", f"{TICK_RATE:g}", "--regions", REGIONS, "--entities", str(entities),
+             "--tick-rate", f"{TICK_RATE:g}", "--regions", REGIONS, "--npcs", str(entities),
              "--players", str(bots + 16), "--max-per-address", str(bots + 16),
              "--backend", backend, "--kernel", kernel, "--gateways", str(gateways)]
     if workers:
@@ -320,36 +336,54 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true",
                    help="gil+ft, threads only, 6 s probes, 3 probes per search (~4 min); the "
                         "default run (2 builds x 3 backends, 9 probes each) takes ~15-17 min")
-    p.add_argument("--builds", default=None, help="comma list (default gil,ft)")
-    p.add_argument("--backends", default=None,
-                   help=f"comma list (default {','.join(PARALLEL_BACKENDS)})")
-    p.add_argument("--workers", type=int, default=None, help="workers (default: usable cores)")
-    p.add_argument("--gateways", default="0",
+    c = p.add_argument_group("configurations")
+    c.add_argument("--builds", default=None, help="comma list (default gil,ft)")
+    backend = c.add_argument("--backend", default=None,
+                             help=f"one or a comma list (default: {','.join(PARALLEL_BACKENDS)};"
+                                  " threads with --quick)")
+    alias(c, "--backends", of=backend)
+    c.add_argument("--workers", type=int, default=None, metavar="W",
+                   help="worker count (default: usable cores, capped at the region count)")
+    c.add_argument("--gateways", default="0",
                    help="comma list of gateway counts to compare (serve --gateways; 0: every "
                         "client on the server's main event loop; default %(default)s)")
-    p.add_argument("--kernel", default="python", help="simulation kernel (default python)")
-    p.add_argument("--duration", type=float, default=None,
+    c.add_argument("--kernel", default="python", choices=KERNELS,
+                   help="tick kernel (default python)")
+    f = p.add_argument_group("fixed load")
+    npcs = f.add_argument("--npcs", type=int, default=5000, metavar="N",
+                          help="NPCs in the fixed-load run and during the bot search; the bots' "
+                               "players come on top (default 5000)")
+    alias(f, "--entities-fixed", of=npcs)
+    bots = f.add_argument("--bots", type=int, default=200, metavar="N",
+                          help="bots in the fixed-load run (default 200)")
+    alias(f, "--fixed-bots", of=bots)
+    f.add_argument("--duration", type=float, default=None, metavar="SECONDS",
                    help="seconds of play per probe (default 10; 6 with --quick)")
-    p.add_argument("--max-probes", type=int, default=None,
+    s = p.add_argument_group("searches")
+    s.add_argument("--no-search", action="store_true", help="only the fixed-load run")
+    s.add_argument("--max-probes", type=int, default=None,
                    help="probes per bounded search (default 4; 3 with --quick)")
-    p.add_argument("--entities-start", type=int, default=2500,
-                   help="first world size tried (default 2500; doubled while probes hold, "
-                        "halved while they fail)")
-    p.add_argument("--entities-limit", type=int, default=160_000)
-    p.add_argument("--bots-fixed", type=int, default=100,
-                   help="bots during the entity search (default 100)")
-    p.add_argument("--bots-start", type=int, default=250,
-                   help="first bot count tried (default 250; doubled while probes hold, "
-                        "halved while they fail)")
-    p.add_argument("--bots-limit", type=int, default=2000)
-    p.add_argument("--entities-fixed", type=int, default=5000,
-                   help="entities during the bot search and the fixed-load run (default 5000)")
-    p.add_argument("--fixed-bots", type=int, default=200,
-                   help="bots in the fixed-load comparison (default 200)")
-    p.add_argument("--no-search", action="store_true", help="only the fixed-load comparison")
-    p.add_argument("--venvs", default=None, help="folder holding gil/ and ft/ venvs")
-    p.add_argument("--out", type=Path, default=None,
-                   help="results folder (default bench/results/<date>-<host>/)")
+    start = s.add_argument("--npcs-start", type=int, default=2500, metavar="N",
+                           help="NPC search: first count tried (default 2500; doubled while "
+                                "probes hold, halved while they fail)")
+    alias(s, "--entities-start", of=start)
+    limit = s.add_argument("--npcs-limit", type=int, default=160_000, metavar="N",
+                           help="NPC search: the most NPCs tried (default 160000)")
+    alias(s, "--entities-limit", of=limit)
+    held = s.add_argument("--search-bots", type=int, default=100, metavar="N",
+                          help="NPC search: bots playing during it (default 100)")
+    alias(s, "--bots-fixed", of=held)
+    s.add_argument("--bots-start", type=int, default=250, metavar="N",
+                   help="bot search: first count tried (default 250; doubled while probes "
+                        "hold, halved while they fail)")
+    s.add_argument("--bots-limit", type=int, default=2000, metavar="N",
+                   help="bot search: the most bots tried (default 2000)")
+    o = p.add_argument_group("output")
+    o.add_argument("--venvs", default=None, help="folder holding gil/ and ft/ venvs")
+    o.add_argument("--out", type=Path, default=None, metavar="DIR",
+                   help="results folder (default: bench/results/<date>-<host>/ in a checkout, "
+                        "else paratick-results/<date>-<host>/ in the current directory)")
+    o.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -363,7 +397,7 @@ def run(args: argparse.Namespace) -> int:
             raise CellError(f"unknown build {n!r}")
     venvs = find_venvs(root, args.venvs)
     builds = [make_build(n, venvs) for n in names]
-    backends = (tuple(x for x in args.backends.split(",") if x) if args.backends
+    backends = (tuple(x for x in args.backend.split(",") if x) if args.backend
                 else ("threads",) if quick else PARALLEL_BACKENDS)
     duration = args.duration or (6.0 if quick else 10.0)
     max_probes = args.max_probes or (3 if quick else 4)
@@ -379,38 +413,41 @@ def run(args: argparse.Namespace) -> int:
     if not gateway_counts or min(gateway_counts) < 0:
         raise CellError("--gateways needs one or more counts >= 0")
 
+    def say(line: str) -> None:
+        if not args.quiet:
+            print(line, file=sys.stderr, flush=True)
+
     def probe(build: Build, backend: str, entities: int, bots: int, phase: str,
               gateways: int = 0) -> bool:
-        print(f"load: {build.name} {backend} {gateways} gateways {entities} entities {bots} "
-              f"bots ({phase}) ...", file=sys.stderr, flush=True)
+        say(f"load: {build.name} {backend} {gateways} gateways {entities} NPCs {bots} bots "
+            f"({phase}) ...")
         rec = run_probe(build, backend, args.workers, args.kernel, entities, bots, duration,
                         root, criteria, gateways=gateways)
         rec["phase"] = phase
         runs.append(rec)
-        print(f"      -> {'holds' if rec['holds'] else 'fails: ' + '; '.join(rec['why'])}",
-              file=sys.stderr, flush=True)
+        say(f"      -> {'holds' if rec['holds'] else 'fails: ' + '; '.join(rec['why'])}")
         return bool(rec["holds"])
 
     for build in builds:
         for backend in backends:
             for g in gateway_counts:
-                probe(build, backend, args.entities_fixed, args.fixed_bots, "fixed load", g)
+                probe(build, backend, args.npcs, args.bots, "fixed load", g)
                 if args.no_search:
                     continue
                 def by_entities(n: int, b: Build = build, k: str = backend, gw: int = g) -> bool:
-                    return probe(b, k, n, args.bots_fixed, "entity search", gw)
+                    return probe(b, k, n, args.search_bots, "entity search", gw)
 
                 def by_bots(n: int, b: Build = build, k: str = backend, gw: int = g) -> bool:
-                    return probe(b, k, args.entities_fixed, n, "bot search", gw)
+                    return probe(b, k, args.npcs, n, "bot search", gw)
 
-                ents, _ = bounded_search(by_entities, start=args.entities_start,
-                                         limit=args.entities_limit, max_probes=max_probes)
+                ents, _ = bounded_search(by_entities, start=args.npcs_start,
+                                         limit=args.npcs_limit, max_probes=max_probes)
                 nbots, _ = bounded_search(by_bots, start=args.bots_start, limit=args.bots_limit,
                                           max_probes=max_probes)
                 best.append({"build": build.name, "backend": backend, "gateways": g,
                              "entities": ents,
-                             "bots_fixed": args.bots_fixed, "bots": nbots,
-                             "entities_fixed": args.entities_fixed})
+                             "bots_fixed": args.search_bots, "bots": nbots,
+                             "entities_fixed": args.npcs})
     interpreters = {b.name: env.probe(b.python, b.environ(root), cwd=str(root)) for b in builds}
     section = {"created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
                "command": ["paratick", "bench", "load", *sys.argv[3:]],

@@ -31,6 +31,13 @@ from bench.summary import (
 )
 from server.runtime import BACKENDS
 
+DESCRIPTION = """\
+Rebuild DIR/report.md and the PNG plots from DIR/results.json alone.  Every number in the report
+is recomputed from the raw runs saved there, so the report of an old folder reflects today's
+statistics code and a hand-edited summary cannot leak into it.  The measuring commands call the
+same code after saving their results; plots are skipped, with a note, where matplotlib is
+missing."""
+
 SCALING_PNG = "scaling.png"
 MSPT_PNG = "mspt.png"
 CAPACITY_PNG = "capacity.png"

@@ -37,9 +37,23 @@ from bench import stats
 from bench.builds import ALL_BUILDS, Build, find_venvs, make_build, repo_root, run_group
 from bench.errors import CellError, SetupError
 from bench.summary import aggregate, headlines, scaling_table
+from server.cli import alias
 from server.host import usable_cores, usable_cpus
 from server.runtime import BACKENDS
 from sim.kernels import KERNELS
+
+DESCRIPTION = """\
+Ticks/s against the worker count for each interpreter build (3.13 with the GIL, 3.13t
+free-threaded, 3.13t with PYTHON_GIL=1) and backend (inline, threads, subinterpreters, processes)
+on arena-20k: 20,000 entities in a 2048 x 2048 world, 4x4 regions, seed 1, ticked flat out.
+Each (cell, repeat) runs in a fresh interpreter pinned to W cores, and the repeats are interleaved
+round by round so that drift on a shared machine hits every cell alike.  The CEILING rows run an
+embarrassingly parallel loop on the same kind of workers: the most any backend could scale here.
+
+The table gives medians with min and max, speed-ups against one worker and against the best
+single core, and each cell's status (ok, INVALID, ERROR or NOT RUN).  A run stopped early
+(--time-budget, Ctrl-C) keeps and saves what it measured.  results.json, report.md and the plots
+go to --out."""
 
 #: arena-20k, the issue's reference workload.
 ARENA_20K: dict[str, Any] = {"entities": 20_000, "width": 2048.0, "height": 2048.0,
@@ -250,37 +264,45 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true",
                    help="smaller matrix (gil+ft; threads, interpreters), 3 repeats of 5 "
                         "ticks: about 1-2 minutes on 2 cores")
-    p.add_argument("--builds", type=_csv, default=None,
-                   help=f"comma list of {', '.join((*ALL_BUILDS, 'current'))} "
-                        "(default: all three, or gil,ft with --quick)")
-    p.add_argument("--backends", type=_csv, default=None,
-                   help=f"comma list of {', '.join(BACKENDS)} (default: all)")
-    p.add_argument("--workers", type=_workers, default=None,
-                   help="worker counts, e.g. 1-2 or 1,2,4 (default: 1..usable cores; powers of "
-                        "two plus the core count above 4 cores)")
-    p.add_argument("--kernels", type=_csv, default=None,
-                   help="comma list of python, numpy (default: python)")
-    p.add_argument("--repeats", type=int, default=None, help="repeats per cell (default 5)")
-    p.add_argument("--ticks", type=int, default=None, help="timed ticks per repeat (default 12)")
-    p.add_argument("--warmup", type=int, default=None, help="untimed ticks first (default 2)")
-    p.add_argument("--entities", type=int, default=None,
-                   help="world size (default 20000: arena-20k)")
-    p.add_argument("--ceiling-iters", type=int, default=None,
+    m = p.add_argument_group("matrix (each option takes one value or a comma list)")
+    m.add_argument("--builds", type=_csv, default=None,
+                   help=f"{', '.join((*ALL_BUILDS, 'current'))} (default: all three, or gil,ft "
+                        "with --quick)")
+    backend = m.add_argument("--backend", type=_csv, default=None,
+                             help=f"{', '.join(BACKENDS)} (default: all; threads,interpreters "
+                                  "with --quick)")
+    alias(m, "--backends", of=backend)
+    m.add_argument("--workers", type=_workers, default=None, metavar="W",
+                   help="worker counts, e.g. 1-2 or 1,2,4 (default: usable cores: 1..cores; "
+                        "powers of two plus the core count above 4 cores)")
+    kernel = m.add_argument("--kernel", type=_csv, default=("python",),
+                            help=f"{', '.join(KERNELS)} (default python)")
+    alias(m, "--kernels", of=kernel)
+    m.add_argument("--entities", type=int, default=ARENA_20K["entities"], metavar="N",
+                   help="entities in the world (default 20000: arena-20k)")
+    r = p.add_argument_group("repeats")
+    r.add_argument("--repeats", type=int, default=None, help="repeats per cell (default 5)")
+    r.add_argument("--ticks", type=int, default=None, help="timed ticks per repeat (default 12)")
+    r.add_argument("--warmup", type=int, default=None, help="untimed ticks first (default 2)")
+    r.add_argument("--ceiling-iters", type=int, default=None,
                    help="ceiling loop iterations per repeat, split over the workers "
                         "(default 2,000,000)")
-    p.add_argument("--no-ceiling", action="store_true", help="skip the ceiling rows")
-    p.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
+    r.add_argument("--no-ceiling", action="store_true", help="skip the ceiling rows")
+    r.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
                    help="start no new run after SECONDS; what was measured is saved, the "
                         "report says the run stopped early (Ctrl-C does the same)")
-    p.add_argument("--note", default=None,
+    o = p.add_argument_group("output")
+    o.add_argument("--note", default=None,
                    help="a line about the machine for the report (e.g. 'lent 16-core box')")
-    p.add_argument("--venvs", default=None, help="folder holding gil/ and ft/ venvs")
-    p.add_argument("--out", type=Path, default=None,
-                   help="results folder (default bench/results/<date>-<host>/, with a -quick "
-                        "suffix for --quick)")
-    p.add_argument("--no-plots", action="store_true", help="write report.md without PNGs")
-    p.add_argument("--no-save", action="store_true",
+    o.add_argument("--venvs", default=None, help="folder holding gil/ and ft/ venvs")
+    o.add_argument("--out", type=Path, default=None, metavar="DIR",
+                   help="results folder (default: bench/results/<date>-<host>/ in a checkout, "
+                        "else paratick-results/<date>-<host>/ in the current directory; "
+                        "-quick suffix with --quick)")
+    o.add_argument("--no-plots", action="store_true", help="write report.md without PNGs")
+    o.add_argument("--no-save", action="store_true",
                    help="print the table only; write no results folder (for demos)")
+    o.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
 
 def default_workers(cores: int) -> tuple[int, ...]:
@@ -302,11 +324,11 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
     names = args.builds or (("gil", "ft") if quick else ALL_BUILDS)
     venvs = find_venvs(root, args.venvs)
     builds = tuple(make_build(n, venvs) for n in names)
-    backends = args.backends or (("threads", "interpreters") if quick else BACKENDS)
+    backends = args.backend or (("threads", "interpreters") if quick else BACKENDS)
     for b in backends:
         if b not in BACKENDS:
             raise SetupError(f"unknown backend {b!r}; expected one of {BACKENDS}")
-    kernels = args.kernels or ("python",)
+    kernels = args.kernel or ("python",)
     for k in kernels:
         if k not in KERNELS:
             raise SetupError(f"unknown kernel {k!r}; expected one of {KERNELS}")
@@ -352,7 +374,7 @@ def run(args: argparse.Namespace) -> int:
           f"{plan.ticks} ticks (+{plan.warmup} warm-up), "
           f"{dict(plan.world)['entities']} entities, builds {[b.name for b in plan.builds]}",
           file=sys.stderr)
-    cells, order, stopped = execute(plan, root=root, progress=_progress)
+    cells, order, stopped = execute(plan, root=root, progress=None if args.quiet else _progress)
     section = build_section(plan, cells, order, environment, ["paratick", "bench", "scaling",
                                                               *sys.argv[3:]],
                             stopped=stopped, note=args.note)

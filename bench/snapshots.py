@@ -35,6 +35,20 @@ from server.snapshots import SnapshotHook
 from sim.config import WorldConfig
 from sim.world import World, spawn
 
+DESCRIPTION = """\
+What one client snapshot costs: the work behind `paratick bench load`.  Every snapshot tick, each
+playing client gets a frame built inside a shard worker: an area-of-interest query, the
+quantisation of the rows it finds, a delta against the client's acknowledged baseline, and the
+encoding.  This times exactly that, on one thread, for the load benchmark's world (2048 x 2048,
+2x2 regions, view radius 128, 1,024 players + 2,000 NPCs), so that load results can be read
+against a cost model: bots x snapshot rate x cost is the CPU time per second snapshots need,
+spread over the workers.  It also times the encoding alone with msgpack's C extension and with
+its pure-Python fallback, and the whole snapshot inside a subinterpreter (where msgpack's
+extension does not load).
+
+Figures are medians of interleaved repeats with min and max.  Run it once per interpreter; each
+run writes snapshots-<version>[t].json into --out."""
+
 PLAYERS = 1024
 NPCS = 2000
 VIEW_RADIUS = 128.0
@@ -159,8 +173,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clients", type=int, default=1000,
                    help="snapshots per batch (default 1000, at most the 1,024 players)")
     p.add_argument("--repeats", type=int, default=7, help="interleaved repeats (default 7)")
-    p.add_argument("--out", type=Path, default=None,
-                   help="results folder (default bench/results/<date>-<host>/)")
+    p.add_argument("--out", type=Path, default=None, metavar="DIR",
+                   help="results folder (default: bench/results/<date>-<host>/ in a checkout, "
+                        "else paratick-results/<date>-<host>/ in the current directory)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,6 +1,6 @@
 """A stand-in for ``paratick serve`` / ``paratick bots`` used by test_load_probe.
 
-``serve --port P ... [--entities N]``: answers GET /stats with a ticker whose p99 MSPT is N/100 ms
+``serve --port P ... [--npcs N]``: answers GET /stats with a ticker whose p99 MSPT is N/100 ms
 (so a test picks pass or fail through the world size) until SIGINT, then prints final JSON.
 ``bots --url ws://127.0.0.1:P --bots B ... --json``: checks /stats answers, prints a bots report.
 """
@@ -22,7 +22,7 @@ def arg(argv: list[str], name: str, default: str) -> str:
 
 def serve(argv: list[str]) -> int:
     port = int(arg(argv, "--port", "0"))
-    p99 = int(arg(argv, "--entities", "1000")) / 100.0
+    p99 = int(arg(argv, "--npcs", "1000")) / 100.0
     started = time.monotonic()
 
     class Handler(BaseHTTPRequestHandler):
