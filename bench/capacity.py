@@ -12,7 +12,7 @@ starts (:func:`bench.cell.pin`, as every scaling cell is), which:
    seed 1, and starts a :class:`server.runtime.Runtime` on the backend;
 2. runs a few untimed warm-up ticks, flat out;
 3. ticks paced at 30 Hz by the runtime's own :class:`~server.runtime.TickScheduler` (the one
-   ``paratick run --rate`` uses, overload policy ``dilate``) for ``seconds`` x 30 ticks, timing
+   ``paratick run --tick-rate`` uses, overload policy ``dilate``) for ``seconds`` x 30 ticks, timing
    every ``Runtime.step`` as its caller sees it.  The runtime runs as the server runs it, shard
    checkpoints included (every ``CHECKPOINT_EVERY`` = 32 ticks, ~1.1 s), so a probe of 1.1 s or
    more always contains at least one checkpoint tick;
@@ -57,6 +57,7 @@ from bench.errors import CellError, SetupError
 from bench.load import bounded_search
 from bench.scaling import ARENA_20K
 from bench.summary import capacity_headlines, capacity_table, capacity_verdict
+from server.cli import alias
 from server.host import usable_cores, usable_cpus
 from server.runtime import BACKENDS
 from server.runtime.worker import CHECKPOINT_EVERY
@@ -67,11 +68,11 @@ The largest world each build x backend x workers x kernel holds at 30 Hz on this
 world of N entities keeps arena-20k's density (20,000 on 2048 x 2048; --density for another): its
 side is 2048 x sqrt(N / 20000).  Each probe is a fresh interpreter of the build pinned to W cores:
 it spawns the world, starts the runtime, runs a few untimed ticks, then --seconds of ticks paced
-at 30 Hz by the runtime's tick scheduler (as `paratick run --rate 30` paces them).  A probe holds
-when every planned tick ran, the p99 tick time (MSPT) is within 33.3 ms, and no tick ended after
-the next tick was due (no late tick: every tick started on its deadline and the world clock never
-dilated).  A probe that has failed stops after 1 s.  A no-GIL build whose workers report the GIL
-on is INVALID, and its search stops.
+at 30 Hz by the runtime's tick scheduler (as `paratick run --tick-rate 30` paces them).  A probe
+holds when every planned tick ran, the p99 tick time (MSPT) is within 33.3 ms, and no tick ended
+after the next tick was due (no late tick: every tick started on its deadline and the world clock
+never dilated).  A probe that has failed stops after 1 s.  A no-GIL build whose workers report the
+GIL on is INVALID, and its search stops.
 
 Per configuration a bounded search doubles from --start while probes hold (halving while they
 fail), then bisects, at most --max-probes probes.  The table gives the entities held (">=" when no
@@ -440,14 +441,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "kernel, 3 probes of 2 s (<= 3 minutes on 2 cores)")
     p.add_argument("--builds", type=_csv, default=None,
                    help=f"comma list of {', '.join((*ALL_BUILDS, 'current'))} (default gil,ft)")
-    p.add_argument("--backends", type=_csv, default=None,
-                   help=f"comma list of {', '.join(BACKENDS)} (default: inline plus every "
-                        "parallel backend that can run the kernel; numpy never with "
-                        "interpreters)")
+    backend = p.add_argument("--backend", dest="backends", type=_csv, default=None,
+                             help=f"one or a comma list of {', '.join(BACKENDS)} (default: "
+                                  "inline plus every parallel backend that can run the kernel; "
+                                  "numpy never with interpreters)")
+    alias(p, "--backends", of=backend)
     p.add_argument("--workers", type=_workers, default=None,
                    help="comma list of worker counts (default: 1 and the usable cores)")
-    p.add_argument("--kernels", type=_csv, default=None,
-                   help="comma list of python, numpy (default both)")
+    kernel = p.add_argument("--kernel", dest="kernels", type=_csv, default=None,
+                            help="one or a comma list of python, numpy (default both)")
+    alias(p, "--kernels", of=kernel)
     p.add_argument("--start", type=_positive_int, default=None, metavar="N",
                    help="first world size of every search (default: "
                         + ", ".join(f"{k} {v:,}" for k, v in START.items())

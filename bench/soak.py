@@ -389,6 +389,19 @@ async def churn_phase(url: str, port: int, pid: int | None, minutes: float, clie
 
 
 # ---- the command --------------------------------------------------------------------------------
+DESCRIPTION = """\
+A soak test against a real server: first a ping flood from a client that never reads (it
+reconnects whenever the server closes it), then minutes of churn: clients joining, playing and
+leaving, with a flood, a connection that never says hello and one that never reads every ten
+seconds.  A well-behaved player is connected throughout.
+
+Reports the player's snapshots per second during and after the flood, how long new clients
+waited for their welcome, the server's resident memory over the churn, client errors that were
+not the server's documented closes, and tracebacks in the server's log.  Starts its own server
+(this interpreter, default settings, a free loopback port) unless --url names a running one.
+Loopback only; every loop is bounded in count and time."""
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--flood", type=float, default=20.0, metavar="SECONDS",
                    help="length of the unread ping flood; 0 skips it (default %(default)s)")
@@ -476,8 +489,8 @@ def run(args: argparse.Namespace) -> int:
                           "welcome_within_s": WELCOME_WITHIN},
                "note": args.note, "server_log_lines": len(log),
                "server_tracebacks": tracebacks, **phases}
-    out = args.out or Path("bench/results") / (
-        f"{_dt.date.today().isoformat()}-{env.machine()['hostname']}-soak")
+    out = args.out or schema.results_dir(quick=False).with_name(
+        schema.results_dir(quick=False).name + "-soak")
     path = schema.save_section(out, "soak", section)
     print(summary(section))
     print(path)

@@ -15,8 +15,8 @@ def test_every_bench_subcommand_is_listed(capsys: pytest.CaptureFixture[str]) ->
         main(["bench", "--help"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
-    assert list(bench_cli.SUBCOMMANDS) == ["scaling", "load", "claims", "kernels", "snapshots",
-                                           "report", "soak"]
+    assert list(bench_cli.SUBCOMMANDS) == ["scaling", "load", "capacity", "claims", "kernels",
+                                           "snapshots", "report", "soak"]
     for name in bench_cli.SUBCOMMANDS:
         assert f"    {name} " in out, name
 
