@@ -189,6 +189,15 @@ def _print_text(doc: dict[str, Any]) -> None:
     st = m["mspt"]
     print(f"tick MSPT (coordinator)  p50 {_ms(st['p50'])}  p95 {_ms(st['p95'])}  "
           f"p99 {_ms(st['p99'])}  max {_ms(st['max'])}")
+    co = m.get("coordination_ms") or {}
+    if co.get("n"):
+        ticks = max(1, doc["ticks"])
+        sent = sum(w["channel"].get("messages_sent", 0) for w in m["workers"])
+        sent_b = sum(w["channel"].get("bytes_sent", 0) for w in m["workers"])
+        print(f"lockstep coordination    p50 {_ms(co['p50'])}  p95 {_ms(co['p95'])}  "
+              f"p99 {_ms(co['p99'])}  max {_ms(co['max'])}  (tick less the slowest worker's "
+              f"compute; {sent / ticks:.1f} messages, {sent_b / ticks / 1e3:.1f} kB sent by "
+              "workers per tick)")
     print("region worker entities   p50    p95    p99    max   (advance ms, last "
           f"{m['shards'][0]['mspt']['n']} ticks)")
     for sh in m["shards"]:

@@ -31,6 +31,7 @@ def test_run_text_output_names_gil_and_digest(capsys: pytest.CaptureFixture[str]
     assert rc == 0
     assert "GIL inside workers:" in out
     assert "digest " in out and "p99" in out
+    assert "lockstep coordination" in out and "messages" in out  # two workers: a lockstep
 
 
 @pytest.mark.parametrize("argv", [
