@@ -66,7 +66,7 @@ report says.  results.json, report.md and the plots go to --out."""
 
 #: Backends probed by default: every one with workers beside the server's event loop.
 PARALLEL_BACKENDS = tuple(b for b in BACKENDS if b != "inline")
-#: Targets from the issue: 30 Hz ticks, p99 MSPT within the 33.3 ms budget, p99 input->ack
+#: Goals: 30 Hz ticks, p99 MSPT within the 33.3 ms budget, p99 input->ack
 #: within 100 ms (a tenth of a second is where players start to feel input lag).
 TICK_RATE = 30.0
 MSPT_BUDGET_MS = 1000.0 / TICK_RATE
@@ -85,7 +85,7 @@ SETTLE_S = 5.0
 
 @dataclass(frozen=True)
 class Criteria:
-    """What "holds the tick rate" means; defaults are the issue's targets."""
+    """What "holds the tick rate" means; defaults are the goals."""
 
     mspt_p99_ms: float = MSPT_BUDGET_MS
     ack_p99_ms: float = ACK_P99_MS

@@ -1,4 +1,4 @@
-"""The naive reference kernel the issue's baseline figure refers to (benchmark use only).
+"""The naive reference kernel, the baseline of the kernel speed-ups (benchmark use only).
 
 What a first pure-Python implementation looks like: one object per entity, a dict grid rebuilt
 every tick, the full 3x3 stencil scanned for every entity (each pair seen twice), float impulses

@@ -55,7 +55,7 @@ single core, and each cell's status (ok, INVALID, ERROR or NOT RUN).  A run stop
 (--time-budget, Ctrl-C) keeps and saves what it measured.  results.json, report.md and the plots
 go to --out."""
 
-#: arena-20k, the issue's reference workload.
+#: arena-20k, the reference workload.
 ARENA_20K: dict[str, Any] = {"entities": 20_000, "width": 2048.0, "height": 2048.0,
                              "regions_x": 4, "regions_y": 4, "radius": 4.0, "seed": 1}
 

@@ -1,8 +1,8 @@
 """``paratick bench kernels``: entity-updates per second of each tick kernel on one core.
 
-Workload (issue 3): 20,000 entities, 2048 x 2048, radius 4, 4 x 4 regions, seed 1, ticked by
+Workload: 20,000 entities, 2048 x 2048, radius 4, 4 x 4 regions, seed 1, ticked by
 :class:`sim.world.World` in this thread.  Kernels: ``naive`` (bench/naive.py, the baseline the
-issue's 0.13 M figure describes, unsharded), ``python``, ``numpy`` (the 16 regions ticked as
+baseline figure of 0.13 M describes, unsharded), ``python``, ``numpy`` (the 16 regions ticked as
 one :class:`~sim.kernels.numpy.NumpyGroup`, what a thread owning them runs) and
 ``numpy-regions`` (one numpy shard per region, the earlier layout, for comparison).
 Each kernel runs a few warm-up ticks, then timed batches interleaved round by round (naive,

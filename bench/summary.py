@@ -235,7 +235,7 @@ def headlines(section: dict[str, Any]) -> list[str]:
 
     For every build and parallel backend: speedup at the most workers vs 1 worker, and how that
     compares with the ceiling; then the best parallel cell vs the best single-core cell of any
-    build.  The issue's targets (>= 1.8x at 2 workers for free threads and subinterpreters,
+    build.  The goals (>= 1.8x at 2 workers for free threads and subinterpreters,
     within 10 % of the ceiling, >= 1.7x best parallel vs best single core) are quoted beside
     the measurements, never used to alter them.
     """
@@ -257,7 +257,7 @@ def headlines(section: dict[str, Any]) -> list[str]:
         span = f"{min(reps)}" if min(reps) == max(reps) else f"{min(reps)}–{max(reps)}"
         out.append(f"- run stopped early: {section['stopped_early']}; cells have {span} "
                    f"repeats, not the {section['params']['repeats']} planned")
-    out.append("- issue targets on 2 cores: free threads and subinterpreters >= 1.8x at 2 workers "
+    out.append("- goals on 2 cores: free threads and subinterpreters >= 1.8x at 2 workers "
                "and within 10% of the ceiling; GIL threads ~1.0x; best parallel >= 1.7x the "
                "best single core")
     return out
@@ -437,7 +437,7 @@ def capacity_table(section: dict[str, Any]) -> str:
 
 def capacity_headlines(section: dict[str, Any]) -> list[str]:
     """Per kernel: the configuration holding the largest world, and its ratio to the best
-    single core; the issue's targets quoted beside the measurements, never used to alter them."""
+    single core; the goals quoted beside the measurements, never used to alter them."""
     sums = capacity_summary(section)
     labels = {b["name"]: b["label"] for b in section["builds"]}
     rate = section["params"].get("rate", 30.0)
@@ -466,7 +466,7 @@ def capacity_headlines(section: dict[str, Any]) -> list[str]:
                    "column)")
     if section.get("stopped_early"):
         out.append(f"- run stopped early: {section['stopped_early']}")
-    out.append("- issue targets on 2 cores: numpy kernel >= 1,000,000 entities held by the best "
+    out.append("- goals on 2 cores: numpy kernel >= 1,000,000 entities held by the best "
                "configuration; python kernel >= 50,000")
     return out
 

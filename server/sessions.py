@@ -91,7 +91,7 @@ class SessionTable:
 
     Args:
         entities: the player entity ids lent to sessions (lowest first).
-        grace: seconds a detached session keeps its entity (default 10 s, the issue's figure).
+        grace: seconds a detached session keeps its entity (default 10 s).
         clock: monotonic seconds (injected; tests pass a virtual clock).
         token_factory: returns a fresh token (default 16 random bytes, base64url).
     """

@@ -25,7 +25,7 @@ class WorldConfig:
     """Parameters of one world.  All lengths in world units, times in seconds.
 
     Attributes:
-        width: world width; the issue's reference arena is 2048.
+        width: world width; the reference arena (arena-20k) is 2048.
         height: world height.
         regions_x: regions along x (shards); any positive integer.
         regions_y: regions along y.
