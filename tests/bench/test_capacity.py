@@ -310,7 +310,7 @@ def test_help_explains_the_method(capsys: pytest.CaptureFixture[str]) -> None:
         main(["bench", "capacity", "--help"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
-    for flag in ("--quick", "--builds", "--backends", "--workers", "--kernels", "--start",
+    for flag in ("--quick", "--builds", "--backend", "--workers", "--kernel", "--start",
                  "--max-probes", "--seconds", "--density", "--out", "--note"):
         assert flag in out
     assert "holds" in out and "late" in out
