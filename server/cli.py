@@ -33,6 +33,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, NoReturn
 
+from server.errors import ServerError
+
 #: The entry-point group listing every ``paratick`` command.
 GROUP = "paratick.commands"
 #: Where a source checkout declares the group (used when no installed metadata has it).
@@ -67,7 +69,7 @@ def alias(container: argparse._ActionsContainer, *names: str, of: argparse.Actio
                            default=argparse.SUPPRESS, help=argparse.SUPPRESS, **typed)
 
 
-class NoCommands(RuntimeError):
+class NoCommands(ServerError, RuntimeError):
     """Neither the installed metadata nor a checkout's pyproject.toml declares any command."""
 
 

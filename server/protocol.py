@@ -60,6 +60,8 @@ from typing import Any, ClassVar
 
 import msgpack
 
+from server.errors import ServerError
+
 VERSION = 1
 SUBPROTOCOL_MSGPACK = "paratick.msgpack.v1"
 SUBPROTOCOL_JSON = "paratick.json.v1"
@@ -106,7 +108,7 @@ class ErrorCode(StrEnum):
     SHUTDOWN = "shutdown"              # the server is stopping (then close 1001)
 
 
-class ProtocolError(ValueError):
+class ProtocolError(ServerError, ValueError):
     """Root of the protocol's exceptions: bytes from a peer that are not a valid message.
 
     Exception tree::

@@ -24,9 +24,10 @@ from enum import Enum
 from typing import Any
 
 from server.clock import TimeSource
+from server.errors import ServerError
 
 
-class SessionError(Exception):
+class SessionError(ServerError):
     """Root of this module's errors.
 
     Exception tree::

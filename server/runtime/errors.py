@@ -27,8 +27,10 @@ in the metrics (``faults_recovered``) with the last traceback.
 
 from __future__ import annotations
 
+from server.errors import ServerError
 
-class RuntimeFault(Exception):
+
+class RuntimeFault(ServerError):
     """Root of every exception raised by :mod:`server.runtime`."""
 
 

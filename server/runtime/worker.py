@@ -35,6 +35,7 @@ from typing import Any, Protocol
 from server.host import gil_enabled
 from server.runtime import messages as m
 from server.runtime.channels import Endpoint
+from server.runtime.errors import RuntimeFault
 from sim.config import WorldConfig
 from sim.kernels import make_shards
 from sim.shard import Border, Shard
@@ -54,11 +55,11 @@ FAULT_ENV = "PARATICK_FAULT_AT"
 STASH_TICKS = 2
 
 
-class InjectedFault(RuntimeError):
+class InjectedFault(RuntimeFault):
     """The test fault raised by ``fault_at``; never raised unless asked for."""
 
 
-class Stop(Exception):
+class Stop(RuntimeFault):
     """The coordinator asked the worker to leave its loop."""
 
 
