@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sim.config import WorldConfig
+from sim.entities import ID, RADIUS, VX, VY, X, Y
 from sim.rng import uniform
 
 
@@ -21,12 +22,12 @@ class Entity:
     __slots__ = ("eid", "r", "vx", "vy", "x", "y")
 
     def __init__(self, row: Sequence[Any]) -> None:
-        self.eid = row[0]
-        self.x = row[2]
-        self.y = row[3]
-        self.vx = row[4]
-        self.vy = row[5]
-        self.r = row[6]
+        self.eid = row[ID]
+        self.x = row[X]
+        self.y = row[Y]
+        self.vx = row[VX]
+        self.vy = row[VY]
+        self.r = row[RADIUS]
 
 
 class NaiveWorld:

@@ -69,7 +69,7 @@ from server.transport import (
     descriptor_budget,
 )
 from sim.config import WorldConfig
-from sim.entities import InputRow
+from sim.entities import IN_SEQ, InputRow
 from sim.world import spawn
 
 #: Transports (handshakes included) admitted per address beyond ``max_per_address``, so that a
@@ -531,7 +531,7 @@ class GameServer:
             start - t for _, _, t in pending.values() if t is not None)
         applied = self._applied
         for sid, row, _ in pending.values():
-            applied[sid] = row[1]
+            applied[sid] = row[IN_SEQ]
         if len(applied) > 2 * len(players) + 64:  # forget sessions that ended (bounded dict)
             live = {p[0] for p in players} | {sid for sid, _, _ in pending.values()}
             for sid in [sid for sid in applied if sid not in live]:

@@ -42,6 +42,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 from server.protocol import CODECS, WireEntity, quantise
+from sim.entities import V_ID, V_X, V_Y
 
 #: Snapshots kept per client as delta baselines.  A client acks a snapshot about one round trip
 #: after it was sent; 32 snapshots at 20 Hz cover 1.6 s of round trip before deltas fall back
@@ -78,13 +79,14 @@ class _Index:
         self.cell = cell
         inv = 1.0 / cell
         # view_rows() lists the shard's own entities first (sim.shard.Shard.view_rows).
-        self.own: dict[int, Sequence[Any]] = {r[0]: r for r in rows[:owned]}
+        self.own: dict[int, Sequence[Any]] = {r[V_ID]: r for r in rows[:owned]}
         self.wire: dict[int, WireEntity] = {}
         #: codec name -> {entity id: that entity encoded alone}, filled lazily like ``wire``.
         self.frags: dict[str, dict[int, Any]] = {}
         grid: dict[tuple[int, int], list[Sequence[Any]]] = {}
+        ix, iy = V_X, V_Y
         for r in rows:
-            key = (int(r[2] * inv), int(r[3] * inv))
+            key = (int(r[ix] * inv), int(r[iy] * inv))
             bucket = grid.get(key)
             if bucket is None:
                 grid[key] = [r]
@@ -100,16 +102,17 @@ class _Index:
         out: dict[int, WireEntity] = {}
         grid = self.grid
         wire = self.wire
+        iid, ix, iy = V_ID, V_X, V_Y  # locals: the loop below runs for every client and tick
         for gx in (cx - 1, cx, cx + 1):
             for gy in (cy - 1, cy, cy + 1):
                 bucket = grid.get((gx, gy))
                 if bucket is None:
                     continue
                 for r in bucket:
-                    dx = r[2] - x
-                    dy = r[3] - y
+                    dx = r[ix] - x
+                    dy = r[iy] - y
                     if dx * dx + dy * dy <= r2:
-                        eid = r[0]
+                        eid = r[iid]
                         w = wire.get(eid)
                         if w is None:
                             w = wire[eid] = quantise(r)
@@ -162,7 +165,7 @@ class SnapshotHook:
                     break
             else:
                 continue  # another worker owns this entity
-            current = idx.near(me[2], me[3], radius)
+            current = idx.near(me[V_X], me[V_Y], radius)
             payload = self._encode(tick, sid, codec_name, base, ack, current, idx)
             if payload is not None:
                 out.append((sid, payload))

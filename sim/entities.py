@@ -8,7 +8,7 @@ they are; kernels keep their own column layout internally and convert at the edg
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Final
 
 from sim.errors import InvalidInput
 
@@ -19,11 +19,41 @@ NPC = 1
 #: state: they travel with the entity on handoff, so a region border is invisible to a player.
 FIELDS = ("id", "kind", "x", "y", "vx", "vy", "radius", "heading", "score",
           "thrust", "turn", "action", "seq")
-ID, KIND, X, Y, VX, VY, RADIUS, HEADING, SCORE, THRUST, TURN, ACTION, SEQ = range(len(FIELDS))
+# Written out (not ``= range(...)``) so that type checkers see literal indices into the row tuple.
+ID: Final = 0
+KIND: Final = 1
+X: Final = 2
+Y: Final = 3
+VX: Final = 4
+VY: Final = 5
+RADIUS: Final = 6
+HEADING: Final = 7
+SCORE: Final = 8
+THRUST: Final = 9
+TURN: Final = 10
+ACTION: Final = 11
+SEQ: Final = 12
+assert FIELDS.index("seq") == SEQ and FIELDS.index("radius") == RADIUS
 
 Row = tuple[int, int, float, float, float, float, float, float, int, float, float, int, int]
 #: A player's input: (entity id, client sequence number, thrust, turn, action bits).
 InputRow = tuple[int, int, float, float, int]
+IN_ENTITY: Final = 0
+IN_SEQ: Final = 1
+IN_THRUST: Final = 2
+IN_TURN: Final = 3
+IN_ACTION: Final = 4
+#: Field order of a view row (what a shard shows of an entity to areas of interest and clients:
+#: :data:`sim.shard.ViewRow`), which is also the order of a snapshot's wire entity.
+VIEW_FIELDS = ("id", "kind", "x", "y", "vx", "vy", "heading", "score")
+V_ID: Final = 0
+V_KIND: Final = 1
+V_X: Final = 2
+V_Y: Final = 3
+V_VX: Final = 4
+V_VY: Final = 5
+V_HEADING: Final = 6
+V_SCORE: Final = 7
 
 _INTS = (ID, KIND, SCORE, ACTION, SEQ)
 _MAX_INT = 2**63 - 1

@@ -14,7 +14,7 @@ from typing import Any
 import msgpack
 
 from sim.config import WorldConfig
-from sim.entities import NPC, PLAYER, InputRow, Row, validate_input, validate_row
+from sim.entities import ID, NPC, PLAYER, InputRow, Row, X, Y, validate_input, validate_row
 from sim.errors import InvalidInput, SchemaError
 from sim.geometry import Layout
 from sim.kernels import make_shards
@@ -74,10 +74,10 @@ def partition(config: WorldConfig, rows: Iterable[Any], *, validate: bool = True
     for raw in rows:
         row = validate_row(raw, width=config.width, height=config.height,
                            max_radius=config.radius) if validate else raw
-        if row[0] in seen:
-            raise InvalidInput(f"duplicate entity id {row[0]}")
-        seen.add(row[0])
-        per[layout.region_of(row[2], row[3])].append(row)
+        if row[ID] in seen:
+            raise InvalidInput(f"duplicate entity id {row[ID]}")
+        seen.add(row[ID])
+        per[layout.region_of(row[X], row[Y])].append(row)
     return per
 
 
@@ -94,7 +94,7 @@ def normalise_inputs(inputs: Iterable[Any]) -> dict[int, InputRow]:
     out: dict[int, InputRow] = {}
     for inp in inputs:
         row = validate_input(inp)
-        out[row[0]] = row
+        out[row[ID]] = row
     return out
 
 

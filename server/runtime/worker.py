@@ -37,6 +37,7 @@ from server.runtime import messages as m
 from server.runtime.channels import Endpoint
 from server.runtime.errors import RuntimeFault
 from sim.config import WorldConfig
+from sim.entities import IN_ENTITY
 from sim.kernels import make_shards
 from sim.shard import Border, Shard
 
@@ -144,7 +145,7 @@ class WorkerCore:
         if tick != self.tick:
             raise m.MessageError(f"worker {self.w} is at tick {self.tick}, asked for {tick}")
         t0 = time.perf_counter()
-        norm = {row[0]: tuple(row) for row in inputs}
+        norm = {row[IN_ENTITY]: tuple(row) for row in inputs}
         adv_ms: list[float] = []
         attempt = 0
         while True:
