@@ -69,6 +69,22 @@ def alias(container: argparse._ActionsContainer, *names: str, of: argparse.Actio
                            default=argparse.SUPPRESS, help=argparse.SUPPRESS, **typed)
 
 
+def add_world_arguments(group: argparse._ActionsContainer, *, grid_example: str = "3x2",
+                        ) -> None:
+    """The world options ``paratick sim`` and ``paratick run`` share, with arena-20k's
+    defaults (one home: the digests of the two commands agree for the same options)."""
+    group.add_argument("--entities", type=int, default=20_000, metavar="N",
+                       help="entities in the world, players included (default 20000: arena-20k)")
+    group.add_argument("--players", type=int, default=0, metavar="P",
+                       help="entities 0..P-1 are players driven by scripted inputs (default 0)")
+    group.add_argument("--regions", default="4x4", metavar="RXxRY",
+                       help=f"region grid, e.g. 4x4, {grid_example} or 1 (default 4x4)")
+    size = group.add_argument("--world-size", type=float, default=2048.0, metavar="W",
+                              help="world width and height in world units (default 2048)")
+    alias(group, "--size", of=size)
+    group.add_argument("--seed", type=int, default=1, help="world seed (default 1)")
+
+
 class NoCommands(ServerError, RuntimeError):
     """Neither the installed metadata nor a checkout's pyproject.toml declares any command."""
 

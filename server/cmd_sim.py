@@ -16,6 +16,7 @@ import json
 import sys
 import time
 
+from server.cli import add_world_arguments
 from server.host import interpreter
 from sim.config import WorldConfig, parse_grid
 from sim.errors import SimError
@@ -39,20 +40,12 @@ PROGRESS_EVERY_S = 2.0
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     w = parser.add_argument_group("world")
-    w.add_argument("--entities", type=int, default=20_000, metavar="N",
-                   help="entities in the world, players included (default 20000: arena-20k)")
-    w.add_argument("--players", type=int, default=0, metavar="P",
-                   help="entities 0..P-1 are players driven by scripted inputs (default 0)")
-    w.add_argument("--regions", default="4x4", metavar="RXxRY",
-                   help="region grid, e.g. 4x4, 3x2 or 1 (default 4x4)")
-    w.add_argument("--world-size", type=float, default=2048.0, metavar="W",
-                   help="world width and height in world units (default 2048)")
+    add_world_arguments(w)
     w.add_argument("--tick-rate", type=float, default=30.0, metavar="HZ",
                    help="ticks per second of game time: each tick advances 1/HZ s (default 30; "
                         "sim itself ticks as fast as it can)")
     w.add_argument("--kernel", default="python", choices=KERNELS,
                    help="tick kernel (default python)")
-    w.add_argument("--seed", type=int, default=1, help="world seed (default 1)")
     r = parser.add_argument_group("run")
     r.add_argument("--ticks", type=int, default=300, metavar="T",
                    help="timed ticks (default 300, ten seconds of game time at 30 Hz)")

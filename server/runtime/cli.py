@@ -14,7 +14,7 @@ import sys
 import time
 from typing import Any
 
-from server.cli import alias
+from server.cli import add_world_arguments, alias
 from sim.kernels import KERNELS
 
 HELP = "tick a sharded world on inline/threads/interpreters/processes workers; print MSPT + digest"
@@ -37,16 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from server.runtime.runtime import BACKENDS
 
     w = parser.add_argument_group("world")
-    w.add_argument("--entities", type=int, default=20_000, metavar="N",
-                   help="entities in the world, players included (default 20000: arena-20k)")
-    w.add_argument("--players", type=int, default=0, metavar="P",
-                   help="entities 0..P-1 are players driven by scripted inputs (default 0)")
-    w.add_argument("--regions", default="4x4", metavar="RXxRY",
-                   help="region grid, e.g. 4x4, 8x2 or 1 (default 4x4)")
-    size = w.add_argument("--world-size", type=float, default=2048.0, metavar="W",
-                          help="world width and height in world units (default 2048)")
-    alias(w, "--size", of=size)
-    w.add_argument("--seed", type=int, default=1, help="world seed (default 1)")
+    add_world_arguments(w, grid_example="8x2")
     g = parser.add_argument_group("runtime")
     g.add_argument("--backend", choices=BACKENDS, default="threads",
                    help="where the workers run (default threads)")

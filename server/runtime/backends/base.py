@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import threading
+import time
+from collections.abc import Callable
 
 from server.runtime import messages as m
 from server.runtime.channels import Endpoint
@@ -30,6 +33,25 @@ class Crew:
     def close(self) -> None:
         """Release the channels (after :meth:`join`)."""
         self.ep.close()
+
+
+class ThreadedCrew(Crew):
+    """A crew whose workers are run by threads of this process (threads, interpreters)."""
+
+    threads: list[threading.Thread]
+
+    def dead(self) -> list[int]:
+        return [w for w, t in enumerate(self.threads) if not t.is_alive()]
+
+    def join(self, deadline: float) -> None:
+        for t in self.threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+
+    def spawn(self, w: int, name: str, body: Callable[[], None]) -> None:
+        """Run ``body`` as worker ``w`` on a daemon thread."""
+        t = threading.Thread(target=body, name=f"paratick-{name}-{w}", daemon=True)
+        self.threads.append(t)
+        t.start()
 
 
 def post_exit(ep: Endpoint, coord: int, w: int, detail: str) -> None:

@@ -5,13 +5,12 @@ from __future__ import annotations
 import os
 import sys
 import threading
-import time
 from collections.abc import Sequence
 from typing import Any
 
 import msgpack
 
-from server.runtime.backends.base import Crew, post_exit
+from server.runtime.backends.base import ThreadedCrew, post_exit
 from server.runtime.channels import InterpHub, capacity
 
 #: What a worker subinterpreter runs: the parent's import path, then the worker's entry point.
@@ -23,7 +22,7 @@ interp_main(PARATICK_SPEC, PARATICK_INDEX, PARATICK_DESC, PARATICK_COORD)
 """
 
 
-class InterpreterCrew(Crew):
+class InterpreterCrew(ThreadedCrew):
     """One subinterpreter per worker, each run by a thread of this process."""
 
     def __init__(self, specs: Sequence[dict[str, Any]]) -> None:
@@ -47,17 +46,11 @@ class InterpreterCrew(Crew):
                 err = interp.run(iid, BOOT)
                 post_exit(notify, n, w, err or "")
 
-            t = threading.Thread(target=body, name=f"paratick-interp-{w}", daemon=True)
-            self.threads.append(t)
-            t.start()
-
-    def dead(self) -> list[int]:
-        return [w for w, t in enumerate(self.threads) if not t.is_alive()]
+            self.spawn(w, "interp", body)
 
     def join(self, deadline: float) -> None:
         from server.runtime import interp
-        for t in self.threads:
-            t.join(max(0.0, deadline - time.monotonic()))
+        super().join(deadline)
         for iid, t in zip(self.interps, self.threads, strict=False):
             if not t.is_alive():  # a hung interpreter cannot be destroyed while it runs
                 interp.destroy(iid)

@@ -6,12 +6,12 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from server.runtime.backends.base import Crew, post_exit
+from server.runtime.backends.base import ThreadedCrew, post_exit
 from server.runtime.channels import Endpoint, ThreadHub, capacity
 from server.runtime.worker import thread_main
 
 
-class ThreadCrew(Crew):
+class ThreadCrew(ThreadedCrew):
     """One thread per worker; a deque inbox per participant plus a wake-up pipe."""
 
     def __init__(self, specs: Sequence[dict[str, Any]]) -> None:
@@ -27,17 +27,7 @@ class ThreadCrew(Crew):
                 thread_main(spec, ep, n)
                 post_exit(notify, n, w, "")
 
-            t = threading.Thread(target=body, name=f"paratick-worker-{w}", daemon=True)
-            self.threads.append(t)
-            t.start()
-
-    def dead(self) -> list[int]:
-        return [w for w, t in enumerate(self.threads) if not t.is_alive()]
-
-    def join(self, deadline: float) -> None:
-        import time
-        for t in self.threads:
-            t.join(max(0.0, deadline - time.monotonic()))
+            self.spawn(w, "worker", body)
 
     def close(self) -> None:
         super().close()
