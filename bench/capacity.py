@@ -524,9 +524,7 @@ def run(args: argparse.Namespace) -> int:
 
     plan = plan_from_args(args)
     root = repo_root()
-    interpreters = {b.name: env.probe(b.python, b.environ(root), cwd=str(root))
-                    for b in plan.builds}
-    environment = env.capture(root, interpreters)
+    environment = env.capture_builds(root, plan.builds)
     n = len(configs_for(plan))
     print(f"paratick bench capacity: {n} configurations, up to {plan.max_probes} probes of "
           f"{plan.seconds:g} s each at {plan.rate:g} Hz, builds {[b.name for b in plan.builds]}",

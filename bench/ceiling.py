@@ -45,14 +45,10 @@ exec(SPIN_SOURCE, _ns)
 #: spin(n) -> int: n iterations of a linear congruential step; pure, local, deterministic.
 spin: Callable[[int], int] = _ns["spin"]  # type: ignore[assignment]
 
-def _run_threads(workers: int, iters: int, clock: TimeSource) -> float:
-    barrier = threading.Barrier(workers + 1)
-
-    def body() -> None:
-        barrier.wait()
-        spin(iters)
-
-    threads = [threading.Thread(target=body) for _ in range(workers)]
+def released_together(threads: list[threading.Thread], barrier: threading.Barrier,
+                      clock: TimeSource) -> float:
+    """Start ``threads`` (each waits on ``barrier``), release them at once, and return the
+    seconds until the last one ends."""
     for t in threads:
         t.start()
     barrier.wait()
@@ -60,6 +56,17 @@ def _run_threads(workers: int, iters: int, clock: TimeSource) -> float:
     for t in threads:
         t.join()
     return clock() - t0
+
+
+def _run_threads(workers: int, iters: int, clock: TimeSource) -> float:
+    barrier = threading.Barrier(workers + 1)
+
+    def body() -> None:
+        barrier.wait()
+        spin(iters)
+
+    return released_together([threading.Thread(target=body) for _ in range(workers)], barrier,
+                             clock)
 
 
 def _run_interpreters(workers: int, iters: int, clock: TimeSource) -> float:
@@ -78,14 +85,8 @@ def _run_interpreters(workers: int, iters: int, clock: TimeSource) -> float:
             if err is not None:
                 errors.append(err)
 
-        threads = [threading.Thread(target=body, args=(iid,)) for iid in ids]
-        for t in threads:
-            t.start()
-        barrier.wait()
-        t0 = clock()
-        for t in threads:
-            t.join()
-        elapsed = clock() - t0
+        elapsed = released_together(
+            [threading.Thread(target=body, args=(iid,)) for iid in ids], barrier, clock)
         if errors:
             raise RuntimeError(f"spin failed in a subinterpreter: {errors[0]}")
         return elapsed

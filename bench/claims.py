@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import stats
+from bench.ceiling import released_together
 from bench.summary import claims_table
 from server.cli import alias
 
@@ -70,6 +71,16 @@ CLAIMS: dict[str, tuple[str, str]] = {
 }
 
 _clock = time.perf_counter
+
+
+def _round_trips(a: Any, payload: bytes, rounds: int) -> float:
+    """Seconds for ``rounds`` exchanges on endpoint ``a``: send to participant 1, wait for
+    its echo."""
+    t0 = _clock()
+    for _ in range(rounds):
+        a.send(1, payload)
+        a.recv(timeout=30)
+    return _clock() - t0
 
 
 # --- probes: run inside the interpreter under test ---------------------------------------------
@@ -123,14 +134,8 @@ def probe_startup(n: int, repeats: int) -> dict[str, Any]:
         with lock:
             ids.append(iid)
 
-    threads = [threading.Thread(target=make) for _ in range(n)]
-    for th in threads:
-        th.start()
-    barrier.wait()
-    t0 = _clock()
-    for th in threads:
-        th.join()
-    together = (_clock() - t0) * 1000
+    together = released_together([threading.Thread(target=make) for _ in range(n)], barrier,
+                                 _clock) * 1000
     for iid in ids:
         _interpreters.destroy(iid)
     procs = []
@@ -310,11 +315,7 @@ def _rt_pingpong_interp(payload: bytes, rounds: int) -> float:
     errors: list[object] = []
     th = threading.Thread(target=lambda: errors.append(_interpreters.exec(iid, code)))
     th.start()
-    t0 = _clock()
-    for _ in range(rounds):
-        a.send(1, payload)
-        a.recv(timeout=30)
-    dt = _clock() - t0
+    dt = _round_trips(a, payload, rounds)
     th.join()
     _interpreters.destroy(iid)
     hub.close()
@@ -337,11 +338,7 @@ def _rt_pingpong_process(payload: bytes, rounds: int) -> float:
     p = subprocess.Popen([sys.executable, "-c", code], pass_fds=(child_sock.fileno(),))
     child_sock.close()
     a = ch.FdEndpoint(0, {1: mesh[0][1]})
-    t0 = _clock()
-    for _ in range(rounds):
-        a.send(1, payload)
-        a.recv(timeout=30)
-    dt = _clock() - t0
+    dt = _round_trips(a, payload, rounds)
     a.close()
     p.wait(timeout=30)
     return dt
@@ -517,10 +514,9 @@ def run(args: argparse.Namespace) -> int:
                 ["--probe", "kernel", "--entities", str(args.entities),
                  "--ticks", str(ticks)]))
     rows = judge(per_build, kernel)
-    interpreters = {b.name: env.probe(b.python, b.environ(root), cwd=str(root)) for b in builds}
     section = {"created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
                "command": ["paratick", "bench", "claims", *sys.argv[3:]],
-               "environment": env.capture(root, interpreters), "claims": rows,
+               "environment": env.capture_builds(root, builds), "claims": rows,
                "raw": {"probes": per_build, "kernel": kernel}}
     out = args.out or schema.results_dir(quick=args.quick)
     schema.save_section(out, "claims", section)

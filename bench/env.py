@@ -18,7 +18,7 @@ import socket
 import subprocess
 import sys
 import sysconfig
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +147,12 @@ def machine() -> dict[str, Any]:
 def build_label() -> str:
     """``3.13`` or ``3.13t``: names the result file of a benchmark run once per interpreter."""
     return f"{sys.version_info.major}.{sys.version_info.minor}{'t' if free_threaded() else ''}"
+
+
+def capture_builds(root: Path, builds: Iterable[Any]) -> dict[str, Any]:
+    """:func:`capture` with a :func:`probe` of every build's interpreter (``bench.builds``)."""
+    return capture(root, {b.name: probe(b.python, b.environ(root), cwd=str(root))
+                          for b in builds})
 
 
 def capture(root: Path, interpreters: Mapping[str, dict[str, Any]] | None = None,

@@ -448,10 +448,9 @@ def run(args: argparse.Namespace) -> int:
                              "entities": ents,
                              "bots_fixed": args.search_bots, "bots": nbots,
                              "entities_fixed": args.npcs})
-    interpreters = {b.name: env.probe(b.python, b.environ(root), cwd=str(root)) for b in builds}
     section = {"created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
                "command": ["paratick", "bench", "load", *sys.argv[3:]],
-               "environment": env.capture(root, interpreters),
+               "environment": env.capture_builds(root, builds),
                "params": {"tick_rate": TICK_RATE, "mspt_budget_ms": MSPT_BUDGET_MS,
                           "settle_s": SETTLE_S,
                           "ack_p99_ms": ACK_P99_MS, "duration_s": duration,

@@ -366,9 +366,7 @@ def run(args: argparse.Namespace) -> int:
 
     plan = plan_from_args(args)
     root = repo_root()
-    interpreters = {b.name: env.probe(b.python, b.environ(root), cwd=str(root))
-                    for b in plan.builds}
-    environment = env.capture(root, interpreters)
+    environment = env.capture_builds(root, plan.builds)
     n_cells = len(cells_for(plan))
     print(f"paratick bench scaling: {n_cells} cells x {plan.repeats} repeats, "
           f"{plan.ticks} ticks (+{plan.warmup} warm-up), "
