@@ -99,6 +99,19 @@ class Shard(ABC):
         except (KeyError, TypeError) as exc:
             raise SchemaError(f"not a shard checkpoint: {exc}") from exc
 
+    def checkpoint(self) -> Any:
+        """An in-memory checkpoint for :meth:`rollback` (fault recovery inside one worker).
+
+        Unlike :meth:`state` it need not be encodable, only cheap: a kernel may hand back its
+        own copies (the numpy kernel copies its arrays instead of listing every entity).
+        """
+        return self.state()
+
+    def rollback(self, checkpoint: Any) -> None:
+        """Return to a :meth:`checkpoint` of this shard (which stays valid for another
+        rollback)."""
+        self.restore(checkpoint)
+
     # ---- the tick -------------------------------------------------------------------------------
     @abstractmethod
     def absorb(self, borders: Iterable[Border]) -> None:

@@ -44,8 +44,8 @@ from sim.shard import Border, Shard
 #: Attempts at a failing tick after the first (a deterministic bug fails every time; a transient
 #: one - memory pressure, an injected fault - passes on the first retry).
 MAX_RETRIES = 2
-#: Ticks between shard checkpoints.  ``shard.state()`` copies every row (a quarter of a tick's
-#: cost when taken every tick); between checkpoints the worker logs each tick's inputs and
+#: Ticks between shard checkpoints.  ``shard.checkpoint()`` copies every row (the numpy kernel:
+#: its arrays); between checkpoints the worker logs each tick's inputs and
 #: inbound borders (references it holds anyway) and a recovery replays them from the checkpoint.
 #: 32 ticks (~1 s at 30 Hz) makes the copy ~1 % of the run and bounds the replay.
 CHECKPOINT_EVERY = 32
@@ -208,7 +208,7 @@ class WorkerCore:
         return out, ms
 
     def _checkpoint(self) -> None:
-        self._ckpt = {r: self.shards[r].state() for r in self.regions}
+        self._ckpt = {r: self.shards[r].checkpoint() for r in self.regions}
         self._ckpt_tick = self.tick
         self._log.clear()
 
@@ -218,7 +218,7 @@ class WorkerCore:
         if attempt >= MAX_RETRIES or not (self.checkpointing and self._ckpt):
             raise exc
         for r in self.regions:
-            self.shards[r].restore(self._ckpt[r])
+            self.shards[r].rollback(self._ckpt[r])
         # Replay the ticks completed since the checkpoint from the message log: same state,
         # inputs and borders give the same bytes (the borders they emit were sent already).
         for tick, inputs, view, inbound in self._log:

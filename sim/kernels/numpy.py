@@ -40,6 +40,7 @@ reports a clear error.  Nothing else in :mod:`sim` imports numpy.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -605,6 +606,10 @@ class NumpyShard(Shard):
         return (_CODE_W @ C.reshape(3, -1)).reshape(2, -1)
 
 
+#: NumpyGroup's checkpoint bookkeeping, never part of a checkpoint itself.
+_BOOKKEEPING = frozenset({"_ckpt_cache", "_version", "_rolled_back", "_rollback_version"})
+
+
 class NumpyGroup:
     """The regions one thread owns, in one array set, ticked as one.
 
@@ -659,6 +664,11 @@ class NumpyGroup:
             got = list(rows_by_region[region])
             rows.extend(got)
             labels.extend([region] * len(got))
+        #: Bumped by every change of state: a checkpoint is taken once per version.
+        self._version = 0
+        self._ckpt_cache: tuple[int, dict[str, Any]] | None = None
+        self._rolled_back: dict[str, Any] | None = None
+        self._rollback_version = -1
         self._set(rows, np.array(labels, dtype=np.int64))
         cell = 2.0 * config.radius * CELL_SLACK
         self._cell = cell
@@ -784,12 +794,44 @@ class NumpyGroup:
             counts = self._counts = {r: int(c[r]) for r in self.regions}
         return counts[region]
 
+    #: What a checkpoint leaves out: set once in __init__ and never changed after (the
+    #: configuration, the layout and its tables, the facades).
+    _FIXED = frozenset({"config", "layout", "regions", "shards", "_by_region", "_member",
+                        "_frontier", "_foreign", "_reach", "_first_table", "_wp", "_cell",
+                        "_inv_cell", "_span", "_rw", "_rh", "_empty"})
+
+    def checkpoint(self) -> dict[str, Any]:
+        """Everything that changes as the group ticks, copied (numpy arrays by memcpy): taken
+        once per state however many facades ask (:meth:`GroupShard.checkpoint`)."""
+        cached = self._ckpt_cache
+        if cached is not None and cached[0] == self._version:
+            return cached[1]
+        memo: dict[int, Any] = {}
+        state = {k: copy.deepcopy(v, memo) for k, v in vars(self).items()
+                 if k not in self._FIXED and k not in _BOOKKEEPING}
+        self._ckpt_cache = (self._version, state)
+        return state
+
+    def rollback(self, state: dict[str, Any]) -> None:
+        """Return to :meth:`checkpoint`'s ``state`` (copied again: it stays valid); the first
+        facade to ask does it, the others find the group there already."""
+        if self._rolled_back is state and self._version == self._rollback_version:
+            return
+        memo: dict[int, Any] = {}
+        for k, v in state.items():
+            setattr(self, k, copy.deepcopy(v, memo))
+        self._version += 1
+        self._rolled_back = state
+        self._rollback_version = self._version
+        self._ckpt_cache = None
+
     def replace_region(self, region: int, rows: Sequence[Row], ghosts: Sequence[float]) -> None:
         """Make ``rows`` the entities of ``region`` (restore from a checkpoint).
 
         Of the ghosts, only those of entities owned outside the group are kept: the others are
         copies of entities the group holds.
         """
+        self._version += 1
         keep = self._lab != region
         old = _to_rows(self._f.compress(keep, axis=1), self._i.compress(keep, axis=1))
         labels = np.concatenate((self._lab.compress(keep),
@@ -812,6 +854,7 @@ class NumpyGroup:
     # ---- the tick ----------------------------------------------------------------------------
     def absorb(self, region: int, borders: Iterable[Border]) -> list[ViewRow]:
         """Take borders addressed to ``region``; returns their view rows."""
+        self._version += 1
         views: list[ViewRow] = []
         gin = self._gin[region]
         for hand, ghosts, view in borders:
@@ -827,6 +870,7 @@ class NumpyGroup:
     def step(self, region: int, tick: int, inputs: Mapping[int, InputRow], view: bool,
              ) -> dict[int, Border]:
         """Advance ``region``: the first region of a tick advances the whole group."""
+        self._version += 1
         if not self._pending:
             self._out = self._tick(tick, inputs, view)
             self._at = tick
@@ -1197,3 +1241,12 @@ class GroupShard(Shard):
 
     def emit(self, *, view: bool = False) -> dict[int, Border]:
         return self._group.emit(view)[self.region]
+
+    def checkpoint(self) -> Any:
+        # The group's arrays, copied once for all its facades, and this region's view rows.
+        return self._group.checkpoint(), list(self._view_in)
+
+    def rollback(self, checkpoint: Any) -> None:
+        state, view_in = checkpoint
+        self._group.rollback(state)
+        self._view_in = list(view_in)
