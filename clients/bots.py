@@ -23,7 +23,7 @@ import multiprocessing
 import os
 import random
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -84,6 +84,7 @@ class BotResult:
     latencies_ms: list[float] = field(default_factory=list)
     lost_acks: int = 0
     validating: bool = True          # decoded and applied every snapshot (else: headers only)
+    gateway: int | None = None       # the server's gateway that served it (from welcome)
     messages_in: int = 0             # every frame received
 
 
@@ -149,6 +150,7 @@ async def run_bot(url: str, index: int, *, behaviour: str, seed: int, input_rate
             res.failed = f"expected welcome, got {welcome!r:.100}"
             return res
         res.connected = True
+        res.gateway = welcome.gateway
         await _play(ws, codec, welcome, res, behaviour if validate else "wander", rng,
                     input_rate, until, clock, validate)
     except (ConnectionClosed, OSError) as exc:
@@ -437,6 +439,8 @@ def report(spec: FleetSpec, results: list[BotResult], samples: list[dict[str, An
     return {
         "bots": spec.bots, "processes": processes, "behaviour": spec.behaviour,
         "validating": sum(1 for r in results if r.validating),
+        "gateways": {str(g): n for g, n in sorted(Counter(
+            r.gateway for r in results if r.connected and r.gateway is not None).items())},
         "seed": spec.seed, "duration_s": spec.duration, "elapsed_s": elapsed,
         "connected": len(connected), "failed": sum(1 for r in results if r.failed),
         "dropped": sum(1 for r in results if r.dropped),
@@ -500,6 +504,8 @@ def format_report(rep: dict[str, Any]) -> str:
         ("server snapshots dropped", str(srv["snapshots_dropped"])),
         ("server shard MSPT p99 (runtime)", _shards(srv.get("runtime"))),
         ("errors received", json.dumps(rep["errors"]) if rep["errors"] else "none"),
+        ("bots per server gateway", ", ".join(f"gateway {g}: {n}" for g, n in
+                                              rep.get("gateways", {}).items()) or "-"),
         ("bot CPU per message (validating)", "-" if rep.get("bot_cpu_us_per_message") is None
          else f"{rep['bot_cpu_us_per_message']:.0f} us ({rep['validating']} of {rep['bots']} "
               "bots validate every message)"),

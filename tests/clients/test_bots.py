@@ -84,3 +84,17 @@ def test_a_lean_fleet_measures_with_a_validating_sample(server: ServerThread) ->
     assert rep["latency_ms"]["samples"] > 0 and rep["snapshots_per_bot_s"] > 5
     assert rep["bot_cpu_s"] > 0 and rep["bot_cpu_us_per_message"] > 0
     assert "bot CPU per message" in format_report(rep)
+
+
+def test_bots_report_the_gateways_that_served_them() -> None:
+    st = ServerThread(WORLD, ServerSettings(port=0, players=16, npcs=20, backend="inline",
+                                            gateways=2), runtime_factory=Runtime)
+    st.start()
+    try:
+        spec = FleetSpec(url=st.url, bots=12, ramp=200.0, duration=0.5)
+        rep = asyncio.run(run_fleet(spec, processes=1))
+    finally:
+        st.stop()
+    assert rep["connected"] == 12
+    assert sum(rep["gateways"].values()) == 12 and set(rep["gateways"]) <= {"0", "1"}
+    assert "gateway 0" in format_report(rep) or "gateway 1" in format_report(rep)
