@@ -44,6 +44,8 @@ from typing import TYPE_CHECKING, Any
 
 from server.connection import (
     CLOSE_INTERNAL,
+    CLOSE_POLICY,
+    CLOSE_TOO_BIG,
     TIMER_RESOLUTION,
     ByeReceived,
     CloseConnection,
@@ -73,6 +75,10 @@ HARD_FRAME_FACTOR = 16
 #: the remaining connections are aborted, so SIGINT/SIGTERM always stop the server within about
 #: twice this (flush, then the closing handshakes websockets waits for).
 FLUSH_TIMEOUT = 2.0
+#: Close codes for a peer that broke the rules: its input is discarded from then on and its
+#: connection closed without waiting for its close frame
+#: (:meth:`server.transport.GuardedConnection.fail`).
+MISBEHAVIOUR = frozenset({CLOSE_POLICY, CLOSE_TOO_BIG})
 #: Event-loop lag samples kept for the p99 in /stats (one per timer tick: a minute).
 LAG_WINDOW = 120
 
@@ -227,8 +233,12 @@ class Gateway:
                 count["messages_out"] += 1
                 count["bytes_out"] += len(data)
             if conn.close_code is not None:
-                # Closing here (not in the reader) also ends the reader's ``async for``.
-                await ws.close(conn.close_code, conn.close_reason)
+                # Closing here (not in the reader) also ends the reader's ``async for``.  A peer
+                # that broke the rules is not waited for: it may never stop sending.
+                if conn.close_code in MISBEHAVIOUR:
+                    ws.fail(conn.close_code, conn.close_reason)
+                else:
+                    await ws.close(conn.close_code, conn.close_reason)
                 return
 
     def _apply(self, c: Client, events: list[Event]) -> None:
@@ -245,6 +255,8 @@ class Gateway:
             elif isinstance(ev, HelloReceived):
                 self._apply(c, self.hub.claim(c, ev.hello))
             elif isinstance(ev, CloseConnection):
+                if ev.code in MISBEHAVIOUR:
+                    c.ws.discard_input()  # nothing more it sends is worth parsing
                 c.wake.set()  # the writer flushes what is queued, then closes
             else:
                 assert isinstance(ev, ByeReceived)

@@ -12,8 +12,11 @@ than the last: one such client froze every player.  :class:`GuardedConnection` (
 1. **Control-frame budget.**  Incoming bytes are fed to the protocol in slices of
    :data:`READ_SLICE` bytes; after each slice the pings and pongs it held are charged to the
    connection's :class:`~server.connection.ControlBudget`.  Over budget, the queued pongs are
-   dropped, the connection is failed with 1008, reading stops, and the transport is closed once
-   the close frame is flushed (aborted after :data:`CLOSE_GRACE` if it cannot be).
+   dropped and the connection is failed with 1008 (:meth:`GuardedConnection.fail`): reading
+   stops, and the transport is closed once the close frame is flushed (aborted after
+   :data:`CLOSE_GRACE` if it cannot be).  The gateway fails connections the same way when the
+   connection rules close them for misbehaviour (bad data, floods, oversized frames), so a peer
+   that keeps sending after its close frame costs nothing more.
 2. **One write per batch.**  All frames the protocol queued are joined into one
    ``transport.write``, so the transport's buffer holds few large chunks, not one per pong.
 3. **Read backpressure.**  When the transport's buffer passes its high-water mark
@@ -148,10 +151,11 @@ class GuardedConnection(ServerConnection):
         super().__init__(*args, **kwargs)
         self.guard = guard
         self._budget = ControlBudget(guard.limits.control, self.loop.time())
-        self._holds: set[str] = set()   # reasons reading is paused: "queue", "write"
+        self._holds: set[str] = set()   # reasons reading is paused: "queue", "write", "discard"
         self._stall: asyncio.TimerHandle | None = None
         self._address: str | None = None
         self._failed = False
+        self._discarding = False
         self._seen_data = False
 
     # ---- reading holds ----------------------------------------------------------------------
@@ -213,7 +217,7 @@ class GuardedConnection(ServerConnection):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._failed:
+        if self._failed or self._discarding:
             return  # failed: the rest of the input is discarded unread
         protocol = self.protocol
         if not self._seen_data:
@@ -225,6 +229,8 @@ class GuardedConnection(ServerConnection):
                 self.transport.close()
                 return
         for start in range(0, len(data), READ_SLICE):
+            if self._discarding:
+                return
             protocol.receive_data(data[start:start + READ_SLICE] if len(data) > READ_SLICE
                                   else data)
             events = protocol.events_received()
@@ -247,15 +253,30 @@ class GuardedConnection(ServerConnection):
                 self.process_event(event)
 
     def _fail_flood(self) -> None:
-        self._failed = True
         with self.guard.lock:
             self.guard.counters["control_flood"] += 1
         self.protocol.data_to_send()  # drop the pongs queued for this slice
-        self.protocol.fail(CLOSE_POLICY, "too many control frames")
+        self.fail(CLOSE_POLICY, "too many control frames")
+
+    def discard_input(self) -> None:
+        """Stop reading: whatever the peer sends from now on is discarded unread (the connection
+        is about to be failed with :meth:`fail`, once what is queued for it is flushed)."""
+        self._discarding = True
+        self._hold("discard", True)
+
+    def fail(self, code: int, reason: str) -> None:
+        """Close with ``code`` now, without waiting for the peer's close frame.
+
+        For a peer that broke the rules: the close frame is sent, reading stops at once (reading
+        only to discard would let the peer keep a core busy parsing frames it keeps sending),
+        and the transport is closed once the frame is flushed, or aborted after
+        :data:`CLOSE_GRACE` if it cannot be.
+        """
+        if self._failed:
+            return
+        self._failed = True
+        self.protocol.fail(code, reason)
         self.send_data()
-        # Stop reading now (reading only to discard would let the peer keep a core busy) and
-        # close once the close frame is flushed; a peer that never reads it is cut off after
-        # CLOSE_GRACE.
         self.transport.close()
         self.loop.call_later(CLOSE_GRACE, self.transport.abort)
 
