@@ -13,7 +13,7 @@ import argparse
 import sys
 from types import ModuleType
 
-from bench import capacity, claims, load, report, scaling, sim_kernels, snapshots, soak
+from bench import capacity, claims, load, report, scaling, sim_kernels, snapshots, soak, spectators
 from bench.errors import BenchError
 
 HELP = "measure tick-rate scaling, load capacity, kernel and snapshot costs, and common claims"
@@ -34,6 +34,8 @@ environment (CPU, interpreter builds, GIL state per worker, git commit) is saved
   paratick bench report DIR          rebuild report.md and plots from DIR/results.json
   paratick bench soak                a ping flood, then 10 minutes of churn and hostile
                                      clients: snapshot rate, welcome time, memory, errors
+  paratick bench spectators          tick MSPT with 0 vs 10 spectators (the live page),
+                                     interleaved A/B rounds, median ratio with spread
 
 Results go to --out: by default bench/results/<date>-<host>/ in a source checkout, and
 paratick-results/<date>-<host>/ in the current directory where paratick is installed
@@ -50,6 +52,7 @@ SUBCOMMANDS: dict[str, tuple[ModuleType, str]] = {
     "snapshots": (snapshots, "microseconds per client snapshot, msgpack C vs pure Python"),
     "report": (report, "rebuild report.md and plots from a results folder"),
     "soak": (soak, "a ping flood, then minutes of churn and hostile clients"),
+    "spectators": (spectators, "tick cost of spectators: MSPT with 0 vs 10 of them"),
 }
 
 

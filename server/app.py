@@ -23,9 +23,17 @@ one job per playing session; the runtime's workers run :class:`server.snapshots.
 parallel and return encoded frames, which the hub hands to each gateway with one call per
 gateway per tick.
 
-HTTP on the same port (``process_request`` of every gateway): ``GET /stats`` (JSON) and
+Spectators (:mod:`server.spectators`) watch the whole world: :meth:`GameServer.watch` grants a
+place under ``max_spectators``; while any is connected the ticker adds one world job to a tick
+at most :data:`~server.spectators.VIEW_RATE` times a second, the workers return a strided sample
+of their shards, and :meth:`GameServer._post` publishes it on the :class:`ViewBoard
+<server.spectators.ViewBoard>`, from which the gateways build, encode and send the view.
+
+HTTP on the same port (``process_request`` of every gateway): ``GET /stats`` (JSON),
 ``GET /metrics`` (Prometheus text format, :mod:`server.exposition`: counters, gauges and the
-tick-duration and input-latency histograms the hub keeps).
+tick-duration and input-latency histograms the hub keeps), and the live page: ``GET /`` and its
+assets, the files of ``server/web/`` (:data:`STATIC`), read once at import.  Any other plain
+GET is 404; a websocket handshake goes on whatever its path.
 """
 
 from __future__ import annotations
@@ -44,7 +52,7 @@ from dataclasses import asdict, dataclass, field
 from http import HTTPStatus
 from typing import Any
 
-from server import exposition, host
+from server import exposition, host, spectators
 from server.clock import TimeSource
 from server.connection import (
     CLOSE_GOING_AWAY,
@@ -56,7 +64,7 @@ from server.connection import (
     Event,
 )
 from server.gateway import Client, Gateway, GatewayThread
-from server.protocol import ErrorCode, Hello, Input, Welcome
+from server.protocol import ErrorCode, Hello, Input, Spectate, Watching, Welcome
 from server.sessions import BadToken, PoolExhausted, SessionTable
 from server.snapshots import Job
 from server.ticker import Ticker
@@ -70,6 +78,7 @@ from server.transport import (
 )
 from sim.config import WorldConfig
 from sim.entities import IN_SEQ, InputRow
+from sim.geometry import Layout
 from sim.world import spawn
 
 #: Transports (handshakes included) admitted per address beyond ``max_per_address``, so that a
@@ -83,6 +92,41 @@ _CONTROL = ControlLimits()
 _TRANSPORT = TransportLimits()
 #: More gateways than this would only add threads that contend for the same cores.
 MAX_GATEWAYS = 64
+
+
+def _load_static() -> dict[str, tuple[str, str]]:
+    """The live page's files (``server/web/``) by URL path: (text, Content-Type).
+
+    Only files directly in the folder with a known type are served, looked up by exact name: a
+    path naming anything else (``..``, a subfolder, an encoded slash) is simply not a key.
+    """
+    from importlib import resources
+
+    types = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+             ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml"}
+    out: dict[str, tuple[str, str]] = {}
+    try:
+        root = resources.files("server") / "web"
+        entries = list(root.iterdir())
+    except (FileNotFoundError, NotADirectoryError, ModuleNotFoundError):
+        return out
+    for entry in entries:
+        suffix = "." + entry.name.rsplit(".", 1)[-1] if "." in entry.name else ""
+        if entry.is_file() and suffix in types:
+            out["/" + entry.name] = (entry.read_text(encoding="utf-8"), types[suffix])
+    if "/index.html" in out:
+        out["/"] = out["/index.html"]
+    return out
+
+
+#: URL path -> (body, Content-Type) of the live page (``GET /``), read once.
+STATIC: dict[str, tuple[str, str]] = _load_static()
+#: Headers of every static answer: always revalidate (a new server may ship a new page), never
+#: sniff types, load scripts and open websockets to this server only.
+STATIC_HEADERS = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff",
+                  "Content-Security-Policy": "default-src 'self'; connect-src 'self' ws: wss:; "
+                                             "img-src 'self' data:; base-uri 'none'; "
+                                             "frame-ancestors 'none'"}
 
 
 def default_gateways(*, free_threaded: bool | None = None, cores: int | None = None) -> int:
@@ -130,6 +174,8 @@ class ServerSettings:
         gateways: event loops serving clients, each on a thread of its own, all on one port;
             0 serves every client from the caller's event loop (:func:`default_gateways`
             chooses from the build and the cores).
+        max_spectators: spectators at most (:data:`server.spectators.MAX_SPECTATORS`); more
+            get ``spectators_full`` and close 1013; 0 refuses every spectator.
     """
 
     host: str = "127.0.0.1"
@@ -159,6 +205,7 @@ class ServerSettings:
     keyfile: str | None = None
     public_stats: bool = False
     gateways: int = 0
+    max_spectators: int = spectators.MAX_SPECTATORS
 
     def __post_init__(self) -> None:
         for name in ("snapshot_rate", "grace"):
@@ -169,6 +216,8 @@ class ServerSettings:
                 raise ValueError(f"{name} must be >= 1")
         if self.npcs < 0:
             raise ValueError("npcs must be >= 0")
+        if self.max_spectators < 0:
+            raise ValueError("max_spectators must be >= 0")
         if not 0 <= self.gateways <= MAX_GATEWAYS:
             raise ValueError(f"gateways must be in 0..{MAX_GATEWAYS}, got {self.gateways}")
         if not 0 <= self.port <= 65535:
@@ -195,6 +244,15 @@ class ServerSettings:
     def loopback(self) -> bool:
         """Whether ``host`` is a loopback address (only this machine can connect)."""
         return is_loopback(self.host)
+
+
+def _is_upgrade(request: Any) -> bool:
+    """Whether an HTTP request asks for a websocket (``Upgrade: websocket``).  A request object
+    without headers (as unit tests build) counts as one: only plain GETs get static answers."""
+    headers = getattr(request, "headers", None)
+    if headers is None:
+        return True
+    return "websocket" in str(headers.get("Upgrade", "")).lower()
 
 
 def is_loopback(host: str) -> bool:
@@ -267,6 +325,12 @@ class GameServer:
         #: entity -> (sid, input, clock time received; None for the neutral input on leaving)
         self._pending: dict[int, tuple[int, InputRow, float | None]] = {}
         self._players: dict[int, list[Any]] = {}                  # sid -> [entity, codec, base]
+        self.spectators = 0                                       # spectators connected
+        #: The newest world sample and the view built from it (see server.spectators).
+        self.board = spectators.ViewBoard(self.stats, lambda: self.spectators)
+        #: Ticks between world samples while spectators watch (VIEW_RATE of the tick rate).
+        self._view_every = max(1, round(world.tick_rate / spectators.VIEW_RATE))
+        self._last_view = -(1 << 62)
         # Ticker-thread only.
         self._applied: dict[int, int] = {}                        # sid -> newest applied seq
         self.tick = 0
@@ -289,7 +353,7 @@ class GameServer:
         rows = spawn(self.world, s.players + s.npcs, players=s.players)
         self.runtime = await asyncio.to_thread(
             factory, self.world, rows, backend=s.backend, workers=s.workers, kernel=s.kernel,
-            hook="server.snapshots:SnapshotHook",
+            hook="server.spectators:SpectatorHook",
             hook_args={"view_radius": self.world.view_radius})
         self.tick = self.runtime.tick
         self._refresh_runtime_metrics()
@@ -480,6 +544,39 @@ class GameServer:
             view_radius=w.view_radius, resumed=resumed,
             gateway=c.gateway.index if self._threads else None))
 
+    def watch(self, c: Client, spectate: Spectate) -> list[Event]:
+        """A spectate: a spectator's place under ``max_spectators``, or a refusal (1013)."""
+        cap = self.settings.max_spectators
+        with self._lock:
+            if self.spectators >= cap:
+                self.counters["rejected_spectators"] += 1
+                refused = True
+            else:
+                self.spectators += 1
+                self.counters["spectators_peak"] = max(self.counters["spectators_peak"],
+                                                       self.spectators)
+                c.spectator = True
+                refused = False
+            tick = self.tick
+        if refused:
+            why = (f"the server's {cap} spectator places are all taken; try again later"
+                   if cap else "this server admits no spectators")
+            return c.conn.refuse(ErrorCode.SPECTATORS_FULL, why, CLOSE_TRY_LATER)
+        w = self.world
+        rt = self.runtime
+        regions = tuple((r.x0, r.y0, r.x1, r.y1, rt.owner[i])
+                        for i, r in enumerate(map(Layout(w).rect, range(w.regions))))
+        interp = host.interpreter()
+        build = (f"CPython {interp['version']}"
+                 f"{' free-threaded' if interp['free_threaded'] else ''}, "
+                 f"GIL {'on' if interp['gil_enabled'] else 'off'}")
+        return c.conn.watching(Watching(
+            tick=tick, tick_rate=w.tick_rate, view_rate=spectators.VIEW_RATE, width=w.width,
+            height=w.height, regions=regions, workers=rt.workers,
+            max_entities=self.board.cap, build=build,
+            backend=f"{rt.backend} ({rt.kernel} kernel)",
+            gateway=c.gateway.index if self._threads else None))
+
     def submit(self, c: Client, msg: Input) -> None:
         """An input for the next tick boundary (the newest per entity wins)."""
         session = c.session
@@ -501,6 +598,9 @@ class GameServer:
         """``c`` is gone: free its place under the caps; detach (or end) its session."""
         session = c.session
         with self._lock:
+            if c.spectator:
+                c.spectator = False
+                self.spectators -= 1
             if admitted:
                 self._open -= 1
                 self.per_address[c.addr] -= 1
@@ -541,8 +641,11 @@ class GameServer:
         if players and self._is_snapshot_tick(tick):
             jobs = [Job(eid, sid, codec, base, applied.get(sid, -1))
                     for sid, eid, codec, base in players]
-        res = self.runtime.step([row for _, row, _ in pending.values()], view=bool(jobs),
-                                jobs=jobs)
+        view = bool(jobs)  # only players' areas of interest need the neighbours' view rows
+        if self.spectators and tick - self._last_view >= self._view_every:
+            self._last_view = tick
+            jobs.append(spectators.world_job(self.board.cap, self.world.regions))
+        res = self.runtime.step([row for _, row, _ in pending.values()], view=view, jobs=jobs)
         self.tick = res.tick
         return list(res.hook_results) if jobs else []  # (sid, payload) pairs, all workers
 
@@ -559,24 +662,36 @@ class GameServer:
                 loop.call_soon_threadsafe(self.failed.set)
 
     def _post(self, results: list[Any]) -> None:
-        """Hand each gateway its clients' frames: one call per gateway per tick."""
+        """Hand each gateway its clients' frames: one call per gateway per tick; publish a
+        world sample and ask the gateways with spectators to send it."""
         per: dict[Gateway, list[tuple[Client, Any]]] = {}
+        samples = []
         with self._lock:
             by_sid = self.by_sid
             for sid, payload in results:
+                if sid == spectators.WORLD_SESSION:
+                    samples.append(payload)
+                    continue
                 c = by_sid.get(sid)
                 if c is not None:
                     per.setdefault(c.gateway, []).append((c, payload))
         for gw, items in per.items():
             gw.call_soon(gw.deliver, items)
+        if samples:
+            self.board.publish(samples)
+            for gw in self.gateways:
+                if gw.spectators:
+                    gw.call_soon(gw.push_views)
 
     # ---- HTTP ------------------------------------------------------------------------------------
     def http(self, connection: Any, request: Any) -> Any:
-        """``process_request`` of every gateway: /stats and /metrics; None lets the websocket
-        handshake go on."""
+        """``process_request`` of every gateway: /stats, /metrics and the live page's files;
+        None lets the websocket handshake go on."""
         path = request.path.split("?", 1)[0]
         if path not in ("/stats", "/metrics"):
-            return None  # continue with the websocket handshake
+            if _is_upgrade(request):
+                return None  # continue with the websocket handshake
+            return self._static(connection, path)
         if not (self.settings.loopback or self.settings.public_stats):
             peer = connection.remote_address[0] if connection.remote_address else ""
             if not is_loopback(str(peer)):
@@ -592,6 +707,22 @@ class GameServer:
         resp.headers["Content-Type"] = ctype
         return resp
 
+    def _static(self, connection: Any, path: str) -> Any:
+        """The live page's file at ``path``, or 404 (exact names only: see :func:`_load_static`)."""
+        found = STATIC.get(path)
+        if found is None:
+            resp = connection.respond(HTTPStatus.NOT_FOUND,
+                                      "not found: this server answers /, /stats, /metrics and "
+                                      "websocket clients\n")
+            return resp
+        body, ctype = found
+        resp = connection.respond(HTTPStatus.OK, body)
+        del resp.headers["Content-Type"]
+        resp.headers["Content-Type"] = ctype
+        for name, value in STATIC_HEADERS.items():
+            resp.headers[name] = value
+        return resp
+
     def stats(self) -> dict[str, Any]:
         """JSON-ready server statistics (what ``GET /stats`` returns); any thread."""
         gws = [gw.stats() for gw in self.gateways]
@@ -605,6 +736,7 @@ class GameServer:
             active, free = len(self.sessions.by_sid), self.sessions.free
             session_counts = dict(self.sessions.counters)
             addresses = len(self.per_address)
+            watching = self.spectators
         g = dict(self.guard.counters)
         return {
             "tick": self.tick,
@@ -617,6 +749,11 @@ class GameServer:
                             "dropped": counts["connections_dropped"],
                             "rejected_address": hub.get("rejected_address", 0),
                             "rejected_full": hub.get("rejected_full", 0),
+                            "spectators": watching,
+                            "spectators_max": self.settings.max_spectators,
+                            "spectators_peak": hub.get("spectators_peak", 0),
+                            "rejected_spectators": hub.get("rejected_spectators", 0),
+                            "spectator_inputs": counts["spectator_inputs"],
                             "addresses": addresses,
                             "max": self.max_connections,
                             "max_per_address": self.max_per_address,

@@ -14,9 +14,10 @@ HELP = "run the websocket game server (default ws://127.0.0.1:8765, /stats and /
 DESCRIPTION = """\
 Serve a sharded world over websockets.  Clients speak paratick.msgpack.v1 (binary) or
 paratick.json.v1 (text); GET /stats returns JSON statistics and GET /metrics Prometheus text on
-the same port.  SIGINT/SIGTERM close every client (bye, close 1001; clients that do not read are
-cut off after 2 s), stop the workers and print the final statistics.  Player entities are
-pre-spawned (--players) and lent one per session.
+the same port, and GET / a live page that watches the world tick (open it in a browser).
+SIGINT/SIGTERM close every client (bye, close 1001; clients that do not read are cut off after
+2 s), stop the workers and print the final statistics.  Player entities are pre-spawned
+(--players) and lent one per session; spectators (the live page) are capped by --max-spectators.
 
 The world defaults to one meant for play: 2x2 regions holding the 1024 player entities plus 1000
 NPCs.  `paratick sim` and `paratick run` default to arena-20k (20,000 entities, 4x4 regions), the
@@ -31,6 +32,7 @@ address other than loopback, the server says what is exposed: browser origins (-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from server.cli import alias
     from server.runtime import BACKENDS
+    from server.spectators import MAX_SPECTATORS
     from sim.kernels import KERNELS
 
     g = p.add_argument_group("network")
@@ -116,6 +118,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      help="unsent snapshots kept per client (default %(default)s)")
     lim.add_argument("--grace", type=float, default=10.0,
                      help="seconds a dropped session keeps its entity (default %(default)s)")
+    lim.add_argument("--max-spectators", type=int, default=MAX_SPECTATORS, metavar="N",
+                     help="spectators watching the live page (GET /) at once; more are "
+                          "refused with close 1013, 0 refuses all (default %(default)s)")
     from server.mqtt import add_mqtt_arguments
 
     add_mqtt_arguments(p)
@@ -148,7 +153,7 @@ def build(args: argparse.Namespace) -> tuple[Any, Any]:
         control_burst=args.control_burst, write_stall_timeout=args.write_stall_timeout,
         send_buffer=args.send_buffer or None,
         origins=tuple(args.origin), certfile=args.certfile, keyfile=args.keyfile,
-        public_stats=args.public_stats,
+        public_stats=args.public_stats, max_spectators=args.max_spectators,
         gateways=default_gateways() if args.gateways is None else args.gateways)
     return world, settings
 
@@ -206,7 +211,8 @@ async def _serve(world: Any, settings: Any, mqtt: Any,
           f"{world.tick_rate:g} Hz ticks, {settings.snapshot_rate:g} Hz snapshots, "
           f"{_gateways(settings.gateways)}); "
           f"stats at http{'s' if settings.certfile else ''}://{settings.host}:{server.port}"
-          "/stats", file=sys.stderr, flush=True)
+          f"/stats, live page at http{'s' if settings.certfile else ''}://{settings.host}:"
+          f"{server.port}/", file=sys.stderr, flush=True)
     publisher = None
     if mqtt:
         from server.mqtt import publish_stats

@@ -12,12 +12,17 @@ events it returns:
 * :class:`CloseConnection` — flush what is queued, then close with ``code`` and ``reason``;
 * :class:`HelloReceived` — the client asks for a session; the I/O layer claims one and answers
   with :meth:`Connection.welcome` or :meth:`Connection.refuse`;
+* :class:`SpectateReceived` — the client asks to watch; the I/O layer checks the spectator cap
+  and answers with :meth:`Connection.watching` or :meth:`Connection.refuse`;
 * :class:`InputReceived` — a valid input to forward to the world;
 * :class:`ByeReceived` — the client is leaving: its session ends now.
 
 The connection owns its phase (:class:`ConnectionPhase`), hello-first and duplicate-hello
-checks, the strike count of bad messages in a row, the input token bucket, decoding with the
-negotiated codec, the hello and idle timeouts (:meth:`Connection.check_timeouts`, which the I/O
+checks, the spectator rules (a spectator never sends input: close 1008; it sends nothing at all
+while it watches, so the idle timeout does not apply to it: websockets' keepalive pings, which
+browsers answer by themselves, find dead spectators, and the spectator cap bounds the rest),
+the strike count of bad messages in a row, the input token bucket, decoding with the negotiated
+codec, the hello and idle timeouts (:meth:`Connection.check_timeouts`, which the I/O
 layer calls at least every :data:`TIMER_RESOLUTION` seconds) and every close code.  It never
 reads a clock or touches a socket, so every rule is tested on literal frames and a virtual clock
 (tests/server/test_connection.py).
@@ -29,13 +34,15 @@ Close codes (RFC 6455 section 7.4; 4000-4999 are the application's own)::
 
     1000 normal          the client said bye
     1001 going away      the server is shutting down
-    1008 policy          message before hello, second hello, too many bad messages in a row,
+    1008 policy          message before hello, second hello (or spectate), an input from a
+                         spectator, too many bad messages in a row,
                          messages far over the rate limit, no hello within hello_timeout,
                          nothing received within idle_timeout, per-address cap, control
                          frames over budget
     1009 too big         frame over max_frame
     1011 internal error  a bug on our side
-    1013 try again later no free player entity, or the server's connection cap
+    1013 try again later no free player entity, the server's connection cap, or the
+                         spectator cap
     4000 replaced        the session was resumed on another connection
 """
 
@@ -55,6 +62,8 @@ from server.protocol import (
     Input,
     Message,
     ProtocolError,
+    Spectate,
+    Watching,
     Welcome,
 )
 from server.sessions import check_transition
@@ -85,14 +94,17 @@ class ConnectionPhase(Enum):
 
     AWAITING_HELLO = "awaiting_hello"
     PLAYING = "playing"
+    SPECTATING = "spectating"  # watches the whole world; may send bye, nothing else
     CLOSING = "closing"      # a close was decided; frames still arriving are drained unread
     CLOSED = "closed"
 
 
 CONNECTION_TRANSITIONS: dict[ConnectionPhase, frozenset[ConnectionPhase]] = {
-    ConnectionPhase.AWAITING_HELLO: frozenset({ConnectionPhase.PLAYING, ConnectionPhase.CLOSING,
-                                               ConnectionPhase.CLOSED}),
+    ConnectionPhase.AWAITING_HELLO: frozenset({ConnectionPhase.PLAYING,
+                                               ConnectionPhase.SPECTATING,
+                                               ConnectionPhase.CLOSING, ConnectionPhase.CLOSED}),
     ConnectionPhase.PLAYING: frozenset({ConnectionPhase.CLOSING, ConnectionPhase.CLOSED}),
+    ConnectionPhase.SPECTATING: frozenset({ConnectionPhase.CLOSING, ConnectionPhase.CLOSED}),
     ConnectionPhase.CLOSING: frozenset({ConnectionPhase.CLOSED}),
     ConnectionPhase.CLOSED: frozenset(),
 }
@@ -123,6 +135,13 @@ class HelloReceived:
 
 
 @dataclass(frozen=True, slots=True)
+class SpectateReceived:
+    """The client asks to watch the whole world (a spectator: no entity, no inputs)."""
+
+    spectate: Spectate
+
+
+@dataclass(frozen=True, slots=True)
 class InputReceived:
     """A valid input from a playing client, to apply at the next tick boundary."""
 
@@ -136,7 +155,8 @@ class ByeReceived:
     reason: str
 
 
-Event = SendMessage | CloseConnection | HelloReceived | InputReceived | ByeReceived
+Event = (SendMessage | CloseConnection | HelloReceived | SpectateReceived | InputReceived
+         | ByeReceived)
 
 
 # ---- limits -------------------------------------------------------------------------------------
@@ -287,6 +307,11 @@ class Connection:
 
     # ---- phase ------------------------------------------------------------------------------
     @property
+    def spectating(self) -> bool:
+        """Whether this connection watches (it was granted a spectator's place)."""
+        return self.phase is ConnectionPhase.SPECTATING
+
+    @property
     def closing(self) -> bool:
         """A close was decided (or the connection is closed): frames are drained unread."""
         return self.close_code is not None
@@ -352,15 +377,23 @@ class Connection:
             return self._error(exc.code, str(exc))
         self.strikes = 0
         if isinstance(msg, Input):
+            if self.phase is ConnectionPhase.SPECTATING:
+                count["spectator_inputs"] += 1
+                return self._fail(ErrorCode.SPECTATOR_INPUT, "spectators cannot send inputs",
+                                  CLOSE_POLICY)
             if self.phase is not ConnectionPhase.PLAYING:
                 return self._fail(ErrorCode.HELLO_FIRST, "send hello before anything else",
                                   CLOSE_POLICY)
             count["inputs"] += 1
             return [InputReceived(msg)]
-        if isinstance(msg, Hello):
+        if isinstance(msg, Hello | Spectate):
             if self.phase is not ConnectionPhase.AWAITING_HELLO:
-                return self._fail(ErrorCode.DUPLICATE_HELLO, "hello was already received",
+                return self._fail(ErrorCode.DUPLICATE_HELLO,
+                                  f"{'spectate' if self.spectating else 'hello'} was already "
+                                  "received; a connection plays or watches, once",
                                   CLOSE_POLICY)
+            if isinstance(msg, Spectate):
+                return [SpectateReceived(msg)]
             return [HelloReceived(msg)]
         assert isinstance(msg, Bye)
         self.said_bye = True
@@ -373,6 +406,13 @@ class Connection:
             return []
         self._move(ConnectionPhase.PLAYING)
         return [SendMessage(welcome)]
+
+    def watching(self, watching: Watching) -> list[Event]:
+        """The spectate was granted: the client watches from now on (views, no inputs)."""
+        if self.close_code is not None:
+            return []
+        self._move(ConnectionPhase.SPECTATING)
+        return [SendMessage(watching)]
 
     def refuse(self, code: ErrorCode, reason: str, close_code: int | None = None) -> list[Event]:
         """The hello was refused: an error, and a close when ``close_code`` is given (else the
@@ -410,6 +450,8 @@ class Connection:
             return None
         if self.phase is ConnectionPhase.AWAITING_HELLO:
             return self.opened + self.limits.hello_timeout
+        if self.phase is ConnectionPhase.SPECTATING:
+            return None  # a spectator sends nothing while it watches (module docstring)
         return self.last_frame + self.limits.idle_timeout
 
     def check_timeouts(self, now: float) -> list[Event]:
@@ -430,5 +472,6 @@ __all__ = [
     "CLOSE_GOING_AWAY", "CLOSE_INTERNAL", "CLOSE_NORMAL", "CLOSE_POLICY", "CLOSE_REPLACED",
     "CLOSE_TOO_BIG", "CLOSE_TRY_LATER", "CONNECTION_TRANSITIONS", "ByeReceived",
     "CloseConnection", "Connection", "ConnectionLimits", "ConnectionPhase", "ControlBudget",
-    "ControlLimits", "Event", "HelloReceived", "InputReceived", "SendMessage", "TokenBucket",
+    "ControlLimits", "Event", "HelloReceived", "InputReceived", "SendMessage",
+    "SpectateReceived", "TokenBucket",
 ]

@@ -7,10 +7,14 @@ A :class:`Gateway` is one asyncio event loop's share of the clients: its websock
 over them), the handshake, each connection's rules (:class:`server.connection.Connection`), its
 writer task and bounded queues, and the hello and idle timeouts of its own connections.  It
 knows nothing of the world: what a connection decides that concerns the world goes to the hub
-(:class:`server.app.GameServer`) through four thread-safe calls — :meth:`~GameServer.admit`
-(connection caps), :meth:`~GameServer.claim` (a hello), :meth:`~GameServer.submit` (an input)
-and :meth:`~GameServer.release` (a connection gone) — and snapshots come back from the ticker
-as one :meth:`Gateway.deliver` call per gateway per tick.
+(:class:`server.app.GameServer`) through five thread-safe calls — :meth:`~GameServer.admit`
+(connection caps), :meth:`~GameServer.claim` (a hello), :meth:`~GameServer.watch` (a
+spectate), :meth:`~GameServer.submit` (an input) and :meth:`~GameServer.release` (a connection
+gone) — and snapshots come back from the ticker as one :meth:`Gateway.deliver` call per gateway
+per tick.  Spectators' views are pulled, not pushed: when the ticker has published a world
+sample, :meth:`Gateway.push_views` takes the view already encoded for each codec from the hub's
+:class:`~server.spectators.ViewBoard` (the first loop to ask builds it) and queues those bytes
+for each of its spectators, so the tick never builds or encodes a view.
 
 Where a byte from a client goes: the kernel picks a gateway's listening socket -> websockets
 reads it through :class:`server.transport.GuardedConnection` (control-frame budget, read
@@ -55,6 +59,7 @@ from server.connection import (
     HelloReceived,
     InputReceived,
     SendMessage,
+    SpectateReceived,
 )
 from server.protocol import SUBPROTOCOLS, codec_for
 
@@ -104,6 +109,10 @@ class Client:
         self.control: deque[bytes | str] = deque(maxlen=CONTROL_QUEUE + _CONTROL_MARGIN)
         self.snapshots: deque[bytes | str] = deque(maxlen=queue)
         self.wake = asyncio.Event()
+        #: Holds one of the hub's spectator places (set and cleared by the hub, under its lock).
+        self.spectator = False
+        #: Tick of the newest view queued for this spectator (a view is sent once).
+        self.view_tick = -1
 
 
 class Gateway:
@@ -118,6 +127,8 @@ class Gateway:
         self.hub = hub
         self.index = index
         self.clients: set[Client] = set()
+        #: Clients of this gateway that watch (a subset of ``clients``), for push_views.
+        self.spectators: set[Client] = set()
         self.counters: Counter[str] = Counter()
         self.errors_sent: Counter[str] = Counter()
         self.peak = 0
@@ -215,6 +226,32 @@ class Gateway:
             c.snapshots.append(payload)
             c.wake.set()
 
+    def push_views(self) -> None:
+        """Queue the newest world view for each of this gateway's spectators (on this loop).
+
+        The view is built and encoded once per sample and codec, by whichever gateway asks
+        first (:meth:`server.spectators.ViewBoard.payload`); a spectator's queue is the same
+        bounded drop-oldest queue as a player's snapshots.
+        """
+        count = self.counters
+        board = self.hub.board
+        encoded: dict[str, tuple[int, bytes | str] | None] = {}
+        for c in list(self.spectators):
+            if c.conn.close_code is not None:
+                continue
+            name = c.conn.codec.name
+            if name not in encoded:
+                encoded[name] = board.payload(name)
+            got = encoded[name]
+            if got is None or got[0] <= c.view_tick:
+                continue
+            c.view_tick = got[0]
+            if len(c.snapshots) == c.snapshots.maxlen:
+                count["views_dropped"] += 1
+            c.snapshots.append(got[1])
+            count["views_out"] += 1
+            c.wake.set()
+
     # ---- connections --------------------------------------------------------------------------
     async def _writer(self, c: Client) -> None:
         ws = c.ws
@@ -254,6 +291,10 @@ class Gateway:
                 c.wake.set()
             elif isinstance(ev, HelloReceived):
                 self._apply(c, self.hub.claim(c, ev.hello))
+            elif isinstance(ev, SpectateReceived):
+                self._apply(c, self.hub.watch(c, ev.spectate))
+                if c.spectator:
+                    self.spectators.add(c)
             elif isinstance(ev, CloseConnection):
                 if ev.code in MISBEHAVIOUR:
                     c.ws.discard_input()  # nothing more it sends is worth parsing
@@ -302,6 +343,7 @@ class Gateway:
                 with contextlib.suppress(Exception):
                     c.ws.transport.abort()
             self.clients.discard(c)
+            self.spectators.discard(c)
             conn.closed()
             hub.release(c, admitted=admitted)
 
@@ -346,6 +388,7 @@ class Gateway:
         lag = sorted(self._lag)
         return {"index": self.index, "connections": len(clients),
                 "playing": sum(1 for c in clients if c.conn.phase is ConnectionPhase.PLAYING),
+                "spectating": len(self.spectators),
                 "peak": self.peak, "frames_in": count.get("messages_in", 0),
                 "frames_out": count.get("messages_out", 0), "cpu_s": self.cpu_s,
                 "loop_lag_p99_ms": lag[min(len(lag) - 1, round(0.99 * (len(lag) - 1)))] * 1e3

@@ -16,17 +16,35 @@ message type, field names, field types, ranges, NaN/inf, list lengths) and raise
 :class:`ProtocolError` subclass whose :attr:`~ProtocolError.code` goes back to the peer in an
 :class:`Error` message.  Nothing is ever unpickled; msgpack extension types are refused.
 
-Messages (client -> server: hello, input, bye; server -> client: welcome, snapshot, error, bye)::
+Messages (client -> server: hello, spectate, input, bye; server -> client: welcome, watching,
+snapshot, view, error, bye)::
 
     hello    {"t":"hello", "v":1, "name":str, "token":str|null}
+    spectate {"t":"spectate", "v":1}
     welcome  {"t":"welcome", "v":1, "entity":int, "token":str, "tick":int, "tick_rate":float,
               "snapshot_rate":float, "width":float, "height":float, "view_radius":float,
               "resumed":bool, "gateway":int (only from a server with gateway threads)}
     input    {"t":"input", "seq":int, "thrust":float, "turn":float, "action":int, "ack":int|null}
     snapshot {"t":"snapshot", "tick":int, "ack":int, "base":int|null, "ents":[entity...],
               "gone":[int...]}
+    watching {"t":"watching", "v":1, "tick":int, "tick_rate":float, "view_rate":float,
+              "width":float, "height":float, "regions":[[x0, y0, x1, y1, worker]...],
+              "workers":int, "max_entities":int, "build":str, "backend":str,
+              "gateway":int (only from a server with gateway threads)}
+    view     {"t":"view", "tick":int, "ents":[[x, y, kind, region]...], "total":int,
+              "stats":{...}}
     error    {"t":"error", "code":str, "reason":str}
     bye      {"t":"bye", "reason":str}
+
+A *spectator* sends ``spectate`` instead of ``hello``: it steers nothing and watches the whole
+world.  ``watching`` answers it with the world's size and its regions (rectangle and owning
+worker, index = region number), then ``view`` messages arrive at ``view_rate`` (a few per
+second): a downsampled whole world, at most ``max_entities`` entities of ``total``, each as
+integer world units ``x``, ``y``, ``kind`` (0 player, 1 NPC) and owning ``region``, plus
+``stats``, a JSON object of live server figures (documented where the server builds it,
+:func:`server.spectators.live_stats`; a client must ignore keys it does not know).  A spectator
+never sends ``input`` (close 1008 ``spectator_input``), nor ``hello``; only ``bye``.  Servers
+cap spectators: over the cap, ``error`` ``spectators_full`` and close 1013 (try again later).
 
 A session from a browser console (JSON, no library)::
 
@@ -81,6 +99,10 @@ MAX_REASON = 256
 #: Default cap on entities in one decoded snapshot (clients); a 4096-entity AOI is already a
 #: world-sized view, so more means a broken or hostile server.
 MAX_SNAPSHOT_ENTITIES = 65536
+#: Cap on regions in a decoded ``watching`` (a 256x256 grid is already far beyond any world here).
+MAX_REGIONS = 65536
+#: Longest build/backend description accepted in ``watching``.
+MAX_LABEL = 128
 #: Largest integer any field may hold (msgpack's int64 range; keeps JSON numbers exact-ish).
 MAX_INT = 2**63 - 1
 
@@ -106,6 +128,8 @@ class ErrorCode(StrEnum):
     HELLO_TIMEOUT = "hello_timeout"    # no hello soon enough after the handshake (then close 1008)
     IDLE_TIMEOUT = "idle_timeout"      # nothing received for too long (then close 1008)
     SHUTDOWN = "shutdown"              # the server is stopping (then close 1001)
+    SPECTATOR_INPUT = "spectator_input"  # an input from a spectator (then close 1008)
+    SPECTATORS_FULL = "spectators_full"  # the spectator cap is reached (then close 1013)
 
 
 class ProtocolError(ServerError, ValueError):
@@ -188,6 +212,54 @@ class Welcome:
 
 
 @dataclass(frozen=True, slots=True)
+class Spectate:
+    """Client -> server, first message instead of hello: let me watch the whole world."""
+
+    version: int = VERSION
+    TYPE: ClassVar[str] = "spectate"
+
+
+#: One region as ``watching`` lists it: (x0, y0, x1, y1, owning worker).
+RegionInfo = tuple[float, float, float, float, int]
+#: One entity of a view: (x, y, kind, region), integers (x and y in world units).
+ViewEntity = tuple[int, int, int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Watching:
+    """Server -> spectator: the world's shape and who owns what; views follow."""
+
+    tick: int
+    tick_rate: float
+    view_rate: float
+    width: float
+    height: float
+    regions: tuple[RegionInfo, ...]
+    workers: int
+    max_entities: int
+    build: str = ""
+    backend: str = ""
+    version: int = VERSION
+    gateway: int | None = None
+    TYPE: ClassVar[str] = "watching"
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    """Server -> spectator: a downsampled whole world at ``tick`` and live statistics.
+
+    ``total`` is how many entities the world holds (``entities`` is at most the server's cap);
+    ``stats`` is free-form JSON (see the module docstring).
+    """
+
+    tick: int
+    entities: tuple[ViewEntity, ...] = ()
+    total: int = 0
+    stats: Mapping[str, Any] | None = None
+    TYPE: ClassVar[str] = "view"
+
+
+@dataclass(frozen=True, slots=True)
 class Input:
     """Client -> server: sticky controls, applied at the next tick boundary."""
 
@@ -232,9 +304,10 @@ class Bye:
     TYPE: ClassVar[str] = "bye"
 
 
-Message = Hello | Welcome | Input | Snapshot | Error | Bye
-CLIENT_MESSAGES: frozenset[str] = frozenset({"hello", "input", "bye"})
-SERVER_MESSAGES: frozenset[str] = frozenset({"welcome", "snapshot", "error", "bye"})
+Message = Hello | Spectate | Welcome | Watching | Input | Snapshot | View | Error | Bye
+CLIENT_MESSAGES: frozenset[str] = frozenset({"hello", "spectate", "input", "bye"})
+SERVER_MESSAGES: frozenset[str] = frozenset({"welcome", "watching", "snapshot", "view", "error",
+                                             "bye"})
 
 
 # ---- quantisation ---------------------------------------------------------------------------
@@ -335,9 +408,30 @@ def _list(m: Mapping[str, Any], key: str, limit: int) -> list[Any]:
     return list(v)
 
 
+def _region(v: Any) -> RegionInfo:
+    if not isinstance(v, list | tuple) or len(v) != 5:
+        raise InvalidField("a region is [x0, y0, x1, y1, worker]")
+    m = dict(zip(("x0", "y0", "x1", "y1", "worker"), v, strict=True))
+    return (_float(m, "x0"), _float(m, "y0"), _float(m, "x1"), _float(m, "y1"),
+            _int(m, "worker"))
+
+
+def _view_entity(v: Any) -> ViewEntity:
+    if not isinstance(v, list | tuple) or len(v) != 4:
+        raise InvalidField("a view entity is [x, y, kind, region]")
+    if frozenset(map(type, v)) != _INT_ONLY or min(v) < -MAX_INT or max(v) > MAX_INT:
+        raise InvalidField("view entity fields are integers")
+    return (v[0], v[1], v[2], v[3])
+
+
 #: message type -> (required fields, optional fields); everything else is an unknown field.
 _FIELDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "hello": (frozenset({"v", "name"}), frozenset({"token"})),
+    "spectate": (frozenset({"v"}), frozenset()),
+    "watching": (frozenset({"v", "tick", "tick_rate", "view_rate", "width", "height", "regions",
+                            "workers", "max_entities", "build", "backend"}),
+                 frozenset({"gateway"})),
+    "view": (frozenset({"tick", "ents", "total", "stats"}), frozenset()),
     "welcome": (frozenset({"v", "entity", "token", "tick", "tick_rate", "snapshot_rate", "width",
                            "height", "view_radius", "resumed"}), frozenset({"gateway"})),
     "input": (frozenset({"seq", "thrust", "turn", "action"}), frozenset({"ack"})),
@@ -372,6 +466,24 @@ def _build(t: str, m: Mapping[str, Any], max_entities: int) -> Message:
                        width=_float(m, "width", 0.0), height=_float(m, "height", 0.0),
                        view_radius=_float(m, "view_radius", 0.0), resumed=_bool(m, "resumed"),
                        gateway=_opt_int(m, "gateway"))
+    if t == "spectate":
+        return Spectate(version=_version(m))
+    if t == "view":
+        stats = m["stats"]
+        if not isinstance(stats, dict):
+            raise InvalidField(f"stats must be a map, got {type(stats).__name__}")
+        return View(tick=_int(m, "tick"),
+                    entities=tuple(map(_view_entity, _list(m, "ents", max_entities))),
+                    total=_int(m, "total"), stats=stats)
+    if t == "watching":
+        return Watching(version=_version(m), tick=_int(m, "tick"),
+                        tick_rate=_float(m, "tick_rate", 0.0),
+                        view_rate=_float(m, "view_rate", 0.0),
+                        width=_float(m, "width", 0.0), height=_float(m, "height", 0.0),
+                        regions=tuple(map(_region, _list(m, "regions", MAX_REGIONS))),
+                        workers=_int(m, "workers", 1), max_entities=_int(m, "max_entities"),
+                        build=_str(m, "build", MAX_LABEL), backend=_str(m, "backend", MAX_LABEL),
+                        gateway=_opt_int(m, "gateway"))
     if t == "error":
         return Error(code=_str(m, "code", 64), reason=_str(m, "reason", MAX_REASON))
     if t == "bye":
@@ -393,6 +505,20 @@ def _to_map(msg: Message) -> dict[str, Any]:
                "tick": msg.tick, "tick_rate": msg.tick_rate, "snapshot_rate": msg.snapshot_rate,
                "width": msg.width, "height": msg.height, "view_radius": msg.view_radius,
                "resumed": msg.resumed}
+        if msg.gateway is not None:
+            out["gateway"] = msg.gateway
+        return out
+    if isinstance(msg, View):
+        return {"t": "view", "tick": msg.tick, "ents": [list(e) for e in msg.entities],
+                "total": msg.total, "stats": dict(msg.stats or {})}
+    if isinstance(msg, Spectate):
+        return {"t": "spectate", "v": msg.version}
+    if isinstance(msg, Watching):
+        out = {"t": "watching", "v": msg.version, "tick": msg.tick, "tick_rate": msg.tick_rate,
+               "view_rate": msg.view_rate, "width": msg.width, "height": msg.height,
+               "regions": [list(r) for r in msg.regions], "workers": msg.workers,
+               "max_entities": msg.max_entities, "build": msg.build[:MAX_LABEL],
+               "backend": msg.backend[:MAX_LABEL]}
         if msg.gateway is not None:
             out["gateway"] = msg.gateway
         return out
