@@ -181,12 +181,15 @@ class WorkerCore:
             except Exception as exc:
                 hook_error = "".join(traceback.format_exception(exc))
                 self.hook_errors += 1
+        # Counted inside the tick's compute: the numpy group settles the tick's handoffs when
+        # first asked (work the next advance would do otherwise), which is not coordination.
+        counts = [len(self.shards[r]) for r in self.regions]
         t3 = time.perf_counter()
         report = {"ms": (t3 - t0) * 1e3, "wait_ms": (t2 - t1) * 1e3, "adv": adv_ms,
                   "hook_error": hook_error, "hook_errors": self.hook_errors,
                   # every tick: an extension imported later (by a hook) can re-enable the GIL
                   "gil": gil_enabled(),
-                  "n": [len(self.shards[r]) for r in self.regions],
+                  "n": counts,
                   "faults": self.faults_recovered, "fault_tb": self.last_fault,
                   "ch": self.ep.statistics().to_dict() if self.ep is not None else {}}
         return report, results
