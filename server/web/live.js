@@ -64,10 +64,9 @@
     if (!info) return;
     const sx = W / info.width, sy = H / info.height;
     const regionWorker = info.regions.map((r) => r[4]);
-    // Regions: a faint fill and a border in their worker's colour, labelled.
+    // Regions: a faint fill and a border in their worker's colour (labels after the dots).
     wctx.lineWidth = 1.5;
-    wctx.font = "12px ui-monospace, monospace";
-    info.regions.forEach((r, i) => {
+    info.regions.forEach((r) => {
       const x = r[0] * sx, y = r[1] * sy, w = (r[2] - r[0]) * sx, h = (r[3] - r[1]) * sy;
       const c = colour(r[4]);
       wctx.globalAlpha = 0.07;
@@ -76,30 +75,38 @@
       wctx.globalAlpha = 0.9;
       wctx.strokeStyle = c;
       wctx.strokeRect(x + 0.75, y + 0.75, w - 1.5, h - 1.5);
-      wctx.fillText(`r${i} · w${r[4]}`, x + 6, y + 16);
     });
     wctx.globalAlpha = 1;
-    state.regionsDrawn = info.regions.length;
     // NPCs first (small dots), players on top (larger, outlined in white).
     let drawn = 0;
     for (const e of view.ents) {
       if (e[2] === 0) continue;
       wctx.fillStyle = colour(regionWorker[e[3]] ?? 0);
-      wctx.fillRect(e[0] * sx - 1.5, e[1] * sy - 1.5, 3, 3);
+      wctx.fillRect(e[0] * sx - 1.25, e[1] * sy - 1.25, 2.5, 2.5);
       drawn++;
     }
     wctx.strokeStyle = "#ffffff";
-    wctx.lineWidth = 1.5;
+    wctx.lineWidth = 1.2;
     for (const e of view.ents) {
       if (e[2] !== 0) continue;
       wctx.fillStyle = colour(regionWorker[e[3]] ?? 0);
       wctx.beginPath();
-      wctx.arc(e[0] * sx, e[1] * sy, 5, 0, 2 * Math.PI);
+      wctx.arc(e[0] * sx, e[1] * sy, 3.5, 0, 2 * Math.PI);
       wctx.fill();
       wctx.stroke();
       drawn++;
     }
     state.entitiesDrawn = drawn;
+    wctx.font = "12px ui-monospace, monospace";
+    info.regions.forEach((r, i) => {
+      const label = `r${i} · w${r[4]}`;
+      const x = r[0] * sx + 4, y = r[1] * sy + 4;
+      wctx.fillStyle = "rgba(11, 13, 17, 0.8)";
+      wctx.fillRect(x, y, wctx.measureText(label).width + 8, 17);
+      wctx.fillStyle = colour(r[4]);
+      wctx.fillText(label, x + 4, y + 13);
+    });
+    state.regionsDrawn = info.regions.length;
   }
 
   // ---- the MSPT chart ----------------------------------------------------------------------
@@ -124,8 +131,8 @@
     const y = (v) => H - 16 - (v / top) * (H - 26);
     cctx.fillStyle = "#7b8494";
     cctx.font = "11px ui-monospace, monospace";
-    cctx.fillText(fmt(top, 0), 2, 12);
-    cctx.fillText("0", 2, H - 14);
+    cctx.fillText(`${fmt(top, 0)} ms`, pad + 4, 12);
+    cctx.fillText("0", pad + 4, H - 18);
     cctx.fillText(`last ${CHART_POINTS / (info ? info.view_rate : 5)} s`, W - 80, H - 3);
     // The budget: a tick that takes longer than this is late.
     cctx.strokeStyle = "#ff6b6b";
@@ -192,8 +199,7 @@
         `   dilation ${fmt(s.dilation, 2)}   deadline misses ${s.deadline_misses ?? 0}`,
       `MSPT p50 ${fmt(s.mspt && s.mspt.p50, 2)} ms   p99 ${fmt(s.mspt && s.mspt.p99, 2)} ms` +
         `   budget ${fmt(s.budget_ms, 1)} ms`,
-      `${info ? info.build : ""}   ${b.free_threaded ? "free-threaded build" : "GIL build"}` +
-        `, server GIL ${b.gil_enabled ? "on" : "off"}`,
+      info ? info.build : `Python ${b.python || "?"}, GIL ${b.gil_enabled ? "on" : "off"}`,
       `backend ${info ? info.backend : s.backend}   workers ${info ? info.workers : "?"}` +
         `   entities ${view.total} (${view.ents.length} shown)`,
       `players ${s.players ?? 0}   spectators ${s.spectators ?? 0}` +
