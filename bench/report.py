@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import schema
+from bench import schema, stats
 from bench.summary import (
     aggregate,
     capacity_headlines,
@@ -40,6 +40,7 @@ missing."""
 
 SCALING_PNG = "scaling.png"
 MSPT_PNG = "mspt.png"
+TICKS_PNG = "ticks.png"
 CAPACITY_PNG = "capacity.png"
 
 
@@ -65,7 +66,8 @@ def _env_lines(env: dict[str, Any]) -> list[str]:
     return lines
 
 
-def scaling_md(section: dict[str, Any], plot: bool) -> list[str]:
+def scaling_md(section: dict[str, Any], plot: bool, *, ticks_plot: bool = False,
+               ) -> list[str]:
     p = section["params"]
     w = p["world"]
     out = ["## Tick-rate scaling", ""]
@@ -78,10 +80,21 @@ def scaling_md(section: dict[str, Any], plot: bool) -> list[str]:
             "`Runtime.step` over all timed ticks (linear-interpolation percentiles); ×1w = "
             "speedup vs the same build/backend/kernel at 1 worker; ×best-1core = vs the fastest "
             "valid 1-worker cell of any build and backend (the honest number: it charges the "
-            "free-threaded build its single-thread cost); eff = ×1w / workers; vs ceiling = "
-            "×1w divided by the CEILING row's ×1w for the same build, backend and workers. "
+            "free-threaded build its single-thread cost); eff = ×1w / workers; vs reference = "
+            "×1w divided by the REFERENCE row's ×1w for the same build, backend and workers. "
+            "The REFERENCE rows time an embarrassingly parallel pure-Python loop on the same "
+            "kind of workers (reports written before it was renamed call it CEILING): a "
+            "yardstick for how well this interpreter and machine scale, not an upper bound; a "
+            "tick loop can beat it (each core's smaller share of the world fits its cache "
+            "better, or noise), and a cell whose whole interval lies above 1 is flagged. "
             "Cells whose workers' GIL state contradicts the build are **INVALID** and never "
-            "used as baselines.", ""]
+            "used as baselines.", "",
+            "Brackets after a speedup are its 95 % bootstrap confidence interval (percentile "
+            f"bootstrap, {stats.DEFAULT_RESAMPLES:,} resamples, fixed seed: each cell's repeats "
+            "resampled independently; `bench/stats.py`); a figure without one was measured "
+            "once or is 1 by definition. A goal is **met** only when the whole interval clears "
+            "its target, **not met** when the whole interval misses it, and **undecided** "
+            "otherwise.", ""]
     if section.get("note"):
         out += [f"Machine note: {section['note']}", ""]
     if section.get("stopped_early"):
@@ -91,6 +104,8 @@ def scaling_md(section: dict[str, Any], plot: bool) -> list[str]:
     out += [scaling_table(section), ""]
     if plot:
         out += [f"![ticks/s vs workers]({SCALING_PNG})", ""]
+    if ticks_plot:
+        out += [f"![distribution of every timed tick]({TICKS_PNG})", ""]
     out += _where_time_goes(section)
     out += ["### Environment", "", *_env_lines(section["environment"]), ""]
     return out
@@ -138,7 +153,10 @@ def load_md(section: dict[str, Any], plot: bool) -> list[str]:
            "Searches double then bisect, with a bounded number of probes.", "",
            load_table(section), ""]
     if plot:
-        out += [f"![MSPT distributions under load]({MSPT_PNG})", ""]
+        out += [f"![MSPT distributions under load]({MSPT_PNG})", "",
+                "The server exposes tick-time percentiles over a rolling window, not every "
+                "tick: the plot is the distribution (CDF) of those once-a-second readings, p50 "
+                "and p99, per run.", ""]
     out += ["### Environment", "", *_env_lines(section["environment"]), ""]
     return out
 
@@ -243,9 +261,70 @@ def plot_scaling(section: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def _ecdf(values: list[float]) -> tuple[list[float], list[float]]:
+    """Points of the empirical CDF of ``values``: sorted values against the fraction at or
+    below each (a step plot with ``where="post"``)."""
+    xs = sorted(values)
+    n = len(xs)
+    return xs, [(i + 1) / n for i in range(n)]
+
+
+def plot_ticks(section: dict[str, Any], path: Path) -> bool:
+    """CDF of every timed tick (MSPT) of every successful repeat, pooled per arena cell: one
+    panel per backend, one line per build and worker count (solid at the most workers, dashed
+    at 1 worker), log-scaled milliseconds; INVALID, ERROR and NOT RUN cells are left out."""
+    cells = section["cells"]
+    sums = aggregate(cells, section["builds"])
+    rows = [(c, [t for r in c["runs"] if r["ok"] for t in r["tick_ms"]])
+            for c, s in zip(cells, sums, strict=True)
+            if c["workload"] == "arena" and s["status"] == "ok"]
+    rows = [(c, ts) for c, ts in rows if ts]
+    if not rows:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = {b["name"]: b["label"] for b in section["builds"]}
+    colours = {b["name"]: f"C{i}" for i, b in enumerate(section["builds"])}
+    backends = [b for b in BACKENDS if any(c["backend"] == b for c, _ in rows)]
+    ncols = min(2, len(backends))
+    nrows = -(-len(backends) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(9.0, 3.2 * nrows), squeeze=False,
+                             sharex=True)
+    for ax, backend in zip(axes.flat, backends, strict=False):
+        mine = [(c, ts) for c, ts in rows if c["backend"] == backend]
+        wmax = max(c["workers"] for c, _ in mine)
+        for c, ts in mine:
+            if c["workers"] not in (1, wmax):
+                continue
+            xs, ys = _ecdf(ts)
+            ax.step(xs, ys, where="post", color=colours.get(c["build"], "grey"),
+                    linestyle="-" if c["workers"] == wmax else "--", linewidth=1.4,
+                    label=f"{labels.get(c['build'], c['build'])}, {c['workers']}w "
+                          f"{c['kernel']} ({len(ts)} ticks)")
+        ax.set_title(backend, fontsize=10)
+        ax.set_xscale("log")
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7, loc="lower right")
+        ax.set_ylabel("fraction of ticks ≤ x", fontsize=8)
+        ax.set_xlabel("tick time (ms, log scale)", fontsize=8)
+    for ax in list(axes.flat)[len(backends):]:
+        ax.set_visible(False)
+    fig.suptitle("Every timed tick, pooled over the repeats: CDF (further left = faster)",
+                 fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def plot_mspt(section: dict[str, Any], path: Path) -> bool:
-    """Box plots, one per load run, of the server's rolling p99 MSPT as sampled from ``/stats``
-    once a second (the server exposes percentiles over its recent-tick window, not raw ticks)."""
+    """CDFs, one line pair per load run, of the server's MSPT as ``/stats`` reported it once a
+    second: its rolling p99 (solid) and p50 (dotted).  The server keeps percentiles over a
+    window of recent ticks, not every tick, so these readings are what there is to plot."""
     runs = [r for r in section["runs"] if r.get("mspt_samples")]
     if not runs:
         return False
@@ -254,17 +333,26 @@ def plot_mspt(section: dict[str, Any], path: Path) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(runs)), 4))
-    ax.boxplot([r["mspt_samples"] for r in runs], whis=(1, 99), showfliers=False)
-    ax.set_xticks(range(1, len(runs) + 1),
-                  [f"{r.get('build')}\n{r.get('backend')}\n{r.get('entities')}e/{r.get('bots')}b"
-                   for r in runs], fontsize=7)
+    fig, ax = plt.subplots(figsize=(9.0, 4.2))
+    for i, r in enumerate(runs):
+        colour = f"C{i % 10}"
+        label = (f"{r.get('build')} {r.get('backend')} {r.get('entities')}e/{r.get('bots')}b"
+                 + (f" {r['phase']}" if r.get("phase") else ""))
+        xs, ys = _ecdf(r["mspt_samples"])
+        ax.step(xs, ys, where="post", color=colour, linewidth=1.4, label=f"{label} p99")
+        if r.get("mspt_p50_samples"):
+            xs, ys = _ecdf(r["mspt_p50_samples"])
+            ax.step(xs, ys, where="post", color=colour, linewidth=1.0, linestyle=":")
     budget = section.get("params", {}).get("mspt_budget_ms", 33.3)
-    ax.axhline(budget, color="red", linestyle="--", linewidth=1, label=f"budget {budget:.1f} ms")
-    ax.set_ylabel("server rolling p99 MSPT per 1 s sample (ms)")
-    ax.set_title("MSPT under load (box: quartiles of the samples, whiskers p1–p99)", fontsize=9)
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
+    ax.axvline(budget, color="red", linestyle="--", linewidth=1, label=f"budget {budget:.1f} ms")
+    ax.set_xscale("log")
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("server MSPT, rolling p99 (solid) and p50 (dotted) per 1 s reading "
+                  "(ms, log scale)", fontsize=8)
+    ax.set_ylabel("fraction of readings ≤ x", fontsize=8)
+    ax.set_title("MSPT under load: CDF of the server's once-a-second readings", fontsize=10)
+    ax.legend(fontsize=7, loc="lower right", ncol=2 if len(runs) > 6 else 1)
+    ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -331,9 +419,14 @@ Render = Callable[[dict[str, Any], Path, bool], tuple[list[str], list[Path]]]
 
 def _scaling(section: dict[str, Any], folder: Path, plots: bool) -> tuple[list[str], list[Path]]:
     plotted = plots and bool(section["cells"])
+    written: list[Path] = []
     if plotted:
         plot_scaling(section, folder / SCALING_PNG)
-    return scaling_md(section, plotted), [folder / SCALING_PNG] if plotted else []
+        written.append(folder / SCALING_PNG)
+        plotted = plot_ticks(section, folder / TICKS_PNG)
+        if plotted:
+            written.append(folder / TICKS_PNG)
+    return scaling_md(section, bool(written), ticks_plot=plotted), written
 
 
 def _load(section: dict[str, Any], folder: Path, plots: bool) -> tuple[list[str], list[Path]]:

@@ -4,16 +4,18 @@ Theory of operation
 -------------------
 A *cell* is (workload, build, backend, kernel, workers).  The ``arena`` workload is arena-20k
 (20,000 entities, 2048x2048, radius 4, 4x4 regions, seed 1) ticked flat out through
-:class:`server.runtime.Runtime`; the ``ceiling`` workload is :mod:`bench.ceiling`'s
-embarrassingly parallel loop on the same kind of workers.  Every (cell, repeat) runs in a fresh
-subprocess of the build's interpreter (:mod:`bench.cell`), pinned to the first W usable CPUs, and
-the repeats are interleaved round by round (:func:`bench.stats.interleave`) so drift on a shared
-machine is spread over every cell.
+:class:`server.runtime.Runtime`; the ``reference`` workload is :mod:`bench.ceiling`'s
+embarrassingly parallel loop on the same kind of workers: a yardstick for how well this
+interpreter and machine scale pure-Python work, not an upper bound on the tick loop (results
+written before it was renamed call it ``ceiling``; :mod:`bench.cell` still does).  Every (cell,
+repeat) runs in a fresh subprocess of the build's interpreter (:mod:`bench.cell`), pinned to the
+first W usable CPUs, and the repeats are interleaved round by round
+(:func:`bench.stats.interleave`) so drift on a shared machine is spread over every cell.
 
 :func:`bench.summary.aggregate` turns the raw runs into the figures the tables show (speedups,
-efficiency, the ceiling ratio, and each cell's status: ok, INVALID, ERROR or NOT RUN; see there);
-it is pure, and the report recomputes it from ``results.json`` rather than trusting stored
-summaries.
+efficiency, the ratio to the reference loop, 95 % intervals, and each cell's status: ok,
+INVALID, ERROR or NOT RUN; see there); it is pure, and the report recomputes it from
+``results.json`` rather than trusting stored summaries.
 
 A run that stops early keeps what it measured: the runs done so far are aggregated and saved,
 and the section records why and how many of the planned runs finished.  Because repeats are
@@ -36,7 +38,7 @@ from typing import Any
 from bench import stats
 from bench.builds import ALL_BUILDS, Build, find_venvs, make_build, repo_root, run_group
 from bench.errors import CellError, SetupError
-from bench.summary import aggregate, headlines, scaling_table
+from bench.summary import aggregate, headlines, is_reference, scaling_table
 from server.cli import alias
 from server.host import usable_cores, usable_cpus
 from server.runtime import BACKENDS
@@ -77,7 +79,8 @@ class Plan:
     ticks: int = 12
     #: untimed ticks first: imports, caches and the first border exchange settle
     warmup: int = 2
-    #: ceiling loop iterations per repeat, split over the workers (about 0.4 s on one core here)
+    #: reference loop iterations per repeat, split over the workers (about 0.4 s on one core
+    #: here); the field keeps its first name, as does ``ceiling`` (run the reference rows)
     ceiling_iters: int = 2_000_000
     world: tuple[tuple[str, Any], ...] = tuple(ARENA_20K.items())
     ceiling: bool = True
@@ -114,13 +117,19 @@ def cells_for(plan: Plan) -> list[dict[str, Any]]:
                 for w in plan.workers:
                     if backend == "inline" and w != 1:
                         continue
-                    out.append({"workload": "ceiling", "build": build.name, "backend": backend,
-                                "kernel": "python", "workers": w})
+                    out.append({"workload": "reference", "build": build.name,
+                                "backend": backend, "kernel": "python", "workers": w})
     return out
 
 
+#: :mod:`bench.cell`'s name for the reference loop's workload.
+CELL_REFERENCE = "ceiling"
+
+
 def spec_for(cell: dict[str, Any], plan: Plan, cpus: list[int]) -> dict[str, Any]:
-    return {**cell, "cpus": cpus[: cell["workers"]], "world": dict(plan.world),
+    workload = CELL_REFERENCE if is_reference(cell) else cell["workload"]
+    return {**cell, "workload": workload, "cpus": cpus[: cell["workers"]],
+            "world": dict(plan.world),
             "ticks": plan.ticks, "warmup": plan.warmup, "iters": plan.ceiling_iters}
 
 
@@ -228,7 +237,7 @@ def build_section(plan: Plan, cells: list[dict[str, Any]], order: list[list[int]
         "command": list(command),
         "environment": environment,
         "params": {"world": dict(plan.world), "ticks": plan.ticks, "warmup": plan.warmup,
-                   "repeats": plan.repeats, "ceiling_iters": plan.ceiling_iters,
+                   "repeats": plan.repeats, "reference_iters": plan.ceiling_iters,
                    "quick": plan.quick},
         "builds": builds,
         "cells": cells,
@@ -284,10 +293,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--repeats", type=int, default=None, help="repeats per cell (default 5)")
     r.add_argument("--ticks", type=int, default=None, help="timed ticks per repeat (default 12)")
     r.add_argument("--warmup", type=int, default=None, help="untimed ticks first (default 2)")
-    r.add_argument("--ceiling-iters", type=int, default=None,
-                   help="ceiling loop iterations per repeat, split over the workers "
-                        "(default 2,000,000)")
-    r.add_argument("--no-ceiling", action="store_true", help="skip the ceiling rows")
+    iters = r.add_argument("--reference-iters", type=int, default=None, dest="ceiling_iters",
+                           help="reference loop iterations per repeat, split over the workers "
+                                "(default 2,000,000)")
+    alias(r, "--ceiling-iters", of=iters)
+    r.add_argument("--no-reference", "--no-ceiling", action="store_true", dest="no_ceiling",
+                   help="skip the reference-loop rows")
     r.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
                    help="start no new run after SECONDS; what was measured is saved, the "
                         "report says the run stopped early (Ctrl-C does the same)")

@@ -13,12 +13,14 @@ command fills its own *section* and leaves the others alone, so ``scaling``, ``l
         "environment": {...},                # bench.env.capture(): machine, git, interpreters
         "params": {"world": {"entities", "width", "height", "regions_x", "regions_y",
                              "radius", "seed"},
-                   "ticks": int, "warmup": int, "repeats": int, "ceiling_iters": int,
-                   "quick": bool},
+                   "ticks": int, "warmup": int, "repeats": int,
+                   "reference_iters": int,   # "ceiling_iters" in files written before the
+                   "quick": bool},           # reference loop's rename; either is read
         "builds": [{"name": "gil"|"ft"|"ft-gil"|..., "label": str, "python": str,
                     "env": {str: str}, "expects_gil": bool}],
         "cells": [{                          # one per measured configuration
-          "workload": "arena"|"ceiling", "build": str, "backend": str, "kernel": str,
+          "workload": "arena"|"reference",   # "ceiling": the reference loop's first name
+          "build": str, "backend": str, "kernel": str,
           "workers": int,
           "runs": [{                         # raw, one per repeat, in run order
              "round": int, "ok": bool, "error": str|null,
@@ -26,15 +28,21 @@ command fills its own *section* and leaves the others alone, so ``scaling``, ``l
              "tick_ms": [float], "worker_gil": [bool], "gil_enabled": bool|null,
              "peak_rss": int|null, "digest": str|null, "startup_s": float|null,
              "runtime_metrics": object|null}],
-          "summary": {...}                   # derived by bench.scaling.aggregate(); a report
-        }],                                  # recomputes it from "runs", never trusts it
+          "summary": {...}                   # derived by bench.summary.aggregate() (figures,
+        }],                                  # 95 % intervals, vs_reference); a report
+                                             # recomputes it from "runs", never trusts it
         "order": [[round, cell_index], ...], # the actual interleaved run order
         "stopped_early": str|null,           # optional: why the run ended before its plan
         "runs_planned": int, "runs_done": int,  # optional (absent in older files)
         "note": str|null                     # optional: --note, a line about the machine
       },
       "load": {"created", "command", "environment", "params", "runs": [...]},     # optional
-      "claims": {"created", "command", "environment", "claims": [...]},          # optional
+      "claims": {"created", "command", "environment", "claims": [CLAIM]},        # optional
+                                             # CLAIM: name, claimed, measured, unit, verdict,
+                                             # detail, values; newer files add "source" (who
+                                             # said it, about which CPython: {"who", "cpython",
+                                             # "url", "official": [{"cpython", "says", "url"}]})
+                                             # and "ci" (95 % interval, null if measured once)
       "soak": {"created", "command", "environment", "params", "server_tracebacks",
                "flood": {...}, "churn": {...}},                                 # optional
       "capacity": {                          # optional: written by `paratick bench capacity`
@@ -135,6 +143,25 @@ def record(fields: dict[str, Check], optional: dict[str, Check] | None = None) -
     return check
 
 
+def any_of_keys(*keys: str, kind: Check) -> Check:
+    """At least one of ``keys`` present (a key renamed in a later file), each present one of
+    ``kind``."""
+    def check(value: Any, path: str) -> None:
+        if isinstance(value, dict) and not any(k in value for k in keys):
+            raise ResultsError(f"{path}: missing key {keys[0]!r}")
+        for key in keys:
+            if isinstance(value, dict) and key in value:
+                kind(value[key], f"{path}.{key}")
+    return check
+
+
+def all_of(*checks: Check) -> Check:
+    def check(value: Any, path: str) -> None:
+        for c in checks:
+            c(value, path)
+    return check
+
+
 def one_of(*choices: str) -> Check:
     def check(value: Any, path: str) -> None:
         if value not in choices:
@@ -146,14 +173,15 @@ RUN = record({"round": INT, "ok": BOOL, "ticks_per_s": OPT_FLOAT, "tick_ms": lis
               "worker_gil": list_of(BOOL), "peak_rss": OPT_INT, "digest": OPT_STR},
              {"error": OPT_STR, "entity_updates_per_s": OPT_FLOAT, "gil_enabled": OPT_BOOL,
               "startup_s": OPT_FLOAT, "runtime_metrics": OPT_DICT})
-CELL = record({"workload": one_of("arena", "ceiling"), "build": STR, "backend": STR,
+CELL = record({"workload": one_of("arena", "reference", "ceiling"), "build": STR, "backend": STR,
                "kernel": STR, "workers": INT, "runs": list_of(RUN)}, {"summary": OPT_DICT})
 BUILD = record({"name": STR, "label": STR, "python": STR, "env": ANY_DICT, "expects_gil": BOOL})
 WORLD = record({"entities": INT, "width": FLOAT, "height": FLOAT, "regions_x": INT,
                 "regions_y": INT, "radius": FLOAT, "seed": INT})
 SCALING = record({"created": STR, "command": list_of(STR), "environment": ANY_DICT,
-                  "params": record({"world": WORLD, "ticks": INT, "warmup": INT, "repeats": INT,
-                                    "ceiling_iters": INT, "quick": BOOL}),
+                  "params": all_of(record({"world": WORLD, "ticks": INT, "warmup": INT,
+                                           "repeats": INT, "quick": BOOL}),
+                                   any_of_keys("reference_iters", "ceiling_iters", kind=INT)),
                   "builds": list_of(BUILD), "cells": list_of(CELL),
                   "order": list_of(list_of(INT))},
                  {"stopped_early": OPT_STR, "runs_planned": INT, "runs_done": INT,
@@ -161,7 +189,11 @@ SCALING = record({"created": STR, "command": list_of(STR), "environment": ANY_DI
 LOAD = record({"created": STR, "command": list_of(STR), "environment": ANY_DICT,
                "params": ANY_DICT, "runs": list_of(ANY_DICT)})
 CLAIM = record({"name": STR, "claimed": STR, "measured": OPT_FLOAT, "unit": STR,
-                "verdict": STR}, {"detail": OPT_STR, "values": ANY_DICT})
+                "verdict": STR}, {"detail": OPT_STR, "values": ANY_DICT,
+                                  "source": record({"who": STR, "cpython": STR},
+                                                   {"url": OPT_STR,
+                                                    "official": list_of(ANY_DICT)}),
+                                  "ci": OPT_DICT})
 CLAIMS = record({"created": STR, "command": list_of(STR), "environment": ANY_DICT,
                  "claims": list_of(CLAIM)})
 SOAK = record({"created": STR, "command": list_of(STR), "environment": ANY_DICT,

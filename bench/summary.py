@@ -11,8 +11,20 @@ Figures of a scaling section (:func:`aggregate`), per cell:
 * MSPT p50/p99: over every timed tick of every repeat, pooled (:func:`bench.stats.percentiles`);
 * speedup vs 1 worker (same workload, build, backend, kernel), speedup vs the best valid 1-worker
   cell of *any* build and backend (same workload and kernel), parallel efficiency;
-* ``ceiling_ratio``: the arena's speedup vs 1 worker divided by the ceiling's for the same build,
-  backend and workers (1.0 = the tick loop scales as well as the interpreter can);
+* ``vs_reference``: the arena's speedup vs 1 worker divided by the *reference loop*'s for the
+  same build, backend and workers (:mod:`bench.ceiling`: an embarrassingly parallel pure-Python
+  loop on the same kind of workers; 1.0 = the tick loop scales as well as that loop did).  The
+  reference loop is a yardstick, not an upper bound: a tick loop whose share of the world fits
+  better in each core's cache, or plain noise, can beat it, and ``beats_reference`` says when the
+  whole interval of the ratio lies above 1.  The workload is stored as ``"reference"`` (files
+  written before the rename say ``"ceiling"``; both are read);
+* a **95 % bootstrap interval** beside every comparison (:mod:`bench.stats`): ``ticks_per_s_ci``
+  (the median), ``speedup_vs_1_ci``, ``speedup_vs_best_1_ci`` (ratios of two cells' medians,
+  each cell resampled independently; the baseline cell is the one chosen by its median) and
+  ``vs_reference_ci`` (four cells); ``None`` where a cell has fewer than 2 repeats ("measured
+  once, no interval") or the figure is 1 by definition (a cell against itself);
+* ``goals`` (:func:`goal_verdicts`): the targets quoted for a run, each judged by
+  :func:`bench.stats.verdict` on its interval: met, not met or undecided;
 * status (:func:`judge`): ``ok``; ``INVALID`` when any worker's GIL state contradicts the build (a
   free-threaded cell whose workers report the GIL enabled is not a no-GIL figure) or the digests
   of the same workload disagree; ``ERROR`` when no repeat succeeded; ``NOT RUN`` when the run
@@ -35,6 +47,33 @@ from collections.abc import Sequence
 from typing import Any
 
 from bench import stats
+from bench.errors import StatsError
+
+#: Workload names of the reference loop's cells: current, and as written before the rename.
+REFERENCE_WORKLOADS = ("reference", "ceiling")
+
+
+def is_reference(cell: dict[str, Any]) -> bool:
+    """Whether ``cell`` is a reference-loop cell (``"reference"``, or ``"ceiling"`` in older
+    files)."""
+    return cell["workload"] in REFERENCE_WORKLOADS
+
+
+def _ci(groups: Sequence[Sequence[float]], combine: Any) -> dict[str, Any] | None:
+    """The bootstrap interval of ``combine(medians)`` as a dict, or None when one of the cells
+    has fewer than 2 repeats (measured once: no interval)."""
+    try:
+        return stats.medians_ci(groups, combine).to_dict()
+    except StatsError:
+        return None
+
+
+def _ratio(m: Sequence[float]) -> float:
+    return m[0] / m[1]
+
+
+def _ratio_of_ratios(m: Sequence[float]) -> float:
+    return (m[0] / m[1]) / (m[2] / m[3])
 
 
 def _key(cell: dict[str, Any], *fields: str) -> tuple[Any, ...]:
@@ -125,40 +164,82 @@ def aggregate(cells: Sequence[dict[str, Any]], builds: Sequence[dict[str, Any]],
         for c, s in zip(cells, summaries, strict=True):
             if c["workload"] == "arena" and s["status"] == "ok":
                 s["digest_mismatch"] = True
-    # Baselines: only valid cells.
-    ones: dict[tuple[Any, ...], float] = {}
-    best: dict[tuple[Any, ...], float] = {}
-    for c, s in zip(cells, summaries, strict=True):
+    # Baselines: only valid cells; remembered by index, so intervals can resample their repeats.
+    rates = [[r["ticks_per_s"] for r in c["runs"] if r["ok"]] for c in cells]
+    for s, xs in zip(summaries, rates, strict=True):
+        if "ticks_per_s" in s:
+            s["ticks_per_s_ci"] = _ci([xs], lambda m: m[0])
+    ones: dict[tuple[Any, ...], int] = {}
+    best: dict[tuple[Any, ...], int] = {}
+    for i, (c, s) in enumerate(zip(cells, summaries, strict=True)):
         if s["status"] != "ok" or c["workers"] != 1:
             continue
-        rate = s["ticks_per_s"]["median"]
-        ones[_key(c, "workload", "build", "backend", "kernel")] = rate
+        ones[_key(c, "workload", "build", "backend", "kernel")] = i
         bk = _key(c, "workload", "kernel")
-        best[bk] = max(best.get(bk, 0.0), rate)
-    for c, s in zip(cells, summaries, strict=True):
+        if bk not in best or (s["ticks_per_s"]["median"]
+                              > summaries[best[bk]]["ticks_per_s"]["median"]):
+            best[bk] = i
+    base_one: dict[int, int] = {}
+    for i, (c, s) in enumerate(zip(cells, summaries, strict=True)):
         if "ticks_per_s" not in s:
             continue
         rate = s["ticks_per_s"]["median"]
         one = ones.get(_key(c, "workload", "build", "backend", "kernel"))
         b1 = best.get(_key(c, "workload", "kernel"))
-        s["speedup_vs_1"] = stats.speedup(rate, one) if one else None
-        s["speedup_vs_best_1"] = stats.speedup(rate, b1) if b1 else None
+        s["speedup_vs_1"] = (stats.speedup(rate, summaries[one]["ticks_per_s"]["median"])
+                             if one is not None else None)
+        s["speedup_vs_1_ci"] = (_ci([rates[i], rates[one]], _ratio)
+                                if one is not None and one != i else None)
+        s["speedup_vs_best_1"] = (stats.speedup(rate, summaries[b1]["ticks_per_s"]["median"])
+                                  if b1 is not None else None)
+        s["speedup_vs_best_1_ci"] = (_ci([rates[i], rates[b1]], _ratio)
+                                     if b1 is not None and b1 != i else None)
         s["efficiency"] = (stats.efficiency(s["speedup_vs_1"], c["workers"])
                            if s["speedup_vs_1"] is not None else None)
-    ceil = {_key(c, "build", "backend", "workers"): s.get("speedup_vs_1")
-            for c, s in zip(cells, summaries, strict=True)
-            if c["workload"] == "ceiling" and s["status"] == "ok"}
-    for c, s in zip(cells, summaries, strict=True):
+        if one is not None:
+            base_one[i] = one
+    ref = {_key(c, "build", "backend", "workers"): i
+           for i, (c, s) in enumerate(zip(cells, summaries, strict=True))
+           if is_reference(c) and s["status"] == "ok" and s.get("speedup_vs_1")}
+    for i, (c, s) in enumerate(zip(cells, summaries, strict=True)):
         if c["workload"] != "arena":
             continue
-        cs = ceil.get(_key(c, "build", "backend", "workers"))
+        r = ref.get(_key(c, "build", "backend", "workers"))
         mine = s.get("speedup_vs_1")
-        s["ceiling_ratio"] = mine / cs if mine is not None and cs else None
+        theirs = summaries[r]["speedup_vs_1"] if r is not None else None
+        s["vs_reference"] = mine / theirs if mine is not None and theirs else None
+        s["vs_reference_ci"] = None
+        s["beats_reference"] = None
+        if s["vs_reference"] is None or r is None or i not in base_one or r not in base_one:
+            continue
+        if base_one[i] != i and base_one[r] != r:
+            ci = _ci([rates[i], rates[base_one[i]], rates[r], rates[base_one[r]]],
+                     _ratio_of_ratios)
+            s["vs_reference_ci"] = ci
+            if ci is not None:
+                # "at most 1" not met = the whole interval above 1: the loop beat its yardstick.
+                s["beats_reference"] = stats.verdict(
+                    (ci["low"], ci["high"]), 1.0, "at most") == stats.NOT_MET
     return summaries
 
 
 def _fmt(x: float | None, spec: str = ".2f", none: str = "-") -> str:
     return none if x is None else format(x, spec)
+
+
+def fmt_ci(x: float | None, ci: dict[str, Any] | None, spec: str = ".2f", unit: str = "×",
+           none: str = "-", once: str = "") -> str:
+    """``1.66× [1.58, 1.71]``: a figure with its 95 % interval; the figure alone (plus ``once``,
+    e.g. " (measured once, no interval)") where it has none."""
+    if x is None:
+        return none
+    if ci is None:
+        return f"{format(x, spec)}{unit}{once}"
+    return f"{format(x, spec)}{unit} [{format(ci['low'], spec)}, {format(ci['high'], spec)}]"
+
+
+def _once(ci: dict[str, Any] | None) -> str:
+    return "" if ci is not None else f" ({stats.MEASURED_ONCE})"
 
 
 def scaling_table(section: dict[str, Any]) -> str:
@@ -167,8 +248,8 @@ def scaling_table(section: dict[str, Any]) -> str:
     summaries = aggregate(cells, section["builds"])
     labels = {b["name"]: b["label"] for b in section["builds"]}
     head = ("| workload | build | backend | kernel | W | ticks/s median [min–max] | "
-            "Mupd/s | MSPT p50/p99 ms | ×1w | ×best-1core | eff | vs ceiling | RSS MB | "
-            "worker GIL | status |")
+            "Mupd/s | MSPT p50/p99 ms | ×1w [95% CI] | ×best-1core [95% CI] | eff "
+            "| vs reference [95% CI] | RSS MB | worker GIL | status |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for c, s in zip(cells, summaries, strict=True):
         tp = s.get("ticks_per_s")
@@ -178,6 +259,9 @@ def scaling_table(section: dict[str, Any]) -> str:
         flag = s["status"] if s["status"] == "ok" else f"**{s['status']}**: {s['reason']}"
         if s.get("digest_mismatch"):
             flag += " (digest differs from other cells!)"
+        if s.get("beats_reference"):
+            flag += (" (beats the reference loop: its whole interval is above 1, so the "
+                     "reference is no upper bound here)")
         mspt_txt = f"{mspt['p50']:.1f}/{mspt['p99']:.1f}" if mspt else "-"
         gil = s.get("worker_gil")
         gil_txt = "-" if gil is None else ("on" if all(gil) else "off" if not any(gil)
@@ -188,13 +272,15 @@ def scaling_table(section: dict[str, Any]) -> str:
             return text if valid or text == "-" else f"~~{text}~~"
 
         lines.append(
-            f"| {'CEILING' if c['workload'] == 'ceiling' else 'arena'} "
+            f"| {'REFERENCE' if is_reference(c) else 'arena'} "
             f"| {labels.get(c['build'], c['build'])} | {c['backend']} | {c['kernel']} "
             f"| {c['workers']} | {mark(rate)} "
             f"| {_fmt(eu['median'] / 1e6 if eu else None)} "
             f"| {mspt_txt} "
-            f"| {mark(_fmt(s.get('speedup_vs_1')))} | {mark(_fmt(s.get('speedup_vs_best_1')))} "
-            f"| {mark(_fmt(s.get('efficiency')))} | {_fmt(s.get('ceiling_ratio'))} "
+            f"| {mark(fmt_ci(s.get('speedup_vs_1'), s.get('speedup_vs_1_ci')))} "
+            f"| {mark(fmt_ci(s.get('speedup_vs_best_1'), s.get('speedup_vs_best_1_ci')))} "
+            f"| {mark(_fmt(s.get('efficiency')))} "
+            f"| {fmt_ci(s.get('vs_reference'), s.get('vs_reference_ci'))} "
             f"| {_fmt(s['peak_rss'] / 2**20 if s.get('peak_rss') else None, '.0f')} "
             f"| {gil_txt} | {flag} |")
     return "\n".join(lines)
@@ -211,33 +297,91 @@ def _kernel_headlines(arena: list[tuple[dict[str, Any], dict[str, Any]]],
         if s["status"] != "ok" or s.get("speedup_vs_1") is None:
             out.append(f"- {label}: {s['status']} ({s.get('reason') or 'no 1-worker baseline'})")
             continue
-        ceil = s.get("ceiling_ratio")
-        out.append(f"- {label}: {s['speedup_vs_1']:.2f}x at {wmax} workers vs 1 worker "
-                   f"(efficiency {s['efficiency']:.0%}"
-                   + (f"; {ceil:.0%} of the ceiling's speedup" if ceil is not None else "")
-                   + ")")
+        ref = s.get("vs_reference")
+        ref_txt = ""
+        if ref is not None:
+            ref_txt = (f"; {fmt_ci(ref, s.get('vs_reference_ci'), unit='')} of the reference "
+                       "loop's speedup")
+            if s.get("beats_reference"):
+                ref_txt += ", above it: the reference loop is no upper bound here"
+        out.append(f"- {label}: {fmt_ci(s['speedup_vs_1'], s.get('speedup_vs_1_ci'))} at "
+                   f"{wmax} workers vs 1 worker{_once(s.get('speedup_vs_1_ci'))} "
+                   f"(efficiency {s['efficiency']:.0%}{ref_txt})")
     valid = [(c, s) for c, s in arena if s["status"] == "ok" and "ticks_per_s" in s]
     par = [(c, s) for c, s in valid if c["workers"] > 1]
     one = [(c, s) for c, s in valid if c["workers"] == 1]
     if par and one:
         bc, bs = max(par, key=lambda cs: cs[1]["ticks_per_s"]["median"])
         oc, os_ = max(one, key=lambda cs: cs[1]["ticks_per_s"]["median"])
+        ci = bs.get("speedup_vs_best_1_ci")
         out.append(f"- best parallel{tag}: {labels.get(bc['build'], bc['build'])} "
                    f"{bc['backend']} x{bc['workers']} at {bs['ticks_per_s']['median']:.2f} "
-                   f"ticks/s = {bs['speedup_vs_best_1']:.2f}x the best single core "
-                   f"({labels.get(oc['build'], oc['build'])} {oc['backend']}, "
+                   f"ticks/s = {fmt_ci(bs['speedup_vs_best_1'], ci)} the best single core"
+                   f"{_once(ci)} ({labels.get(oc['build'], oc['build'])} {oc['backend']}, "
                    f"{os_['ticks_per_s']['median']:.2f} ticks/s)")
     return out
 
 
+#: The targets quoted for a scaling run on 2 cores: (what, figure key, target, direction).
+#: Free threads (threads on a no-GIL build) and subinterpreters at 2 workers: >= 1.8x their own
+#: single worker and within 10 % of the reference loop's speedup; the best parallel cell
+#: >= 1.7x the best single core of any build.
+SCALING_GOALS: tuple[tuple[str, str, float, stats.Want], ...] = (
+    ("speedup vs 1 worker at 2 workers", "speedup_vs_1", 1.8, "at least"),
+    ("vs the reference loop at 2 workers", "vs_reference", 0.9, "at least"),
+)
+BEST_PARALLEL_GOAL = 1.7
+
+
+def goal_verdicts(section: dict[str, Any],
+                  sums: Sequence[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Each quoted goal of a scaling section judged by :func:`bench.stats.verdict` on the
+    figure's 95 % interval (``met`` only when the whole interval clears the target), or by
+    :func:`bench.stats.point_verdict` where a cell was measured once."""
+    cells = section["cells"]
+    sums = aggregate(cells, section["builds"]) if sums is None else sums
+    labels = {b["name"]: b["label"] for b in section["builds"]}
+    nogil = {b["name"] for b in section["builds"] if not b["expects_gil"]}
+    out: list[dict[str, Any]] = []
+
+    def judge_figure(what: str, who: str, value: float, ci: dict[str, Any] | None,
+                     target: float, want: stats.Want) -> None:
+        word = (stats.verdict((ci["low"], ci["high"]), target, want) if ci is not None
+                else stats.point_verdict(value, target, want))
+        out.append({"goal": f"{what} {'>=' if want == 'at least' else '<='} {target:g}",
+                    "cell": who, "value": value, "ci": ci, "target": target, "want": want,
+                    "verdict": word})
+
+    for c, s in zip(cells, sums, strict=True):
+        if (c["workload"] != "arena" or c["workers"] != 2 or s["status"] != "ok"
+                or not ((c["backend"] == "threads" and c["build"] in nogil)
+                        or c["backend"] == "interpreters")):
+            continue
+        who = f"{labels.get(c['build'], c['build'])} {c['backend']} ({c['kernel']})"
+        for what, key, target, want in SCALING_GOALS:
+            if s.get(key) is not None:
+                judge_figure(what, who, s[key], s.get(f"{key}_ci"), target, want)
+    for kernel in sorted({c["kernel"] for c in cells if c["workload"] == "arena"}):
+        par = [(c, s) for c, s in zip(cells, sums, strict=True)
+               if c["workload"] == "arena" and c["kernel"] == kernel and c["workers"] > 1
+               and s["status"] == "ok" and s.get("speedup_vs_best_1") is not None]
+        if par:
+            c, s = max(par, key=lambda cs: cs[1]["ticks_per_s"]["median"])
+            who = (f"{labels.get(c['build'], c['build'])} {c['backend']} x{c['workers']} "
+                   f"({kernel})")
+            judge_figure("best parallel vs the best single core", who, s["speedup_vs_best_1"],
+                         s.get("speedup_vs_best_1_ci"), BEST_PARALLEL_GOAL, "at least")
+    return out
+
+
 def headlines(section: dict[str, Any]) -> list[str]:
-    """The few sentences a reader wants first, each a ratio measured in this run.
+    """The few sentences a reader wants first, each a ratio measured in this run with its 95 %
+    interval.
 
     For every build and parallel backend: speedup at the most workers vs 1 worker, and how that
-    compares with the ceiling; then the best parallel cell vs the best single-core cell of any
-    build.  The goals (>= 1.8x at 2 workers for free threads and subinterpreters,
-    within 10 % of the ceiling, >= 1.7x best parallel vs best single core) are quoted beside
-    the measurements, never used to alter them.
+    compares with the reference loop; then the best parallel cell vs the best single-core cell
+    of any build; then each goal (:func:`goal_verdicts`) with the verdict rule's answer.  The
+    goals are quoted beside the measurements, never used to alter them.
     """
     cells = section["cells"]
     sums = aggregate(cells, section["builds"])
@@ -252,14 +396,22 @@ def headlines(section: dict[str, Any]) -> list[str]:
     bad = [c for c, s in zip(cells, sums, strict=True) if s["status"] != "ok"]
     if bad:
         out.append(f"- {len(bad)} cell(s) INVALID, ERROR or NOT RUN (see the status column)")
+    beaten = [c for c, s in zip(cells, sums, strict=True) if s.get("beats_reference")]
+    if beaten:
+        out.append(f"- {len(beaten)} arena cell(s) beat the reference loop (whole interval of "
+                   "the ratio above 1): there the reference is no upper bound (cache effects "
+                   "of a smaller share per core, or noise); see the status column")
     if section.get("stopped_early"):
         reps = [s["repeats"] + s["failed_repeats"] for s in sums]
         span = f"{min(reps)}" if min(reps) == max(reps) else f"{min(reps)}–{max(reps)}"
         out.append(f"- run stopped early: {section['stopped_early']}; cells have {span} "
                    f"repeats, not the {section['params']['repeats']} planned")
-    out.append("- goals on 2 cores: free threads and subinterpreters >= 1.8x at 2 workers "
-               "and within 10% of the ceiling; GIL threads ~1.0x; best parallel >= 1.7x the "
-               "best single core")
+    for g in goal_verdicts(section, sums):
+        out.append(f"- goal {g['goal']}: {g['cell']} {fmt_ci(g['value'], g['ci'])} → "
+                   f"**{g['verdict']}**")
+    out.append("- verdicts: met = the whole 95 % interval clears the target, not met = the "
+               "whole interval misses it, undecided = it straddles the target; GIL threads are "
+               "expected near 1.0x (no verdict)")
     return out
 
 

@@ -28,9 +28,12 @@ def test_report_rebuilds_markdown_and_plot(tmp_path: Path) -> None:
     assert tmp_path / "report.md" in written and tmp_path / "scaling.png" in written
     assert (tmp_path / "scaling.png").read_bytes().startswith(PNG_MAGIC)
     assert "Test CPU" in md and "`abc`" in md
-    # figures are recomputed from the raw runs: ft 2 workers median 16.2, ×1w 1.80
-    assert "16.20 [15.00–17.00]" in md and "| 1.80 |" in md
-    assert "CEILING" in md
+    # figures are recomputed from the raw runs: ft 2 workers median 16.2, ×1w 1.80 with its
+    # 95 % interval beside it
+    assert "16.20 [15.00–17.00]" in md and "| 1.80× [" in md
+    assert "| REFERENCE |" in md and "95 % bootstrap confidence interval" in md
+    assert (tmp_path / "ticks.png").read_bytes().startswith(PNG_MAGIC)
+    assert "![distribution of every timed tick](ticks.png)" in md
 
 
 def test_report_ignores_stored_summaries(tmp_path: Path) -> None:
@@ -93,3 +96,50 @@ def test_report_without_matplotlib_skips_plots_and_says_so(
     assert not (tmp_path / "scaling.png").exists()
     assert "Plots skipped: matplotlib is not installed" in md
     assert "16.20 [15.00–17.00]" in md  # the figures are all there
+
+
+def test_report_flags_a_reference_loop_beaten_by_the_tick_loop(tmp_path: Path) -> None:
+    """The reference loop is no upper bound: when the tick loop's speedup beats it with the
+    whole interval above 1, the report says so; within noise it does not."""
+    cells = standard_cells()
+    # ft threads: the tick loop 1.8x, the reference loop only 1.2x, both tight over 5 repeats
+    cells[2] = cell("arena", "ft", "threads", 1, [9.0, 9.1, 8.9, 9.0, 9.05], False)
+    cells[3] = cell("arena", "ft", "threads", 2, [16.2, 16.3, 16.1, 16.2, 16.25], False)
+    cells[4] = cell("reference", "ft", "threads", 1, [4.0, 4.02, 3.98, 4.0, 4.01], False)
+    cells[5] = cell("reference", "ft", "threads", 2, [4.8, 4.82, 4.78, 4.8, 4.81], False)
+    doc = schema.empty()
+    doc["scaling"] = section(cells)
+    write_doc(tmp_path, doc)
+    report.write(tmp_path, plots=False)
+    md = (tmp_path / "report.md").read_text()
+    assert "beats the reference loop" in md
+    assert "1 arena cell(s) beat the reference loop" in md
+    # the same shape inside the noise (standard cells: 0.90 [0.75, 1.06]) is not flagged
+    write_doc(tmp_path, scaling_doc())
+    report.write(tmp_path, plots=False)
+    assert "beats the reference loop" not in (tmp_path / "report.md").read_text()
+
+
+def test_old_files_with_ceiling_rows_still_load_and_report(tmp_path: Path) -> None:
+    doc = scaling_doc()  # written with the reference loop's first name, "ceiling"
+    assert {c["workload"] for c in doc["scaling"]["cells"]} == {"arena", "ceiling"}
+    assert "ceiling_iters" in doc["scaling"]["params"]
+    write_doc(tmp_path, doc)
+    report.write(tmp_path, plots=False)
+    md = (tmp_path / "report.md").read_text()
+    assert md.count("| REFERENCE |") == 2 and "0.90× [" in md
+
+
+def test_load_mspt_plot_is_a_cdf_of_the_readings(tmp_path: Path) -> None:
+    doc = schema.empty()
+    doc["load"] = {"created": "t", "command": ["paratick"], "environment": {},
+                   "params": {"mspt_budget_ms": 33.3},
+                   "runs": [{"build": "gil", "backend": "threads", "entities": 100, "bots": 10,
+                             "mspt_samples": [5.0, 9.0, 40.0, 7.0],
+                             "mspt_p50_samples": [2.0, 3.0, 2.5, 2.0]}]}
+    assert report._ecdf([3.0, 1.0, 2.0, 2.0]) == ([1.0, 2.0, 2.0, 3.0], [0.25, 0.5, 0.75, 1.0])
+    write_doc(tmp_path, doc)
+    written = report.write(tmp_path)
+    assert tmp_path / "mspt.png" in written
+    assert (tmp_path / "mspt.png").read_bytes().startswith(PNG_MAGIC)
+    assert "CDF" in (tmp_path / "report.md").read_text()

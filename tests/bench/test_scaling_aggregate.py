@@ -9,7 +9,7 @@ import pytest
 
 from bench.builds import Build
 from bench.scaling import Plan, cells_for, default_workers
-from bench.summary import aggregate, headlines, judge
+from bench.summary import aggregate, goal_verdicts, headlines, judge
 from bench.summary import scaling_table as table
 from tests.bench.synthetic import BUILDS, cell, section, standard_cells
 
@@ -22,7 +22,7 @@ def by(cells: list[dict[str, Any]], summaries: list[dict[str, Any]], **match: An
     return hits[0]
 
 
-def test_speedups_efficiency_and_ceiling_ratio() -> None:
+def test_speedups_efficiency_and_reference_ratio() -> None:
     cells = standard_cells()
     sums = aggregate(cells, BUILDS)
     ft2 = by(cells, sums, workload="arena", build="ft", workers=2)
@@ -32,7 +32,18 @@ def test_speedups_efficiency_and_ceiling_ratio() -> None:
     # best single core of any build is the GIL build's 10.0, not ft's own 9.0
     assert ft2["speedup_vs_best_1"] == pytest.approx(16.2 / 10.0)
     assert ft2["efficiency"] == pytest.approx(16.2 / 9.0 / 2)
-    assert ft2["ceiling_ratio"] == pytest.approx((16.2 / 9.0) / 2.0)
+    assert ft2["vs_reference"] == pytest.approx((16.2 / 9.0) / 2.0)
+    # every comparison carries its 95 % interval, which holds the point figure
+    for key in ("speedup_vs_1", "speedup_vs_best_1", "vs_reference"):
+        ci = ft2[f"{key}_ci"]
+        assert ci["low"] <= ft2[key] <= ci["high"] and ci["low"] < ci["high"], key
+    assert ft2["speedup_vs_1_ci"]["n"] == [3, 3]
+    assert ft2["vs_reference_ci"]["n"] == [3, 3, 3, 3]
+    assert ft2["beats_reference"] is False
+    assert ft2["ticks_per_s_ci"]["low"] <= 16.2 <= ft2["ticks_per_s_ci"]["high"]
+    # a cell against itself is 1 by definition: no interval
+    ft1 = by(cells, sums, workload="arena", build="ft", workers=1)
+    assert ft1["speedup_vs_1"] == 1.0 and ft1["speedup_vs_1_ci"] is None
     gil2 = by(cells, sums, workload="arena", build="gil", workers=2)
     assert gil2["speedup_vs_1"] == pytest.approx(1.0)
     assert gil2["mspt"]["p50"] == pytest.approx(100.0)
@@ -108,7 +119,7 @@ def test_matrix_skips_impossible_cells() -> None:
     assert {(c["backend"], c["kernel"]) for c in arena} == {
         ("inline", "python"), ("inline", "numpy"), ("threads", "python"), ("threads", "numpy"),
         ("interpreters", "python")}
-    assert len([c for c in cells if c["workload"] == "ceiling"]) == 5
+    assert len([c for c in cells if c["workload"] == "reference"]) == 5
 
 
 def test_runtime_metrics_are_summarised_as_cross_checks() -> None:
@@ -126,12 +137,21 @@ def test_runtime_metrics_are_summarised_as_cross_checks() -> None:
 
 
 def test_headlines_quote_measured_ratios() -> None:
-    lines = headlines(section(standard_cells()))
-    assert ("- 3.13t free-threaded, threads: 1.80x at 2 workers vs 1 worker (efficiency 90%; "
-            "90% of the ceiling's speedup)") in lines
-    assert "- 3.13 GIL, threads: 1.00x at 2 workers vs 1 worker (efficiency 50%)" in lines
+    sec = section(standard_cells())
+    sums = aggregate(sec["cells"], BUILDS)
+    ft2 = by(sec["cells"], sums, workload="arena", build="ft", workers=2)
+    lo, hi = ft2["speedup_vs_1_ci"]["low"], ft2["speedup_vs_1_ci"]["high"]
+    rlo, rhi = ft2["vs_reference_ci"]["low"], ft2["vs_reference_ci"]["high"]
+    lines = headlines(sec)
+    assert (f"- 3.13t free-threaded, threads: 1.80× [{lo:.2f}, {hi:.2f}] at 2 workers vs 1 "
+            f"worker (efficiency 90%; 0.90 [{rlo:.2f}, {rhi:.2f}] of the reference loop's "
+            "speedup)") in lines
+    assert any(x.startswith("- 3.13 GIL, threads: 1.00× [") for x in lines)
     best = next(x for x in lines if x.startswith("- best parallel"))
-    assert "3.13t free-threaded threads x2 at 16.20 ticks/s = 1.62x the best single core" in best
+    assert "3.13t free-threaded threads x2 at 16.20 ticks/s = 1.62× [" in best
+    # 1.80 [1.50, 2.12] against ">= 1.8": the interval straddles the target
+    goal = next(x for x in lines if x.startswith("- goal speedup vs 1 worker at 2 workers"))
+    assert goal.endswith("**undecided**")
     cells = standard_cells()
     cells[3] = cell("arena", "ft", "threads", 2, [30.0], True)
     assert any("INVALID" in x for x in headlines(section(cells)))
@@ -143,3 +163,35 @@ def test_default_worker_counts() -> None:
     assert default_workers(4) == (1, 2, 3, 4)
     assert default_workers(12) == (1, 2, 4, 8, 12)
     assert default_workers(16) == (1, 2, 4, 8, 16)
+
+
+def test_goal_verdicts_follow_the_interval_not_the_point() -> None:
+    cells = standard_cells()
+    # tight repeats: 2.0x with a narrow interval clears 1.8; 1.5x misses it entirely
+    cells[2] = cell("arena", "ft", "threads", 1, [9.0, 9.05, 8.95, 9.0], False)
+    cells[3] = cell("arena", "ft", "threads", 2, [18.0, 18.1, 17.9, 18.0], False)
+    goals = {g["goal"]: g for g in goal_verdicts(section(cells))}
+    assert goals["speedup vs 1 worker at 2 workers >= 1.8"]["verdict"] == "met"
+    cells[3] = cell("arena", "ft", "threads", 2, [13.5, 13.6, 13.4, 13.5], False)
+    goals = {g["goal"]: g for g in goal_verdicts(section(cells))}
+    assert goals["speedup vs 1 worker at 2 workers >= 1.8"]["verdict"] == "not met"
+    # one repeat per cell: no interval, and the verdict says so
+    cells[2] = cell("arena", "ft", "threads", 1, [9.0], False)
+    cells[3] = cell("arena", "ft", "threads", 2, [18.0], False)
+    goals = {g["goal"]: g for g in goal_verdicts(section(cells))}
+    g = goals["speedup vs 1 worker at 2 workers >= 1.8"]
+    assert g["ci"] is None and g["verdict"] == "met (measured once, no interval)"
+
+
+def test_a_beaten_reference_is_flagged_only_when_the_whole_interval_is_above_one() -> None:
+    cells = standard_cells()
+    cells[4] = cell("reference", "ft", "threads", 1, [4.0, 4.02, 3.98], False)
+    cells[5] = cell("reference", "ft", "threads", 2, [4.4, 4.42, 4.38], False)  # 1.1x
+    cells[2] = cell("arena", "ft", "threads", 1, [9.0, 9.02, 8.98], False)
+    cells[3] = cell("arena", "ft", "threads", 2, [16.2, 16.22, 16.18], False)  # 1.8x
+    s = by(cells, aggregate(cells, BUILDS), workload="arena", build="ft", workers=2)
+    assert s["vs_reference"] == pytest.approx(1.8 / 1.1, rel=1e-3)
+    assert s["vs_reference_ci"]["low"] > 1.0 and s["beats_reference"] is True
+    assert "beats the reference loop" in table(section(cells))
+    sums = aggregate(standard_cells(), BUILDS)
+    assert not any(x.get("beats_reference") for x in sums)

@@ -92,3 +92,34 @@ def test_results_go_under_the_checkout_or_else_the_current_directory(tmp_path: P
     folder = schema.results_dir(quick=True)
     assert folder.parent == repo / "bench" / "results" and folder.name.endswith("-quick")
     assert schema.results_dir(tmp_path).parent == tmp_path
+
+
+def test_reference_rows_and_their_old_name_both_validate() -> None:
+    doc = scaling_doc()
+    for c in doc["scaling"]["cells"]:
+        if c["workload"] == "ceiling":
+            c["workload"] = "reference"
+    params = doc["scaling"]["params"]
+    params["reference_iters"] = params.pop("ceiling_iters")
+    assert schema.validate(doc) is doc
+    params.pop("reference_iters")
+    with pytest.raises(ResultsError, match=r"scaling\.params: missing key 'reference_iters'"):
+        schema.validate(doc)
+    params["ceiling_iters"] = "many"
+    with pytest.raises(ResultsError, match=r"scaling\.params\.ceiling_iters: expected int"):
+        schema.validate(doc)
+
+
+def test_claims_with_a_source_and_an_interval_validate() -> None:
+    doc = scaling_doc()
+    doc["claims"] = {"created": "t", "command": ["paratick"], "environment": {},
+                     "claims": [{"name": "x", "claimed": "5–8%", "measured": 12.0, "unit": "%",
+                                 "verdict": "does not hold",
+                                 "source": {"who": "PEP 703", "cpython": "3.13",
+                                            "url": "https://peps.python.org/pep-0703/",
+                                            "official": [{"cpython": "3.14", "says": "1-8%"}]},
+                                 "ci": {"low": 10.0, "high": 14.0}}]}
+    assert schema.validate(doc) is doc
+    doc["claims"]["claims"][0]["source"] = {"who": "PEP 703"}
+    with pytest.raises(ResultsError, match=r"claims.claims\[0\].source: missing key 'cpython'"):
+        schema.validate(doc)
