@@ -623,12 +623,31 @@ def capacity_headlines(section: dict[str, Any]) -> list[str]:
     return out
 
 
+def _source_text(src: dict[str, Any] | None) -> str:
+    if not src:
+        return "-"
+    who = f"[{src['who']}]({src['url']})" if src.get("url") else src["who"]
+    text = f"{who}; speaks of: {src['cpython']}"
+    for o in src.get("official") or []:
+        text += f"; CPython {o.get('cpython')} docs: \"{o.get('says')}\" ({o.get('url')})"
+    return text
+
+
 def claims_table(section: dict[str, Any]) -> str:
-    """Markdown table of a claims section: each claim, the figure measured here, the verdict."""
-    lines = ["| claim | commonly claimed | measured | verdict | detail |",
-             "|---|---|---|---|---|"]
+    """Markdown table of a claims section: each claim, its source and the CPython version it
+    speaks of, the figure measured here with its 95 % interval where repeats exist, and the
+    verdict (:func:`bench.stats.verdict`; files written before sources were recorded show
+    "-" there)."""
+    lines = ["| claim | commonly claimed | source (CPython version) | measured [95% CI] "
+             "| verdict | detail |", "|---|---|---|---|---|---|"]
     for c in section["claims"]:
-        val = "-" if c["measured"] is None else f"{c['measured']:.3g} {c['unit']}"
-        lines.append(f"| {c['name']} | {c['claimed']} | {val} | {c['verdict']} | "
-                     f"{c.get('detail') or ''} |")
+        ci = c.get("ci")
+        if c["measured"] is None:
+            val = "-"
+        elif ci:
+            val = f"{c['measured']:.3g} {c['unit']} [{ci['low']:.3g}, {ci['high']:.3g}]"
+        else:
+            val = f"{c['measured']:.3g} {c['unit']}"
+        lines.append(f"| {c['name']} | {c['claimed']} | {_source_text(c.get('source'))} "
+                     f"| {val} | {c['verdict']} | {c.get('detail') or ''} |")
     return "\n".join(lines)
