@@ -108,6 +108,10 @@ def aggregate(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _ms(x: Any) -> str:
+    return f"{x:.2f} ms" if _ok(x) else "-"
+
+
 def _ok(x: Any) -> bool:
     return isinstance(x, int | float) and x == x and x not in (float("inf"), float("-inf"))
 
@@ -249,7 +253,7 @@ def run(args: argparse.Namespace) -> int:
                      "errors": watchers.errors[:5] if watchers is not None else []}
             runs.append(entry)
             say(f"round {i + 1}/{len(plan)}: {entry['spectators']} spectators, step p50 "
-                f"{entry['p50']} ms, p99 {entry['p99']} ms, {entry['views']} views")
+                f"{_ms(entry['p50'])}, p99 {_ms(entry['p99'])}, {entry['views']} views")
     finally:
         server.stop()
     tracebacks = sum(1 for line in server.log if line.startswith("Traceback"))
