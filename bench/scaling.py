@@ -49,15 +49,17 @@ Ticks/s against the worker count for each interpreter build (3.13 with the GIL, 
 free-threaded, 3.13t with PYTHON_GIL=1) and backend (inline, threads, subinterpreters, processes)
 on arena-20k: 20,000 entities in a 2048 x 2048 world, 4x4 regions, seed 1, ticked flat out.
 Each (cell, repeat) runs in a fresh interpreter pinned to W cores, and the repeats are interleaved
-round by round so that drift on a shared machine hits every cell alike.  The CEILING rows run an
-embarrassingly parallel loop on the same kind of workers: the most any backend could scale here.
+round by round so that drift on a shared machine hits every cell alike.  The REFERENCE rows run
+an embarrassingly parallel loop on the same kind of workers: how well this interpreter and
+machine scale compute-only Python (a yardstick, not an upper bound: the tick loop can beat it).
 
 The table gives medians with min and max, speed-ups against one worker and against the best
-single core, and each cell's status (ok, INVALID, ERROR or NOT RUN).  A run stopped early
+single core with their 95 % bootstrap intervals, and each cell's status (ok, INVALID, ERROR or
+NOT RUN); a goal is met only when the whole interval clears it.  A run stopped early
 (--time-budget, Ctrl-C) keeps and saves what it measured.  results.json, report.md and the plots
 go to --out."""
 
-#: arena-20k, the reference workload.
+#: arena-20k, the standard world.
 ARENA_20K: dict[str, Any] = {"entities": 20_000, "width": 2048.0, "height": 2048.0,
                              "regions_x": 4, "regions_y": 4, "radius": 4.0, "seed": 1}
 
@@ -294,6 +296,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--ticks", type=int, default=None, help="timed ticks per repeat (default 12)")
     r.add_argument("--warmup", type=int, default=None, help="untimed ticks first (default 2)")
     iters = r.add_argument("--reference-iters", type=int, default=None, dest="ceiling_iters",
+                           metavar="N",
                            help="reference loop iterations per repeat, split over the workers "
                                 "(default 2,000,000)")
     alias(r, "--ceiling-iters", of=iters)

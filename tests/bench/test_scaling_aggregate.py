@@ -195,3 +195,22 @@ def test_a_beaten_reference_is_flagged_only_when_the_whole_interval_is_above_one
     assert "beats the reference loop" in table(section(cells))
     sums = aggregate(standard_cells(), BUILDS)
     assert not any(x.get("beats_reference") for x in sums)
+
+
+def test_reference_loop_options_and_their_old_spellings() -> None:
+    import argparse
+
+    from bench import scaling
+
+    p = argparse.ArgumentParser()
+    scaling.add_arguments(p)
+    new = p.parse_args(["--reference-iters", "7", "--no-reference"])
+    old = p.parse_args(["--ceiling-iters", "7", "--no-ceiling"])
+    assert (new.ceiling_iters, new.no_ceiling) == (old.ceiling_iters, old.no_ceiling) == (7, True)
+    assert p.parse_args([]).no_ceiling is False
+    # bench.cell still knows the reference loop by its first name
+    b = Build("ft", "/x/python", expects_gil=False)
+    plan = Plan(builds=(b,), backends=("threads",), workers=(1,), ceiling=True)
+    ref = next(c for c in cells_for(plan) if c["workload"] == "reference")
+    assert scaling.spec_for(ref, plan, [0])["workload"] == "ceiling"
+    assert ref["workload"] == "reference"
