@@ -212,11 +212,13 @@ def group_cpu_seconds(pgid: int) -> float:
 def probe_load(build: Build, *, backend: str, workers: int | None, kernel: str, entities: int,
                bots: int, duration: float, root: Path,
                program: list[str] | None = None, settle: float = SETTLE_S,
-               gateways: int = 0) -> dict[str, Any]:
+               gateways: int = 0, bots_build: Build | None = None) -> dict[str, Any]:
     """One server + bots run; returns the bots' report plus /stats samples and timings.
 
     ``program`` is the command that takes ``serve ...`` and ``bots ...`` arguments; by default
-    ``<build python> -m server.cli`` (tests substitute a stand-in).
+    ``<build python> -m server.cli`` (tests substitute a stand-in).  ``bots_build`` runs the bots
+    under another build (the load generator may use whichever is fastest for it; the GIL build
+    has picows); by default they run under ``build``.
 
     Raises:
         CellError: the server did not start, or the bots printed no report.
@@ -255,10 +257,14 @@ def probe_load(build: Build, *, backend: str, workers: int | None, kernel: str, 
 
             poller = threading.Thread(target=poll, daemon=True)
             poller.start()
-            cmd = [*prog, "bots", "--url", f"ws://127.0.0.1:{port}",
+            bprog = prog if program is not None or bots_build is None \
+                else [bots_build.python, "-m", "server.cli"]
+            benv = env if bots_build is None else bots_build.environ(root)
+            cmd = [*bprog, "bots", "--url", f"ws://127.0.0.1:{port}",
                    "--bots", str(bots), "--duration", f"{duration:g}", "--json", "--quiet"]
             cpu0, t0 = group_cpu_seconds(server.pid), time.monotonic()
-            code, out, err = run_group(cmd, env=env, cwd=root, timeout=duration + 120 + bots / 50)
+            code, out, err = run_group(cmd, env=benv, cwd=root,
+                                       timeout=duration + 120 + bots / 50)
             server_cpu = group_cpu_seconds(server.pid) - cpu0
             wall = time.monotonic() - t0
             stop.set()
@@ -298,15 +304,17 @@ def window(samples: list[dict[str, Any]]) -> dict[str, float]:
 def run_probe(build: Build, backend: str, workers: int | None, kernel: str, entities: int,
               bots: int, duration: float, root: Path, criteria: Criteria,
               program: list[str] | None = None, settle: float = SETTLE_S,
-              gateways: int = 0) -> dict[str, Any]:
+              gateways: int = 0, bots_build: Build | None = None) -> dict[str, Any]:
     """A probe as a results record (schema: load.runs[*]); failures become records too."""
     rec: dict[str, Any] = {"build": build.name, "backend": backend, "workers": workers,
                            "kernel": kernel, "entities": entities, "bots": bots,
-                           "duration_s": duration, "gateways": gateways}
+                           "duration_s": duration, "gateways": gateways,
+                           "bots_build": (bots_build or build).name}
     try:
         out = probe_load(build, backend=backend, workers=workers, kernel=kernel,
                          entities=entities, bots=bots, duration=duration, root=root,
-                         program=program, settle=settle, gateways=gateways)
+                         program=program, settle=settle, gateways=gateways,
+                         bots_build=bots_build)
     except (CellError, subprocess.TimeoutExpired, OSError) as exc:
         rec.update(ok=False, holds=False, why=[f"{type(exc).__name__}: {exc}"])
         return rec
@@ -323,6 +331,7 @@ def run_probe(build: Build, backend: str, workers: int | None, kernel: str, enti
                server_cpu_ms_per_bot_s=(out["server_cpu_s_per_s"] / bots * 1e3
                                         if out.get("server_cpu_s_per_s") else None),
                bot_cpu_us_per_message=rep.get("bot_cpu_us_per_message"),
+               bots_client=rep.get("client"),
                # per-sample rolling p50s and p99s from /stats: the MSPT distribution plot
                mspt_samples=[s["ticker"]["mspt_p99"] for s in out["stats_samples"]
                              if s["ticker"].get("mspt_p99") is not None],
@@ -349,6 +358,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "client on the server's main event loop; default %(default)s)")
     c.add_argument("--kernel", default="python", choices=KERNELS,
                    help="tick kernel (default python)")
+    c.add_argument("--bots-build", default="gil", choices=("gil", "same"),
+                   help="the interpreter the bots run on: gil (the GIL build, whose venv has the "
+                        "picows client, the cheapest load generator) or same (the server's build;"
+                        " default %(default)s)")
     f = p.add_argument_group("fixed load")
     npcs = f.add_argument("--npcs", type=int, default=5000, metavar="N",
                           help="NPCs in the fixed-load run and during the bot search; the bots' "
@@ -397,6 +410,7 @@ def run(args: argparse.Namespace) -> int:
             raise CellError(f"unknown build {n!r}")
     venvs = find_venvs(root, args.venvs)
     builds = [make_build(n, venvs) for n in names]
+    bots_build = make_build("gil", venvs) if args.bots_build == "gil" else None
     backends = (tuple(x for x in args.backend.split(",") if x) if args.backend
                 else ("threads",) if quick else PARALLEL_BACKENDS)
     duration = args.duration or (6.0 if quick else 10.0)
@@ -422,7 +436,7 @@ def run(args: argparse.Namespace) -> int:
         say(f"load: {build.name} {backend} {gateways} gateways {entities} NPCs {bots} bots "
             f"({phase}) ...")
         rec = run_probe(build, backend, args.workers, args.kernel, entities, bots, duration,
-                        root, criteria, gateways=gateways)
+                        root, criteria, gateways=gateways, bots_build=bots_build)
         rec["phase"] = phase
         runs.append(rec)
         say(f"      -> {'holds' if rec['holds'] else 'fails: ' + '; '.join(rec['why'])}")
@@ -456,6 +470,7 @@ def run(args: argparse.Namespace) -> int:
                           "ack_p99_ms": ACK_P99_MS, "duration_s": duration,
                           "max_probes": max_probes, "regions": REGIONS, "kernel": args.kernel,
                           "workers": args.workers, "quick": quick,
+                          "bots_build": args.bots_build,
                           "gateways": gateway_counts},
                "runs": runs, "best": best}
     out = args.out or schema.results_dir(quick=quick)

@@ -266,6 +266,35 @@ class FleetSpec:
     validate: float = VALIDATE      # fraction of bots that decode and apply every snapshot
     first_index: int = 0            # this slice's first bot index (multi-process fleets)
     total: int = 0                  # bots in the whole fleet (0: this slice is the fleet)
+    client: str = "auto"            # lean bots' client: auto | picows | websockets
+
+
+#: ``--client`` choices: which library the lean (non-validating) bots use.
+CLIENTS = ("auto", "picows", "websockets")
+
+
+def lean_client(choice: str) -> str:
+    """The library the lean bots of a fleet use here: ``picows`` or ``websockets``.
+
+    Raises:
+        ValueError: ``picows`` was asked for and does not load in this interpreter.
+    """
+    from clients import fastws
+    if choice not in CLIENTS:
+        raise ValueError(f"unknown client {choice!r}; choose one of {', '.join(CLIENTS)}")
+    if choice == "websockets" or (choice == "auto" and not fastws.available()):
+        return "websockets"
+    if not fastws.available():
+        raise ValueError("picows does not load in this interpreter (it publishes wheels for "
+                         "the GIL build only); use --client websockets or auto")
+    return "picows"
+
+
+def run_loop(main: Any, client: str) -> Any:
+    """``asyncio.run(main)``, on uvloop when the lean bots use picows and uvloop installs."""
+    from clients import fastws
+    factory = fastws.loop_factory() if client == "picows" else None
+    return asyncio.run(main, loop_factory=factory)
 
 
 def _validates(spec: FleetSpec, index: int) -> bool:
@@ -285,6 +314,7 @@ def _behaviour(spec: FleetSpec, index: int) -> str:
 async def run_local_fleet(spec: FleetSpec, *, t0: float, clock: TimeSource = time.perf_counter,
                           ) -> list[BotResult]:
     """``spec.bots`` bots as tasks of this loop; ``t0`` is the fleet's common start time."""
+    client = lean_client(spec.client)
     total_ramp = spec.first_index / spec.ramp if spec.ramp > 0 else 0.0
     # Every bot of the whole fleet stops at the same time: duration after the last one started.
     until = t0 + (spec.total or spec.bots) / spec.ramp + spec.duration if spec.ramp > 0 \
@@ -295,9 +325,16 @@ async def run_local_fleet(spec: FleetSpec, *, t0: float, clock: TimeSource = tim
         if delay > 0:
             await asyncio.sleep(delay)
         idx = spec.first_index + i
+        validate = _validates(spec, idx)
+        if not validate and client == "picows":
+            from clients.fastws import run_lean_bot
+            res = BotResult(idx, validating=False)
+            await run_lean_bot(spec.url, res, seed=spec.seed, input_rate=spec.input_rate,
+                               until=until, clock=clock, max_pending=MAX_PENDING, choose=choose)
+            return res
         return await run_bot(spec.url, idx, behaviour=_behaviour(spec, idx), seed=spec.seed,
                              input_rate=spec.input_rate, until=until, clock=clock,
-                             validate=_validates(spec, idx))
+                             validate=validate)
 
     tasks = [asyncio.create_task(start(i)) for i in range(spec.bots)]
     return list(await asyncio.gather(*tasks))
@@ -308,7 +345,7 @@ def _child_main(spec: FleetSpec, t0_wall: float, queue: Any) -> None:
     # perf_counter differs between processes; the shared start time travels as wall time.
     offset = time.perf_counter() - time.time()
     cpu0 = time.process_time()
-    results = asyncio.run(run_local_fleet(spec, t0=t0_wall + offset))
+    results = run_loop(run_local_fleet(spec, t0=t0_wall + offset), lean_client(spec.client))
     queue.put({"cpu_s": time.process_time() - cpu0, "results": [asdict(r) for r in results]})
 
 
@@ -408,6 +445,7 @@ async def run_fleet(spec: FleetSpec, *, processes: int | None = None,
     messages = sum(r.messages_in + r.inputs for r in results)
     rep["bot_cpu_s"] = bot_cpu
     rep["bot_cpu_us_per_message"] = bot_cpu / messages * 1e6 if messages else None
+    rep["client"] = lean_client(spec.client)
     return rep
 
 
@@ -508,7 +546,7 @@ def format_report(rep: dict[str, Any]) -> str:
                                               rep.get("gateways", {}).items()) or "-"),
         ("bot CPU per message (validating)", "-" if rep.get("bot_cpu_us_per_message") is None
          else f"{rep['bot_cpu_us_per_message']:.0f} us ({rep['validating']} of {rep['bots']} "
-              "bots validate every message)"),
+              f"bots validate every message; the others use {rep.get('client', 'websockets')})"),
     ]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

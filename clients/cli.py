@@ -49,6 +49,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--validate", type=float, default=0.05, metavar="FRACTION",
                    help="fraction of bots that decode and apply every snapshot; the others "
                         "read only tick, ack and base (default %(default)s)")
+    p.add_argument("--client", default="auto", choices=("auto", "picows", "websockets"),
+                   help="client library of the bots that read headers only: picows (parses "
+                        "frames in C; GIL build only, with uvloop when installed) or websockets; "
+                        "auto picks picows where it loads (default %(default)s).  Validating "
+                        "bots always use websockets")
     p.add_argument("--processes", type=int, default=None,
                    help="bot processes (default: one per 100 bots, at most the core count)")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of text")
@@ -108,9 +113,7 @@ def _ws_url(text: str) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    import asyncio
-
-    from clients.bots import FleetSpec, format_report, run_fleet
+    from clients.bots import FleetSpec, format_report, lean_client, run_fleet, run_loop
 
     if args.bots < 1 or args.ramp <= 0 or args.duration < 0 or args.input_rate <= 0 \
             or not 0 <= args.validate <= 1:
@@ -123,7 +126,12 @@ def run(args: argparse.Namespace) -> int:
         return 2
     spec = FleetSpec(url=args.url, bots=args.bots, behaviour=args.behaviour, seed=args.seed,
                      ramp=args.ramp, duration=args.duration, input_rate=args.input_rate,
-                     validate=args.validate)
+                     validate=args.validate, client=args.client)
+    try:
+        lean_client(args.client)
+    except ValueError as exc:
+        print(f"paratick bots: error: {exc}", file=sys.stderr)
+        return 2
     tty = sys.stderr.isatty()
 
     def progress(line: str) -> None:
@@ -132,7 +140,8 @@ def run(args: argparse.Namespace) -> int:
         print(("\r" + line) if tty else line, end="" if tty else "\n", file=sys.stderr,
               flush=True)
 
-    rep = asyncio.run(run_fleet(spec, processes=args.processes, progress=progress))
+    rep = run_loop(run_fleet(spec, processes=args.processes, progress=progress),
+                    lean_client(args.client))
     if tty and not args.quiet:
         print(file=sys.stderr)
     if args.json:

@@ -42,3 +42,17 @@ def test_search_over_real_probes() -> None:
                                  max_probes=3)
     # passes up to 3330 entities (p99 <= 33.3 ms): 1000 ok, 2000 ok, 4000 fails
     assert best == 2000 and trail == [(1000, True), (2000, True), (4000, False)]
+
+
+def test_bots_may_run_under_another_build_than_the_server() -> None:
+    """A real server and real bots: the bots under a second Build (the load generator may use
+    whichever interpreter is fastest for it), named in the record with the client they used."""
+    from bench.builds import Build
+
+    server = make_build("current", None)
+    bots = Build("bots", sys.executable, {}, expects_gil=server.expects_gil)
+    rec = run_probe(server, "threads", 1, "python", 200, 4, 1.5, repo_root(), Criteria(),
+                    settle=0.0, bots_build=bots)
+    assert rec["ok"], rec.get("why")
+    assert rec["bots_build"] == "bots" and rec["build"] == server.name
+    assert rec["connected"] == 4 and rec["bots_client"] in ("picows", "websockets")
