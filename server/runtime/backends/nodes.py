@@ -1,0 +1,250 @@
+"""Workers on nodes: processes, here or on other machines, that exchange borders over NATS.
+
+The driver (this process) keeps the coordinator's role; each worker is a *node*
+(:mod:`server.runtime.nodes`, ``paratick node``) joined over the bus (:mod:`server.runtime.bus`
+describes the subjects and the start-up handshake).  :class:`NodeCrew` starts a private
+nats-server when no bus is given, spawns ``local_nodes`` node processes, takes the first nodes to
+join (its own first), hands out the specs, waits until every node is subscribed to its borders,
+and says go.  A watcher thread turns the exit of a local node into an ``Exited`` message in the
+coordinator's inbox, so the runtime names the dead node at once instead of at the watchdog.
+
+:class:`NodesRuntime` is the :class:`~server.runtime.runtime.Runtime` whose crew is a
+:class:`NodeCrew`; the lockstep, the digest and the metrics are the runtime's own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from server.runtime import messages as m
+from server.runtime.backends.base import Crew
+from server.runtime.bus import (
+    BEAT,
+    CoordEndpoint,
+    Link,
+    Subjects,
+    check_token,
+    pack,
+    unpack,
+)
+from server.runtime.errors import WorkerCrashed, WorkerTimeout
+from server.runtime.runtime import START_TIMEOUT, Runtime
+from sim.config import WorldConfig
+from sim.entities import Row
+
+#: What a local node process runs (``python -c``): the ``paratick node`` command itself.
+BOOT = """\
+import sys
+from server.cli import main
+sys.exit(main(["node", *sys.argv[1:]]))
+"""
+#: The world name when a bus is given without one (``paratick node`` has the same default).
+DEFAULT_WORLD = "paratick"
+#: Seconds between the watcher's looks at the local node processes.
+WATCH_EVERY = 0.02
+
+
+class NodeCrew(Crew):
+    """Nodes joined over a bus, ``local_nodes`` of them spawned here.
+
+    Args:
+        specs: one worker spec per node.
+        bus: ``nats://HOST:PORT``; None starts a private nats-server on loopback.
+        world: the world's name on the bus (default :data:`DEFAULT_WORLD` with a bus, a name
+            unique to this process without).
+        local_nodes: node processes to spawn here (default: one per spec); the rest are
+            expected to join from elsewhere (``paratick node --bus ... --world ...``).
+        start_timeout: seconds for every node to join and get ready.
+
+    Raises:
+        BusUnreachable: nothing answers NATS at ``bus``.
+        NatsdError: no bus given and the pinned nats-server is missing or did not start.
+        WorkerCrashed: a local node exited before it was ready.
+        WorkerTimeout: not enough nodes joined within ``start_timeout``.
+    """
+
+    ep: CoordEndpoint
+
+    def __init__(self, specs: Sequence[dict[str, Any]], *, bus: str | None = None,
+                 world: str | None = None, local_nodes: int | None = None,
+                 start_timeout: float = START_TIMEOUT) -> None:
+        n = len(specs)
+        local = n if local_nodes is None else max(0, min(int(local_nodes), n))
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.nodes: list[str] = []
+        self._stack = contextlib.ExitStack()
+        self._stop = threading.Event()
+        self._watcher: threading.Thread | None = None
+        try:
+            if bus is None:
+                from server.runtime import natsd
+                bus = self._stack.enter_context(natsd.local_server())
+                world = world or f"run{os.getpid()}"
+            self.bus = bus
+            self.world = check_token("world name", world or DEFAULT_WORLD)
+            subjects = Subjects(self.world)
+            self.link = link = Link(bus, name="paratick-driver")
+            self._stack.callback(link.close)
+            self.ep = CoordEndpoint(link, subjects)
+            joins: queue.SimpleQueue[bytes] = queue.SimpleQueue()
+            readies: queue.SimpleQueue[bytes] = queue.SimpleQueue()
+            link.subscribe(subjects.join, lambda subject, data: joins.put(data))
+            link.subscribe(subjects.ready, lambda subject, data: readies.put(data))
+            link.every(BEAT, subjects.beat, b"")
+            self._spawn(local)
+            deadline = time.monotonic() + start_timeout
+            self.nodes = self._take(joins, n, n - local, deadline)
+            self.ep.bind(self.nodes)
+            for w, spec in enumerate(specs):
+                spec = dict(spec, bus={"coord": n, "world": self.world, "node": self.nodes[w]})
+                link.publish(subjects.ctl(self.nodes[w]), pack(spec))
+            self._await(readies, set(self.nodes), deadline, "get ready")
+            for node in self.nodes:
+                link.publish(subjects.ctl(node), pack({"go": True}))
+            self._watcher = threading.Thread(target=self._watch, name="paratick-node-watch",
+                                             daemon=True)
+            self._watcher.start()
+        except BaseException:
+            self._kill_all()
+            self._stack.close()
+            raise
+
+    # ---- start-up --------------------------------------------------------------------------------
+    def _spawn(self, count: int) -> None:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        for k in range(count):
+            node = f"{self.world}-n{k}"
+            argv = [sys.executable, "-c", BOOT, "--bus", self.bus, "--world", self.world,
+                    "--id", node, "--quiet"]
+            self.procs[node] = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL)
+
+    def _check_local(self, nodes: Iterable[str], what: str) -> None:
+        for node in nodes:
+            proc = self.procs.get(node)
+            if proc is not None and proc.poll() is not None:
+                raise WorkerCrashed(f"node {node} exited with status {proc.returncode} before "
+                                    f"it could {what} (see its message above)")
+
+    def _take(self, joins: queue.SimpleQueue[bytes], n: int, foreign: int,
+              deadline: float) -> list[str]:
+        """The first ``n`` nodes to join: every local one, and ``foreign`` others."""
+        nodes: list[str] = []
+        others = 0
+        while len(nodes) < n:
+            self._check_local(self.procs, "join")
+            try:
+                obj = unpack(joins.get(timeout=0.1))
+            except queue.Empty:
+                if time.monotonic() > deadline:
+                    raise WorkerTimeout(
+                        f"{len(nodes)} of {n} nodes joined world {self.world!r} on {self.bus} "
+                        f"in time (start one with: paratick node --bus {self.bus} --world "
+                        f"{self.world})") from None
+                continue
+            node = obj.get("node") if isinstance(obj, dict) else None
+            if not isinstance(node, str) or node in nodes:
+                continue
+            if node not in self.procs:
+                if others >= foreign:
+                    continue
+                others += 1
+            nodes.append(node)
+        return nodes
+
+    def _await(self, readies: queue.SimpleQueue[bytes], pending: set[str], deadline: float,
+               what: str) -> None:
+        while pending:
+            self._check_local(pending, what)
+            try:
+                obj = unpack(readies.get(timeout=0.1))
+            except queue.Empty:
+                if time.monotonic() > deadline:
+                    raise WorkerTimeout(f"nodes {', '.join(sorted(pending))} did not {what} "
+                                        "in time") from None
+                continue
+            if isinstance(obj, dict):
+                pending.discard(obj.get("node"))
+
+    # ---- running ---------------------------------------------------------------------------------
+    def _watch(self) -> None:
+        """Post ``Exited`` for every local node whose process ends (once each)."""
+        told: set[str] = set()
+        while not self._stop.wait(WATCH_EVERY):
+            for w, node in enumerate(self.nodes):
+                proc = self.procs.get(node)
+                if node in told or proc is None or proc.poll() is None:
+                    continue
+                told.add(node)
+                self.ep.post(m.encode(m.Exited(w, f"node {node} (pid {proc.pid}) exited with "
+                                                  f"status {proc.returncode}")))
+
+    def dead(self) -> list[int]:
+        return [w for w, node in enumerate(self.nodes)
+                if node in self.procs and self.procs[node].poll() is not None]
+
+    def join(self, deadline: float) -> None:
+        self._stop.set()
+        for proc in self.procs.values():
+            try:
+                proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def _kill_all(self) -> None:
+        self._stop.set()
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._stack.close()
+
+
+class NodesRuntime(Runtime):
+    """A :class:`~server.runtime.runtime.Runtime` whose workers are nodes on a NATS bus.
+
+    Args:
+        config, rows: the world, as for :class:`Runtime`.
+        bus: ``nats://HOST:PORT``; None starts a private nats-server on loopback.
+        world: the world's name on the bus.
+        local_nodes: node processes to spawn here (default: one per worker).
+        **options: every other :class:`Runtime` keyword (``workers``, ``kernel``, ``hook``, ...).
+
+    Raises:
+        BusUnreachable / NatsdError: see :class:`NodeCrew`; the rest as :class:`Runtime`.
+    """
+
+    def __init__(self, config: WorldConfig, rows: Iterable[Row] = (), *, bus: str | None = None,
+                 world: str | None = None, local_nodes: int | None = None,
+                 **options: Any) -> None:
+        options.pop("backend", None)
+        self._crew_options = {"bus": bus, "world": world, "local_nodes": local_nodes,
+                              "start_timeout": options.get("start_timeout", START_TIMEOUT)}
+        # The runtime validates "processes" (a crew of spawned workers); _start_crew then starts
+        # nodes instead, and the runtime reports itself as the nodes backend.
+        super().__init__(config, rows, backend="processes", **options)
+
+    def _start_crew(self, specs: list[dict[str, Any]]) -> None:
+        self.backend = "nodes"
+        self._crew = crew = NodeCrew(specs, **self._crew_options)
+        self._ep = crew.ep
+
+    @property
+    def nodes(self) -> list[str]:
+        """The node id of each worker."""
+        return list(self._crew.nodes) if isinstance(self._crew, NodeCrew) else []
+
+
+__all__ = ["DEFAULT_WORLD", "NodeCrew", "NodesRuntime"]
