@@ -25,6 +25,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -128,8 +129,9 @@ class Chromium:
              f"--user-data-dir={profile}", "--no-first-run", "--no-default-browser-check",
              "--disable-gpu", "--disable-extensions", "--disable-background-networking",
              "--disable-component-update", "--disable-sync", "--mute-audio",
-             f"--window-size={width},{height}", "about:blank"],
-            stdout=self._log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+             "--disable-breakpad", f"--window-size={width},{height}", "about:blank"],
+            stdout=self._log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True)  # its helpers (renderer, zygote) share our group id
         self._ws: Any = None
         self._stack = contextlib.ExitStack()
         self._next = 0
@@ -247,6 +249,10 @@ class Chromium:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
+        # Helpers that outlive the browser process would keep writing into the profile while
+        # the caller removes it: end the process group this browser was started in.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
         self._log_file.close()
 
     def __enter__(self) -> Chromium:
@@ -332,7 +338,8 @@ def main(argv: list[str] | None = None) -> int:
                      "--players", str(args.players), "--world-size", "1024"])
     players = bots(server.port, args.bots, args.seconds + 30)
     try:
-        with tempfile.TemporaryDirectory(prefix="paratick-chromium-") as tmp, \
+        with tempfile.TemporaryDirectory(prefix="paratick-chromium-",
+                                         ignore_cleanup_errors=True) as tmp, \
                 Chromium(binary, Path(tmp), width=1280, height=820) as browser:
             page = browser.new_page(server.url)
             page.wait_for("window.paratick && window.paratick.frames > 0 && "

@@ -772,6 +772,8 @@ class GameServer:
                          "bytes_in": counts["bytes_in"], "bytes_out": counts["bytes_out"],
                          "inputs": counts["inputs"], "snapshots_out": counts["snapshots_out"],
                          "snapshots_dropped": counts["snapshots_dropped"],
+                         "views_out": counts["views_out"],
+                         "views_dropped": counts["views_dropped"],
                          "bad": counts["bad_messages"], "rate_limited": counts["rate_limited"],
                          "errors_dropped": counts["errors_dropped"],
                          "internal_errors": counts["internal_errors"],

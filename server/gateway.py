@@ -218,13 +218,24 @@ class Gateway:
     # ---- snapshots (from the ticker, one call per tick) ------------------------------------
     def deliver(self, items: list[tuple[Client, Any]]) -> None:
         count = self.counters
+        sent = nbytes = 0
         for c, payload in items:
             if c.conn.close_code is not None:
+                continue
+            # Straight to the socket when nothing is queued before it and the transport takes
+            # it; else through the writer task (which waits for the client to read).
+            if not c.control and not c.snapshots and c.ws.send_now(payload):
+                sent += 1
+                nbytes += len(payload)
                 continue
             if len(c.snapshots) == c.snapshots.maxlen:
                 count["snapshots_dropped"] += 1
             c.snapshots.append(payload)
             c.wake.set()
+        if sent:
+            count["snapshots_out"] += sent
+            count["messages_out"] += sent
+            count["bytes_out"] += nbytes
 
     def push_views(self) -> None:
         """Queue the newest world view for each of this gateway's spectators (on this loop).
@@ -249,7 +260,6 @@ class Gateway:
             if len(c.snapshots) == c.snapshots.maxlen:
                 count["views_dropped"] += 1
             c.snapshots.append(got[1])
-            count["views_out"] += 1
             c.wake.set()
 
     # ---- connections --------------------------------------------------------------------------
@@ -265,12 +275,12 @@ class Gateway:
                     data = c.control.popleft()
                 else:
                     data = c.snapshots.popleft()
-                    count["snapshots_out"] += 1
+                    count["views_out" if c.spectator else "snapshots_out"] += 1
                 await ws.send(data)
                 count["messages_out"] += 1
                 count["bytes_out"] += len(data)
             if conn.close_code is not None:
-                # Closing here (not in the reader) also ends the reader's ``async for``.  A peer
+                # Closing here (not in the reader) also ends the reader's wait.  A peer
                 # that broke the rules is not waited for: it may never stop sending.
                 if conn.close_code in MISBEHAVIOUR:
                     ws.fail(conn.close_code, conn.close_reason)
@@ -327,10 +337,7 @@ class Gateway:
                 await self._read(c)
         except Exception as exc:  # a bug of ours: log it, tell the client nothing specific
             if not _is_closed_error(exc):
-                self.counters["internal_errors"] += 1
-                print(f"paratick: connection handler error ({addr}): {exc!r}", file=sys.stderr)
-                traceback.print_exc()
-                self._apply(c, conn.abort(CLOSE_INTERNAL, "internal error"))
+                self._internal_error(c, exc)
         finally:
             if conn.close_code is None:
                 conn.abort(1000, "")
@@ -348,23 +355,43 @@ class Gateway:
             hub.release(c, admitted=admitted)
 
     async def _read(self, c: Client) -> None:
-        from websockets.exceptions import ConnectionClosed
+        """Feed ``c``'s messages to its connection rules until the connection closes.
 
+        Messages arrive synchronously from the transport (:attr:`GuardedConnection.on_message
+        <server.transport.GuardedConnection.on_message>`): no queue and no task wake-up per
+        message.  After a close was decided the rules return nothing for what still arrives.
+        """
         conn = c.conn
+        ws = c.ws
         clock = self.hub.clock
-        try:
-            async for data in c.ws:
-                # After a close was decided the connection returns nothing, but keep draining:
-                # websockets stops reading the socket when max_queue frames are unconsumed, and
-                # then it would never see the peer's close frame.
+        apply = self._apply
+
+        def on_message(data: bytes | str) -> None:
+            try:
                 events = conn.receive_frame(data, clock())
                 if events:
-                    self._apply(c, events)
-        except ConnectionClosed as exc:
-            if conn.close_code is None and (exc.rcvd is None or exc.rcvd.code != 1000):
-                self.counters["connections_dropped"] += 1
-            if exc.sent is not None and exc.sent.code == 1009 and conn.close_code is None:
-                self.errors_sent["too_large"] += 1  # websockets closed it itself
+                    apply(c, events)
+            except Exception as exc:  # a bug of ours: as in _handle, but we are in a callback
+                self._internal_error(c, exc)
+
+        ws.on_message = on_message
+        try:
+            await ws.wait_closed()
+        finally:
+            ws.on_message = None
+        protocol = ws.protocol
+        rcvd, sent = protocol.close_rcvd, protocol.close_sent
+        if conn.close_code is None and (rcvd is None or rcvd.code != 1000):
+            self.counters["connections_dropped"] += 1
+        if sent is not None and sent.code == 1009 and conn.close_code is None:
+            self.errors_sent["too_large"] += 1  # websockets closed it itself
+
+    def _internal_error(self, c: Client, exc: Exception) -> None:
+        """A bug of ours while handling ``c``: logged, and the client closed with 1011."""
+        self.counters["internal_errors"] += 1
+        print(f"paratick: connection handler error ({c.addr}): {exc!r}", file=sys.stderr)
+        traceback.print_exc()
+        self._apply(c, c.conn.abort(CLOSE_INTERNAL, "internal error"))
 
     async def _timer_loop(self) -> None:
         """Hello and idle timeouts of this gateway's connections; CPU time and loop lag."""
