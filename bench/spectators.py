@@ -262,7 +262,8 @@ def run(args: argparse.Namespace) -> int:
                "environment": env.capture(repo_root()),
                "params": {"rounds": args.rounds, "spectators": args.spectators,
                           "settle_s": args.settle, "window_s": args.window, "npcs": args.npcs,
-                          "backend": args.backend, "regions": "2x2", "players": 64},
+                          "backend": args.backend, "regions": "2x2", "players": 64,
+                          "gateways": 0},
                "note": args.note, "server_tracebacks": tracebacks, "runs": runs,
                "aggregate": aggregate(runs)}
     out = args.out or schema.results_dir()

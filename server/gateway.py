@@ -252,7 +252,12 @@ class Gateway:
                 continue
             name = c.conn.codec.name
             if name not in encoded:
-                encoded[name] = board.payload(name)
+                try:
+                    encoded[name] = board.payload(name)
+                except Exception as exc:  # a bug of ours: log it (rate-limited), skip this view
+                    count["view_errors"] += 1
+                    self.hub.log.note("views", f"building a spectator view failed: {exc!r}")
+                    encoded[name] = None
             got = encoded[name]
             if got is None or got[0] <= c.view_tick:
                 continue

@@ -284,3 +284,37 @@ def test_live_stats_reuse_the_servers_figures() -> None:
     assert live["gateways"] == [{"index": 0, "connections": 5}]
     assert set(live["build"]) == {"python", "free_threaded", "gil_enabled"}
     json.dumps(live, allow_nan=False)
+
+
+# ---- a gateway pushing views (no loop needed: push_views is plain code on the gateway) ----------
+def gateway(payload: Any) -> tuple[Any, Any, list[str]]:
+    from server.gateway import Client, Gateway
+
+    notes: list[str] = []
+    hub = SimpleNamespace(board=SimpleNamespace(payload=payload),
+                          log=SimpleNamespace(note=lambda kind, line: notes.append(line)))
+    gw = Gateway(hub, 0)  # type: ignore[arg-type]
+    c = Client(None, "127.0.0.1", conn(), gw, 2)
+    c.spectator = True
+    gw.spectators.add(c)
+    return gw, c, notes
+
+
+def test_each_view_is_queued_once_and_the_queue_drops_the_oldest() -> None:
+    tick = [5]
+    gw, c, _ = gateway(lambda name: (tick[0], f"view {tick[0]} {name}"))
+    gw.push_views()
+    gw.push_views()  # the same sample again: not queued twice
+    assert list(c.snapshots) == ["view 5 paratick.msgpack.v1"]
+    for t in (6, 7):
+        tick[0] = t
+        gw.push_views()
+    assert list(c.snapshots) == ["view 6 paratick.msgpack.v1", "view 7 paratick.msgpack.v1"]
+    assert gw.counters["views_dropped"] == 1
+
+
+def test_a_view_that_fails_to_build_is_counted_logged_and_skipped() -> None:
+    gw, c, notes = gateway(lambda name: 1 / 0)
+    gw.push_views()
+    assert gw.counters["view_errors"] == 1 and not c.snapshots
+    assert "ZeroDivisionError" in notes[0]
