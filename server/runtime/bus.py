@@ -495,6 +495,10 @@ class NodeEndpoint(_BusEndpoint):
                  inbox: queue.SimpleQueue[bytes]) -> None:
         super().__init__(int(spec["w"]), link, subjects, inbox)
         self.coord = int(spec["bus"]["coord"])
+        #: Seconds of driver silence after which this node leaves (the spec may shorten it).
+        self.silence = float(spec["bus"].get("silence", DRIVER_SILENCE))
+        #: Why this endpoint gave up on the world ("" while it has not).
+        self.gone = ""
         config = WorldConfig.from_dict(dict(spec["config"]))
         self.out_pairs, inbound = border_pairs(config, list(spec["owner"]), self.index)
         self.assembler = Assembler(inbound)
@@ -525,8 +529,9 @@ class NodeEndpoint(_BusEndpoint):
     def _alive(self) -> None:
         super()._alive()
         silent = time.monotonic() - self.last_beat
-        if silent > DRIVER_SILENCE:
-            exc = ChannelClosed(f"the driver has been silent for {silent:.1f} s")
+        if silent > self.silence:
+            self.gone = f"the driver has been silent for {silent:.1f} s"
+            exc = ChannelClosed(self.gone)
             exc.peer = self.coord  # type: ignore[attr-defined]
             raise exc
 

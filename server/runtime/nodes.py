@@ -95,10 +95,12 @@ def serve_node(bus: str, world: str, *, node_id: str | None = None, wait: float 
         regions = [r for r, w in enumerate(spec["owner"]) if w == spec["w"]]
         say(f"node {node}: worker {spec['w']} of world {world!r}, regions {regions}")
         run_worker(spec, ep, ep.coord)
+        if ep.gone:
+            raise NodeError(f"node {node} left world {world!r}: {ep.gone}")
         link.flush()
         say(f"node {node}: world {world!r} stopped")
-    except ChannelError as exc:
-        raise NodeError(f"node {node}: {exc}") from exc
+    except ChannelError as exc:  # the bus failed, or the driver went silent before go
+        raise NodeError(f"node {node} left world {world!r}: {exc}") from exc
     finally:
         link.close()
 

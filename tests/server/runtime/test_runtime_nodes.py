@@ -260,3 +260,41 @@ def test_node_endpoints_exchange_pairs_over_nats(bus: str) -> None:
 def test_link_to_nowhere_is_bus_unreachable() -> None:
     with pytest.raises(BusUnreachable, match=r"no NATS server at nats://127\.0\.0\.1:"):
         Link(f"nats://127.0.0.1:{natsd.free_port()}", timeout=2.0)
+
+
+def test_a_node_whose_driver_falls_silent_leaves(bus: str) -> None:
+    """The test plays a driver that hands out a world, says go and then never beats."""
+    import subprocess
+    import sys
+
+    from server.runtime.bus import pack, unpack
+    world = world_name()
+    subjects = Subjects(world)
+    link = Link(bus)
+    joins: queue.SimpleQueue[bytes] = queue.SimpleQueue()
+    ready: queue.SimpleQueue[bytes] = queue.SimpleQueue()
+    link.subscribe(subjects.join, lambda s, d: joins.put(d))
+    link.subscribe(subjects.ready, lambda s, d: ready.put(d))
+    node = subprocess.Popen([sys.executable, "-c", "import sys; from server.cli import main; "
+                             "sys.exit(main(sys.argv[1:]))", "node", "--bus", bus, "--world",
+                             world, "--id", "orphan", "--wait", "30"],
+                            stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        assert unpack(joins.get(timeout=20))["node"] == "orphan"
+        cfg, _ = small_world((2, 1))
+        spec = {"w": 0, "config": cfg.to_dict(), "owner": [0, 0], "kernel": "python",
+                "tick": 0, "hook": None, "rows": [(0, []), (1, [])],
+                "bus": {"coord": 1, "silence": 0.5}}
+        link.publish(subjects.ctl("orphan"), pack(spec))
+        assert unpack(ready.get(timeout=10))["node"] == "orphan"
+        link.publish(subjects.ctl("orphan"), pack({"go": True}))
+        _, err = node.communicate(timeout=20)
+        assert node.returncode == 1
+        lines = err.decode().strip().splitlines()
+        assert lines[-1].startswith("paratick node: error: node orphan left world")
+        assert "the driver has been silent" in lines[-1]
+    finally:
+        if node.poll() is None:
+            node.kill()
+            node.wait()
+        link.close()
