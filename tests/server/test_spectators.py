@@ -318,3 +318,27 @@ def test_a_view_that_fails_to_build_is_counted_logged_and_skipped() -> None:
     gw.push_views()
     assert gw.counters["view_errors"] == 1 and not c.snapshots
     assert "ZeroDivisionError" in notes[0]
+
+
+@pytest.mark.parametrize("kernel", ["python", "numpy", "numpy-group"])
+def test_every_kernel_is_sampled_from_its_columns_as_rows_would_give(kernel: str) -> None:
+    """The strided column reads (:func:`server.spectators._columns`) pick entities that exist,
+    with their kind, at most the cap, for each kernel and the numpy group's shards."""
+    from server.spectators import _columns
+    from sim.config import WorldConfig
+    from sim.kernels import make_shard, make_shards
+    from sim.world import partition, spawn
+
+    world = WorldConfig(width=1024, height=1024, regions_x=2, regions_y=2, view_radius=64.0)
+    per = partition(world, spawn(world, 3000, players=50))
+    if kernel == "numpy-group":
+        shards = make_shards(world, dict(enumerate(per)), kernel="numpy")
+    else:
+        shards = [make_shard(world, r, per[r], kernel=kernel) for r in range(4)]
+    for s in shards:
+        assert _columns(s, 3) is not None  # the fast path, not rows()
+        owned, flat = sample_shard(s, 100)
+        rows = s.rows()
+        assert owned == len(rows) and 0 < len(flat) // 3 <= 100
+        real = {(round(r[2]), round(r[3]), r[1]) for r in rows}
+        assert set(zip(flat[0::3], flat[1::3], flat[2::3], strict=True)) <= real
