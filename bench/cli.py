@@ -13,7 +13,18 @@ import argparse
 import sys
 from types import ModuleType
 
-from bench import capacity, claims, load, report, scaling, sim_kernels, snapshots, soak, spectators
+from bench import (
+    capacity,
+    claims,
+    load,
+    nodes,
+    report,
+    scaling,
+    sim_kernels,
+    snapshots,
+    soak,
+    spectators,
+)
 from bench.errors import BenchError
 
 HELP = "measure tick-rate scaling, load capacity, kernel and snapshot costs, and common claims"
@@ -36,6 +47,8 @@ environment (CPU, interpreter builds, GIL state per worker, git commit) is saved
                                      clients: snapshot rate, welcome time, memory, errors
   paratick bench spectators          tick MSPT with 0 vs 10 spectators (the live page),
                                      interleaved A/B rounds, median ratio with spread
+  paratick bench nodes               ticks/s and per-tick exchange latency of nodes over NATS
+                                     vs the processes backend, 1, 2 and 4 workers
 
 Results go to --out: by default bench/results/<date>-<host>/ in a source checkout, and
 paratick-results/<date>-<host>/ in the current directory where paratick is installed
@@ -53,6 +66,7 @@ SUBCOMMANDS: dict[str, tuple[ModuleType, str]] = {
     "report": (report, "rebuild report.md and plots from a results folder"),
     "soak": (soak, "a ping flood, then minutes of churn and hostile clients"),
     "spectators": (spectators, "tick cost of spectators: MSPT with 0 vs 10 of them"),
+    "nodes": (nodes, "nodes over NATS vs processes: ticks/s and exchange latency p50/p99"),
 }
 
 
