@@ -30,6 +30,12 @@ than the last: one such client froze every player.  :class:`GuardedConnection` (
    the process never runs out of descriptors because of clients, so ``accept`` never fails,
    and one address cannot take every descriptor with handshakes it never finishes.
 
+Two fast paths cut the per-message cost of a busy server (no task, queue or future per
+message): complete data messages go straight from ``data_received`` to the gateway's
+:attr:`~GuardedConnection.on_message` (fragments assembled, text checked for UTF-8), and a
+snapshot goes straight to the socket with :meth:`~GuardedConnection.send_now` when nothing is
+queued before it and writing is not paused (else the gateway's writer task sends it and waits).
+
 Writes to a transport that is already closing are skipped (asyncio logs "socket.send() raised
 exception." for each one after the connection is lost).  :class:`BurstLog` folds repeated log
 lines (for example the event loop's accept errors) into one line per burst.
@@ -52,12 +58,17 @@ from typing import IO, Any
 
 from websockets.asyncio.server import ServerConnection
 from websockets.frames import Frame, Opcode
+from websockets.protocol import State
 
 from server.connection import CLOSE_POLICY, ControlBudget, ControlLimits
 
 #: Bytes fed to the websocket protocol at a time: at most ~680 empty pings are parsed before the
 #: budget is checked (~1 ms), and a normal client's chunk (< 4 KiB) is a single slice.
 READ_SLICE = 4096
+#: Opcodes of data frames (delivered to ``on_message`` when it is set).
+_DATA = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)
+#: Close code for a text message that is not UTF-8 (RFC 6455, 7.4.1).
+CLOSE_INVALID_DATA = 1007
 #: Descriptors kept back from the connection cap for everything else the process opens (the
 #: listening sockets, worker pipes, log files, /proc reads, an MQTT client).
 DESCRIPTOR_RESERVE = 64
@@ -157,6 +168,10 @@ class GuardedConnection(ServerConnection):
         self._failed = False
         self._discarding = False
         self._seen_data = False
+        #: where complete data messages go, synchronously (None: websockets' own queue)
+        self.on_message: Callable[[bytes | str], None] | None = None
+        self._parts: list[bytes] = []   # a fragmented message so far
+        self._text = False              # ... and whether it is text
 
     # ---- reading holds ----------------------------------------------------------------------
     def _hold(self, reason: str, on: bool) -> None:
@@ -251,6 +266,49 @@ class GuardedConnection(ServerConnection):
                 self.close_deadline = self.loop.time() + self.close_timeout
             for event in events:
                 self.process_event(event)
+
+    def process_event(self, event: Any) -> None:
+        sink = self.on_message
+        if sink is None or not isinstance(event, Frame) or event.opcode not in _DATA:
+            super().process_event(event)
+            return
+        # The fast path: a complete message goes straight to the sink, with no queue, no
+        # future and no task to wake.  websockets' protocol has already checked the framing,
+        # the size (max_size, fragments included) and the order of continuation frames.
+        data = bytes(event.data)
+        if event.opcode is not Opcode.CONT:
+            if not event.fin:
+                self._parts, self._text = [data], event.opcode is Opcode.TEXT
+                return
+            text = event.opcode is Opcode.TEXT
+        else:
+            self._parts.append(data)
+            if not event.fin:
+                return
+            data, text, self._parts = b"".join(self._parts), self._text, []
+        if text:
+            try:
+                message: bytes | str = data.decode()
+            except UnicodeDecodeError:
+                self.fail(CLOSE_INVALID_DATA, "invalid UTF-8 in a text message")
+                return
+        else:
+            message = data
+        sink(message)
+
+    def send_now(self, data: bytes | str) -> bool:
+        """Write one whole message at once if nothing stands in the way, without a task or an
+        await; False (nothing written) when the connection is not open, is closing, or its
+        writing is paused for backpressure: the caller then queues it for its writer task."""
+        if self._failed or "write" in self._holds or self.transport.is_closing() \
+                or self.protocol.state is not State.OPEN:
+            return False
+        if isinstance(data, str):
+            self.protocol.send_text(data.encode())
+        else:
+            self.protocol.send_binary(data)
+        self.send_data()
+        return True
 
     def _fail_flood(self) -> None:
         with self.guard.lock:
