@@ -61,7 +61,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "300-tick MSPT window at 30 Hz)")
     p.add_argument("--npcs", type=int, default=2000,
                    help="NPC entities of the served world (default %(default)s)")
-    p.add_argument("--backend", default="threads",
+    from server.runtime import BACKENDS
+
+    p.add_argument("--backend", default="threads", choices=BACKENDS,
                    help="where the server's workers run (default %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     p.add_argument("--out", type=Path, default=None, metavar="DIR",
