@@ -129,7 +129,8 @@ class Chromium:
              f"--user-data-dir={profile}", "--no-first-run", "--no-default-browser-check",
              "--disable-gpu", "--disable-extensions", "--disable-background-networking",
              "--disable-component-update", "--disable-sync", "--mute-audio",
-             "--disable-breakpad", f"--window-size={width},{height}", "about:blank"],
+             "--disable-breakpad", "--disable-dev-shm-usage",  # small /dev/shm in containers
+             f"--window-size={width},{height}", "about:blank"],
             stdout=self._log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True)  # its helpers (renderer, zygote) share our group id
         self._ws: Any = None
