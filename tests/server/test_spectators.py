@@ -342,3 +342,47 @@ def test_every_kernel_is_sampled_from_its_columns_as_rows_would_give(kernel: str
         assert owned == len(rows) and 0 < len(flat) // 3 <= 100
         real = {(round(r[2]), round(r[3]), r[1]) for r in rows}
         assert set(zip(flat[0::3], flat[1::3], flat[2::3], strict=True)) <= real
+
+
+# ---- the ticker's side: world jobs only while someone watches, at the view rate -----------------
+class FakeRuntime:
+    """Records each step's view flag and jobs; ticks by one."""
+
+    def __init__(self) -> None:
+        self.tick = 0
+        self.calls: list[tuple[bool, list[Any]]] = []
+
+    def step(self, inputs: Any, view: bool, jobs: Any) -> Any:
+        self.calls.append((view, list(jobs)))
+        self.tick += 1
+        return SimpleNamespace(tick=self.tick, hook_results=[(WORLD_SESSION, [self.tick, 0, 0])]
+                               if any(j[1] == WORLD_SESSION for j in jobs) else [])
+
+
+def test_world_jobs_only_while_spectators_watch_and_at_the_view_rate() -> None:
+    srv = hub(8)
+    rt = srv.runtime = FakeRuntime()
+    for _ in range(30):
+        assert srv._tick_once() == []  # nobody watches: no job, nothing returned
+    assert all(not jobs for _, jobs in rt.calls)
+    srv.spectators = 1
+    results = [srv._tick_once() for _ in range(30)]  # 1 s at 30 Hz: VIEW_RATE samples
+    world = [jobs for _, jobs in rt.calls[30:] if jobs]
+    assert len(world) == 5 and all(j[0][1] == WORLD_SESSION for j in world)
+    assert not any(view for view, _ in rt.calls)  # no player: no view-row exchange either
+    assert sum(1 for r in results if r) == 5
+
+
+def test_a_published_sample_wakes_only_the_gateways_with_spectators() -> None:
+    srv = hub(8)
+    woken: list[int] = []
+
+    def gw(index: int, spectators: set[object]) -> Any:
+        return SimpleNamespace(spectators=spectators, push_views=None, counters={},
+                               errors_sent={}, call_soon=lambda fn, *a: woken.append(index),
+                               stats=lambda: {"index": index, "connections": 0, "playing": 0})
+
+    srv.gateways = [gw(1, {object()}), gw(2, set())]
+    srv._post([(WORLD_SESSION, [3, 0, 1, 5, 6, 1])])
+    assert woken == [1]
+    assert srv.board.payload(SUBPROTOCOL_JSON) is not None
