@@ -202,6 +202,8 @@ async def run_lean_bot(url: str, res: Any, *, seed: int, input_rate: float, unti
             bot.send(Bye("done"))
     finally:
         res.seconds = clock() - t_start
+        if bot.welcome.done() and not bot.welcome.cancelled():
+            bot.welcome.exception()  # retrieved: a late failure is in res, not in the log
         with contextlib.suppress(Exception):
             transport.send_close()
             transport.disconnect()
