@@ -125,17 +125,24 @@ def _where_time_goes(section: dict[str, Any]) -> list[str]:
         def f(key: str, rt: dict[str, float] = rt) -> str:
             return f"{rt[key]:.1f}" if key in rt else "-"
 
+        def us(key: str, rt: dict[str, float] = rt) -> str:
+            return f"{rt[key] * 1e3:.0f}" if key in rt else "-"
+
         rows.append(f"| {labels.get(c['build'], c['build'])} | {c['backend']} | {c['kernel']} "
                     f"| {c['workers']} | {f('step_mspt_p50')} | {f('slowest_worker_mspt_p50')} "
-                    f"| {f('max_border_wait_ms_p50')} |")
+                    f"| {f('max_border_wait_ms_p50')} | {us('coordination_ms_p50')} "
+                    f"| {us('coordination_ms_p99')} |")
     if not rows:
         return []
     return ["### Where the time goes (runtime metrics, ms, p50)", "",
             "Step = coordinator wall time per tick (the runtime's window includes warm-up); "
             "worker = the slowest worker's compute time; border wait = the longest a worker "
-            "waited for its neighbours' borders.", "",
-            "| build | backend | kernel | W | step | worker | border wait |",
-            "|---|---|---|---|---|---|---|", *rows, ""]
+            "waited for its neighbours' borders; coordination = what the lockstep itself costs "
+            "per tick (step wall time less the slowest worker's compute: messages, wake-ups, "
+            "the barrier), in microseconds.", "",
+            "| build | backend | kernel | W | step | worker | border wait | coordination p50 (µs) "
+            "| coordination p99 (µs) |",
+            "|---|---|---|---|---|---|---|---|---|", *rows, ""]
 
 
 def load_md(section: dict[str, Any], plot: bool) -> list[str]:

@@ -105,15 +105,21 @@ def judge(cell: dict[str, Any], expects_gil: bool) -> tuple[str, str | None]:
 
 def _runtime_figures(runs: Sequence[dict[str, Any]]) -> dict[str, float] | None:
     """Cross-checks from the runtime's own metrics (medians over repeats): its step MSPT window
-    (includes warm-up ticks, unlike ours), and per worker the compute MSPT and the time spent
-    waiting for neighbours' borders, which is where imperfect scaling shows up."""
+    (includes warm-up ticks, unlike ours), per worker the compute MSPT and the time spent
+    waiting for neighbours' borders, which is where imperfect scaling shows up, and the lockstep's
+    own cost per tick (coordination: step wall time less the slowest worker's compute)."""
     def med(values: list[float]) -> float | None:
         return stats.median(values) if values else None
 
-    step50, step99, work50, wait50 = [], [], [], []
+    step50, step99, work50, wait50, coord50, coord99 = [], [], [], [], [], []
     for r in runs:
         m = r.get("runtime_metrics") or {}
         step = m.get("mspt") or {}
+        coord = m.get("coordination_ms") or {}  # absent in files from before it was measured
+        if isinstance(coord.get("p50"), int | float):
+            coord50.append(float(coord["p50"]))
+        if isinstance(coord.get("p99"), int | float):
+            coord99.append(float(coord["p99"]))
         if isinstance(step.get("p50"), int | float):
             step50.append(float(step["p50"]))
         if isinstance(step.get("p99"), int | float):
@@ -128,7 +134,8 @@ def _runtime_figures(runs: Sequence[dict[str, Any]]) -> dict[str, float] | None:
         if b50:
             wait50.append(max(b50))
     out = {"step_mspt_p50": med(step50), "step_mspt_p99": med(step99),
-           "slowest_worker_mspt_p50": med(work50), "max_border_wait_ms_p50": med(wait50)}
+           "slowest_worker_mspt_p50": med(work50), "max_border_wait_ms_p50": med(wait50),
+           "coordination_ms_p50": med(coord50), "coordination_ms_p99": med(coord99)}
     return {k: v for k, v in out.items() if v is not None} or None
 
 

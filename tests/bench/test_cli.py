@@ -16,7 +16,7 @@ def test_every_bench_subcommand_is_listed(capsys: pytest.CaptureFixture[str]) ->
     assert exc.value.code == 0
     out = capsys.readouterr().out
     assert list(bench_cli.SUBCOMMANDS) == ["scaling", "load", "capacity", "claims", "kernels",
-                                           "snapshots", "report", "soak"]
+                                           "snapshots", "report", "soak", "spectators", "nodes"]
     for name in bench_cli.SUBCOMMANDS:
         assert f"    {name} " in out, name
 

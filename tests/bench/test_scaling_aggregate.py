@@ -136,6 +136,23 @@ def test_runtime_metrics_are_summarised_as_cross_checks() -> None:
         "runtime"] is None
 
 
+def test_the_lockstep_coordination_cost_is_summarised_and_reported() -> None:
+    from bench.report import _where_time_goes
+
+    c = cell("arena", "ft", "threads", 2, [10.0, 10.0, 10.0], False)
+    for i, r in enumerate(c["runs"]):
+        r["runtime_metrics"] = {"mspt": {"p50": 2.0, "p99": 3.0},
+                                "coordination_ms": {"p50": 0.1 * (i + 1), "p99": 0.5 + i}}
+    s = aggregate([c], BUILDS)[0]
+    assert s["runtime"]["coordination_ms_p50"] == pytest.approx(0.2)  # median of 0.1 .. 0.3
+    assert s["runtime"]["coordination_ms_p99"] == pytest.approx(1.5)
+    sec = section([c])
+    lines = _where_time_goes(sec)
+    assert any("coordination p50 (µs)" in line for line in lines)
+    row = next(line for line in lines if line.startswith("| ") and "threads" in line)
+    assert row.rstrip(" |").split("|")[-2:] == [" 200 ", " 1500"]
+
+
 def test_headlines_quote_measured_ratios() -> None:
     sec = section(standard_cells())
     sums = aggregate(sec["cells"], BUILDS)
