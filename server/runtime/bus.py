@@ -15,6 +15,7 @@ Subjects (``W`` is the world name, one token of ``[A-Za-z0-9_-]``)::
     paratick.W.join              node -> driver   {"node": ID, "host", "pid"}  repeated until ...
     paratick.W.ctl.ID            driver -> node   ... the spec (a map), then {"go": true} once every
                                                   node is ready, then Tick / Rows / Stop messages
+                                                  ({"rejoin": true} before Stop: come back)
     paratick.W.ready             node -> driver   {"node": ID, "w": W}  subscribed to its borders
     paratick.W.coord             node -> driver   Hello / Done / RowsOk / Fail
     paratick.W.border.DST.SRC    node -> node     Borders(tick, src worker, [(SRC, DST, border)])
@@ -295,6 +296,7 @@ class Link:
         self.url = url
         self.closed = threading.Event()
         self.lost = ""
+        self._tasks: set[asyncio.Task[Any]] = set()  # strong references (asyncio keeps weak ones)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="paratick-bus",
                                         daemon=True)
@@ -329,17 +331,36 @@ class Link:
     def _run(self, coro: Any, timeout: float) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
-    def subscribe(self, subject: str, callback: Callable[[str, bytes], None]) -> None:
+    def run(self, coro: Any, timeout: float = CONNECT_TIMEOUT) -> Any:
+        """Run ``coro`` on the link's loop and return its result (JetStream calls).
+
+        Raises:
+            ChannelClosed: the connection is closed.
+            TimeoutError: no result within ``timeout`` seconds.
+        """
+        if self._loop.is_closed():
+            coro.close()
+            raise ChannelClosed("the bus connection is closed")
+        return self._run(coro, timeout)
+
+    def subscribe(self, subject: str, callback: Callable[[str, bytes], None]) -> Any:
         """Call ``callback(subject, data)`` on the loop thread for every message on ``subject``
-        (blocks until the server has the subscription)."""
+        (blocks until the server has the subscription); returns a handle for
+        :meth:`unsubscribe`."""
         async def cb(msg: Any) -> None:
             callback(msg.subject, msg.data)
 
-        async def sub() -> None:
-            await self.nc.subscribe(subject, cb=cb)
+        async def sub() -> Any:
+            handle = await self.nc.subscribe(subject, cb=cb)
             await self.nc.flush()
+            return handle
 
-        self._run(sub(), CONNECT_TIMEOUT)
+        return self._run(sub(), CONNECT_TIMEOUT)
+
+    def unsubscribe(self, handle: Any) -> None:
+        """Stop a subscription of :meth:`subscribe` (messages already queued may still come)."""
+        with contextlib.suppress(Exception):
+            self._run(handle.unsubscribe(), CONNECT_TIMEOUT)
 
     def publish(self, subject: str, data: bytes) -> None:
         """Queue ``data`` for ``subject`` (thread-safe; leaves in call order).
@@ -369,11 +390,17 @@ class Link:
 
     def flush(self, timeout: float = CONNECT_TIMEOUT) -> bool:
         """Wait until the server has everything published so far (a PING/PONG round trip)."""
+        if self._loop.is_closed():
+            return False
         try:
             self._run(self.nc.flush(timeout=max(1, int(timeout))), timeout + 1)
         except Exception:
             return False
         return True
+
+    def spawn(self, coro: Any) -> None:
+        """Run ``coro`` as a task on the link's loop (cancelled when the link closes)."""
+        self._loop.call_soon_threadsafe(lambda: self._tasks.add(self._loop.create_task(coro)))
 
     def every(self, seconds: float, subject: str, data: bytes) -> None:
         """Publish ``data`` on ``subject`` every ``seconds`` until closed (the driver's beat)."""
@@ -383,7 +410,7 @@ class Link:
                     await self.nc.publish(subject, data)
                 await asyncio.sleep(seconds)
 
-        self._loop.call_soon_threadsafe(lambda: self._loop.create_task(beat()))
+        self.spawn(beat())
 
     def close(self) -> None:
         """Flush, close the connection and stop the loop (idempotent)."""
@@ -504,9 +531,15 @@ class NodeEndpoint(_BusEndpoint):
         self.assembler = Assembler(inbound)
         self._alarm = ""
         self.last_beat = time.monotonic()
-        link.subscribe(subjects.beat, self._beat)
+        self._subs = [link.subscribe(subjects.beat, self._beat)]
         for dst in sorted({dst for pairs in inbound.values() for _, dst in pairs}):
-            link.subscribe(subjects.borders_to(dst), self._border)
+            self._subs.append(link.subscribe(subjects.borders_to(dst), self._border))
+
+    def detach(self) -> None:
+        """Leave this world's border and beat subjects (the node may join another world)."""
+        for handle in self._subs:
+            self.link.unsubscribe(handle)
+        self._subs = []
 
     def _beat(self, subject: str, data: bytes) -> None:
         self.last_beat = time.monotonic()
@@ -525,6 +558,10 @@ class NodeEndpoint(_BusEndpoint):
             return
         for whole in done:
             self.inbox.put(m.encode(whole))
+
+    def check(self) -> None:
+        """Raise ChannelClosed when the bus is lost or the driver has fallen silent."""
+        self._alive()
 
     def _alive(self) -> None:
         super()._alive()

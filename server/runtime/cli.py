@@ -101,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
     from server.runtime.bus import BusUnreachable
     from server.runtime.errors import MessageError
     from server.runtime.natsd import NatsdError
+    from server.runtime.recovery import ResilientNodes
     from server.runtime.scheduler import run as run_paced
     from sim.config import WorldConfig, parse_grid
     from sim.errors import SimError
@@ -126,11 +127,11 @@ def run(args: argparse.Namespace) -> int:
         sched = TickScheduler(rate=args.tick_rate, flat_out=args.flat_out,
                               overload=args.overload)
         started = time.perf_counter()
-        if args.backend == "nodes":
-            from server.runtime.backends.nodes import NodesRuntime
-            rt: Runtime = NodesRuntime(config, rows, bus=args.bus, world=args.world,
-                                       local_nodes=args.local_nodes, workers=args.workers,
-                                       kernel=args.kernel, tick_timeout=args.tick_timeout)
+        rt: Runtime | ResilientNodes
+        if args.backend == "nodes":  # survives a lost node (server/runtime/recovery.py)
+            rt = ResilientNodes(config, rows, bus=args.bus, world=args.world,
+                                local_nodes=args.local_nodes, workers=args.workers,
+                                kernel=args.kernel, tick_timeout=args.tick_timeout)
         else:
             rt = Runtime(config, rows, backend=args.backend, workers=args.workers,
                          kernel=args.kernel, tick_timeout=args.tick_timeout)
@@ -184,6 +185,10 @@ def run(args: argparse.Namespace) -> int:
         "ticks": args.ticks, "rate": None if args.flat_out else args.tick_rate,
         "startup_s": startup, "wall_s": wall, "ticks_per_s": args.ticks / wall if wall else None,
         "digest": digest, "reference_digest": ref, "metrics": metrics}
+    if isinstance(rt, ResilientNodes):
+        doc["nodes"] = rt.nodes
+        doc["recoveries"] = [{k: v for k, v in r.items() if k != "owners"}
+                             for r in rt.recoveries]
     if args.json:
         print(json.dumps(doc, indent=2))
     else:
@@ -236,6 +241,10 @@ def _print_text(doc: dict[str, Any]) -> None:
         print(f"{w['worker']:6d}  {_ms(q['p50'])} {_ms(q['p99'])}  {_ms(b['p50'])}  "
               f"{ch.get('messages_sent', 0):9d}  {ch.get('bytes_sent', 0):10d}  "
               f"{'yes' if w['cmsgpack'] else 'no (pure-Python fallback)'}")
+    for r in doc.get("recoveries", ()):
+        print(f"recovered at tick {r['tick']}: lost node {r['lost']} ({r['reason']}); restarted "
+              f"from the checkpoint of tick {r['checkpoint']}, replayed {r['replayed']} ticks, "
+              f"paused {r['pause_s']:.2f} s")
     print(f"digest {doc['digest']}" + ("" if doc["reference_digest"] is None else
           ("  (matches the reference World)" if doc["reference_digest"] == doc["digest"]
            else f"  MISMATCH: reference {doc['reference_digest']}")))

@@ -28,6 +28,7 @@ from server.runtime import messages as m
 from server.runtime.backends.base import Crew
 from server.runtime.bus import (
     BEAT,
+    BusError,
     CoordEndpoint,
     Link,
     Subjects,
@@ -36,6 +37,7 @@ from server.runtime.bus import (
     unpack,
 )
 from server.runtime.errors import WorkerCrashed, WorkerTimeout
+from server.runtime.ownership import PRESENCE_EVERY, PRESENCE_TTL, Ownership, OwnershipConflict
 from server.runtime.runtime import START_TIMEOUT, Runtime
 from sim.config import WorldConfig
 from sim.entities import Row
@@ -75,11 +77,18 @@ class NodeCrew(Crew):
 
     def __init__(self, specs: Sequence[dict[str, Any]], *, bus: str | None = None,
                  world: str | None = None, local_nodes: int | None = None,
-                 start_timeout: float = START_TIMEOUT) -> None:
+                 start_timeout: float = START_TIMEOUT, epoch: int = 0) -> None:
         n = len(specs)
         local = n if local_nodes is None else max(0, min(int(local_nodes), n))
+        self.epoch = epoch
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.nodes: list[str] = []
+        self.ownership: Ownership | None = None
+        #: Why the ownership buckets are not kept ("" when they are).
+        self.ownership_error = ""
+        #: The owners bucket's revision of each region after this crew's assignment.
+        self.revisions: dict[int, int] = {}
+        self._decided: set[str] = set()  # nodes told to leave or to rejoin after Stop
         self._stack = contextlib.ExitStack()
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
@@ -103,6 +112,7 @@ class NodeCrew(Crew):
             deadline = time.monotonic() + start_timeout
             self.nodes = self._take(joins, n, n - local, deadline)
             self.ep.bind(self.nodes)
+            self._own([self.nodes[w] for w in specs[0]["owner"]])
             for w, spec in enumerate(specs):
                 spec = dict(spec, bus={"coord": n, "world": self.world, "node": self.nodes[w]})
                 link.publish(subjects.ctl(self.nodes[w]), pack(spec))
@@ -122,7 +132,7 @@ class NodeCrew(Crew):
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
         for k in range(count):
-            node = f"{self.world}-n{k}"
+            node = f"{self.world}-e{self.epoch}-n{k}"
             argv = [sys.executable, "-c", BOOT, "--bus", self.bus, "--world", self.world,
                     "--id", node, "--quiet"]
             self.procs[node] = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL)
@@ -174,10 +184,42 @@ class NodeCrew(Crew):
             if isinstance(obj, dict):
                 pending.discard(obj.get("node"))
 
+    def _own(self, table: Sequence[str]) -> None:
+        """Write region -> node into the owners bucket (compare-and-set per region); the world
+        starts only when every region has an owner.  A bus without JetStream: no buckets."""
+        try:
+            self.ownership = Ownership(self.link, self.world)
+        except OwnershipConflict:
+            raise
+        except BusError as exc:
+            self.ownership_error = str(exc)
+            return
+        self.revisions = self.ownership.assign(dict(enumerate(table)))
+        if not self.ownership.complete(len(table)):
+            raise OwnershipConflict(f"world {self.world!r}: some regions have no owner after "
+                                    "the assignment")
+
+    def rejoin(self, nodes: Iterable[str]) -> None:
+        """Ask ``nodes`` to join again after their Stop (the world restarts); the others are
+        told to leave when the crew is joined."""
+        self._tell({"rejoin": True}, nodes)
+        self._decided.update(nodes)
+
+    def _tell(self, what: dict[str, Any], nodes: Iterable[str]) -> None:
+        subjects = Subjects(self.world)
+        for node in nodes:
+            with contextlib.suppress(Exception):
+                self.link.publish(subjects.ctl(node), pack(what))
+        self.link.flush()
+
     # ---- running ---------------------------------------------------------------------------------
     def _watch(self) -> None:
-        """Post ``Exited`` for every local node whose process ends (once each)."""
+        """Post ``Exited`` for every node whose process ends (local ones, from the process table)
+        or whose presence entry expires (the others), once each."""
         told: set[str] = set()
+        seen: set[str] = set()
+        remote = [node for node in self.nodes if node not in self.procs]
+        next_presence = 0.0
         while not self._stop.wait(WATCH_EVERY):
             for w, node in enumerate(self.nodes):
                 proc = self.procs.get(node)
@@ -186,6 +228,20 @@ class NodeCrew(Crew):
                 told.add(node)
                 self.ep.post(m.encode(m.Exited(w, f"node {node} (pid {proc.pid}) exited with "
                                                   f"status {proc.returncode}")))
+            if not remote or self.ownership is None or time.monotonic() < next_presence:
+                continue
+            next_presence = time.monotonic() + PRESENCE_EVERY
+            try:
+                present = self.ownership.present()
+            except Exception:
+                continue  # the bus is going away: the runtime hears it from the endpoint
+            seen |= present & set(remote)
+            for node in remote:
+                if node in seen and node not in present and node not in told:
+                    told.add(node)
+                    self.ep.post(m.encode(m.Exited(
+                        self.nodes.index(node),
+                        f"node {node}'s presence expired ({PRESENCE_TTL:g} s without a refresh)")))
 
     def dead(self) -> list[int]:
         return [w for w, node in enumerate(self.nodes)
@@ -193,6 +249,9 @@ class NodeCrew(Crew):
 
     def join(self, deadline: float) -> None:
         self._stop.set()
+        # Every node waits, after Stop, for the driver's word: leave, or join again.
+        self._tell({"rejoin": False}, [n for n in self.nodes if n not in self._decided])
+        self._decided.update(self.nodes)
         for proc in self.procs.values():
             try:
                 proc.wait(max(0.0, deadline - time.monotonic()))
@@ -227,11 +286,12 @@ class NodesRuntime(Runtime):
     """
 
     def __init__(self, config: WorldConfig, rows: Iterable[Row] = (), *, bus: str | None = None,
-                 world: str | None = None, local_nodes: int | None = None,
+                 world: str | None = None, local_nodes: int | None = None, epoch: int = 0,
                  **options: Any) -> None:
         options.pop("backend", None)
         self._crew_options = {"bus": bus, "world": world, "local_nodes": local_nodes,
-                              "start_timeout": options.get("start_timeout", START_TIMEOUT)}
+                              "start_timeout": options.get("start_timeout", START_TIMEOUT),
+                              "epoch": epoch}
         # The runtime validates "processes" (a crew of spawned workers); _start_crew then starts
         # nodes instead, and the runtime reports itself as the nodes backend.
         super().__init__(config, rows, backend="processes", **options)
@@ -240,6 +300,11 @@ class NodesRuntime(Runtime):
         self.backend = "nodes"
         self._crew = crew = NodeCrew(specs, **self._crew_options)
         self._ep = crew.ep
+
+    @property
+    def crew(self) -> NodeCrew:
+        assert isinstance(self._crew, NodeCrew)
+        return self._crew
 
     @property
     def nodes(self) -> list[str]:

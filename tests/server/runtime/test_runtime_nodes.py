@@ -298,3 +298,105 @@ def test_a_node_whose_driver_falls_silent_leaves(bus: str) -> None:
             node.kill()
             node.wait()
         link.close()
+
+
+# ---- ownership and presence (JetStream KV) ----------------------------------------------------
+def test_owners_are_written_by_compare_and_set(bus: str) -> None:
+    from server.runtime.ownership import Ownership, OwnershipConflict
+
+    world = world_name()
+    link, rival = Link(bus), Link(bus)
+    try:
+        own = Ownership(link, world)
+        assert not own.complete(3)
+        revs = own.assign({0: "a", 1: "a", 2: "b"})
+        assert own.complete(3)
+        assert {r: node for r, (node, _) in own.owners().items()} == {0: "a", 1: "a", 2: "b"}
+        again = own.assign({0: "a", 1: "c", 2: "b"})  # a handover: only region 1 is written
+        assert again[0] == revs[0] and again[1] > revs[1]
+        # Another driver hands region 2 over between our read and our write: we lose.
+        other = Ownership(rival, world)
+        stale = own.owners()
+        other.assign({2: "d"})
+        own.owners = lambda: stale  # type: ignore[method-assign]
+        with pytest.raises(OwnershipConflict, match=r"region 2 .* changed owner"):
+            own.assign({2: "e"})
+    finally:
+        link.close()
+        rival.close()
+
+
+def test_the_world_records_its_owners_and_nodes_are_present(bus: str) -> None:
+    import time
+
+    from server.runtime.ownership import PRESENCE_TTL, Ownership
+
+    world = world_name()
+    cfg, rows = small_world((2, 2))
+    with NodesRuntime(cfg, rows, bus=bus, world=world, workers=2) as rt:
+        own = rt.crew.ownership
+        assert own is not None
+        owners = own.owners()
+        assert {r: node for r, (node, _) in owners.items()} == {
+            r: rt.nodes[rt.owner[r]] for r in range(cfg.regions)}
+        assert set(rt.nodes) <= own.present()
+    link = Link(bus)
+    try:
+        time.sleep(PRESENCE_TTL + 0.5)  # the nodes left with the world: their entries expire
+        assert not set(rt.nodes) & Ownership(link, world).present()
+    finally:
+        link.close()
+
+
+# ---- a lost node -----------------------------------------------------------------------------
+@pytest.mark.parametrize("victim", [0, 2])
+def test_a_killed_node_is_replaced_and_the_digest_holds(bus: str, victim: int) -> None:
+    import os
+    import signal
+
+    from server.runtime.recovery import ResilientNodes
+
+    cfg, rows = small_world((4, 1))
+    ref = reference_digest(cfg, rows, TICKS)
+    kill_at = 21
+    with ResilientNodes(cfg, rows, bus=bus, world=world_name(), workers=3,
+                        checkpoint_every=8) as rt:
+        before = list(rt.nodes)
+        for t in range(TICKS):
+            if t == kill_at:
+                os.kill(rt.worker_pids()[victim], signal.SIGKILL)
+            rt.step(inputs_for(t))
+        assert rt.digest() == ref
+        (rec,) = rt.recoveries
+        assert rec["tick"] == kill_at  # detected in the tick after the kill, not 3 ticks later
+        assert rec["lost"] == before[victim]
+        assert rec["checkpoint"] == 16 and rec["replayed"] == kill_at - 16
+        owners = rec["owners"]
+        assert {node for node, _ in owners.values()} == set(rt.nodes)
+        assert not set(rt.nodes) & set(before)  # every region has a new owner ...
+        assert all(rev > cfg.regions for _, rev in owners.values())  # ... written over the old
+
+
+def test_run_reports_a_recovery(bus: str, capsys: pytest.CaptureFixture[str],
+                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """`paratick run --backend nodes` survives a node killed (SIGKILL) while it runs."""
+    import os
+    import signal
+
+    from server.runtime import recovery
+
+    class Killing(recovery.ResilientNodes):
+        def step(self, *args: Any, **kwargs: Any) -> Any:
+            if self.rt.tick == 5 and not self.recoveries:
+                os.kill(self.worker_pids()[0], signal.SIGKILL)
+            return super().step(*args, **kwargs)
+
+    monkeypatch.setattr(recovery, "ResilientNodes", Killing)
+    rc = main(["run", "--backend", "nodes", "--bus", bus, "--world", world_name(), "--workers",
+               "2", "--ticks", "10", "--entities", "150", "--players", "3", "--regions", "2x2",
+               "--size", "400", "--flat-out", "--check", "--json", "--quiet"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    doc = json.loads(captured.out)
+    assert doc["digest"] == doc["reference_digest"]
+    assert [r["tick"] for r in doc["recoveries"]] == [5]
