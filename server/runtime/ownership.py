@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from server.runtime.bus import BusError, Link, check_token
@@ -126,13 +126,24 @@ class Ownership:
         """Whether every region ``0..regions-1`` has an owner."""
         return set(self.owners()) >= set(range(regions))
 
-    def present(self) -> set[str]:
-        """The nodes whose presence entry is alive."""
+    def present(self, nodes: Iterable[str]) -> set[str]:
+        """Those of ``nodes`` whose presence entry is alive.  Each is read by key (a listing
+        of the bucket goes through a consumer, slower, and was seen to miss live keys on a
+        loaded cluster); a read that fails for any reason but "no such key" counts as present:
+        only an entry known to be gone is a lost node."""
+        from nats.js.errors import KeyNotFoundError
+
         async def read() -> set[str]:
-            try:
-                return set(await self._nodes.keys())
-            except Exception:  # NoKeysError: nobody is present
-                return set()
+            alive: set[str] = set()
+            for node in nodes:
+                try:
+                    await self._nodes.get(node)
+                except KeyNotFoundError:
+                    continue
+                except Exception:
+                    pass
+                alive.add(node)
+            return alive
 
         result: set[str] = self.link.run(read())
         return result

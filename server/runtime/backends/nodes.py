@@ -52,6 +52,9 @@ sys.exit(main(["node", *sys.argv[1:]]))
 DEFAULT_WORLD = "paratick"
 #: Seconds between the watcher's looks at the local node processes.
 WATCH_EVERY = 0.02
+#: Consecutive looks (PRESENCE_EVERY apart) that must find a node's presence entry gone before
+#: it counts as lost: one look can race a refresh that is late on a loaded machine.
+PRESENCE_MISSES = 2
 
 
 class NodeCrew(Crew):
@@ -218,6 +221,7 @@ class NodeCrew(Crew):
         or whose presence entry expires (the others), once each."""
         told: set[str] = set()
         seen: set[str] = set()
+        missing: dict[str, int] = {}
         remote = [node for node in self.nodes if node not in self.procs]
         next_presence = 0.0
         while not self._stop.wait(WATCH_EVERY):
@@ -232,12 +236,13 @@ class NodeCrew(Crew):
                 continue
             next_presence = time.monotonic() + PRESENCE_EVERY
             try:
-                present = self.ownership.present()
+                present = self.ownership.present(remote)
             except Exception:
                 continue  # the bus is going away: the runtime hears it from the endpoint
-            seen |= present & set(remote)
+            seen |= present
             for node in remote:
-                if node in seen and node not in present and node not in told:
+                missing[node] = 0 if node in present else missing.get(node, 0) + 1
+                if node in seen and missing[node] >= PRESENCE_MISSES and node not in told:
                     told.add(node)
                     self.ep.post(m.encode(m.Exited(
                         self.nodes.index(node),

@@ -339,11 +339,11 @@ def test_the_world_records_its_owners_and_nodes_are_present(bus: str) -> None:
         owners = own.owners()
         assert {r: node for r, (node, _) in owners.items()} == {
             r: rt.nodes[rt.owner[r]] for r in range(cfg.regions)}
-        assert set(rt.nodes) <= own.present()
+        assert own.present(rt.nodes) == set(rt.nodes)
     link = Link(bus)
     try:
         time.sleep(PRESENCE_TTL + 0.5)  # the nodes left with the world: their entries expire
-        assert not set(rt.nodes) & Ownership(link, world).present()
+        assert not Ownership(link, world).present(rt.nodes)
     finally:
         link.close()
 
@@ -400,3 +400,39 @@ def test_run_reports_a_recovery(bus: str, capsys: pytest.CaptureFixture[str],
     doc = json.loads(captured.out)
     assert doc["digest"] == doc["reference_digest"]
     assert [r["tick"] for r in doc["recoveries"]] == [5]
+
+
+def test_a_killed_node_elsewhere_is_found_by_its_presence_and_the_survivor_rejoins(
+        bus: str) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from server.runtime.recovery import ResilientNodes
+
+    world = world_name()
+    remote = [subprocess.Popen([sys.executable, "-c", "import sys; from server.cli import main; "
+                                "sys.exit(main(sys.argv[1:]))", "node", "--bus", bus, "--world",
+                                world, "--id", f"far-{k}", "--quiet", "--wait", "30"],
+                               stdin=subprocess.DEVNULL) for k in range(2)]
+    try:
+        cfg, rows = small_world((4, 1))
+        ref = reference_digest(cfg, rows, TICKS)
+        with ResilientNodes(cfg, rows, bus=bus, world=world, workers=3, local_nodes=1,
+                            checkpoint_every=8) as rt:
+            assert {"far-0", "far-1"} <= set(rt.nodes)
+            for t in range(TICKS):
+                if t == 21:
+                    os.kill(remote[0].pid, signal.SIGKILL)
+                rt.step(inputs_for(t))
+            assert rt.digest() == ref
+            (rec,) = rt.recoveries
+            assert rec["lost"] == "far-0" and "presence expired" in rec["reason"]
+            assert "far-1" in rt.nodes and "far-0" not in rt.nodes  # the survivor came back
+        assert remote[1].wait(10) == 0
+    finally:
+        for proc in remote:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
