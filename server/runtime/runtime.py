@@ -28,7 +28,7 @@ from typing import Any
 import msgpack
 
 from server.clock import TimeSource
-from server.host import usable_cores
+from server.host import gil_enabled, usable_cores
 from server.runtime import backends
 from server.runtime import messages as m
 from server.runtime.channels import (
@@ -67,6 +67,10 @@ BACKENDS = ("inline", "threads", "interpreters", "processes")
 #: Seconds the watchdog lets a worker take for one tick before naming it (WorkerTimeout).  Ticks
 #: take milliseconds; 30 s only fires on a hang, yet leaves room for a loaded CI machine.
 TICK_TIMEOUT = 30.0
+#: Seconds a worker polls for its neighbours' borders before sleeping, where that pays
+#: (:meth:`Runtime._spin`): longer than the usual skew between workers finishing their advance
+#: on arena-20k, short enough that a late neighbour costs little CPU.
+SPIN_S = 0.0005
 #: Seconds to wait for every worker's HELLO (spawned processes import the simulation first).
 START_TIMEOUT = 120.0
 #: Seconds close() waits for a worker to leave before abandoning (thread) or killing (process) it.
@@ -210,11 +214,15 @@ class Runtime:
         self._core: WorkerCore | None = None
         self._ep: Endpoint | None = None
         self._crew: backends.Crew | None = None
+        #: seconds the workers poll for borders, and this coordinator for the last reports of a
+        #: tick once the first arrived (0: sleep at once), see _spin
+        self._spin_s = spin = self._spin(backend, kernel)
         base = {"config": config.to_dict(), "owner": self.owner, "kernel": kernel,
                 "tick": tick, "hook": hook, "hook_args": dict(hook_args or {}),
                 "fault_at": list(fault_at) if fault_at is not None else None,
                 "checkpoint": checkpoint, "checkpoint_every": checkpoint_every,
-                "recv_timeout": max(tick_timeout, 1.0) * 2}
+                "recv_timeout": max(tick_timeout, 1.0) * 2,
+                "spin": spin}
         specs = [dict(base, w=w, rows=[(r, per[r]) for r in self.assignment[w]])
                  for w in range(self.workers)]
         try:
@@ -231,6 +239,19 @@ class Runtime:
             self._state = State.FAILED
             self.close()
             raise
+
+    def _spin(self, backend: str, kernel: str) -> float:
+        """Seconds a worker polls for its neighbours' borders before sleeping (0: it sleeps at
+        once).  Spinning saves a wake-up per tick, but only pays where the spinner holds no GIL
+        another worker needs (not threads under a GIL) and every worker has a core of its own
+        (else it takes CPU from a neighbour still computing)."""
+        if self.workers < 2 or backend == "inline":
+            return 0.0
+        if backend == "threads" and gil_enabled():
+            return 0.0
+        if self.workers > usable_cores():
+            return 0.0
+        return SPIN_S
 
     # ---- start-up per backend ------------------------------------------------------------------
     def _start_inline(self, specs: list[dict[str, Any]]) -> None:
@@ -350,7 +371,9 @@ class Runtime:
                 raise WorkerTimeout(f"worker {names} did not {what} within {timeout:g} s "
                                     f"({self.backend} backend)", worker=min(pending))
             try:
-                data = ep.recv(remaining)
+                # Once one worker reported the tick, the others are about to: poll briefly.
+                data = ep.recv_soon(remaining, self._spin_s) if got and self._spin_s \
+                    else ep.recv(remaining)
             except ChannelClosed as exc:
                 peer = getattr(exc, "peer", -1)
                 dead = self._dead() or [peer]

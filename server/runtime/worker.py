@@ -104,6 +104,9 @@ class WorkerCore:
         self.tick: int = spec["tick"]
         self.ep = endpoint
         self.recv_timeout: float = spec.get("recv_timeout", 60.0)
+        #: seconds to poll for a neighbour's borders before sleeping (see Runtime: only where
+        #: no GIL is shared and every worker has a core)
+        self.spin: float = float(spec.get("spin", 0.0))
         self.checkpointing: bool = spec.get("checkpoint", True)
         self.checkpoint_every: int = max(1, int(spec.get("checkpoint_every", CHECKPOINT_EVERY)))
         kernel = spec["kernel"]
@@ -255,7 +258,7 @@ class WorkerCore:
                 self.ep.send(peer, m.encode(m.Borders(tick, me, remote[peer])))
             got = self._stash.pop(tick, [])
             while len(got) < len(self.peers):
-                msg = self._recv()
+                msg = self._recv(self.spin)
                 if isinstance(msg, m.Borders):
                     if msg.tick == tick:
                         got.append(msg.borders)
@@ -279,9 +282,10 @@ class WorkerCore:
                 self._checkpoint()
         return inbound
 
-    def _recv(self) -> m.Message:
+    def _recv(self, spin: float = 0.0) -> m.Message:
         assert self.ep is not None
-        data = self.ep.recv(self.recv_timeout)
+        data = self.ep.recv_soon(self.recv_timeout, spin) if spin > 0 \
+            else self.ep.recv(self.recv_timeout)
         if data is None:
             raise TimeoutError(f"worker {self.w} received nothing for {self.recv_timeout} s")
         return m.decode(data)

@@ -166,3 +166,49 @@ def test_socket_endpoint_refuses_a_corrupt_length_and_an_endless_inbox(
     finally:
         ep.close()
         b.close()
+
+
+@pytest.mark.parametrize("transport", ["threads", "sockets"])
+def test_recv_soon_takes_what_arrives_while_it_polls_then_blocks_like_recv(transport: str,
+                                                                          ) -> None:
+    if transport == "threads":
+        hub = channels.ThreadHub(2, maxsize=8)
+        a, b = hub.endpoint(0), hub.endpoint(1)
+        close = [hub.close]
+    else:
+        mesh = channels.socket_mesh(2)
+        a, b = channels.FdEndpoint(0, mesh[0]), channels.FdEndpoint(1, mesh[1])
+        close = [a.close, b.close]
+    try:
+        later = threading.Timer(0.01, b.send, args=(0, b"borders"))
+        later.start()
+        assert a.recv_soon(5.0, spin=1.0) == b"borders"  # arrived during the spin
+        later.join()
+        later = threading.Timer(0.05, b.send, args=(0, b"late"))
+        later.start()
+        assert a.recv_soon(5.0, spin=0.001) == b"late"    # after the spin: the blocking wait
+        later.join()
+        assert a.recv_soon(0.05, spin=0.01) is None       # nothing: None after the timeout
+        assert a.statistics().messages_received == 2
+    finally:
+        for c in close:
+            c()
+
+
+def test_workers_spin_only_with_a_core_each_and_no_shared_gil(monkeypatch: pytest.MonkeyPatch,
+                                                               ) -> None:
+    from server.runtime import runtime as rt_mod
+
+    rt = rt_mod.Runtime.__new__(rt_mod.Runtime)
+    monkeypatch.setattr(rt_mod, "usable_cores", lambda: 2)
+    for gil, backend, workers, want in [
+        (True, "threads", 2, 0.0),           # one GIL: a spinner stalls its neighbour
+        (False, "threads", 2, rt_mod.SPIN_S),
+        (True, "processes", 2, rt_mod.SPIN_S),
+        (True, "interpreters", 2, rt_mod.SPIN_S),
+        (False, "threads", 3, 0.0),          # more workers than cores
+        (False, "inline", 1, 0.0),
+    ]:
+        monkeypatch.setattr(rt_mod, "gil_enabled", lambda g=gil: g)
+        rt.workers = workers
+        assert rt._spin(backend, "python") == want, (gil, backend, workers)
