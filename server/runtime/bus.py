@@ -67,7 +67,7 @@ from typing import Any
 import msgpack
 
 from server.runtime import messages as m
-from server.runtime.channels import Endpoint
+from server.runtime.channels import MAX_INBOX, Endpoint
 from server.runtime.errors import ChannelClosed, ChannelError, MessageError
 from sim.config import WorldConfig
 from sim.geometry import Layout
@@ -449,13 +449,24 @@ class _BusEndpoint(Endpoint):
         self.link = link
         self.subjects = subjects
         self.inbox: queue.SimpleQueue[bytes] = inbox if inbox is not None else queue.SimpleQueue()
+        self._alarm = ""
 
     def post(self, data: bytes) -> None:
         """Put ``data`` in this endpoint's own inbox (a crash notice from a local watcher)."""
         self.inbox.put(data)
 
     def _put(self, subject: str, data: bytes) -> None:
+        if self.inbox.qsize() >= MAX_INBOX:  # on the loop thread: tell the reader, keep nothing
+            self._raise_alarm(f"{MAX_INBOX} unread messages for participant {self.index}: the "
+                              "lockstep bounds them lower (a stranger on our subjects?)")
+            return
         self.inbox.put(data)
+
+    def _raise_alarm(self, why: str) -> None:
+        """Make the reader's next ``recv`` raise MessageError(``why``) (from the loop thread)."""
+        if not self._alarm:
+            self._alarm = why
+            self.inbox.put(b"")
 
     def _publish(self, subject: str, data: bytes) -> None:
         self.link.publish(subject, data)
@@ -478,6 +489,8 @@ class _BusEndpoint(Endpoint):
                 if deadline is not None and time.monotonic() >= deadline:
                     return None
                 continue
+            if data == b"":  # the loop thread's alarm (no runtime message is empty)
+                raise MessageError(self._alarm)
             self.stats.messages_received += 1
             self.stats.bytes_received += len(data)
             return data
@@ -529,7 +542,6 @@ class NodeEndpoint(_BusEndpoint):
         config = WorldConfig.from_dict(dict(spec["config"]))
         self.out_pairs, inbound = border_pairs(config, list(spec["owner"]), self.index)
         self.assembler = Assembler(inbound)
-        self._alarm = ""
         self.last_beat = time.monotonic()
         self._subs = [link.subscribe(subjects.beat, self._beat)]
         for dst in sorted({dst for pairs in inbound.values() for _, dst in pairs}):
@@ -553,11 +565,10 @@ class NodeEndpoint(_BusEndpoint):
                 raise MessageError(f"{m.name(msg)} on border subject {subject}")
             done = self.assembler.add(src, dst, msg)
         except MessageError as exc:  # a stranger's bytes: make the worker fail loudly
-            self._alarm = str(exc)
-            self.inbox.put(b"")
+            self._raise_alarm(str(exc))
             return
         for whole in done:
-            self.inbox.put(m.encode(whole))
+            self._put(subject, m.encode(whole))
 
     def check(self) -> None:
         """Raise ChannelClosed when the bus is lost or the driver has fallen silent."""
@@ -571,12 +582,6 @@ class NodeEndpoint(_BusEndpoint):
             exc = ChannelClosed(self.gone)
             exc.peer = self.coord  # type: ignore[attr-defined]
             raise exc
-
-    def recv(self, timeout: float | None = None) -> bytes | None:
-        data = super().recv(timeout)
-        if data == b"":  # the loop thread's alarm (no runtime message is empty)
-            raise MessageError(self._alarm)
-        return data
 
     def send(self, dst: int, data: bytes) -> None:
         if dst == self.coord:

@@ -35,6 +35,7 @@ from server.runtime.bus import (
     pack,
     unpack,
 )
+from server.runtime.channels import MAX_INBOX
 from server.runtime.errors import ChannelError, RuntimeFault
 from server.runtime.ownership import keep_present
 from server.runtime.worker import run_worker
@@ -84,7 +85,11 @@ def serve_node(bus: str, world: str, *, node_id: str | None = None, wait: float 
         inbox: queue.SimpleQueue[bytes] = queue.SimpleQueue()
 
         def on_ctl(subject: str, data: bytes) -> None:
-            (control if is_membership(data) else inbox).put(data)
+            box = control if is_membership(data) else inbox
+            # The lockstep bounds what the driver has in flight to a few messages; beyond
+            # MAX_INBOX unread ones, a flood from a stranger is dropped, never buffered.
+            if box.qsize() < MAX_INBOX:
+                box.put(data)
 
         link.subscribe(subjects.ctl(node), on_ctl)
         hello = pack({"node": node, "host": socket.gethostname(), "pid": os.getpid()})

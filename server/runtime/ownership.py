@@ -73,18 +73,26 @@ class Ownership:
         self.world = world
         self._owners, self._nodes = link.run(_buckets(link, world))
 
-    def owners(self) -> dict[int, tuple[str, int]]:
-        """``region -> (node, revision)`` for every region that has an owner."""
+    def owners(self, regions: int) -> dict[int, tuple[str, int]]:
+        """``region -> (node, revision)`` for every region of ``0..regions-1`` that has an
+        owner.  Each is read by key: a listing of the bucket goes through a consumer and was
+        seen to come back empty on a loaded machine.
+
+        Raises:
+            BusError: a read failed for another reason than "no such key".
+        """
+        from nats.js.errors import KeyNotFoundError
+
         async def read() -> dict[int, tuple[str, int]]:
             out: dict[int, tuple[str, int]] = {}
-            try:
-                keys = await self._owners.keys()
-            except Exception:  # nats-py raises NoKeysError on an empty bucket
-                return out
-            for key in keys:
-                with contextlib.suppress(Exception):
-                    entry = await self._owners.get(key)
-                    out[int(key[1:])] = (entry.value.decode(), int(entry.revision))
+            for region in range(regions):
+                try:
+                    entry = await self._owners.get(f"r{region}")
+                except KeyNotFoundError:
+                    continue
+                except Exception as exc:
+                    raise BusError(f"cannot read the owner of region {region}: {exc!r}") from exc
+                out[region] = (bytes(entry.value or b"").decode(), int(entry.revision or 0))
             return out
 
         result: dict[int, tuple[str, int]] = self.link.run(read())
@@ -99,7 +107,7 @@ class Ownership:
         """
         from nats.js.errors import KeyWrongLastSequenceError
 
-        current = self.owners()
+        current = self.owners(max(table, default=-1) + 1)
 
         async def write() -> dict[int, int]:
             revisions: dict[int, int] = {}
@@ -124,7 +132,7 @@ class Ownership:
 
     def complete(self, regions: int) -> bool:
         """Whether every region ``0..regions-1`` has an owner."""
-        return set(self.owners()) >= set(range(regions))
+        return len(self.owners(regions)) == regions
 
     def present(self, nodes: Iterable[str]) -> set[str]:
         """Those of ``nodes`` whose presence entry is alive.  Each is read by key (a listing

@@ -133,15 +133,19 @@ class ResilientNodes:
         """
         norm = list(normalise_inputs(inputs).values())  # InvalidInput before anything is sent
         t = self.rt.tick
-        try:
-            result = self.rt.step(norm, view, jobs)
-        except (WorkerCrashed, WorkerTimeout) as exc:
-            if len(self.recoveries) >= self.max_recoveries:
-                raise
-            self._recover(exc, t)
-            result = self.rt.step(norm, view, jobs)
-            self.recoveries[-1]["pause_s"] = time.monotonic() - self.recoveries[-1]["_t0"]
-            del self.recoveries[-1]["_t0"]
+        lost: WorkerCrashed | WorkerTimeout | None = None
+        while True:
+            try:
+                if lost is not None:  # a node died during the tick, or during a restart
+                    self._recover(lost, t)
+                result = self.rt.step(norm, view, jobs)
+                break
+            except (WorkerCrashed, WorkerTimeout) as exc:
+                if len(self.recoveries) >= self.max_recoveries:
+                    raise
+                lost = exc
+        if lost is not None:
+            self.recoveries[-1]["pause_s"] = time.monotonic() - self.recoveries[-1].pop("_t0")
         self._log.append((t, norm, bool(view)))
         if self.rt.tick - self._ckpt[0] >= self.checkpoint_every:
             self._ckpt = (self.rt.tick, self.rt.rows())
@@ -149,10 +153,15 @@ class ResilientNodes:
         return result
 
     def _recover(self, exc: WorkerCrashed | WorkerTimeout, t: int) -> None:
+        """Stop this epoch, start the next from the checkpoint, replay up to tick ``t``."""
         t0 = time.monotonic()
         old = self.rt
         nodes = old.nodes
         lost = nodes[exc.worker] if 0 <= exc.worker < len(nodes) else "?"
+        record: dict[str, Any] = {"tick": t, "lost": lost, "reason": " ".join(str(exc).split()),
+                                  "checkpoint": self._ckpt[0], "replayed": len(self._log),
+                                  "_t0": t0, "owners": {}}
+        self.recoveries.append(record)  # counted before the restart, which may fail too
         local_old = set(old.crew.procs)
         survivors = [n for w, n in enumerate(nodes) if n != lost and n not in local_old
                      and w not in old.crew.dead()]
@@ -169,10 +178,8 @@ class ResilientNodes:
             self.rt.step(inputs, view)
         assert self.rt.tick == t, (self.rt.tick, t)
         ownership = self.rt.crew.ownership
-        self.recoveries.append({
-            "tick": t, "lost": lost, "reason": " ".join(str(exc).split()),
-            "checkpoint": ckpt_tick, "replayed": len(self._log), "_t0": t0,
-            "owners": ownership.owners() if ownership is not None else {}})
+        record["owners"] = (ownership.owners(self.config.regions) if ownership is not None
+                            else {})
 
     def rows(self) -> list[Row]:
         return self.rt.rows()

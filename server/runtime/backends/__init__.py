@@ -15,6 +15,9 @@ at once.
 * :mod:`.interpreters` -- one subinterpreter per worker, each with its own GIL (PEP 684/734).
 * :mod:`.processes` -- one fresh interpreter process per worker (fork + exec, never a bare
   fork), a socket mesh between them.
+* :mod:`.nodes` -- one *node* process per worker, here or on other machines, exchanging borders
+  over NATS subjects (:mod:`server.runtime.bus`); its runtime is
+  :class:`~server.runtime.backends.nodes.NodesRuntime`.
 
 ``inline`` is not a crew: the runtime runs the one worker in its own thread of control.
 """
@@ -27,8 +30,9 @@ from typing import Any
 from server.runtime.backends.base import Crew, post_exit
 
 
-def start(backend: str, specs: Sequence[dict[str, Any]]) -> Crew:
-    """Start one worker per spec on ``backend`` (threads, interpreters or processes)."""
+def start(backend: str, specs: Sequence[dict[str, Any]], **options: Any) -> Crew:
+    """Start one worker per spec on ``backend`` (threads, interpreters, processes or nodes;
+    ``options`` are the nodes crew's: bus, world, local_nodes, start_timeout, epoch)."""
     if backend == "threads":
         from server.runtime.backends.threads import ThreadCrew
         return ThreadCrew(specs)
@@ -38,6 +42,9 @@ def start(backend: str, specs: Sequence[dict[str, Any]]) -> Crew:
     if backend == "processes":
         from server.runtime.backends.processes import ProcessCrew
         return ProcessCrew(specs)
+    if backend == "nodes":
+        from server.runtime.backends.nodes import NodeCrew
+        return NodeCrew(specs, **options)
     raise ValueError(f"no crew for backend {backend!r}")
 
 

@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from server.runtime import backends
 from server.runtime import messages as m
 from server.runtime.backends.base import Crew
 from server.runtime.bus import (
@@ -108,8 +109,8 @@ class NodeCrew(Crew):
             self.ep = CoordEndpoint(link, subjects)
             joins: queue.SimpleQueue[bytes] = queue.SimpleQueue()
             readies: queue.SimpleQueue[bytes] = queue.SimpleQueue()
-            link.subscribe(subjects.join, lambda subject, data: joins.put(data))
-            link.subscribe(subjects.ready, lambda subject, data: readies.put(data))
+            subs = [link.subscribe(subjects.join, lambda subject, data: joins.put(data)),
+                    link.subscribe(subjects.ready, lambda subject, data: readies.put(data))]
             link.every(BEAT, subjects.beat, b"")
             self._spawn(local)
             deadline = time.monotonic() + start_timeout
@@ -122,6 +123,8 @@ class NodeCrew(Crew):
             self._await(readies, set(self.nodes), deadline, "get ready")
             for node in self.nodes:
                 link.publish(subjects.ctl(node), pack({"go": True}))
+            for handle in subs:  # the world is complete: later announcements are not ours
+                link.unsubscribe(handle)
             self._watcher = threading.Thread(target=self._watch, name="paratick-node-watch",
                                              daemon=True)
             self._watcher.start()
@@ -303,7 +306,9 @@ class NodesRuntime(Runtime):
 
     def _start_crew(self, specs: list[dict[str, Any]]) -> None:
         self.backend = "nodes"
-        self._crew = crew = NodeCrew(specs, **self._crew_options)
+        crew = backends.start("nodes", specs, **self._crew_options)
+        assert isinstance(crew, NodeCrew)
+        self._crew = crew
         self._ep = crew.ep
 
     @property

@@ -311,14 +311,14 @@ def test_owners_are_written_by_compare_and_set(bus: str) -> None:
         assert not own.complete(3)
         revs = own.assign({0: "a", 1: "a", 2: "b"})
         assert own.complete(3)
-        assert {r: node for r, (node, _) in own.owners().items()} == {0: "a", 1: "a", 2: "b"}
+        assert {r: node for r, (node, _) in own.owners(3).items()} == {0: "a", 1: "a", 2: "b"}
         again = own.assign({0: "a", 1: "c", 2: "b"})  # a handover: only region 1 is written
         assert again[0] == revs[0] and again[1] > revs[1]
         # Another driver hands region 2 over between our read and our write: we lose.
         other = Ownership(rival, world)
-        stale = own.owners()
+        stale = own.owners(3)
         other.assign({2: "d"})
-        own.owners = lambda: stale  # type: ignore[method-assign]
+        own.owners = lambda regions: stale  # type: ignore[method-assign]
         with pytest.raises(OwnershipConflict, match=r"region 2 .* changed owner"):
             own.assign({2: "e"})
     finally:
@@ -336,7 +336,7 @@ def test_the_world_records_its_owners_and_nodes_are_present(bus: str) -> None:
     with NodesRuntime(cfg, rows, bus=bus, world=world, workers=2) as rt:
         own = rt.crew.ownership
         assert own is not None
-        owners = own.owners()
+        owners = own.owners(cfg.regions)
         assert {r: node for r, (node, _) in owners.items()} == {
             r: rt.nodes[rt.owner[r]] for r in range(cfg.regions)}
         assert own.present(rt.nodes) == set(rt.nodes)
