@@ -14,8 +14,9 @@ Subjects (``W`` is the world name, one token of ``[A-Za-z0-9_-]``)::
 
     paratick.W.join              node -> driver   {"node": ID, "host", "pid"}  repeated until ...
     paratick.W.ctl.ID            driver -> node   ... the spec (a map), then {"go": true} once every
-                                                  node is ready, then Tick / Rows / Stop messages
-                                                  ({"rejoin": true} before Stop: come back)
+                                                  node is ready, then Tick / Rows / Stop messages;
+                                                  after Stop {"rejoin": false} (leave) or true
+                                                  (the world restarts: join again)
     paratick.W.ready             node -> driver   {"node": ID, "w": W}  subscribed to its borders
     paratick.W.coord             node -> driver   Hello / Done / RowsOk / Fail
     paratick.W.border.DST.SRC    node -> node     Borders(tick, src worker, [(SRC, DST, border)])
@@ -39,9 +40,14 @@ subscribes to its border subjects, flushes (the server has the subscription once
 back), says ``ready``, and builds its worker (which exchanges the initial borders) only after the
 driver's ``go``.
 
+Membership messages are msgpack maps, runtime messages msgpack arrays, so one ``ctl`` subject
+carries both and the node tells them apart by the first byte.
+
 Liveness.  The driver beats every :data:`BEAT` s; a node whose driver is silent for
 :data:`DRIVER_SILENCE` s leaves (``ChannelClosed``), so no node outlives its world.  The driver
-learns of a local node's death from the process table (:mod:`server.runtime.backends.nodes`).
+learns of a local node's death from the process table (:mod:`server.runtime.backends.nodes`), of
+any node's from its presence entry in JetStream (:mod:`server.runtime.ownership`, which also
+keeps region ownership), and :mod:`server.runtime.recovery` restarts the world without it.
 
 The NATS client (nats-py) is asyncio; the runtime's endpoints are blocking.  :class:`Link` runs one
 event loop on a private thread per process: ``send`` hands the publish to that loop
