@@ -21,6 +21,8 @@ Subjects (``W`` is the world name, one token of ``[A-Za-z0-9_-]``)::
     paratick.W.coord             node -> driver   Hello / Done / RowsOk / Fail
     paratick.W.border.DST.SRC    node -> node     Borders(tick, src worker, [(SRC, DST, border)])
     paratick.W.beat              driver -> nodes  {} every BEAT seconds: the driver is alive
+    paratick.W.probe.ID          driver -> node   a request the node answers (no responders:
+                                                  its connection is gone, the node is lost)
 
 Borders.  A worker sends one ``Borders`` message per peer *worker* per tick; a node's endpoint
 splits it into one message per (source region, destination region) pair that are neighbours on
@@ -87,6 +89,8 @@ BEAT = 0.5
 #: Seconds of driver silence after which a node leaves: ten beats, so a GC pause or a loaded
 #: 2-core machine never ends a world, while an orphaned node is gone within seconds.
 DRIVER_SILENCE = 5.0
+#: Seconds the driver waits for a probe's answer (only "no responders" counts; see Link.gone).
+PROBE_TIMEOUT = 0.5
 #: Seconds to reach the bus before giving up with :class:`BusUnreachable`.
 CONNECT_TIMEOUT = 5.0
 #: Ticks of ``(tick, src, dst)`` keys kept to drop duplicates: a redelivery arrives within the
@@ -145,6 +149,9 @@ class Subjects:
 
     def ctl(self, node: str) -> str:
         return f"{self.base}.ctl.{node}"
+
+    def probe(self, node: str) -> str:
+        return f"{self.base}.probe.{node}"
 
     def border(self, dst: int, src: int) -> str:
         return f"{self.base}.border.{dst}.{src}"
@@ -362,6 +369,46 @@ class Link:
             return handle
 
         return self._run(sub(), CONNECT_TIMEOUT)
+
+    def answer(self, subject: str) -> Any:
+        """Answer every request on ``subject`` with an empty reply, on the loop thread (a node
+        answers the driver's probes so; see :meth:`gone`)."""
+        async def cb(msg: Any) -> None:
+            with contextlib.suppress(Exception):
+                await msg.respond(b"")
+
+        async def sub() -> Any:
+            handle = await self.nc.subscribe(subject, cb=cb)
+            await self.nc.flush()
+            return handle
+
+        return self._run(sub(), CONNECT_TIMEOUT)
+
+    def gone(self, subjects: Sequence[str], timeout: float = PROBE_TIMEOUT) -> set[str]:
+        """Those of ``subjects`` that nobody subscribes to any more.
+
+        One request per subject, all at once.  A subject without a subscriber gets the server's
+        "no responders" status at once: the answering connection is closed (its process died,
+        the server saw the socket close).  A late or missing reply proves nothing (a loaded
+        node) and does not count: only the server's word does, so load never looks like death.
+        """
+        from nats.errors import NoRespondersError
+
+        async def probe(subject: str) -> bool:
+            try:
+                await self.nc.request(subject, b"", timeout=timeout)
+            except NoRespondersError:
+                return True
+            except Exception:
+                return False
+            return False
+
+        async def all_() -> set[str]:
+            found = await asyncio.gather(*(probe(s) for s in subjects))
+            return {s for s, dead in zip(subjects, found, strict=True) if dead}
+
+        result: set[str] = self._run(all_(), timeout + 1)
+        return result
 
     def unsubscribe(self, handle: Any) -> None:
         """Stop a subscription of :meth:`subscribe` (messages already queued may still come)."""

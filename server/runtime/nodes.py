@@ -92,6 +92,7 @@ def serve_node(bus: str, world: str, *, node_id: str | None = None, wait: float 
                 box.put(data)
 
         link.subscribe(subjects.ctl(node), on_ctl)
+        link.answer(subjects.probe(node))
         hello = pack({"node": node, "host": socket.gethostname(), "pid": os.getpid()})
         keep_present(link, world, node, hello)
         while True:

@@ -67,8 +67,10 @@ class ResilientNodes:
     Attributes:
         recoveries: one dict per recovery: ``tick`` (the tick that failed), ``lost`` (node id),
             ``reason``, ``checkpoint`` (the tick restarted from), ``replayed`` (ticks),
-            ``pause_s`` (from the failure to the tick done again), ``owners`` (region -> node
-            and revision after the reassignment).
+            ``detect_s`` (from the start of the failed step to the failure: an upper bound of
+            the detection time when the node died during the step), ``pause_s`` (from the
+            failure to the tick done again), ``owners`` (region -> node and revision after the
+            reassignment).
     """
 
     def __init__(self, config: WorldConfig, rows: Iterable[Row] = (), *, bus: str | None = None,
@@ -133,11 +135,12 @@ class ResilientNodes:
         """
         norm = list(normalise_inputs(inputs).values())  # InvalidInput before anything is sent
         t = self.rt.tick
+        started = time.monotonic()
         lost: WorkerCrashed | WorkerTimeout | None = None
         while True:
             try:
                 if lost is not None:  # a node died during the tick, or during a restart
-                    self._recover(lost, t)
+                    self._recover(lost, t, started)
                 result = self.rt.step(norm, view, jobs)
                 break
             except (WorkerCrashed, WorkerTimeout) as exc:
@@ -152,15 +155,16 @@ class ResilientNodes:
             self._log.clear()
         return result
 
-    def _recover(self, exc: WorkerCrashed | WorkerTimeout, t: int) -> None:
-        """Stop this epoch, start the next from the checkpoint, replay up to tick ``t``."""
+    def _recover(self, exc: WorkerCrashed | WorkerTimeout, t: int, started: float) -> None:
+        """Stop this epoch, start the next from the checkpoint, replay up to tick ``t``
+        (``started``: when the failed step began)."""
         t0 = time.monotonic()
         old = self.rt
         nodes = old.nodes
         lost = nodes[exc.worker] if 0 <= exc.worker < len(nodes) else "?"
         record: dict[str, Any] = {"tick": t, "lost": lost, "reason": " ".join(str(exc).split()),
                                   "checkpoint": self._ckpt[0], "replayed": len(self._log),
-                                  "_t0": t0, "owners": {}}
+                                  "detect_s": t0 - started, "_t0": t0, "owners": {}}
         self.recoveries.append(record)  # counted before the restart, which may fail too
         local_old = set(old.crew.procs)
         survivors = [n for w, n in enumerate(nodes) if n != lost and n not in local_old
