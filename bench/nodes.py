@@ -77,7 +77,7 @@ def one_run(backend: str, workers: int, *, config: Any, rows: Sequence[Any], tic
             kernel: str, bus: str, world: str) -> dict[str, Any]:
     """Tick ``ticks`` flat out on ``backend``; ticks/s, coordination p50/p99, digest."""
     from server.runtime import Runtime
-    from server.runtime.backends.nodes import NodesRuntime
+    from server.runtime.driver import NodesRuntime
 
     window = max(ticks, 1)
     if backend == "nodes":

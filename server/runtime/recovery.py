@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-:class:`ResilientNodes` drives a :class:`~server.runtime.backends.nodes.NodesRuntime` and keeps,
+:class:`ResilientNodes` drives a :class:`~server.runtime.driver.NodesRuntime` and keeps,
 on the driver, what a restart needs: a *world checkpoint* (every entity row at tick ``c``, asked
 from the nodes every ``checkpoint_every`` ticks, the same rows ``World.save`` writes) and the
 inputs of every tick since (``(tick, inputs, view)``).  A tick is a pure function of state, inputs
@@ -35,7 +35,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from server.runtime import natsd
-from server.runtime.backends.nodes import NodesRuntime
+from server.runtime.driver import NodesRuntime
 from server.runtime.errors import RuntimeConfigError, RuntimeFault, WorkerCrashed, WorkerTimeout
 from server.runtime.metrics import RuntimeMetrics
 from server.runtime.runtime import TickResult

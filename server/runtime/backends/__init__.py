@@ -17,7 +17,7 @@ at once.
   fork), a socket mesh between them.
 * :mod:`.nodes` -- one *node* process per worker, here or on other machines, exchanging borders
   over NATS subjects (:mod:`server.runtime.bus`); its runtime is
-  :class:`~server.runtime.backends.nodes.NodesRuntime`.
+  :class:`~server.runtime.driver.NodesRuntime`.
 
 ``inline`` is not a crew: the runtime runs the one worker in its own thread of control.
 """

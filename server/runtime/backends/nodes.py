@@ -8,8 +8,9 @@ join (its own first), hands out the specs, waits until every node is subscribed 
 and says go.  A watcher thread turns the exit of a local node into an ``Exited`` message in the
 coordinator's inbox, so the runtime names the dead node at once instead of at the watchdog.
 
-:class:`NodesRuntime` is the :class:`~server.runtime.runtime.Runtime` whose crew is a
-:class:`NodeCrew`; the lockstep, the digest and the metrics are the runtime's own.
+:class:`~server.runtime.driver.NodesRuntime` is the runtime whose crew is a :class:`NodeCrew`
+(this module imports nothing of the runtime, so that ``backends.start("nodes", ...)`` makes no
+import cycle).
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from server.runtime import backends
 from server.runtime import messages as m
 from server.runtime.backends.base import Crew
 from server.runtime.bus import (
@@ -39,9 +39,6 @@ from server.runtime.bus import (
 )
 from server.runtime.errors import WorkerCrashed, WorkerTimeout
 from server.runtime.ownership import PRESENCE_EVERY, PRESENCE_TTL, Ownership, OwnershipConflict
-from server.runtime.runtime import START_TIMEOUT, Runtime
-from sim.config import WorldConfig
-from sim.entities import Row
 
 #: What a local node process runs (``python -c``): the ``paratick node`` command itself.
 BOOT = """\
@@ -51,6 +48,9 @@ sys.exit(main(["node", *sys.argv[1:]]))
 """
 #: The world name when a bus is given without one (``paratick node`` has the same default).
 DEFAULT_WORLD = "paratick"
+#: Seconds for every node to join and get ready (the runtime's START_TIMEOUT: spawned processes
+#: import the simulation first; nodes elsewhere may be started by hand after the driver).
+START_TIMEOUT = 120.0
 #: Seconds between the watcher's looks at the local node processes.
 WATCH_EVERY = 0.02
 #: Seconds between the driver's probes of the nodes elsewhere (a request each; a node whose
@@ -298,47 +298,4 @@ class NodeCrew(Crew):
         self._stack.close()
 
 
-class NodesRuntime(Runtime):
-    """A :class:`~server.runtime.runtime.Runtime` whose workers are nodes on a NATS bus.
-
-    Args:
-        config, rows: the world, as for :class:`Runtime`.
-        bus: ``nats://HOST:PORT``; None starts a private nats-server on loopback.
-        world: the world's name on the bus.
-        local_nodes: node processes to spawn here (default: one per worker).
-        **options: every other :class:`Runtime` keyword (``workers``, ``kernel``, ``hook``, ...).
-
-    Raises:
-        BusUnreachable / NatsdError: see :class:`NodeCrew`; the rest as :class:`Runtime`.
-    """
-
-    def __init__(self, config: WorldConfig, rows: Iterable[Row] = (), *, bus: str | None = None,
-                 world: str | None = None, local_nodes: int | None = None, epoch: int = 0,
-                 **options: Any) -> None:
-        options.pop("backend", None)
-        self._crew_options = {"bus": bus, "world": world, "local_nodes": local_nodes,
-                              "start_timeout": options.get("start_timeout", START_TIMEOUT),
-                              "epoch": epoch}
-        # The runtime validates "processes" (a crew of spawned workers); _start_crew then starts
-        # nodes instead, and the runtime reports itself as the nodes backend.
-        super().__init__(config, rows, backend="processes", **options)
-
-    def _start_crew(self, specs: list[dict[str, Any]]) -> None:
-        self.backend = "nodes"
-        crew = backends.start("nodes", specs, **self._crew_options)
-        assert isinstance(crew, NodeCrew)
-        self._crew = crew
-        self._ep = crew.ep
-
-    @property
-    def crew(self) -> NodeCrew:
-        assert isinstance(self._crew, NodeCrew)
-        return self._crew
-
-    @property
-    def nodes(self) -> list[str]:
-        """The node id of each worker."""
-        return list(self._crew.nodes) if isinstance(self._crew, NodeCrew) else []
-
-
-__all__ = ["DEFAULT_WORLD", "NodeCrew", "NodesRuntime"]
+__all__ = ["DEFAULT_WORLD", "START_TIMEOUT", "NodeCrew"]

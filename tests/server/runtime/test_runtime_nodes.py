@@ -17,7 +17,6 @@ import pytest
 from server.cli import main
 from server.runtime import messages as m
 from server.runtime import natsd
-from server.runtime.backends.nodes import NodesRuntime
 from server.runtime.bus import (
     Assembler,
     BusUnreachable,
@@ -27,6 +26,7 @@ from server.runtime.bus import (
     border_pairs,
     split,
 )
+from server.runtime.driver import NodesRuntime
 from server.runtime.errors import MessageError
 from sim.config import WorldConfig
 from sim.geometry import Layout
