@@ -679,8 +679,12 @@ def pack(obj: Any) -> bytes:
 
 
 def unpack(data: bytes) -> Any:
-    """A membership message back; runtime messages (arrays) come back as tuples."""
-    return msgpack.unpackb(data, raw=False, strict_map_key=False, use_list=False)
+    """A membership message back; runtime messages (arrays) come back as tuples.  Bytes that
+    are not msgpack (a stranger on a membership subject) come back as None."""
+    try:
+        return msgpack.unpackb(data, raw=False, strict_map_key=False, use_list=False)
+    except (ValueError, TypeError, OverflowError, msgpack.UnpackException):
+        return None
 
 
 def drain(inbox: queue.SimpleQueue[bytes]) -> Iterable[bytes]:

@@ -153,17 +153,30 @@ def test_bad_node_options_are_one_line(argv: list[str],
     assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err
 
 
-def test_a_stranger_on_the_join_subject_does_not_stop_the_world(bus: str) -> None:
+def test_a_stranger_on_the_membership_subjects_does_not_stop_the_world(bus: str) -> None:
+    import threading
+
     world = world_name()
+    subjects = Subjects(world)
     link = Link(bus)
+    stop = threading.Event()
+
+    def pester() -> None:  # junk on join and ready all through the start-up
+        while not stop.wait(0.005):
+            for junk in (b"\xc1 not msgpack", b"\x93\x01\x02\x03", b"\x81\xa4node\x07"):
+                link.publish(subjects.join, junk)
+                link.publish(subjects.ready, junk)
+
+    pest = threading.Thread(target=pester, daemon=True)
+    pest.start()
     try:
-        link.publish(Subjects(world).join, b"\xc1 not msgpack")
-        link.publish(Subjects(world).join, b"\x93\x01\x02\x03")
         cfg, rows = small_world((2, 1))
         with NodesRuntime(cfg, rows, bus=bus, world=world, workers=2) as rt:
             rt.step(inputs_for(0))
             assert rt.digest() == reference_digest(cfg, rows, 1)
     finally:
+        stop.set()
+        pest.join(5)
         link.close()
 
 
