@@ -28,7 +28,7 @@ def test_installed_commands_are_the_ones_pyproject_declares() -> None:
 
 
 def test_every_command_module_has_the_interface() -> None:
-    assert set(cli.declared()) == {"bench", "bots", "info", "run", "serve", "sim"}
+    assert set(cli.declared()) == {"bench", "bots", "info", "node", "run", "serve", "sim"}
     for name, modname in cli.declared().items():
         mod = import_module(modname)
         assert isinstance(mod.HELP, str) and mod.HELP, name
