@@ -282,12 +282,6 @@ class Assembler:
         del self._partial[key]
         return [m.Borders(tick, peer, items)]
 
-    def forget(self) -> None:
-        """Drop every key and partial tick (a world restarting from a checkpoint)."""
-        self._partial.clear()
-        self._seen.clear()
-        self._newest = -(1 << 62)
-
 
 # ---- the connection --------------------------------------------------------------------------
 class Link:
@@ -475,7 +469,12 @@ class Link:
 
     def spawn(self, coro: Any) -> None:
         """Run ``coro`` as a task on the link's loop (cancelled when the link closes)."""
-        self._loop.call_soon_threadsafe(lambda: self._tasks.add(self._loop.create_task(coro)))
+        def start() -> None:
+            task = self._loop.create_task(coro)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        self._loop.call_soon_threadsafe(start)
 
     def every(self, seconds: float, subject: str, data: bytes) -> None:
         """Publish ``data`` on ``subject`` every ``seconds`` until closed (the driver's beat)."""
