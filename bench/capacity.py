@@ -52,6 +52,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from bench import schema
 from bench.builds import ALL_BUILDS, Build, find_venvs, make_build, repo_root, run_group
 from bench.errors import CellError, SetupError
 from bench.load import bounded_search
@@ -468,9 +469,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "entity count")
     p.add_argument("--note", default=None, help="a line about the machine for the report")
     p.add_argument("--venvs", default=None, help="folder holding gil/ and ft/ venvs")
-    p.add_argument("--out", type=Path, default=None,
-                   help="results folder (default bench/results/<date>-<host>/, with a -quick "
-                        "suffix for --quick)")
+    schema.add_out_argument(p, quick=True)
     p.add_argument("--no-plots", action="store_true", help="write report.md without PNGs")
 
 

@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import stats
+from bench import schema, stats
 from bench.ceiling import released_together
 from bench.errors import StatsError
 from bench.summary import claims_table
@@ -559,9 +559,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                               help="entities in the world of the single-thread comparison "
                                    "(default 20000: arena-20k)")
     alias(p, "--kernel-entities", of=entities)
-    p.add_argument("--out", type=Path, default=None, metavar="DIR",
-                   help="results folder (default: bench/results/<date>-<host>/ in a checkout, "
-                        "else paratick-results/<date>-<host>/ in the current directory)")
+    schema.add_out_argument(p, quick=True)
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     p.add_argument("--probe", choices=("all", "kernel"), default=None, help=argparse.SUPPRESS)
     p.add_argument("--ticks", type=int, default=None, help=argparse.SUPPRESS)

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench import schema
 from bench.builds import ALL_BUILDS, Build, find_venvs, make_build, repo_root, run_group
 from bench.errors import CellError
 from bench.summary import load_table
@@ -393,9 +394,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="bot search: the most bots tried (default 2000)")
     o = p.add_argument_group("output")
     o.add_argument("--venvs", default=None, help="folder holding gil/ and ft/ venvs")
-    o.add_argument("--out", type=Path, default=None, metavar="DIR",
-                   help="results folder (default: bench/results/<date>-<host>/ in a checkout, "
-                        "else paratick-results/<date>-<host>/ in the current directory)")
+    schema.add_out_argument(o, quick=True)
     o.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
 

@@ -29,9 +29,9 @@ import json
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
+from bench import schema
 from bench.errors import BenchError
 
 BACKENDS = ("processes", "nodes")
@@ -56,9 +56,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repeats", type=int, default=3,
                    help="runs of each cell, interleaved (default %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
-    p.add_argument("--out", type=Path, default=None, metavar="DIR",
-                   help="results folder (default: bench/results/<date>-<host>/ in a checkout, "
-                        "paratick-results/<date>-<host>/ elsewhere)")
+    schema.add_out_argument(p)
     p.add_argument("--note", default=None, help="a line saved with the results")
 
 

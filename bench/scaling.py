@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import stats
+from bench import schema, stats
 from bench.builds import ALL_BUILDS, Build, find_venvs, make_build, repo_root, run_group
 from bench.errors import CellError, SetupError
 from bench.summary import aggregate, headlines, is_reference, scaling_table
@@ -309,10 +309,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     o.add_argument("--note", default=None,
                    help="a line about the machine for the report (e.g. 'lent 16-core box')")
     o.add_argument("--venvs", default=None, help="folder holding gil/ and ft/ venvs")
-    o.add_argument("--out", type=Path, default=None, metavar="DIR",
-                   help="results folder (default: bench/results/<date>-<host>/ in a checkout, "
-                        "else paratick-results/<date>-<host>/ in the current directory; "
-                        "-quick suffix with --quick)")
+    schema.add_out_argument(o, quick=True)
     o.add_argument("--no-plots", action="store_true", help="write report.md without PNGs")
     o.add_argument("--no-save", action="store_true",
                    help="print the table only; write no results folder (for demos)")

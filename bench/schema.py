@@ -307,6 +307,21 @@ def results_dir(base: Path | None = None, *, quick: bool = False) -> Path:
     return (base or results_base()) / (f"{date}-{host}" + ("-quick" if quick else ""))
 
 
+def add_out_argument(container: Any, *, quick: bool = False, suffix: str = "") -> None:
+    """``--out DIR``, with the default every bench command shares (:func:`results_dir`).
+
+    Args:
+        quick: the command has --quick, whose runs go to a ``-quick`` folder.
+        suffix: the command's own folder suffix (soak: ``-soak``).
+    """
+    where = f"<date>-<host>{suffix}/"
+    more = "; -quick suffix with --quick" if quick else ""
+    container.add_argument(
+        "--out", type=Path, default=None, metavar="DIR",
+        help=f"results folder (default: bench/results/{where} in a checkout, else "
+             f"paratick-results/{where} in the current directory{more})")
+
+
 def save_section(folder: Path, name: str, section: dict[str, Any]) -> Path:
     """Write ``section`` under ``name`` into ``folder/results.json``, keeping other sections.
 

@@ -24,9 +24,9 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
+from bench import schema
 from bench.errors import SetupError
 from bench.stats import percentile
 from server.cli import alias
@@ -122,9 +122,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="interleaved rounds (default 15; --quick 5)")
     p.add_argument("--entities", type=int, default=ENTITIES, metavar="N",
                    help=f"entities in the world (default {ENTITIES}: arena-20k)")
-    p.add_argument("--out", type=Path, default=None, metavar="DIR",
-                   help="results folder (default: bench/results/<date>-<host>/ in a checkout, "
-                        "else paratick-results/<date>-<host>/ in the current directory)")
+    schema.add_out_argument(p, quick=True)
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
 

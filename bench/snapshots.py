@@ -29,6 +29,7 @@ from typing import Any
 import msgpack
 import msgpack.fallback
 
+from bench import schema
 from bench.errors import SetupError
 from server.protocol import SUBPROTOCOL_MSGPACK
 from server.snapshots import SnapshotHook
@@ -173,9 +174,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clients", type=int, default=1000,
                    help="snapshots per batch (default 1000, at most the 1,024 players)")
     p.add_argument("--repeats", type=int, default=7, help="interleaved repeats (default 7)")
-    p.add_argument("--out", type=Path, default=None, metavar="DIR",
-                   help="results folder (default: bench/results/<date>-<host>/ in a checkout, "
-                        "else paratick-results/<date>-<host>/ in the current directory)")
+    schema.add_out_argument(p, quick=True)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -45,6 +45,7 @@ from urllib.parse import urlsplit
 
 import msgpack
 
+from bench import schema
 from bench.errors import BenchError
 
 #: Snapshots per second the player must keep during and after the flood.
@@ -416,8 +417,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pid", type=int, default=None,
                    help="the running server's process id, for its memory (with --url)")
     p.add_argument("--seed", type=int, default=1, help="churn seed (default %(default)s)")
-    p.add_argument("--out", type=Path, default=None,
-                   help="results folder (default bench/results/<date>-<host>-soak)")
+    schema.add_out_argument(p, suffix='-soak')
     p.add_argument("--note", default=None, help="a line saved with the results")
 
 

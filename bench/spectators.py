@@ -30,9 +30,9 @@ import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
+from bench import schema
 from bench.errors import BenchError
 
 #: The runtime's MSPT window (``server.runtime.metrics.DEFAULT_WINDOW`` ticks) at 30 Hz, in
@@ -66,9 +66,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="threads", choices=BACKENDS,
                    help="where the server's workers run (default %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
-    p.add_argument("--out", type=Path, default=None, metavar="DIR",
-                   help="results folder (default: bench/results/<date>-<host>/ in a checkout, "
-                        "paratick-results/<date>-<host>/ elsewhere)")
+    schema.add_out_argument(p)
     p.add_argument("--note", default=None, help="a line saved with the results")
 
 
