@@ -5,26 +5,12 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-from collections.abc import Iterator
-
-import pytest
 
 from clients.bots import FleetSpec, choose, format_report, run_fleet
 from server.app import ServerSettings
 from server.harness import ServerThread
 from server.runtime import Runtime
-from sim.config import WorldConfig
-
-WORLD = WorldConfig(width=512, height=512, regions_x=2, regions_y=2, view_radius=100.0)
-
-
-@pytest.fixture
-def server() -> Iterator[ServerThread]:
-    st = ServerThread(WORLD, ServerSettings(port=0, players=16, npcs=60, backend="inline"),
-                      runtime_factory=Runtime)
-    st.start()
-    yield st
-    st.stop()
+from tests.clients.conftest import WORLD
 
 
 def test_chase_steers_toward_the_nearest_entity() -> None:

@@ -10,31 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import sysconfig
-from collections.abc import Iterator
 
 import pytest
 
 from clients import fastws
 from clients.bots import FleetSpec, format_report, lean_client, run_fleet, run_loop
-from server.app import ServerSettings
 from server.harness import ServerThread
-from server.runtime import Runtime
-from sim.config import WorldConfig
 
-WORLD = WorldConfig(width=512, height=512, regions_x=2, regions_y=2, view_radius=100.0)
 #: Where picows must load: the GIL build (its venv installs the fastbots extra).
 GIL_BUILD = not sysconfig.get_config_var("Py_GIL_DISABLED")
 ONLY_GIL = pytest.mark.skipif(not GIL_BUILD, reason="picows publishes no free-threaded wheels; "
                               "this build's fallback to websockets is tested above")
-
-
-@pytest.fixture
-def server() -> Iterator[ServerThread]:
-    st = ServerThread(WORLD, ServerSettings(port=0, players=16, npcs=60, backend="inline"),
-                      runtime_factory=Runtime)
-    st.start()
-    yield st
-    st.stop()
 
 
 def test_picows_loads_where_its_wheels_exist() -> None:
