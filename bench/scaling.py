@@ -81,6 +81,9 @@ class Plan:
     ticks: int = 12
     #: untimed ticks first: imports, caches and the first border exchange settle
     warmup: int = 2
+    #: each repeat times at least this long (more ticks after the digest's tick when the
+    #: fixed count was faster), as pyperf calibrates a loop count rather than trust a short run
+    min_seconds: float = 1.0
     #: reference loop iterations per repeat, split over the workers (about 0.4 s on one core
     #: here); the field keeps its first name, as does ``ceiling`` (run the reference rows)
     ceiling_iters: int = 2_000_000
@@ -132,7 +135,8 @@ def spec_for(cell: dict[str, Any], plan: Plan, cpus: list[int]) -> dict[str, Any
     workload = CELL_REFERENCE if is_reference(cell) else cell["workload"]
     return {**cell, "workload": workload, "cpus": cpus[: cell["workers"]],
             "world": dict(plan.world),
-            "ticks": plan.ticks, "warmup": plan.warmup, "iters": plan.ceiling_iters}
+            "ticks": plan.ticks, "warmup": plan.warmup, "iters": plan.ceiling_iters,
+            "min_seconds": plan.min_seconds}
 
 
 def run_cell(build: Build, spec: dict[str, Any], root: Path, timeout_s: float) -> dict[str, Any]:
@@ -163,6 +167,8 @@ def _run_record(rnd: int, res: dict[str, Any]) -> dict[str, Any]:
         "ticks_per_s": res.get("ticks_per_s") if ok else None,
         "entity_updates_per_s": res.get("entity_updates_per_s") if ok else None,
         "tick_ms": list(res.get("tick_ms") or []) if ok else [],
+        "timed_ticks": res.get("timed_ticks") if ok else None,
+        "tick": res.get("tick") if ok else None,
         "worker_gil": [bool(g) for g in res.get("worker_gil") or []],
         "gil_enabled": res.get("gil_enabled"),
         "peak_rss": int(mem["peak_rss"]) if ok and "peak_rss" in mem else None,
@@ -239,6 +245,7 @@ def build_section(plan: Plan, cells: list[dict[str, Any]], order: list[list[int]
         "command": list(command),
         "environment": environment,
         "params": {"world": dict(plan.world), "ticks": plan.ticks, "warmup": plan.warmup,
+                   "min_seconds": plan.min_seconds,
                    "repeats": plan.repeats, "reference_iters": plan.ceiling_iters,
                    "quick": plan.quick},
         "builds": builds,
@@ -295,6 +302,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--repeats", type=int, default=None, help="repeats per cell (default 5)")
     r.add_argument("--ticks", type=int, default=None, help="timed ticks per repeat (default 12)")
     r.add_argument("--warmup", type=int, default=None, help="untimed ticks first (default 2)")
+    r.add_argument("--min-seconds", type=float, default=None, metavar="S",
+                   help="each repeat times at least S seconds: after the fixed ticks (where the "
+                        "digest is taken) it goes on ticking until then (default 1; 0.3 with "
+                        "--quick)")
     iters = r.add_argument("--reference-iters", type=int, default=None, dest="ceiling_iters",
                            metavar="N",
                            help="reference loop iterations per repeat, split over the workers "
@@ -357,6 +368,8 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
         repeats=args.repeats or (3 if quick else base.repeats),
         ticks=args.ticks or (5 if quick else base.ticks),
         warmup=args.warmup if args.warmup is not None else (1 if quick else base.warmup),
+        min_seconds=args.min_seconds if args.min_seconds is not None
+        else (0.3 if quick else base.min_seconds),
         ceiling_iters=args.ceiling_iters or (500_000 if quick else base.ceiling_iters),
         world=tuple(world.items()), ceiling=not args.no_ceiling, quick=quick,
         time_budget_s=args.time_budget)

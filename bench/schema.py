@@ -27,7 +27,10 @@ command fills its own *section* and leaves the others alone, so ``scaling``, ``l
              "ticks_per_s": float|null, "entity_updates_per_s": float|null,
              "tick_ms": [float], "worker_gil": [bool], "gil_enabled": bool|null,
              "peak_rss": int|null, "digest": str|null, "startup_s": float|null,
-             "runtime_metrics": object|null}],
+             "runtime_metrics": object|null,
+             "timed_ticks": int|null,        # ticks timed (more than params.ticks when the
+             "tick": int|null}],             # fixed count took < params.min_seconds);
+                                             # tick: where the digest was taken
           "summary": {...}                   # derived by bench.summary.aggregate() (figures,
         }],                                  # 95 % intervals, vs_reference); a report
                                              # recomputes it from "runs", never trusts it
@@ -172,7 +175,8 @@ def one_of(*choices: str) -> Check:
 RUN = record({"round": INT, "ok": BOOL, "ticks_per_s": OPT_FLOAT, "tick_ms": list_of(FLOAT),
               "worker_gil": list_of(BOOL), "peak_rss": OPT_INT, "digest": OPT_STR},
              {"error": OPT_STR, "entity_updates_per_s": OPT_FLOAT, "gil_enabled": OPT_BOOL,
-              "startup_s": OPT_FLOAT, "runtime_metrics": OPT_DICT})
+              "startup_s": OPT_FLOAT, "runtime_metrics": OPT_DICT, "timed_ticks": OPT_INT,
+              "tick": OPT_INT})
 CELL = record({"workload": one_of("arena", "reference", "ceiling"), "build": STR, "backend": STR,
                "kernel": STR, "workers": INT, "runs": list_of(RUN)}, {"summary": OPT_DICT})
 BUILD = record({"name": STR, "label": STR, "python": STR, "env": ANY_DICT, "expects_gil": BOOL})

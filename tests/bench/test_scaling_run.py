@@ -31,7 +31,8 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, 
     build = make_build("current", None)
     world = {**ARENA_20K, "entities": 400}
     plan = Plan(builds=(build,), backends=("inline", "threads"), workers=WORKERS, repeats=2,
-                ticks=2, warmup=1, ceiling_iters=2000, world=tuple(world.items()))
+                ticks=2, warmup=1, ceiling_iters=2000, world=tuple(world.items()),
+                min_seconds=0.05)
     lines: list[str] = []
     cells, order, stopped = execute(plan, progress=lines.append)
     assert stopped is None
@@ -55,7 +56,10 @@ def test_every_cell_ran_and_is_valid(tiny_run: tuple[Path, dict[str, Any]]) -> N
         assert s["worker_gil"] == [gil_enabled()] * c["workers"]
         assert s["peak_rss"] > 0
         if c["workload"] == "arena":
-            assert len(c["runs"][0]["tick_ms"]) == 2
+            # 2 fixed ticks (the digest's), then more until 50 ms were timed
+            run = c["runs"][0]
+            assert len(run["tick_ms"]) == run["timed_ticks"] >= 2
+            assert sum(run["tick_ms"]) >= 50.0 and run["tick"] == 1 + 2
             assert s["speedup_vs_1"] is not None and s["speedup_vs_best_1"] is not None
     # Same world, same ticks: every backend and worker count ends on the same digest.
     digests = {s["digest"] for c, s in zip(section["cells"], sums, strict=True)
