@@ -224,41 +224,51 @@ def plot_scaling(section: dict[str, Any], path: Path) -> None:
                 and any(c["backend"] == b and c["workload"] == "arena" for c in cells)]
     if not backends:
         backends = ["inline"]
-    ones = [s.get("ticks_per_s", {}).get("median", 0.0)
-            for c, s in zip(cells, summaries, strict=True)
-            if c["workload"] == "arena" and c["workers"] == 1 and s["status"] == "ok"]
-    best_one = max(ones) if ones else None
-    fig, axes = plt.subplots(1, max(1, len(backends)), figsize=(4.2 * max(1, len(backends)), 3.8),
-                             squeeze=False, sharey=True)
-    for ax, backend in zip(axes[0], backends, strict=False):
-        for bi, build in enumerate(section["builds"]):
-            pts = sorted((c["workers"], s) for c, s in zip(cells, summaries, strict=True)
-                         if c["workload"] == "arena" and c["backend"] == backend
-                         and c["build"] == build["name"] and "ticks_per_s" in s)
-            if not pts:
-                continue
-            xs = [w for w, _ in pts]
-            ys = [s["ticks_per_s"]["median"] for _, s in pts]
-            lo = [s["ticks_per_s"]["median"] - s["ticks_per_s"]["min"] for _, s in pts]
-            hi = [s["ticks_per_s"]["max"] - s["ticks_per_s"]["median"] for _, s in pts]
-            color = f"C{bi}"
-            invalid = any(s["status"] != "ok" for _, s in pts)
-            ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, color=color,
-                        linestyle=":" if invalid else "-",
-                        label=labels.get(build["name"], build["name"])
-                        + (" (INVALID)" if invalid else ""))
-            one = next((s["ticks_per_s"]["median"] for w, s in pts if w == 1), None)
-            if one is not None and len(xs) > 1:
-                ax.plot(xs, [one * w for w in xs], linestyle="--", color=color, alpha=0.4,
-                        linewidth=1)
-        if best_one is not None:
-            ax.axhline(best_one, color="black", linestyle=":", linewidth=1,
-                       label="best 1-core, any build/backend")
-        ax.set_title(f"{backend} (dashed: ideal)")
-        ax.set_xlabel("workers (= pinned cores)")
-        ax.set_xticks(sorted({c["workers"] for c in cells}))
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("ticks/s (median, min–max)")
+    kernels = sorted({c.get("kernel", "python") for c in cells if c["workload"] == "arena"}) \
+        or ["python"]
+    fig, axes = plt.subplots(len(kernels), max(1, len(backends)),
+                             figsize=(4.2 * max(1, len(backends)), 3.8 * len(kernels)),
+                             squeeze=False, sharey="row")
+    for row, kernel in zip(axes, kernels, strict=True):
+        arena = [(c, s) for c, s in zip(cells, summaries, strict=True)
+                 if c["workload"] == "arena" and c.get("kernel", "python") == kernel]
+        ones = [s.get("ticks_per_s", {}).get("median", 0.0) for c, s in arena
+                if c["workers"] == 1 and s["status"] == "ok"]
+        best_one = max(ones) if ones else None
+        for ax, backend in zip(row, backends, strict=False):
+            if not any(c["backend"] == backend for c, _ in arena):
+                why = "numpy does not load in subinterpreters" \
+                    if kernel == "numpy" and backend == "interpreters" else "not measured"
+                ax.text(0.5, 0.5, f"no cells: {why}", ha="center", va="center",
+                        transform=ax.transAxes, fontsize=8)
+            for bi, build in enumerate(section["builds"]):
+                pts = sorted(((c["workers"], s) for c, s in arena
+                              if c["backend"] == backend and c["build"] == build["name"]
+                              and "ticks_per_s" in s), key=lambda p: p[0])
+                if not pts:
+                    continue
+                xs = [w for w, _ in pts]
+                ys = [s["ticks_per_s"]["median"] for _, s in pts]
+                lo = [s["ticks_per_s"]["median"] - s["ticks_per_s"]["min"] for _, s in pts]
+                hi = [s["ticks_per_s"]["max"] - s["ticks_per_s"]["median"] for _, s in pts]
+                color = f"C{bi}"
+                invalid = any(s["status"] != "ok" for _, s in pts)
+                ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, color=color,
+                            linestyle=":" if invalid else "-",
+                            label=labels.get(build["name"], build["name"])
+                            + (" (INVALID)" if invalid else ""))
+                one = next((s["ticks_per_s"]["median"] for w, s in pts if w == 1), None)
+                if one is not None and len(xs) > 1:
+                    ax.plot(xs, [one * w for w in xs], linestyle="--", color=color, alpha=0.4,
+                            linewidth=1)
+            if best_one is not None:
+                ax.axhline(best_one, color="black", linestyle=":", linewidth=1,
+                           label="best 1-core, any build/backend")
+            ax.set_title(f"{backend}, {kernel} kernel (dashed: ideal)")
+            ax.set_xlabel("workers (= pinned cores)")
+            ax.set_xticks(sorted({c["workers"] for c in cells}))
+            ax.grid(alpha=0.3)
+        row[0].set_ylabel("ticks/s (median, min–max)")
     axes[0][0].legend(fontsize=7)
     w = section["params"]["world"]
     fig.suptitle(f"paratick tick rate, {w['entities']:,} entities, "

@@ -143,3 +143,19 @@ def test_load_mspt_plot_is_a_cdf_of_the_readings(tmp_path: Path) -> None:
     assert tmp_path / "mspt.png" in written
     assert (tmp_path / "mspt.png").read_bytes().startswith(PNG_MAGIC)
     assert "CDF" in (tmp_path / "report.md").read_text()
+
+
+def test_the_scaling_plot_has_a_row_per_kernel(tmp_path: Path) -> None:
+    """Two kernels with the same worker counts (a crash once: sorting ties compared dicts)."""
+    from bench.report import plot_scaling
+    from tests.bench.synthetic import cell, section
+
+    cells = []
+    for kernel, rate in (("python", 10.0), ("numpy", 500.0)):
+        for backend, workers in (("threads", 1), ("threads", 2)):
+            c = cell("arena", "gil", backend, workers, [rate * workers] * 3, True)
+            c["kernel"] = kernel
+            cells.append(c)
+    out = tmp_path / "scaling.png"
+    plot_scaling(section(cells), out)
+    assert out.stat().st_size > 10_000
