@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -200,10 +199,8 @@ def run(args: argparse.Namespace) -> int:
                           "bus": "private nats-server on loopback"},
                "note": args.note, "runs": runs, "aggregate": aggregate(runs),
                "digests": sorted({r["digest"] for r in runs})}
-    out = args.out or schema.results_dir()
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"nodes-{env.build_label()}.json"
-    path.write_text(json.dumps(section, indent=1, allow_nan=False) + "\n", encoding="utf-8")
+    path = schema.write_json(args.out or schema.results_dir(),
+                             f"nodes-{env.build_label()}.json", section)
     print(summary(section))
     print(path)
     return 0 if len(section["digests"]) == 1 else 1

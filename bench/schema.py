@@ -332,12 +332,19 @@ def save_section(folder: Path, name: str, section: dict[str, Any]) -> Path:
     The merged document is validated before it is written, so a bug never leaves a file that
     ``paratick bench report`` refuses.
     """
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / FILENAME
     doc = load(path) if path.exists() else empty()
     doc[name] = finite(section)
     validate(doc, source=str(path))
-    tmp = path.with_suffix(".json.tmp")
+    return write_json(folder, FILENAME, doc)
+
+
+def write_json(folder: Path, filename: str, doc: Any) -> Path:
+    """``doc`` as ``folder/filename`` (the folder made if needed), written whole or not at all
+    (a temporary file renamed); NaN and infinities refused.  Returns the path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / filename
+    tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n", encoding="utf-8")
     tmp.replace(path)
     return path

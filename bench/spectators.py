@@ -266,10 +266,8 @@ def run(args: argparse.Namespace) -> int:
                           "gateways": 0},
                "note": args.note, "server_tracebacks": tracebacks, "runs": runs,
                "aggregate": aggregate(runs)}
-    out = args.out or schema.results_dir()
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"spectators-{env.build_label()}.json"
-    path.write_text(json.dumps(section, indent=1, allow_nan=False) + "\n", encoding="utf-8")
+    path = schema.write_json(args.out or schema.results_dir(),
+                             f"spectators-{env.build_label()}.json", section)
     print(summary(section))
     print(path)
     return 0
