@@ -27,6 +27,15 @@ For a job the hook:
    (fallback forced in the main interpreter, interleaved A/B; bench/snapshots.py measures the
    hook inside a real subinterpreter too).
 
+Deltas are tried only while they pay.  In a world where nearly everything moves, a delta lists
+nearly every entity and is rarely the smaller message (on the load benchmark's world, under 1 % of
+tries), yet keeping baselines and comparing against them cost more than building the snapshot.
+So each worker counts its tries (a job whose acked baseline it still holds) and the deltas they
+gave: after :data:`DELTA_WINDOW` tries with fewer than :data:`DELTA_MIN_SHARE` deltas, it drops
+its rings and sends only full snapshots for :data:`DELTA_REST` ticks, built straight from the
+entities' cached fragments (no per-client dict, ring or comparison), then keeps baselines and
+tries again.  A full snapshot is always valid, so clients see no difference but the bytes.
+
 Rings are per worker: after a handoff to a shard of another worker, the first snapshot there is
 full (the new worker has no baseline), which costs one frame and keeps workers free of shared
 state.  A ring not used for :data:`RING_TTL` ticks is dropped, so a worker's memory is bounded by
@@ -41,7 +50,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
-from server.protocol import CODECS, WireEntity, quantise
+from server.protocol import CODECS, Codec, WireEntity, quantise
 from sim.entities import V_ID, V_X, V_Y
 
 #: Snapshots kept per client as delta baselines.  A client acks a snapshot about one round trip
@@ -51,6 +60,12 @@ RING = 32
 #: Drop a client's ring after this many ticks without a job (disconnected or handed to another
 #: worker); 10 s at 30 Hz, the default reconnect grace period.
 RING_TTL = 300
+#: Delta tries counted before a worker judges whether deltas pay.
+DELTA_WINDOW = 256
+#: Fewer deltas than this share of the tries: they do not pay, rest.
+DELTA_MIN_SHARE = 0.05
+#: Ticks a worker sends only full snapshots once deltas did not pay (20 s at 30 Hz).
+DELTA_REST = 600
 
 class Job(NamedTuple):
     """One client's snapshot, asked of the worker that owns its entity.
@@ -119,6 +134,38 @@ class _Index:
                         out[eid] = w
         return out
 
+    def fragments(self, x: float, y: float, radius: float, codec: Codec) -> list[Any]:
+        """The encoded entities within ``radius`` of (x, y), in :meth:`near`'s order: what a full
+        snapshot lists, without the per-client dict a delta needs."""
+        inv = 1.0 / self.cell
+        cx, cy = int(x * inv), int(y * inv)
+        r2 = radius * radius
+        out: list[Any] = []
+        grid = self.grid
+        wire = self.wire
+        cache = self.frags.get(codec.name)
+        if cache is None:
+            cache = self.frags[codec.name] = {}
+        iid, ix, iy = V_ID, V_X, V_Y
+        for gx in (cx - 1, cx, cx + 1):
+            for gy in (cy - 1, cy, cy + 1):
+                bucket = grid.get((gx, gy))
+                if bucket is None:
+                    continue
+                for r in bucket:
+                    dx = r[ix] - x
+                    dy = r[iy] - y
+                    if dx * dx + dy * dy <= r2:
+                        eid = r[iid]
+                        f = cache.get(eid)
+                        if f is None:
+                            w = wire.get(eid)
+                            if w is None:
+                                w = wire[eid] = quantise(r)
+                            f = cache[eid] = codec.fragment(w)
+                        out.append(f)
+        return out
+
 
 class SnapshotHook:
     """Runtime hook building per-client snapshots (one instance per worker).
@@ -127,10 +174,16 @@ class SnapshotHook:
         view_radius: area-of-interest radius in world units (the world's ``view_radius``).
         ring: baselines kept per client (:data:`RING`).
         ring_ttl: ticks after which an unused ring is dropped (:data:`RING_TTL`).
+        delta_window, delta_min_share, delta_rest: when deltas are judged not to pay and for
+            how long the worker then sends full snapshots only (:data:`DELTA_WINDOW`,
+            :data:`DELTA_MIN_SHARE`, :data:`DELTA_REST`).
+        deltas: False sends full snapshots only, keeping no baselines (what a worker does
+            while deltas do not pay).
     """
 
     def __init__(self, *, view_radius: float, ring: int = RING, ring_ttl: int = RING_TTL,
-                 ) -> None:
+                 delta_window: int = DELTA_WINDOW, delta_min_share: float = DELTA_MIN_SHARE,
+                 delta_rest: int = DELTA_REST, deltas: bool = True) -> None:
         if not view_radius > 0:
             raise ValueError(f"view_radius must be > 0, got {view_radius!r}")
         self.view_radius = float(view_radius)
@@ -138,8 +191,16 @@ class SnapshotHook:
         self.ring_ttl = max(1, int(ring_ttl))
         #: session id -> (last tick used, OrderedDict tick -> {entity id: wire entity})
         self._rings: dict[int, tuple[int, OrderedDict[int, dict[int, WireEntity]]]] = {}
-        self.stats = {"full": 0, "delta": 0, "jobs": 0}
+        self.delta_window = max(1, int(delta_window))
+        self.delta_min_share = float(delta_min_share)
+        self.delta_rest = max(0, int(delta_rest))
+        #: ``rests``: times deltas were judged not to pay; ``tries``: jobs that found their
+        #: acked baseline.
+        self.stats = {"full": 0, "delta": 0, "jobs": 0, "tries": 0, "rests": 0}
         self._swept = 0
+        self._tries = self._wins = 0
+        #: Full snapshots only before this tick.
+        self._rest_until = -1 if deltas else 1 << 62
 
     @property
     def sessions(self) -> frozenset[int]:
@@ -157,6 +218,8 @@ class SnapshotHook:
                    for s in shards for rows in (s.view_rows(),)]
         out: list[tuple[int, bytes | str]] = []
         radius = self.view_radius
+        resting = tick < self._rest_until
+        stats = self.stats
         for job in map(Job._make, jobs):
             eid, sid, codec_name, base, ack = job
             for idx in indices:
@@ -165,10 +228,25 @@ class SnapshotHook:
                     break
             else:
                 continue  # another worker owns this entity
+            if resting:
+                codec = CODECS.get(codec_name)
+                if codec is None:
+                    continue
+                stats["jobs"] += 1
+                stats["full"] += 1
+                out.append((sid, codec.dumps_snapshot(
+                    tick, ack, None, idx.fragments(me[V_X], me[V_Y], radius, codec), ())))
+                continue
             current = idx.near(me[V_X], me[V_Y], radius)
             payload = self._encode(tick, sid, codec_name, base, ack, current, idx)
             if payload is not None:
                 out.append((sid, payload))
+        if not resting and self._tries >= self.delta_window:
+            if self._wins < self.delta_min_share * self._tries:
+                self._rest_until = tick + self.delta_rest
+                self._rings.clear()
+                stats["rests"] += 1
+            self._tries = self._wins = 0
         self._expire(tick)
         return out
 
@@ -189,10 +267,13 @@ class SnapshotHook:
         gone: list[int] = []
         sent_base: int | None = None
         if old is not None:
+            self._tries += 1
+            self.stats["tries"] += 1
             changed = [w for k, w in current.items() if old.get(k) != w]
             gone = [k for k in old if k not in current]
             if len(changed) + len(gone) < len(current):
                 ents, sent_base = changed, base
+                self._wins += 1
             else:
                 gone = []
         self.stats["delta" if sent_base is not None else "full"] += 1

@@ -131,3 +131,46 @@ def test_rings_of_departed_clients_are_dropped() -> None:
             out = hook.run(world.tick, world.shards, [(0, 1, SUBPROTOCOL_MSGPACK, -1, 0)])
             assert [sid for sid, _ in out] == [1]
     assert hook.sessions == {1}
+
+
+def _acking_run(world: World, hook: SnapshotHook, ticks: int) -> list[bytes | str]:
+    """One client (entity 0) that acks every snapshot it gets; returns the payloads."""
+    acked, out = -1, []
+    for _ in range(ticks):
+        t = world.tick
+        world.step([(0, t, 1.0, 0.2, 0)], view=True)
+        (_, payload), = hook.run(world.tick, world.shards, [(0, 1, SUBPROTOCOL_MSGPACK, acked, t)])
+        out.append(payload)
+        acked = world.tick
+    return out
+
+
+def test_deltas_rest_where_they_do_not_pay() -> None:
+    # The default world keeps moving: a delta lists (nearly) everything, so it rarely wins.
+    world, twin = make_world(), make_world()
+    hook = SnapshotHook(view_radius=R, delta_window=8, delta_rest=20)
+    plain = SnapshotHook(view_radius=R, deltas=False)
+    sent = _acking_run(world, hook, 15)
+    assert hook.stats["rests"] == 1
+    assert hook.stats["delta"] <= 1
+    assert hook.sessions == frozenset()  # resting: no baselines kept
+    tries = hook.stats["tries"]
+    sent += _acking_run(world, hook, 35)  # the rest ends: baselines again, then tries
+    assert hook.stats["tries"] > tries
+    for t in range(50):  # the reference: the same world, full snapshots only
+        twin.step([(0, t, 1.0, 0.2, 0)], view=True)
+        (_, ref), = plain.run(twin.tick, twin.shards, [(0, 1, SUBPROTOCOL_MSGPACK, -1, t)])
+        if not decode(sent[t]).is_delta:
+            assert sent[t] == ref, t  # a full snapshot is the same bytes either way
+    assert plain.sessions == frozenset()
+
+
+def test_deltas_keep_going_where_they_pay() -> None:
+    world = make_world(drag=20.0, wander_kick=0.0)  # NPCs come to rest: deltas are small
+    for _ in range(20):
+        world.step()
+    hook = SnapshotHook(view_radius=R, delta_window=8, delta_rest=20)
+    payloads = _acking_run(world, hook, 40)
+    assert hook.stats["rests"] == 0
+    assert sum(decode(p).is_delta for p in payloads) >= 30
+    assert hook.sessions == {1}
