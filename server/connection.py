@@ -10,6 +10,7 @@ events it returns:
 * :class:`SendMessage` — queue a message (welcome, error, bye) for the client; ``droppable``
   messages (errors) may be dropped by a full queue, the others never are;
 * :class:`CloseConnection` — flush what is queued, then close with ``code`` and ``reason``;
+  a peer that broke the rules (``cut_off``) is not read from or waited for;
 * :class:`HelloReceived` — the client asks for a session; the I/O layer claims one and answers
   with :meth:`Connection.welcome` or :meth:`Connection.refuse`;
 * :class:`SpectateReceived` — the client asks to watch; the I/O layer checks the spectator cap
@@ -77,6 +78,10 @@ CLOSE_TRY_LATER = 1013
 #: Application close code: the session was resumed on another connection (RFC 6455 reserves
 #: 4000-4999 for applications; 1000 "normal" would hide why the evicted client lost its entity).
 CLOSE_REPLACED = 4000
+#: Close codes for a peer that broke the rules: it is cut off — its input is discarded from then
+#: on and its connection closed without waiting for its close frame, which a hostile peer may
+#: never send while it keeps writing (:meth:`server.transport.GuardedConnection.fail`).
+MISBEHAVIOUR = frozenset({CLOSE_POLICY, CLOSE_TOO_BIG})
 
 #: Close reasons are limited to 123 bytes of UTF-8 by RFC 6455; 120 characters of ASCII fit.
 MAX_CLOSE_REASON = 120
@@ -125,6 +130,12 @@ class CloseConnection:
 
     code: int
     reason: str
+
+    @property
+    def cut_off(self) -> bool:
+        """The peer broke the rules: read nothing more from it and do not wait for its close
+        frame (:data:`MISBEHAVIOUR`)."""
+        return self.code in MISBEHAVIOUR
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,6 +326,11 @@ class Connection:
     def closing(self) -> bool:
         """A close was decided (or the connection is closed): frames are drained unread."""
         return self.close_code is not None
+
+    @property
+    def cut_off(self) -> bool:
+        """The close decided is for breaking the rules (:attr:`CloseConnection.cut_off`)."""
+        return self.close_code in MISBEHAVIOUR
 
     def _move(self, new: ConnectionPhase) -> None:
         check_transition(CONNECTION_TRANSITIONS, self.phase, new)

@@ -48,8 +48,6 @@ from typing import TYPE_CHECKING, Any
 
 from server.connection import (
     CLOSE_INTERNAL,
-    CLOSE_POLICY,
-    CLOSE_TOO_BIG,
     TIMER_RESOLUTION,
     ByeReceived,
     CloseConnection,
@@ -80,10 +78,6 @@ HARD_FRAME_FACTOR = 16
 #: the remaining connections are aborted, so SIGINT/SIGTERM always stop the server within about
 #: twice this (flush, then the closing handshakes websockets waits for).
 FLUSH_TIMEOUT = 2.0
-#: Close codes for a peer that broke the rules: its input is discarded from then on and its
-#: connection closed without waiting for its close frame
-#: (:meth:`server.transport.GuardedConnection.fail`).
-MISBEHAVIOUR = frozenset({CLOSE_POLICY, CLOSE_TOO_BIG})
 #: Event-loop lag samples kept for the p99 in /stats (one per timer tick: a minute).
 LAG_WINDOW = 120
 
@@ -287,7 +281,7 @@ class Gateway:
             if conn.close_code is not None:
                 # Closing here (not in the reader) also ends the reader's wait.  A peer
                 # that broke the rules is not waited for: it may never stop sending.
-                if conn.close_code in MISBEHAVIOUR:
+                if conn.cut_off:
                     ws.fail(conn.close_code, conn.close_reason)
                 else:
                     await ws.close(conn.close_code, conn.close_reason)
@@ -311,7 +305,7 @@ class Gateway:
                 if c.spectator:
                     self.spectators.add(c)
             elif isinstance(ev, CloseConnection):
-                if ev.code in MISBEHAVIOUR:
+                if ev.cut_off:
                     c.ws.discard_input()  # nothing more it sends is worth parsing
                 c.wake.set()  # the writer flushes what is queued, then closes
             else:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import msgpack
 import pytest
 
 from server.connection import (
     CLOSE_GOING_AWAY,
+    CLOSE_INTERNAL,
     CLOSE_NORMAL,
     CLOSE_POLICY,
     CLOSE_REPLACED,
@@ -150,6 +152,27 @@ def test_closed_is_final() -> None:
                      (ConnectionPhase.PLAYING, ConnectionPhase.AWAITING_HELLO)]:
         with pytest.raises(IllegalTransition):
             check_transition(CONNECTION_TRANSITIONS, old, new)
+
+
+@pytest.mark.parametrize(("code", "close_by"), [
+    (1008, lambda c: c.receive_frame(HELLO, 0.1)),                  # a second hello
+    (1009, lambda c: c.receive_frame(b"\x80" + b"x" * 64, 0.1)),   # over max_frame
+    (1000, lambda c: c.receive_frame(BYE, 0.1)),
+    (1001, lambda c: c.shutdown("server shutting down")),
+    (1011, lambda c: c.abort(CLOSE_INTERNAL, "internal error")),
+    (4000, lambda c: c.replaced()),
+], ids=["policy", "too-big", "normal", "going-away", "internal", "replaced"])
+def test_only_a_peer_that_broke_the_rules_is_cut_off(
+        code: int, close_by: Callable[[Connection], list[Event]]) -> None:
+    """1008 and 1009: the I/O layer reads nothing more from the peer and does not wait for its
+    close frame; every other close is a closing handshake."""
+    c = playing(max_frame=64)
+    assert not c.cut_off
+    (ev,) = [e for e in close_by(c) if isinstance(e, CloseConnection)]
+    assert ev.code == c.close_code == code
+    assert ev.cut_off is c.cut_off is (code in (1008, 1009))
+    c.closed()
+    assert c.cut_off is (code in (1008, 1009))  # the decision stands once the transport is gone
 
 
 # ---- bad frames ---------------------------------------------------------------------------------
