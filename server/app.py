@@ -177,6 +177,9 @@ class ServerSettings:
             chooses from the build and the cores).
         max_spectators: spectators at most (:data:`server.spectators.MAX_SPECTATORS`); more
             get ``spectators_full`` and close 1013; 0 refuses every spectator.
+        bus, bus_world, local_nodes: with ``backend="nodes"``, the NATS server
+            (``nats://HOST:PORT``; None starts a private one), the world's name on it and the
+            node processes started here (:class:`server.runtime.recovery.ResilientNodes`).
     """
 
     host: str = "127.0.0.1"
@@ -207,6 +210,9 @@ class ServerSettings:
     public_stats: bool = False
     gateways: int = 0
     max_spectators: int = spectators.MAX_SPECTATORS
+    bus: str | None = None
+    bus_world: str | None = None
+    local_nodes: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("snapshot_rate", "grace"):
@@ -225,6 +231,8 @@ class ServerSettings:
             raise ValueError(f"port must be in 0..65535, got {self.port}")
         if (self.certfile is None) != (self.keyfile is None):
             raise ValueError("TLS needs both a certificate file and a key file")
+        if self.backend != "nodes" and (self.bus or self.bus_world or self.local_nodes is not None):
+            raise ValueError("bus, bus_world and local_nodes need backend 'nodes'")
         self.connection_limits()  # validates the connection rules
         self.transport_limits(self.max_connections, self.max_per_address)
 
@@ -270,10 +278,12 @@ RuntimeFactory = Callable[..., Any]
 
 
 def default_runtime_factory() -> RuntimeFactory:
-    """:class:`server.runtime.Runtime` (imported late: ``paratick --help`` stays instant)."""
-    from server.runtime import Runtime
+    """:func:`server.runtime.recovery.start_runtime`: :class:`server.runtime.Runtime`, or the
+    resilient nodes runtime for ``backend="nodes"`` (imported late: ``paratick --help`` stays
+    instant)."""
+    from server.runtime.recovery import start_runtime
 
-    return Runtime
+    return start_runtime
 
 
 # ---- the server ---------------------------------------------------------------------------------
@@ -352,10 +362,12 @@ class GameServer:
         s = self.settings
         factory = self._factory or default_runtime_factory()
         rows = spawn(self.world, s.players + s.npcs, players=s.players)
+        nodes = ({"bus": s.bus, "world": s.bus_world, "local_nodes": s.local_nodes}
+                 if s.backend == "nodes" else {})
         self.runtime = await asyncio.to_thread(
             factory, self.world, rows, backend=s.backend, workers=s.workers, kernel=s.kernel,
             hook="server.spectators:SpectatorHook",
-            hook_args={"view_radius": self.world.view_radius})
+            hook_args={"view_radius": self.world.view_radius}, **nodes)
         self.tick = self.runtime.tick
         self._refresh_runtime_metrics()
         self._loop = loop = asyncio.get_running_loop()

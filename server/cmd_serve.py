@@ -26,7 +26,17 @@ workload the benchmarks measure; the options mean the same in all three.
 Every client is bounded: messages per second, pings per second, bytes per frame, time to say
 hello, time without a message, unread output; one client never slows the others.  Bound to an
 address other than loopback, the server says what is exposed: browser origins (--origin), TLS
-(--certfile/--keyfile) and who may read /stats and /metrics (--public-stats)."""
+(--certfile/--keyfile) and who may read /stats and /metrics (--public-stats).
+
+--backend nodes runs each worker as a node process that exchanges borders with the others over
+NATS: with no --bus, a private nats-server on a free loopback port and --workers local nodes;
+with --bus, that server, --bus-world as the world's name on it and --local-nodes of the nodes
+started here (the rest join from other machines with `paratick node --bus URL --world NAME`
+before the server starts listening).  A lost node is replaced and the world goes on from its
+last checkpoint; a lost bus stops the server (exit status 1).
+
+Exit status: 0 after SIGINT/SIGTERM or --duration, 1 when the world stopped or could not start
+(a worker failed, no bus), 2 for a bad option."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -78,12 +88,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(default: one per core, up to 8, on a free-threaded build; 0 on a GIL "
                         "build: every client on the main event loop)")
     r.add_argument("--backend", default="threads",
-                   choices=BACKENDS,
-                   help="where the workers run (default %(default)s)")
+                   choices=(*BACKENDS, "nodes"),
+                   help="where the workers run (default %(default)s; nodes: node processes "
+                        "that exchange borders over NATS)")
     r.add_argument("--workers", type=int, default=None, metavar="W",
                    help="worker count (default: usable cores, capped at the region count)")
     r.add_argument("--kernel", default="python", choices=KERNELS,
                    help="tick kernel (default %(default)s)")
+    b = p.add_argument_group("nodes (--backend nodes)")
+    b.add_argument("--bus", default=None, metavar="URL",
+                   help="NATS server of the nodes, nats://HOST:PORT (default: start a private "
+                        "nats-server on a free loopback port)")
+    b.add_argument("--bus-world", default=None, metavar="NAME",
+                   help="the world's name on the bus, the --world its nodes give to `paratick "
+                        "node` (default paratick with --bus)")
+    b.add_argument("--local-nodes", type=int, default=None, metavar="K",
+                   help="node processes to start here (default: one per worker); the others "
+                        "join with `paratick node`")
     lim = p.add_argument_group("limits")
     lim.add_argument("--max-frame", type=int, default=4096,
                      help="largest client frame in bytes; larger closes 1009 (default %(default)s)")
@@ -129,8 +150,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def build(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The world and the settings the options describe.
+
+    Raises:
+        ValueError: an option is out of range or contradicts another (ConfigError for the
+            world's).
+    """
     from server.app import ServerSettings, default_gateways
+    from server.runtime.bus import check_token
+    from server.runtime.cli import node_option_error
     from sim.config import WorldConfig, parse_grid
+
+    bad = node_option_error(args.backend, args.bus, args.bus_world, args.local_nodes,
+                            args.workers, world_flag="--bus-world")
+    if bad:
+        raise ValueError(bad)
+    if args.bus_world is not None:
+        check_token("world name (--bus-world)", args.bus_world)  # MessageError: a ValueError
 
     rx, ry = parse_grid(args.regions)
     world = WorldConfig(width=args.world_size, height=args.world_size, regions_x=rx,
@@ -154,6 +190,7 @@ def build(args: argparse.Namespace) -> tuple[Any, Any]:
         send_buffer=args.send_buffer or None,
         origins=tuple(args.origin), certfile=args.certfile, keyfile=args.keyfile,
         public_stats=args.public_stats, max_spectators=args.max_spectators,
+        bus=args.bus, bus_world=args.bus_world, local_nodes=args.local_nodes,
         gateways=default_gateways() if args.gateways is None else args.gateways)
     return world, settings
 
@@ -166,6 +203,7 @@ def _gateways(n: int) -> str:
 def run(args: argparse.Namespace) -> int:
     import asyncio
 
+    from server.runtime.errors import RuntimeFault
     from sim.errors import ConfigError
 
     try:
@@ -188,6 +226,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"paratick serve: cannot listen on {settings.host}:{settings.port}: "
               f"{exc.strerror or exc}", file=sys.stderr)
         return 2
+    except RuntimeFault as exc:  # the world could not start (no bus, a worker failed): one line
+        print(f"paratick serve: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 1
     print(json.dumps(final, indent=1))
     return 1 if final["ticker"].get("fault") else 0
 
@@ -204,10 +245,21 @@ async def _serve(world: Any, settings: Any, mqtt: Any,
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     server = GameServer(world, settings)
+    local, workers = settings.local_nodes, settings.workers
+    if settings.bus is not None and local is not None and (workers is None or local < workers):
+        from server.runtime.backends.nodes import DEFAULT_WORLD
+
+        print(f"paratick: waiting for the nodes on {settings.bus}; start them with "
+              f"`paratick node --bus {settings.bus} --world {settings.bus_world or DEFAULT_WORLD}`",
+              file=sys.stderr, flush=True)
     await server.start()
     scheme = "wss" if settings.certfile else "ws"
+    backend = f"{settings.backend} backend"
+    if settings.backend == "nodes":
+        rt = server.runtime
+        backend = f"nodes backend: {rt.workers} nodes, world {rt.world!r} on {rt.bus}"
     print(f"paratick: serving {scheme}://{settings.host}:{server.port} "
-          f"({world.regions_x}x{world.regions_y} regions, {settings.backend} backend, "
+          f"({world.regions_x}x{world.regions_y} regions, {backend}, "
           f"{world.tick_rate:g} Hz ticks, {settings.snapshot_rate:g} Hz snapshots, "
           f"{_gateways(settings.gateways)}); "
           f"stats at http{'s' if settings.certfile else ''}://{settings.host}:{server.port}"

@@ -50,6 +50,9 @@ Liveness.  The driver beats every :data:`BEAT` s; a node whose driver is silent 
 learns of a local node's death from the process table (:mod:`server.runtime.backends.nodes`), of
 any node's from its presence entry in JetStream (:mod:`server.runtime.ownership`, which also
 keeps region ownership), and :mod:`server.runtime.recovery` restarts the world without it.
+Connections never reconnect (``allow_reconnect=False``): when the broker goes away, every node
+leaves (``ChannelClosed``) and the driver stops the world with :class:`BusLost`, at once and the
+same way whether or not the broker comes back.
 
 The NATS client (nats-py) is asyncio; the runtime's endpoints are blocking.  :class:`Link` runs one
 event loop on a private thread per process: ``send`` hands the publish to that loop
@@ -105,6 +108,11 @@ class BusError(ChannelError):
 
 class BusUnreachable(BusError):
     """No NATS server answered at the bus address (wrong address, server down, not NATS)."""
+
+
+class BusLost(BusError):
+    """The driver's connection to the bus failed while the world ran: the world stops (a lost
+    bus is not a lost node; :mod:`server.runtime.recovery` says why no restart is tried)."""
 
 
 def check_token(kind: str, value: str) -> str:
@@ -695,6 +703,6 @@ def drain(inbox: queue.SimpleQueue[bytes]) -> Iterable[bytes]:
             return
 
 
-__all__ = ["BEAT", "DRIVER_SILENCE", "JOIN_EVERY", "Assembler", "BusError", "BusUnreachable",
-           "CoordEndpoint", "Link", "NodeEndpoint", "Subjects", "border_pairs", "check_token",
-           "default_node_id", "drain", "pack", "split", "unpack"]
+__all__ = ["BEAT", "DRIVER_SILENCE", "JOIN_EVERY", "Assembler", "BusError", "BusLost",
+           "BusUnreachable", "CoordEndpoint", "Link", "NodeEndpoint", "Subjects", "border_pairs",
+           "check_token", "default_node_id", "drain", "pack", "split", "unpack"]

@@ -29,7 +29,9 @@ prints for the same world options; --check ticks that reference too and compares
 --backend nodes runs each worker as a node process (`paratick node`) that exchanges borders with
 the others over NATS: with no --bus, a private nats-server on a free loopback port and
 --workers local nodes; with --bus, that server, and --local-nodes of the nodes started here (the
-rest join from other machines with `paratick node --bus URL --world NAME`).
+rest join from other machines with `paratick node --bus URL --world NAME`).  A lost node is
+replaced and the world goes on from its last checkpoint; a lost bus stops the world (exit
+status 1, one line saying so), whether or not the NATS server comes back.
 
 The world defaults are arena-20k (20,000 entities, 4x4 regions, a 2048 x 2048 world, seed 1),
 as for `paratick sim` and the benchmarks; `paratick serve` defaults to a smaller world meant for
@@ -83,6 +85,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     r.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
 
+def node_option_error(backend: str, bus: str | None, world: str | None,
+                      local_nodes: int | None, workers: int | None, *,
+                      world_flag: str = "--world") -> str | None:
+    """What is wrong with the nodes options (``--bus``, the world name's ``world_flag``,
+    ``--local-nodes``) given with ``backend``, or None; ``paratick serve`` checks the same."""
+    if backend != "nodes" and (bus or world or local_nodes is not None):
+        return f"--bus, {world_flag} and --local-nodes need --backend nodes"
+    if local_nodes is not None and local_nodes < 0:
+        return f"--local-nodes must be >= 0, got {local_nodes}"
+    if backend == "nodes" and bus is None and local_nodes not in (None, workers):
+        return "--local-nodes needs --bus: a private bus has only local nodes"
+    return None
+
+
 def _fail(msg: str) -> int:
     print(f"paratick run: error: {msg}", file=sys.stderr)
     return 2
@@ -98,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
         RuntimeFault,
         TickScheduler,
     )
-    from server.runtime.bus import BusUnreachable
+    from server.runtime.bus import BusError, BusUnreachable
     from server.runtime.errors import MessageError
     from server.runtime.natsd import NatsdError
     from server.runtime.recovery import ResilientNodes
@@ -110,13 +126,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.ticks < 1:
         return _fail(f"--ticks must be >= 1, got {args.ticks}")
-    if args.backend != "nodes" and (args.bus or args.world or args.local_nodes is not None):
-        return _fail("--bus, --world and --local-nodes need --backend nodes")
-    if args.local_nodes is not None and args.local_nodes < 0:
-        return _fail(f"--local-nodes must be >= 0, got {args.local_nodes}")
-    if args.backend == "nodes" and args.bus is None and args.local_nodes not in (None,
-                                                                              args.workers):
-        return _fail("--local-nodes needs --bus: a private bus has only local nodes")
+    bad = node_option_error(args.backend, args.bus, args.world, args.local_nodes, args.workers)
+    if bad:
+        return _fail(bad)
     if args.entities < 0 or not 0 <= args.players <= args.entities:
         return _fail("need 0 <= --players <= --entities")
     try:
@@ -168,6 +180,9 @@ def run(args: argparse.Namespace) -> int:
             wall = clock.now() - t_run
             digest = rt.digest()
             metrics = rt.metrics(scheduler=stats.to_dict()).to_dict()
+    except BusError as exc:  # the bus went away while the world ran: one line, no traceback
+        print(f"paratick run: error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 1
     except RuntimeFault as exc:
         print(f"paratick run: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

@@ -39,24 +39,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
 
+def _line(text: str) -> None:
+    """``text`` and its newline on stderr in one write: the local nodes of a world share the
+    driver's stderr, and a write under PIPE_BUF bytes is never interleaved with another."""
+    sys.stderr.write(f"paratick node: {text}\n")
+    sys.stderr.flush()
+
+
 def run(args: argparse.Namespace) -> int:
     from server.runtime.errors import MessageError, RuntimeFault
     from server.runtime.nodes import serve_node
 
     def say(line: str) -> None:
         if not args.quiet:
-            print(f"paratick node: {line}", file=sys.stderr, flush=True)
+            _line(line)
 
     if not args.wait > 0:
-        print("paratick node: error: --wait must be > 0", file=sys.stderr)
+        _line("error: --wait must be > 0")
         return 2
     try:
         serve_node(args.bus, args.world, node_id=args.id, wait=args.wait, say=say)
     except MessageError as exc:  # a bad world name or node id
-        print(f"paratick node: error: {exc}", file=sys.stderr)
+        _line(f"error: {exc}")
         return 2
     except RuntimeFault as exc:
-        print(f"paratick node: error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        _line(f"error: {str(exc).splitlines()[0]}")
         return 1
     except KeyboardInterrupt:
         return 130

@@ -8,7 +8,8 @@ The node's life (subjects in :mod:`server.runtime.bus`)::
     wait for go                  then run the shard worker every backend runs (run_worker):
                                  initial borders, Hello, Tick/Done ... until Stop
     flush; leave, or join again  (the driver said rejoin before Stop: it restarts the world)
-    (a node also leaves when the driver has been silent for DRIVER_SILENCE s)
+    (a node also leaves when the driver has been silent for DRIVER_SILENCE s, and at once, with
+    exit status 1, when its connection to the bus is lost)
 
 Any failure inside the worker is reported to the driver as ``Fail`` by
 :func:`server.runtime.worker.run_worker`, as on every backend.
@@ -114,6 +115,9 @@ def serve_node(bus: str, world: str, *, node_id: str | None = None, wait: float 
                 say(f"node {node}: worker {spec['w']} of world {world!r}, regions {regions}")
                 run_worker(spec, ep, ep.coord)
                 epochs += 1
+            if link.lost or link.closed.is_set():  # the broker went away: no world to go back to
+                raise NodeError(f"node {node} left world {world!r}: "
+                                f"{link.lost or 'the bus connection closed'}")
             ep.detach()
             if ep.gone:
                 raise NodeError(f"node {node} left world {world!r}: {ep.gone}")

@@ -24,6 +24,17 @@ shard contract; ``Runtime(config, rows, tick=c)`` is how a loaded save resumes),
 The digest after recovery is the one a fault-free run reaches (the test kills a node with SIGKILL
 and compares).  Every region rolls back, not only the lost node's: the lockstep needs every region
 at the same tick, and the survivors' later state is exactly what the replay recomputes.
+
+A lost *bus* is not a lost node, and ends the world.  When a step fails, the driver first asks
+whether its own connection still works (closed, or no answer to a PING within
+:data:`BUS_CHECK` s); if not, :class:`~server.runtime.bus.BusLost` is raised at once, naming the
+bus and the tick, with no restart tried.  Restarting would be a race, not a policy: a broker back
+on the same port within the connect timeout would let the local nodes resume while the nodes
+elsewhere, whose connections closed too, have left for good.  ``paratick run`` and ``paratick
+serve`` print that one line and exit with status 1.
+
+:func:`start_runtime` is the runtime a server asks for by backend name: this class for
+``nodes``, :class:`~server.runtime.runtime.Runtime` for the others.
 """
 
 from __future__ import annotations
@@ -35,10 +46,11 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from server.runtime import natsd
+from server.runtime.bus import BusLost
 from server.runtime.driver import NodesRuntime
 from server.runtime.errors import RuntimeConfigError, RuntimeFault, WorkerCrashed, WorkerTimeout
 from server.runtime.metrics import RuntimeMetrics
-from server.runtime.runtime import TickResult
+from server.runtime.runtime import Runtime, State, TickResult
 from server.runtime.worker import CHECKPOINT_EVERY
 from sim.config import WorldConfig
 from sim.entities import Row
@@ -48,6 +60,9 @@ from sim.world import normalise_inputs
 #: Node losses a world survives before the failure is raised: a world that keeps losing nodes
 #: has a cause to fix, not to retry.
 MAX_RECOVERIES = 3
+#: Seconds the driver waits for the bus to answer a PING after a failed step before it calls the
+#: bus lost: a working broker answers in microseconds on loopback, milliseconds across machines.
+BUS_CHECK = 1.0
 
 
 class ResilientNodes:
@@ -124,6 +139,25 @@ class ResilientNodes:
     def nodes(self) -> list[str]:
         return self.rt.nodes
 
+    @property
+    def kernel(self) -> str:
+        return self.rt.kernel
+
+    @property
+    def owner(self) -> list[int]:
+        """The worker owning each region (the same in every epoch: nodes change, blocks not)."""
+        return self.rt.owner
+
+    @property
+    def world(self) -> str:
+        """The world's name on the bus."""
+        return self.rt.crew.world
+
+    @property
+    def bus(self) -> str:
+        """The bus the world runs on (the private server's URL when none was given)."""
+        return self._bus
+
     def step(self, inputs: Iterable[Any] = (), view: bool = False,
              jobs: Sequence[Any] = ()) -> TickResult:
         """One lockstep tick; a lost node costs a pause, not the world.
@@ -132,6 +166,8 @@ class ResilientNodes:
             InvalidInput: a malformed input (nothing was sent).
             WorkerError: a shard kept failing (ShardFault), or more than ``max_recoveries``
                 nodes were lost.
+            BusLost: the driver's own connection to the bus failed (no restart is tried).
+            BusUnreachable: the bus went away during a restart.
         """
         norm = list(normalise_inputs(inputs).values())  # InvalidInput before anything is sent
         t = self.rt.tick
@@ -144,6 +180,10 @@ class ResilientNodes:
                 result = self.rt.step(norm, view, jobs)
                 break
             except (WorkerCrashed, WorkerTimeout) as exc:
+                gone = self._bus_gone()
+                if gone:
+                    raise BusLost(f"lost the bus at {self._bus} at tick {t} ({gone}); the "
+                                  "world stopped") from exc
                 if len(self.recoveries) >= self.max_recoveries:
                     raise
                 lost = exc
@@ -154,6 +194,19 @@ class ResilientNodes:
             self._ckpt = (self.rt.tick, self.rt.rows())
             self._log.clear()
         return result
+
+    def _bus_gone(self) -> str:
+        """Why the driver's connection to the bus no longer works ("" when it does, and when
+        the failure came from starting the next epoch: that start reached the bus, or it would
+        have raised BusUnreachable, and the closed epoch's connection says nothing)."""
+        if self.rt.state is State.CLOSED:
+            return ""
+        link = self.rt.crew.link
+        if link.lost or link.closed.is_set():
+            return "the connection closed"
+        if not link.flush(BUS_CHECK):
+            return f"no answer within {BUS_CHECK:g} s"
+        return ""
 
     def _recover(self, exc: WorkerCrashed | WorkerTimeout, t: int, started: float) -> None:
         """Stop this epoch, start the next from the checkpoint, replay up to tick ``t``
@@ -213,4 +266,22 @@ class ResilientNodes:
         self.close()
 
 
-__all__ = ["MAX_RECOVERIES", "ResilientNodes"]
+def start_runtime(config: WorldConfig, rows: Iterable[Row] = (), *, backend: str = "inline",
+                  bus: str | None = None, world: str | None = None,
+                  local_nodes: int | None = None, **options: Any) -> Runtime | ResilientNodes:
+    """The runtime for ``backend``: :class:`ResilientNodes` for ``nodes`` (with the bus
+    options), :class:`~server.runtime.runtime.Runtime` for the others.
+
+    Raises:
+        RuntimeConfigError: bus options given for a backend other than ``nodes``; the rest as
+            the runtime started.
+    """
+    if backend == "nodes":
+        return ResilientNodes(config, rows, bus=bus, world=world, local_nodes=local_nodes,
+                              **options)
+    if bus is not None or world is not None or local_nodes is not None:
+        raise RuntimeConfigError("a bus, a world name and local nodes need the nodes backend")
+    return Runtime(config, rows, backend=backend, **options)
+
+
+__all__ = ["BUS_CHECK", "MAX_RECOVERIES", "ResilientNodes", "start_runtime"]
