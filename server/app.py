@@ -7,7 +7,8 @@ Theory of operation
 connection caps; client connections belong to gateways (:mod:`server.gateway`): event loops that
 run the handshake, the connection rules (:mod:`server.connection`) and the writers.  With
 ``gateways=0`` a single gateway runs on the hub's own event loop (the single-loop server); with
-G >= 1, G gateways run on threads of their own, all listening on one port.
+G >= 1, G gateways run on threads of their own, or in processes of their own
+(``gateway_backend="processes"``, :mod:`server.gateway_process`), all listening on one port.
 
 Where a byte from a client goes: a gateway reads and checks it; a hello becomes
 :meth:`GameServer.claim` (a session from :mod:`server.sessions`), an input
@@ -64,6 +65,7 @@ from server.connection import (
     Event,
 )
 from server.gateway import Client, Gateway, GatewayThread
+from server.gateway_process import RemoteClient, RemoteGateway
 from server.protocol import ErrorCode, Hello, Input, Spectate, Watching, Welcome
 from server.sessions import BadToken, PoolExhausted, SessionTable
 from server.snapshots import Job
@@ -172,9 +174,12 @@ class ServerSettings:
         certfile, keyfile: PEM certificate chain and key: serve wss:// (TLS).
         public_stats: answer ``/stats`` and ``/metrics`` to everyone even when not bound to
             loopback (by default they answer loopback clients only there).
-        gateways: event loops serving clients, each on a thread of its own, all on one port;
-            0 serves every client from the caller's event loop (:func:`default_gateways`
-            chooses from the build and the cores).
+        gateways: event loops serving clients, all on one port, each on a thread or in a
+            process of its own (``gateway_backend``); 0 serves every client from the caller's
+            event loop (:func:`default_gateways` chooses from the build and the cores).
+        gateway_backend: ``threads`` (parallel on a free-threaded build; the gateways share
+            the hub's tables directly) or ``processes`` (:mod:`server.gateway_process`:
+            parallel on any build; inputs and frames cross a socket as msgpack).
         max_spectators: spectators at most (:data:`server.spectators.MAX_SPECTATORS`); more
             get ``spectators_full`` and close 1013; 0 refuses every spectator.
         bus, bus_world, local_nodes: with ``backend="nodes"``, the NATS server
@@ -209,6 +214,7 @@ class ServerSettings:
     keyfile: str | None = None
     public_stats: bool = False
     gateways: int = 0
+    gateway_backend: str = "threads"
     max_spectators: int = spectators.MAX_SPECTATORS
     bus: str | None = None
     bus_world: str | None = None
@@ -227,6 +233,9 @@ class ServerSettings:
             raise ValueError("max_spectators must be >= 0")
         if not 0 <= self.gateways <= MAX_GATEWAYS:
             raise ValueError(f"gateways must be in 0..{MAX_GATEWAYS}, got {self.gateways}")
+        if self.gateway_backend not in GATEWAY_BACKENDS:
+            raise ValueError(f"gateway_backend must be one of {', '.join(GATEWAY_BACKENDS)}, "
+                             f"got {self.gateway_backend!r}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in 0..65535, got {self.port}")
         if (self.certfile is None) != (self.keyfile is None):
@@ -253,6 +262,50 @@ class ServerSettings:
     def loopback(self) -> bool:
         """Whether ``host`` is a loopback address (only this machine can connect)."""
         return is_loopback(self.host)
+
+    def websocket_origins(self) -> list[str | None] | None:
+        """websockets' ``origins``: None checks nothing; None in the list admits no Origin."""
+        if not self.origins and self.loopback:
+            return None
+        return [None, *self.origins]
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        if self.certfile is None or self.keyfile is None:
+            return None
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(self.certfile, self.keyfile)
+        return ctx
+
+
+#: Where gateways run (:attr:`ServerSettings.gateway_backend`).
+GATEWAY_BACKENDS = ("threads", "processes")
+
+
+def stats_allowed(settings: ServerSettings, connection: Any) -> bool:
+    """Whether ``/stats`` and ``/metrics`` answer this HTTP client: loopback clients, or
+    everyone when the server is bound to loopback or ``public_stats`` is set."""
+    if settings.loopback or settings.public_stats:
+        return True
+    peer = connection.remote_address[0] if connection.remote_address else ""
+    return is_loopback(str(peer))
+
+
+def respond_static(connection: Any, request: Any, path: str) -> Any:
+    """A plain GET of the live page's files (or 404); None for a websocket handshake."""
+    if _is_upgrade(request):
+        return None  # continue with the websocket handshake
+    found = STATIC.get(path)
+    if found is None:
+        return connection.respond(HTTPStatus.NOT_FOUND,
+                                  "not found: this server answers /, /stats, /metrics and "
+                                  "websocket clients\n")
+    body, ctype = found
+    resp = connection.respond(HTTPStatus.OK, body)
+    del resp.headers["Content-Type"]
+    resp.headers["Content-Type"] = ctype
+    for name, value in STATIC_HEADERS.items():
+        resp.headers[name] = value
+    return resp
 
 
 def _is_upgrade(request: Any) -> bool:
@@ -324,12 +377,14 @@ class GameServer:
         self.max_connections = s.max_connections
         self.max_per_address = s.max_per_address
         self.descriptors: DescriptorBudget | None = None
-        self.gateways: list[Gateway] = []
+        self.gateways: list[Gateway | RemoteGateway] = []
         self._threads: list[GatewayThread] = []
+        #: Whether clients are served by gateway threads or processes (not the hub's loop).
+        self._multi = False
         # Shared between the gateways and the ticker thread, guarded by _lock.
         self._lock = threading.Lock()
         self.sessions = SessionTable(range(s.players), grace=s.grace, clock=clock)
-        self.by_sid: dict[int, Client] = {}
+        self.by_sid: dict[int, Client | RemoteClient] = {}
         self.per_address: Counter[str] = Counter()
         self._open = 0
         self.counters: Counter[str] = Counter()                   # hub-level: hellos, resumes
@@ -396,7 +451,15 @@ class GameServer:
             self.port = await gw.start(s.host, s.port, reuse_port=False)
             return
         port = s.port
+        self._multi = True
         for i in range(count):
+            if s.gateway_backend == "processes":
+                from server.gateway_process import RemoteGateway
+
+                remote = RemoteGateway(self, i)
+                self.gateways.append(remote)
+                port = await remote.start(s.host, port, reuse_port=True)
+                continue
             gw = Gateway(self, i)
             th = GatewayThread(gw)
             self.gateways.append(gw)
@@ -405,11 +468,13 @@ class GameServer:
         self.port = port
 
     async def _stop_gateways(self, reason: str) -> None:
-        if not self._threads:
+        if not self._multi:
             for gw in self.gateways:
                 await gw.stop(reason)
             return
-        await asyncio.gather(*(th.run(th.gateway.stop(reason)) for th in self._threads),
+        threads = {id(th.gateway): th for th in self._threads}
+        await asyncio.gather(*(threads[id(gw)].run(gw.stop(reason)) if id(gw) in threads
+                               else gw.stop(reason) for gw in self.gateways),
                              return_exceptions=True)
         for th in self._threads:
             await asyncio.to_thread(th.close)
@@ -447,9 +512,14 @@ class GameServer:
     async def fail_gateway(self, index: int, why: str = "injected fault") -> None:
         """Lose gateway ``index`` (fault injection): its clients are closed with 1011 and
         reconnect through the others.  Needs ``gateways >= 2``."""
-        if not self._threads or len(self._threads) < 2:
-            raise ValueError("a gateway can fail only with two or more gateway threads")
-        await self._threads[index].run(self.gateways[index].fail(why))
+        if len(self.gateways) < 2:
+            raise ValueError("a gateway can fail only with two or more gateways")
+        gw = self.gateways[index]
+        for th in self._threads:
+            if th.gateway is gw:
+                await th.run(th.gateway.fail(why))
+                return
+        await gw.fail(why)
 
     async def _expiry_loop(self) -> None:
         while True:
@@ -475,19 +545,10 @@ class GameServer:
                   "(raise it with `ulimit -n`)", file=sys.stderr, flush=True)
 
     def origins(self) -> list[str | None] | None:
-        """websockets' ``origins``: None checks nothing; None in the list admits no Origin."""
-        s = self.settings
-        if not s.origins and s.loopback:
-            return None
-        return [None, *s.origins]
+        return self.settings.websocket_origins()
 
     def ssl_context(self) -> ssl.SSLContext | None:
-        s = self.settings
-        if s.certfile is None or s.keyfile is None:
-            return None
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(s.certfile, s.keyfile)
-        return ctx
+        return self.settings.ssl_context()
 
     def _warn_if_exposed(self) -> None:
         s = self.settings
@@ -526,9 +587,22 @@ class GameServer:
             self.counters["peak"] = max(self.counters["peak"], self._open)
             return None
 
+    async def admit_connection(self, c: Client) -> tuple[ErrorCode, str, int] | None:
+        """:meth:`admit` for a gateway's new connection (a gateway process asks it over its
+        link, so the call is awaited)."""
+        return self.admit(c.addr)
+
     def claim(self, c: Client, hello: Hello) -> list[Event]:
         """A hello: a new session, or the one its token names (taken from its old connection,
         on whichever gateway that is)."""
+        got = self.open_session(c, hello)
+        if isinstance(got, tuple):
+            return c.conn.refuse(*got)
+        return c.conn.welcome(got)
+
+    def open_session(self, c: Client | RemoteClient, hello: Hello,
+                     ) -> Welcome | tuple[ErrorCode, str, int | None]:
+        """What :meth:`claim` decides: the welcome, or the refusal (code, reason, close)."""
         with self._lock:
             try:
                 session, resumed = self.sessions.open(hello.name, hello.token)
@@ -542,23 +616,31 @@ class GameServer:
                 refusal = None  # type: ignore[assignment]
                 old = self.by_sid.get(session.sid)
                 self.by_sid[session.sid] = c
-                self._players[session.sid] = [session.entity, c.conn.codec.name, -1]
+                self._players[session.sid] = [session.entity, c.codec_name, -1]
                 c.session = session
                 self.counters["resumed" if resumed else "hellos"] += 1
                 tick = self.tick
         if refusal is not None:
-            return c.conn.refuse(*refusal)
+            return refusal
         if old is not None and old is not c:
             old.gateway.call_soon(old.gateway.replace, old)
         w = self.world
-        return c.conn.welcome(Welcome(
+        return Welcome(
             entity=session.entity, token=session.token, tick=tick, tick_rate=w.tick_rate,
             snapshot_rate=self.settings.snapshot_rate, width=w.width, height=w.height,
             view_radius=w.view_radius, resumed=resumed,
-            gateway=c.gateway.index if self._threads else None))
+            gateway=c.gateway.index if self._multi else None)
 
     def watch(self, c: Client, spectate: Spectate) -> list[Event]:
         """A spectate: a spectator's place under ``max_spectators``, or a refusal (1013)."""
+        got = self.grant_view(c)
+        if isinstance(got, tuple):
+            return c.conn.refuse(*got)
+        return c.conn.watching(got)
+
+    def grant_view(self, c: Client | RemoteClient,
+                   ) -> Watching | tuple[ErrorCode, str, int | None]:
+        """What :meth:`watch` decides: the watching message, or the refusal."""
         cap = self.settings.max_spectators
         with self._lock:
             if self.spectators >= cap:
@@ -574,7 +656,7 @@ class GameServer:
         if refused:
             why = (f"the server's {cap} spectator places are all taken; try again later"
                    if cap else "this server admits no spectators")
-            return c.conn.refuse(ErrorCode.SPECTATORS_FULL, why, CLOSE_TRY_LATER)
+            return ErrorCode.SPECTATORS_FULL, why, CLOSE_TRY_LATER
         w = self.world
         rt = self.runtime
         regions = tuple((r.x0, r.y0, r.x1, r.y1, rt.owner[i])
@@ -583,14 +665,14 @@ class GameServer:
         build = (f"CPython {interp['version']}"
                  f"{' free-threaded' if interp['free_threaded'] else ''}, "
                  f"GIL {'on' if interp['gil_enabled'] else 'off'}")
-        return c.conn.watching(Watching(
+        return Watching(
             tick=tick, tick_rate=w.tick_rate, view_rate=spectators.VIEW_RATE, width=w.width,
             height=w.height, regions=regions, workers=rt.workers,
             max_entities=self.board.cap, build=build,
             backend=f"{rt.backend} ({rt.kernel} kernel)",
-            gateway=c.gateway.index if self._threads else None))
+            gateway=c.gateway.index if self._multi else None)
 
-    def submit(self, c: Client, msg: Input) -> None:
+    def submit(self, c: Client | RemoteClient, msg: Input) -> None:
         """An input for the next tick boundary (the newest per entity wins)."""
         session = c.session
         if session is None:  # replaced by another connection: its inputs are not ours
@@ -607,7 +689,7 @@ class GameServer:
                 if p is not None:
                     p[2] = msg.ack
 
-    def release(self, c: Client, *, admitted: bool) -> None:
+    def release(self, c: Client | RemoteClient, *, admitted: bool) -> None:
         """``c`` is gone: free its place under the caps; detach (or end) its session."""
         session = c.session
         with self._lock:
@@ -625,7 +707,7 @@ class GameServer:
             neutral: InputRow = (session.entity, max(0, session.last_seq), 0.0, 0.0, 0)
             self._players.pop(session.sid, None)
             self._pending[session.entity] = (session.sid, neutral, None)  # stop the entity
-            if c.conn.said_bye:
+            if c.said_bye:
                 self.sessions.close(session)
             else:
                 self.sessions.detach(session)
@@ -677,7 +759,7 @@ class GameServer:
     def _post(self, results: list[Any]) -> None:
         """Hand each gateway its clients' frames: one call per gateway per tick; publish a
         world sample and ask the gateways with spectators to send it."""
-        per: dict[Gateway, list[tuple[Client, Any]]] = {}
+        per: dict[Gateway | RemoteGateway, list[tuple[Any, Any]]] = {}
         samples = []
         with self._lock:
             by_sid = self.by_sid
@@ -702,39 +784,22 @@ class GameServer:
         None lets the websocket handshake go on."""
         path = request.path.split("?", 1)[0]
         if path not in ("/stats", "/metrics"):
-            if _is_upgrade(request):
-                return None  # continue with the websocket handshake
-            return self._static(connection, path)
-        if not (self.settings.loopback or self.settings.public_stats):
-            peer = connection.remote_address[0] if connection.remote_address else ""
-            if not is_loopback(str(peer)):
-                return connection.respond(HTTPStatus.FORBIDDEN,
-                                          "statistics are served to loopback clients only\n")
-        if path == "/stats":
-            body, ctype = json.dumps(self.stats(), indent=1) + "\n", "application/json"
-        else:
-            body = exposition.render(self.stats(), self.histograms).decode()
-            ctype = exposition.CONTENT_TYPE
-        resp = connection.respond(HTTPStatus.OK, body)
+            return respond_static(connection, request, path)
+        if not stats_allowed(self.settings, connection):
+            return connection.respond(HTTPStatus.FORBIDDEN,
+                                      "statistics are served to loopback clients only\n")
+        status, body, ctype = self.stats_document(path)
+        resp = connection.respond(HTTPStatus(status), body)
         del resp.headers["Content-Type"]
         resp.headers["Content-Type"] = ctype
         return resp
 
-    def _static(self, connection: Any, path: str) -> Any:
-        """The live page's file at ``path``, or 404 (exact names only: see :func:`_load_static`)."""
-        found = STATIC.get(path)
-        if found is None:
-            resp = connection.respond(HTTPStatus.NOT_FOUND,
-                                      "not found: this server answers /, /stats, /metrics and "
-                                      "websocket clients\n")
-            return resp
-        body, ctype = found
-        resp = connection.respond(HTTPStatus.OK, body)
-        del resp.headers["Content-Type"]
-        resp.headers["Content-Type"] = ctype
-        for name, value in STATIC_HEADERS.items():
-            resp.headers[name] = value
-        return resp
+    def stats_document(self, path: str) -> tuple[int, str, str]:
+        """``/stats`` (JSON) or ``/metrics`` (Prometheus text): (status, body, content type)."""
+        if path == "/stats":
+            return HTTPStatus.OK, json.dumps(self.stats(), indent=1) + "\n", "application/json"
+        return (HTTPStatus.OK, exposition.render(self.stats(), self.histograms).decode(),
+                exposition.CONTENT_TYPE)
 
     def stats(self) -> dict[str, Any]:
         """JSON-ready server statistics (what ``GET /stats`` returns); any thread."""
@@ -750,7 +815,12 @@ class GameServer:
             session_counts = dict(self.sessions.counters)
             addresses = len(self.per_address)
             watching = self.spectators
-        g = dict(self.guard.counters)
+        g = Counter(self.guard.counters)
+        transports = self.guard.open
+        for gw in self.gateways:  # gateway processes have transport guards of their own
+            if isinstance(gw, RemoteGateway):
+                g.update(gw.transport_counters)
+                transports += gw.transports
         return {
             "tick": self.tick,
             "uptime_s": self.clock() - self._started if self._started else 0.0,
@@ -770,7 +840,7 @@ class GameServer:
                             "addresses": addresses,
                             "max": self.max_connections,
                             "max_per_address": self.max_per_address,
-                            "transports": self.guard.open,
+                            "transports": transports,
                             "refused_descriptors": g.get("refused_descriptors", 0),
                             "hello_timeouts": counts["hello_timeouts"],
                             "idle_timeouts": counts["idle_timeouts"],

@@ -84,9 +84,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     w.add_argument("--seed", type=int, default=1, help="world seed (default %(default)s)")
     r = p.add_argument_group("runtime")
     r.add_argument("--gateways", type=int, default=None,
-                   help="event loops serving clients, each on its own thread, all on one port "
+                   help="event loops serving clients, each on its own thread (or process: "
+                        "--gateway-backend), all on one port "
                         "(default: one per core, up to 8, on a free-threaded build; 0 on a GIL "
                         "build: every client on the main event loop)")
+    r.add_argument("--gateway-backend", default="threads", choices=("threads", "processes"),
+                   help="where gateways run: threads (in parallel on a free-threaded build) or "
+                        "processes (in parallel on any build; inputs and frames cross a local "
+                        "socket; default %(default)s)")
     r.add_argument("--backend", default="threads",
                    choices=(*BACKENDS, "nodes"),
                    help="where the workers run (default %(default)s; nodes: node processes "
@@ -191,13 +196,15 @@ def build(args: argparse.Namespace) -> tuple[Any, Any]:
         origins=tuple(args.origin), certfile=args.certfile, keyfile=args.keyfile,
         public_stats=args.public_stats, max_spectators=args.max_spectators,
         bus=args.bus, bus_world=args.bus_world, local_nodes=args.local_nodes,
-        gateways=default_gateways() if args.gateways is None else args.gateways)
+        gateways=default_gateways() if args.gateways is None else args.gateways,
+        gateway_backend=args.gateway_backend)
     return world, settings
 
 
-def _gateways(n: int) -> str:
+def _gateways(n: int, backend: str = "threads") -> str:
+    where = "thread" if backend == "threads" else "process"
     return "clients on the main event loop" if n == 0 else \
-        f"{n} gateway thread{'s' if n > 1 else ''}"
+        f"{n} gateway {where}{'es' if n > 1 and where == 'process' else 's' if n > 1 else ''}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -261,7 +268,7 @@ async def _serve(world: Any, settings: Any, mqtt: Any,
     print(f"paratick: serving {scheme}://{settings.host}:{server.port} "
           f"({world.regions_x}x{world.regions_y} regions, {backend}, "
           f"{world.tick_rate:g} Hz ticks, {settings.snapshot_rate:g} Hz snapshots, "
-          f"{_gateways(settings.gateways)}); "
+          f"{_gateways(settings.gateways, settings.gateway_backend)}); "
           f"stats at http{'s' if settings.certfile else ''}://{settings.host}:{server.port}"
           f"/stats, live page at http{'s' if settings.certfile else ''}://{settings.host}:"
           f"{server.port}/", file=sys.stderr, flush=True)

@@ -30,13 +30,17 @@ fill; a client that stops reading altogether is aborted after ``write_stall_time
 
 Gateways run on threads (:class:`GatewayThread`): on a free-threaded build they run in parallel
 and share the hub's session table and input buffer directly (no serialisation); on a GIL build
-they take turns, so the server defaults to a single gateway on the main event loop there.
+they take turns, so the server defaults to a single gateway on the main event loop there.  Or
+they run in processes (:mod:`server.gateway_process`), in parallel on any build: the same class,
+whose hub is then a stand-in that asks the real one over a socket (``admit_connection`` is
+awaited; a hello's welcome is applied when the answer comes).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import sys
 import threading
 import time
@@ -78,6 +82,8 @@ HARD_FRAME_FACTOR = 16
 #: the remaining connections are aborted, so SIGINT/SIGTERM always stop the server within about
 #: twice this (flush, then the closing handshakes websockets waits for).
 FLUSH_TIMEOUT = 2.0
+#: Messages kept from a connection that the hub has not admitted yet (more are dropped, counted).
+EARLY_MESSAGES = 16
 #: Event-loop lag samples kept for the p99 in /stats (one per timer tick: a minute).
 LAG_WINDOW = 120
 
@@ -94,8 +100,10 @@ class Client:
     """
 
     def __init__(self, ws: Any, addr: str, conn: Connection, gateway: Gateway,
-                 queue: int) -> None:
+                 queue: int, cid: int = 0) -> None:
         self.ws = ws
+        #: Its number on this gateway (how a gateway process names it to the hub).
+        self.cid = cid
         self.addr = addr
         self.conn = conn
         self.gateway = gateway
@@ -107,6 +115,14 @@ class Client:
         self.spectator = False
         #: Tick of the newest view queued for this spectator (a view is sent once).
         self.view_tick = -1
+
+    @property
+    def codec_name(self) -> str:
+        return self.conn.codec.name
+
+    @property
+    def said_bye(self) -> bool:
+        return self.conn.said_bye
 
 
 class Gateway:
@@ -134,6 +150,7 @@ class Gateway:
         self._lag: deque[float] = deque(maxlen=LAG_WINDOW)
         self._server: Any = None
         self._timer: asyncio.Task[None] | None = None
+        self._cids = itertools.count(1)
 
     # ---- lifecycle ------------------------------------------------------------------------------
     async def start(self, host: str, port: int, *, reuse_port: bool) -> int:
@@ -321,19 +338,31 @@ class Gateway:
         addr = str(ws.remote_address[0]) if ws.remote_address else "?"
         conn = Connection(codec_for(ws.subprotocol), hub.limits, now=hub.clock(),
                           counters=self.counters, errors_sent=self.errors_sent)
-        c = Client(ws, addr, conn, self, hub.settings.send_queue)
+        c = Client(ws, addr, conn, self, hub.settings.send_queue, next(self._cids))
         self.counters["connections_accepted"] += 1
         writer = asyncio.create_task(self._writer(c))
         self.clients.add(c)
         self.peak = max(self.peak, len(self.clients))
         admitted = False
+        # Messages that arrive while the hub decides (a gateway process asks it over a socket)
+        # wait here, at most EARLY_MESSAGES of them: a client sends a hello, then waits.
+        early: list[bytes | str] = []
+
+        def hold(data: bytes | str) -> None:
+            if len(early) < EARLY_MESSAGES:
+                early.append(data)
+            else:
+                self.counters["early_dropped"] += 1
+
+        ws.on_message = hold
         try:
-            refusal = hub.admit(addr)
+            refusal = await hub.admit_connection(c)
             if refusal is not None:
+                ws.on_message = None
                 self._apply(c, conn.refuse(*refusal))
             else:
                 admitted = True
-                await self._read(c)
+                await self._read(c, early)
         except Exception as exc:  # a bug of ours: log it, tell the client nothing specific
             if not _is_closed_error(exc):
                 self._internal_error(c, exc)
@@ -353,8 +382,9 @@ class Gateway:
             conn.closed()
             hub.release(c, admitted=admitted)
 
-    async def _read(self, c: Client) -> None:
-        """Feed ``c``'s messages to its connection rules until the connection closes.
+    async def _read(self, c: Client, early: list[bytes | str]) -> None:
+        """Feed ``c``'s messages to its connection rules until the connection closes (first
+        ``early``: those that came before it was admitted).
 
         Messages arrive synchronously from the transport (:attr:`GuardedConnection.on_message
         <server.transport.GuardedConnection.on_message>`): no queue and no task wake-up per
@@ -374,6 +404,8 @@ class Gateway:
                 self._internal_error(c, exc)
 
         ws.on_message = on_message
+        for data in early:
+            on_message(data)
         try:
             await ws.wait_closed()
         finally:

@@ -19,18 +19,23 @@ from server.protocol import CODECS, SERVER_MESSAGES, SUBPROTOCOL_MSGPACK, Bye, H
 MP = CODECS[SUBPROTOCOL_MSGPACK]
 
 
-def test_sigterm_closes_clients_1001_and_prints_final_stats() -> None:
+@pytest.mark.parametrize(("gateways", "says"), [
+    (["--gateways", "0"], "clients on the main event loop"),
+    (["--gateways", "2", "--gateway-backend", "processes"], "2 gateway processes")])
+def test_sigterm_closes_clients_1001_and_prints_final_stats(gateways: list[str],
+                                                            says: str) -> None:
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
     proc = subprocess.Popen(
         [sys.executable, "-m", "server.cli", "serve", "--port", "0", "--world", "512",
          "--regions", "2x2", "--npcs", "50", "--players", "4", "--view-radius", "64",
-         "--backend", "threads", "--workers", "2"],
+         "--backend", "threads", "--workers", "2", *gateways],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         assert proc.stderr is not None
         line = proc.stderr.readline()
         m = re.search(r"ws://127\.0\.0\.1:(\d+)", line)
         assert m, line
+        assert says in line
         with connect(f"ws://127.0.0.1:{m.group(1)}", subprotocols=[MP.name]) as ws:  # type: ignore[list-item]
             ws.send(MP.encode(Hello(name="sig")))
             assert isinstance(MP.decode(ws.recv(10), accept=SERVER_MESSAGES), Welcome)
@@ -50,6 +55,7 @@ def test_sigterm_closes_clients_1001_and_prints_final_stats() -> None:
     assert proc.returncode == 0, err
     final = json.loads(out)
     assert final["connections"]["open"] == 0 and final["ticker"]["ticks"] > 0
+    assert len(final["gateways"]) == max(1, int(gateways[1]))
     assert final["ticker"]["fault"] is None
     assert "shutting down" in err
 

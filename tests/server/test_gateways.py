@@ -1,4 +1,6 @@
-"""Several gateways on one port: connections spread, sessions move, faults stay local."""
+"""Several gateways on one port: connections spread, sessions move, faults stay local.
+
+Every test runs with gateways on threads and in processes (``gateway_backend``)."""
 
 from __future__ import annotations
 
@@ -53,6 +55,16 @@ def gateway_of(st: ServerThread, entity: int) -> int:
     raise AssertionError(f"no connection holds entity {entity}")
 
 
+@pytest.fixture(params=["threads", "processes"])
+def gw_start(request: pytest.FixtureRequest, live_server: Start) -> Start:
+    """``live_server`` with gateways on threads, then in processes."""
+
+    def start(**kw: Any) -> ServerThread:
+        return live_server(gateway_backend=request.param, **kw)
+
+    return start
+
+
 def test_default_gateways_follow_the_build_and_cores() -> None:
     assert default_gateways(free_threaded=True, cores=2) == 2
     assert default_gateways(free_threaded=True, cores=64) == 8
@@ -60,8 +72,8 @@ def test_default_gateways_follow_the_build_and_cores() -> None:
     assert default_gateways(free_threaded=False, cores=16) == 0
 
 
-def test_connections_spread_over_the_gateways(live_server: Start) -> None:
-    st = live_server(gateways=2, players=24)
+def test_connections_spread_over_the_gateways(gw_start: Start) -> None:
+    st = gw_start(gateways=2, players=24)
     clients = [join(st) for _ in range(20)]
     per = [g["connections"] for g in st.stats()["gateways"]]
     assert len(per) == 2 and sum(per) == 20 and min(per) > 0, per
@@ -71,8 +83,8 @@ def test_connections_spread_over_the_gateways(live_server: Start) -> None:
         ws.close()
 
 
-def test_a_reconnect_resumes_on_another_gateway(live_server: Start) -> None:
-    st = live_server(gateways=2, players=8, grace=30.0)
+def test_a_reconnect_resumes_on_another_gateway(gw_start: Start) -> None:
+    st = gw_start(gateways=2, players=8, grace=30.0)
     ws, first = join(st)
     home = gateway_of(st, first.entity)
     token, entity = first.token, first.entity
@@ -142,8 +154,8 @@ class Player:
 
 
 def test_a_gateway_fault_closes_only_its_connections_and_they_come_back(
-        live_server: Start) -> None:
-    st = live_server(gateways=2, players=16, grace=30.0)
+        gw_start: Start) -> None:
+    st = gw_start(gateways=2, players=16, grace=30.0)
     players = [Player(st) for _ in range(10)]
     try:
         time.sleep(0.5)
@@ -172,8 +184,8 @@ def test_a_gateway_fault_closes_only_its_connections_and_they_come_back(
 
 
 def test_a_client_that_never_reads_on_one_gateway_does_not_delay_the_others(
-        live_server: Start) -> None:
-    st = live_server(gateways=2, players=16, write_stall_timeout=1.0, send_buffer=16384)
+        gw_start: Start) -> None:
+    st = gw_start(gateways=2, players=16, write_stall_timeout=1.0, send_buffer=16384)
     players = [Player(st) for _ in range(6)]
     sinks: list[Any] = []
     try:
@@ -195,9 +207,9 @@ def test_a_client_that_never_reads_on_one_gateway_does_not_delay_the_others(
 
 
 @pytest.mark.parametrize("gateways", [1, 3])
-def test_the_game_is_the_same_through_any_number_of_gateways(live_server: Start,
+def test_the_game_is_the_same_through_any_number_of_gateways(gw_start: Start,
                                                              gateways: int) -> None:
-    st = live_server(gateways=gateways)
+    st = gw_start(gateways=gateways)
     ws, _ = join(st)
     ws.send(MP.encode(Input(seq=1, thrust=1.0)))
     for _ in range(100):
