@@ -213,7 +213,8 @@ def group_cpu_seconds(pgid: int) -> float:
 def probe_load(build: Build, *, backend: str, workers: int | None, kernel: str, entities: int,
                bots: int, duration: float, root: Path,
                program: list[str] | None = None, settle: float = SETTLE_S,
-               gateways: int = 0, bots_build: Build | None = None) -> dict[str, Any]:
+               gateways: int = 0, bots_build: Build | None = None,
+               gateway_backend: str = "threads") -> dict[str, Any]:
     """One server + bots run; returns the bots' report plus /stats samples and timings.
 
     ``program`` is the command that takes ``serve ...`` and ``bots ...`` arguments; by default
@@ -231,6 +232,8 @@ def probe_load(build: Build, *, backend: str, workers: int | None, kernel: str, 
              "--tick-rate", f"{TICK_RATE:g}", "--regions", REGIONS, "--npcs", str(entities),
              "--players", str(bots + 16), "--max-per-address", str(bots + 16),
              "--backend", backend, "--kernel", kernel, "--gateways", str(gateways)]
+    if gateways:
+        serve += ["--gateway-backend", gateway_backend]
     if workers:
         serve += ["--workers", str(workers)]
     # The server's output goes to a file, not a pipe nobody reads while it runs: a chatty
@@ -305,17 +308,19 @@ def window(samples: list[dict[str, Any]]) -> dict[str, float]:
 def run_probe(build: Build, backend: str, workers: int | None, kernel: str, entities: int,
               bots: int, duration: float, root: Path, criteria: Criteria,
               program: list[str] | None = None, settle: float = SETTLE_S,
-              gateways: int = 0, bots_build: Build | None = None) -> dict[str, Any]:
+              gateways: int = 0, bots_build: Build | None = None,
+              gateway_backend: str = "threads") -> dict[str, Any]:
     """A probe as a results record (schema: load.runs[*]); failures become records too."""
     rec: dict[str, Any] = {"build": build.name, "backend": backend, "workers": workers,
                            "kernel": kernel, "entities": entities, "bots": bots,
                            "duration_s": duration, "gateways": gateways,
+                           "gateway_backend": gateway_backend if gateways else None,
                            "bots_build": (bots_build or build).name}
     try:
         out = probe_load(build, backend=backend, workers=workers, kernel=kernel,
                          entities=entities, bots=bots, duration=duration, root=root,
                          program=program, settle=settle, gateways=gateways,
-                         bots_build=bots_build)
+                         bots_build=bots_build, gateway_backend=gateway_backend)
     except (CellError, subprocess.TimeoutExpired, OSError) as exc:
         rec.update(ok=False, holds=False, why=[f"{type(exc).__name__}: {exc}"])
         return rec
@@ -357,6 +362,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     c.add_argument("--gateways", default="0",
                    help="comma list of gateway counts to compare (serve --gateways; 0: every "
                         "client on the server's main event loop; default %(default)s)")
+    c.add_argument("--gateway-backend", default="threads",
+                   help="comma list of where gateways run, for each count > 0: threads, "
+                        "processes (serve --gateway-backend; default %(default)s)")
     c.add_argument("--kernel", default="python", choices=KERNELS,
                    help="tick kernel (default python)")
     c.add_argument("--bots-build", default="gil", choices=("gil", "same"),
@@ -425,17 +433,24 @@ def run(args: argparse.Namespace) -> int:
             from None
     if not gateway_counts or min(gateway_counts) < 0:
         raise CellError("--gateways needs one or more counts >= 0")
+    kinds = [x.strip() for x in args.gateway_backend.split(",") if x.strip()]
+    if not kinds or set(kinds) - {"threads", "processes"}:
+        raise CellError("--gateway-backend takes a comma list of threads and processes, got "
+                        f"{args.gateway_backend!r}")
+    gateway_configs = [(g, k) for g in gateway_counts for k in (kinds if g else ["threads"])]
 
     def say(line: str) -> None:
         if not args.quiet:
             print(line, file=sys.stderr, flush=True)
 
     def probe(build: Build, backend: str, entities: int, bots: int, phase: str,
-              gateways: int = 0) -> bool:
-        say(f"load: {build.name} {backend} {gateways} gateways {entities} NPCs {bots} bots "
-            f"({phase}) ...")
+              gateways: int = 0, kind: str = "threads") -> bool:
+        where = f" on {kind}" if gateways else ""
+        say(f"load: {build.name} {backend} {gateways} gateways{where} {entities} NPCs {bots} "
+            f"bots ({phase}) ...")
         rec = run_probe(build, backend, args.workers, args.kernel, entities, bots, duration,
-                        root, criteria, gateways=gateways, bots_build=bots_build)
+                        root, criteria, gateways=gateways, bots_build=bots_build,
+                        gateway_backend=kind)
         rec["phase"] = phase
         runs.append(rec)
         say(f"      -> {'holds' if rec['holds'] else 'fails: ' + '; '.join(rec['why'])}")
@@ -443,21 +458,24 @@ def run(args: argparse.Namespace) -> int:
 
     for build in builds:
         for backend in backends:
-            for g in gateway_counts:
-                probe(build, backend, args.npcs, args.bots, "fixed load", g)
+            for g, kind in gateway_configs:
+                probe(build, backend, args.npcs, args.bots, "fixed load", g, kind)
                 if args.no_search:
                     continue
-                def by_entities(n: int, b: Build = build, k: str = backend, gw: int = g) -> bool:
-                    return probe(b, k, n, args.search_bots, "entity search", gw)
+                def by_entities(n: int, b: Build = build, k: str = backend, gw: int = g,
+                                gk: str = kind) -> bool:
+                    return probe(b, k, n, args.search_bots, "entity search", gw, gk)
 
-                def by_bots(n: int, b: Build = build, k: str = backend, gw: int = g) -> bool:
-                    return probe(b, k, args.npcs, n, "bot search", gw)
+                def by_bots(n: int, b: Build = build, k: str = backend, gw: int = g,
+                            gk: str = kind) -> bool:
+                    return probe(b, k, args.npcs, n, "bot search", gw, gk)
 
                 ents, _ = bounded_search(by_entities, start=args.npcs_start,
                                          limit=args.npcs_limit, max_probes=max_probes)
                 nbots, _ = bounded_search(by_bots, start=args.bots_start, limit=args.bots_limit,
                                           max_probes=max_probes)
                 best.append({"build": build.name, "backend": backend, "gateways": g,
+                             "gateway_backend": kind if g else None,
                              "entities": ents,
                              "bots_fixed": args.search_bots, "bots": nbots,
                              "entities_fixed": args.npcs})
@@ -470,7 +488,7 @@ def run(args: argparse.Namespace) -> int:
                           "max_probes": max_probes, "regions": REGIONS, "kernel": args.kernel,
                           "workers": args.workers, "quick": quick,
                           "bots_build": args.bots_build,
-                          "gateways": gateway_counts},
+                          "gateways": gateway_counts, "gateway_backends": kinds},
                "runs": runs, "best": best}
     out = args.out or schema.results_dir(quick=quick)
     schema.save_section(out, "load", section)

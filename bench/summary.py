@@ -427,6 +427,12 @@ def _rate(rec: dict[str, Any]) -> str:
     return "-" if rate is None else f"{rate:.1f}"
 
 
+def gateway_label(rec: dict[str, Any]) -> str:
+    """A load record's gateways: ``0`` (the single-loop server), ``2 threads``, ``2 processes``."""
+    g = rec.get("gateways", 0)
+    return f"{g} {rec.get('gateway_backend') or 'threads'}" if g else "0"
+
+
 def load_table(section: dict[str, Any]) -> str:
     """Markdown table of a load section: the search results, then the fixed-load comparison."""
     lines = ["| build | backend | gateways | kind | entities | bots | MSPT p50 / p99 ms | "
@@ -440,7 +446,7 @@ def load_table(section: dict[str, Any]) -> str:
         ack = (r.get("ack_ms") or {}).get("p99")
         p50, p99 = r.get("mspt_p50_ms"), r.get("mspt_p99_ms")
         lines.append(
-            f"| {r['build']} | {r['backend']} | {r.get('gateways', 0)} | {r.get('phase', '')} "
+            f"| {r['build']} | {r['backend']} | {gateway_label(r)} | {r.get('phase', '')} "
             f"| {r['entities']} | {r['bots']} | {num(p50, '.1f')} / {num(p99, '.1f')} "
             f"| {num(ack, '.1f')} | {_rate(r)} | {num(r.get('server_cpu_ms_per_bot_s'), '.2f')} "
             f"| {num(r.get('bot_cpu_us_per_message'), '.0f')} "
@@ -450,7 +456,7 @@ def load_table(section: dict[str, Any]) -> str:
         lines += ["", "| build | backend | gateways | largest world holding 30 Hz (bots fixed) | "
                   "most bots holding 30 Hz (world fixed) |", "|---|---|---|---|---|"]
         for b in best:
-            lines.append(f"| {b['build']} | {b['backend']} | {b.get('gateways', 0)} "
+            lines.append(f"| {b['build']} | {b['backend']} | {gateway_label(b)} "
                          f"| {b.get('entities') or 'none'} "
                          f"(with {b['bots_fixed']} bots) | {b.get('bots') or 'none'} "
                          f"(with {b['entities_fixed']} entities) |")

@@ -56,3 +56,16 @@ def test_bots_may_run_under_another_build_than_the_server() -> None:
     assert rec["ok"], rec.get("why")
     assert rec["bots_build"] == "bots" and rec["build"] == server.name
     assert rec["connected"] == 4 and rec["bots_client"] in ("picows", "websockets")
+
+
+def test_a_probe_with_gateway_processes_spreads_the_bots() -> None:
+    """A real server whose clients are served by two gateway processes: the record names the
+    gateway backend and the bots say which gateway welcomed them."""
+    rec = run_probe(make_build("current", None), "threads", 1, "python", 200, 12, 1.5,
+                    repo_root(), Criteria(), settle=0.0, gateways=2,
+                    gateway_backend="processes")
+    assert rec["ok"], rec.get("why")
+    assert rec["gateways"] == 2 and rec["gateway_backend"] == "processes"
+    assert rec["connected"] == 12
+    per = rec["bots_report"]["gateways"]
+    assert sum(per.values()) == 12 and set(per) <= {"0", "1"}, per
