@@ -71,7 +71,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, ClassVar
@@ -570,6 +570,11 @@ class Codec:
         """
         raise NotImplementedError
 
+    def fragmenter(self) -> Callable[[WireEntity], Any]:
+        """:meth:`fragment` as a callable that may keep state between calls: use it from one
+        thread (a shard worker's hook asks for one per tick)."""
+        return self.fragment
+
     def dumps_snapshot(self, tick: int, ack: int, base: int | None, fragments: Sequence[Any],
                        gone: Iterable[int]) -> bytes | str:
         """The same payload as ``dumps(snapshot_map(tick, ack, ents, gone, base))``, built from
@@ -645,6 +650,10 @@ class MsgpackCodec(Codec):
 
     def fragment(self, entity: WireEntity) -> bytes:
         return msgpack.packb(entity)
+
+    def fragmenter(self) -> Callable[[WireEntity], bytes]:
+        # One packer for many entities: packb builds a packer per call.
+        return msgpack.Packer().pack
 
     def dumps_snapshot(self, tick: int, ack: int, base: int | None, fragments: Sequence[Any],
                        gone: Iterable[int]) -> bytes:

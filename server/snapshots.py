@@ -81,23 +81,36 @@ class Job(NamedTuple):
     ack: int             # newest input seq applied to the world, or -1
 
 
+class _Fragments:
+    """One codec's encoded entities for one tick of one worker: entity id -> bytes or str."""
+
+    __slots__ = ("cache", "encode")
+
+    def __init__(self, codec: Codec) -> None:
+        self.cache: dict[int, Any] = {}
+        self.encode = codec.fragmenter()
+
+
 class _Index:
     """One shard's view rows for one tick: owned positions and a cell grid.
 
     Rows are quantised lazily, once per tick, when they first fall in some client's area of
     interest: quantising all of them up front cost more than the queries for a few dozen clients.
+    The quantised and encoded entities are shared by the indices of one worker's shards (an
+    entity near a border is in its neighbours' view rows too, the same row at the same tick).
     """
 
     __slots__ = ("cell", "frags", "grid", "own", "wire")
 
-    def __init__(self, rows: Sequence[Sequence[Any]], owned: int, cell: float) -> None:
+    def __init__(self, rows: Sequence[Sequence[Any]], owned: int, cell: float,
+                 wire: dict[int, WireEntity], frags: dict[str, _Fragments]) -> None:
         self.cell = cell
         inv = 1.0 / cell
         # view_rows() lists the shard's own entities first (sim.shard.Shard.view_rows).
         self.own: dict[int, Sequence[Any]] = {r[V_ID]: r for r in rows[:owned]}
-        self.wire: dict[int, WireEntity] = {}
-        #: codec name -> {entity id: that entity encoded alone}, filled lazily like ``wire``.
-        self.frags: dict[str, dict[int, Any]] = {}
+        self.wire = wire
+        #: codec name -> entities encoded alone, filled lazily like ``wire``.
+        self.frags = frags
         grid: dict[tuple[int, int], list[Sequence[Any]]] = {}
         ix, iy = V_X, V_Y
         for r in rows:
@@ -143,9 +156,10 @@ class _Index:
         out: list[Any] = []
         grid = self.grid
         wire = self.wire
-        cache = self.frags.get(codec.name)
-        if cache is None:
-            cache = self.frags[codec.name] = {}
+        got = self.frags.get(codec.name)
+        if got is None:
+            got = self.frags[codec.name] = _Fragments(codec)
+        cache, fragment = got.cache, got.encode
         iid, ix, iy = V_ID, V_X, V_Y
         for gx in (cx - 1, cx, cx + 1):
             for gy in (cy - 1, cy, cy + 1):
@@ -162,7 +176,7 @@ class _Index:
                             w = wire.get(eid)
                             if w is None:
                                 w = wire[eid] = quantise(r)
-                            f = cache[eid] = codec.fragment(w)
+                            f = cache[eid] = fragment(w)
                         out.append(f)
         return out
 
@@ -214,7 +228,9 @@ class SnapshotHook:
         Returns:
             ``[(session id, payload), ...]``; payload is bytes (msgpack) or str (JSON).
         """
-        indices = [_Index(rows, len(s), self.view_radius)
+        wire: dict[int, WireEntity] = {}
+        frags: dict[str, _Fragments] = {}
+        indices = [_Index(rows, len(s), self.view_radius, wire, frags)
                    for s in shards for rows in (s.view_rows(),)]
         out: list[tuple[int, bytes | str]] = []
         radius = self.view_radius
@@ -255,9 +271,10 @@ class SnapshotHook:
         codec = CODECS.get(codec_name)
         if codec is None:
             return None
-        cache = idx.frags.get(codec_name)
-        if cache is None:
-            cache = idx.frags[codec_name] = {}
+        got = idx.frags.get(codec_name)
+        if got is None:
+            got = idx.frags[codec_name] = _Fragments(codec)
+        cache, fragment = got.cache, got.encode
         self.stats["jobs"] += 1
         entry = self._rings.get(sid)
         ring = entry[1] if entry is not None else OrderedDict()
@@ -283,7 +300,7 @@ class SnapshotHook:
         for w in ents:
             f = cache.get(w[0])
             if f is None:
-                f = cache[w[0]] = codec.fragment(w)
+                f = cache[w[0]] = fragment(w)
             frags.append(f)
         ring[tick] = current
         # Baselines older than the acked one can never be used again: the client acks in order.
