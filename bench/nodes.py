@@ -54,6 +54,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ticks", type=int, default=300, help="ticks per run (default %(default)s)")
     p.add_argument("--repeats", type=int, default=3,
                    help="runs of each cell, interleaved (default %(default)s)")
+    p.add_argument("--kill-at", type=int, default=None, metavar="TICK",
+                   help="also, for each count >= 2, one run on nodes that survive a loss: the "
+                        "last node is killed (SIGKILL) before tick TICK; reports when the loss "
+                        "was noticed, how long the world paused and whether the digest held")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     schema.add_out_argument(p)
     p.add_argument("--note", default=None, help="a line saved with the results")
@@ -95,6 +99,29 @@ def one_run(backend: str, workers: int, *, config: Any, rows: Sequence[Any], tic
             "ticks_per_s": ticks / wall if wall > 0 else None,
             "exchange_p50_ms": co.get("p50"), "exchange_p99_ms": co.get("p99"),
             "step_p50_ms": metrics["mspt"]["p50"], "digest": digest}
+
+
+def kill_run(workers: int, *, config: Any, rows: Sequence[Any], ticks: int, kill_at: int,
+             kernel: str, bus: str, world: str) -> dict[str, Any]:
+    """Tick ``ticks`` on nodes that survive a loss, killing the last node before ``kill_at``."""
+    import os
+    import signal
+
+    from server.runtime.recovery import ResilientNodes
+
+    with ResilientNodes(config, rows, bus=bus, world=world, workers=workers,
+                        kernel=kernel) as rt:
+        for t in range(ticks):
+            if t == kill_at:
+                os.kill(rt.worker_pids()[-1], signal.SIGKILL)
+            rt.step()
+        digest = rt.digest()
+        recs = list(rt.recoveries)
+    rec = recs[0] if recs else {}
+    return {"workers": workers, "ticks": ticks, "kill_at": kill_at, "recoveries": len(recs),
+            "noticed_at_tick": rec.get("tick"), "detect_s": rec.get("detect_s"),
+            "pause_s": rec.get("pause_s"), "checkpoint": rec.get("checkpoint"),
+            "replayed": rec.get("replayed"), "digest": digest}
 
 
 # ---- aggregation (pure) ------------------------------------------------------------------------
@@ -145,6 +172,18 @@ def summary(section: Mapping[str, Any]) -> str:
 
         lines.append(f"{'':>2} {'nodes/proc':10}{ratio(r['ticks_per_s']):>24}"
                      f"{ratio(r['exchange_p50_ms']):>24}{ratio(r['exchange_p99_ms']):>24}")
+    for k in section.get("kills") or []:
+        if k["noticed_at_tick"] is None:
+            lines.append(f"W={k['workers']}: node killed before tick {k['kill_at']}: no loss "
+                         "noticed")
+            continue
+        late = k["noticed_at_tick"] - k["kill_at"]
+        lines.append(
+            f"W={k['workers']}: node killed before tick {k['kill_at']}: noticed "
+            f"{'in that tick' if late == 0 else f'{late} ticks later'} "
+            f"({k['detect_s'] * 1e3:.0f} ms into it); the world paused {k['pause_s']:.2f} s "
+            f"(restart from the checkpoint at tick {k['checkpoint']}, {k['replayed']} ticks "
+            "replayed)")
     digests = section["digests"]
     lines.append("digest " + (digests[0] + " in every run" if len(digests) == 1
                               else "MISMATCH: " + ", ".join(digests)))
@@ -163,6 +202,8 @@ def run(args: argparse.Namespace) -> int:
     counts = parse_workers(args.workers)
     if args.ticks < 1 or args.repeats < 1 or args.entities < 0:
         raise BenchError("--ticks and --repeats must be >= 1, --entities >= 0")
+    if args.kill_at is not None and not 0 < args.kill_at < args.ticks:
+        raise BenchError(f"--kill-at must be within the run: 1..{args.ticks - 1}")
     try:
         rx, ry = parse_grid(args.regions)
         config = WorldConfig(width=2048.0, height=2048.0, regions_x=rx, regions_y=ry, seed=1)
@@ -171,6 +212,7 @@ def run(args: argparse.Namespace) -> int:
     rows = spawn(config, args.entities)
     cells = [(w, b) for w in counts for b in BACKENDS]
     runs: list[dict[str, Any]] = []
+    kills: list[dict[str, Any]] = []
 
     def say(text: str) -> None:
         if not args.quiet:
@@ -189,6 +231,13 @@ def run(args: argparse.Namespace) -> int:
             runs.append(res)
             say(f"{i + 1}/{len(cells) * args.repeats}: {backend} W={w}: "
                 f"{res['ticks_per_s']:.1f} ticks/s, exchange p50 {res['exchange_p50_ms']} ms")
+        for w in counts if args.kill_at is not None else []:
+            if w < 2:
+                continue
+            say(f"nodes W={w}: killing a node before tick {args.kill_at} ...")
+            kills.append(kill_run(w, config=config, rows=rows, ticks=args.ticks,
+                                  kill_at=args.kill_at, kernel=args.kernel, bus=bus,
+                                  world=f"kill{w}"))
     finally:
         bus_cm.__exit__(None, None, None)
     section = {"created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
@@ -196,9 +245,9 @@ def run(args: argparse.Namespace) -> int:
                "environment": env.capture(repo_root()),
                "params": {"workers": counts, "entities": args.entities, "regions": args.regions,
                           "kernel": args.kernel, "ticks": args.ticks, "repeats": args.repeats,
-                          "bus": "private nats-server on loopback"},
-               "note": args.note, "runs": runs, "aggregate": aggregate(runs),
-               "digests": sorted({r["digest"] for r in runs})}
+                          "bus": "private nats-server on loopback", "kill_at": args.kill_at},
+               "note": args.note, "runs": runs, "aggregate": aggregate(runs), "kills": kills,
+               "digests": sorted({r["digest"] for r in [*runs, *kills]})}
     path = schema.write_json(args.out or schema.results_dir(),
                              f"nodes-{env.build_label()}.json", section)
     print(summary(section))

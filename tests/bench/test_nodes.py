@@ -56,3 +56,25 @@ def test_a_smoke_run_writes_its_json(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert all(r["ticks_per_s"] > 0 and r["exchange_p50_ms"] is not None for r in doc["runs"])
     assert doc["environment"]["git"] is not None
     assert "nodes/proc" in out
+
+
+def test_a_killed_node_is_reported_and_the_digest_holds(tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["bench", "nodes", "--workers", "2", "--ticks", "12", "--entities", "200",
+               "--regions", "2x2", "--repeats", "1", "--kill-at", "6", "--out", str(tmp_path),
+               "--quiet"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    (path,) = tmp_path.glob("nodes-*.json")
+    doc = json.loads(path.read_text())
+    (kill,) = doc["kills"]
+    assert kill["workers"] == 2 and kill["recoveries"] == 1 and kill["noticed_at_tick"] == 6
+    assert kill["pause_s"] > 0 and kill["replayed"] == 6 - kill["checkpoint"]
+    assert len(doc["digests"]) == 1  # the run that lost a node ends where the others do
+    assert "node killed before tick 6: noticed in that tick" in out
+
+
+def test_kill_at_must_fall_within_the_run() -> None:
+    for bad in ("0", "12"):
+        assert main(["bench", "nodes", "--workers", "2", "--ticks", "12", "--kill-at", bad,
+                     "--quiet"]) == 2
