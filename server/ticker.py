@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from server.clock import Clock
+from server.errors import ServerError
 from server.quantiles import percentiles
 from server.runtime.scheduler import Overload, TickScheduler
 
@@ -129,11 +130,12 @@ class Ticker:
             while not self._stop.is_set() and (ticks is None or n < ticks):
                 self.tick_once()
                 n += 1
-        except Exception as exc:  # a runtime bug or fault: log it with context, stop ticking
+        except Exception as exc:  # a runtime fault or a bug: say so, stop ticking
             self.fault = f"{type(exc).__name__}: {exc}"
             print(f"paratick: ticker stopped after {self.ticks} ticks: {self.fault}",
                   file=sys.stderr)
-            traceback.print_exc()
+            if not isinstance(exc, ServerError):  # a fault we name says it all in one line
+                traceback.print_exc()
             if self.on_fault is not None:
                 self.on_fault()
 

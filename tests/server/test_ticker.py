@@ -61,7 +61,25 @@ def test_a_fault_stops_the_loop_and_is_reported(capsys: pytest.CaptureFixture[st
     t = Ticker(step, 32.0, clock=clock, on_fault=lambda: faults.append(True))
     t.run(ticks=100)
     assert t.fault == "RuntimeError: worker lost" and faults == [True]
-    assert 0 < t.ticks < 100 and "ticker stopped" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert 0 < t.ticks < 100 and "ticker stopped" in err
+    assert "Traceback" in err  # not a fault the server names: a bug, with its traceback
+
+
+def test_a_named_fault_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from server.runtime.errors import WorkerCrashed
+
+    clock = VirtualClock()
+
+    def step() -> None:
+        clock.advance(0.001)
+        raise WorkerCrashed("worker 1 died", worker=1)
+
+    t = Ticker(step, 32.0, clock=clock)
+    t.run(ticks=5)
+    err = capsys.readouterr().err
+    assert t.fault == "WorkerCrashed: worker 1 died" and t.ticks == 0
+    assert err == "paratick: ticker stopped after 0 ticks: WorkerCrashed: worker 1 died\n"
 
 
 def test_window_is_bounded_and_histogram_sees_every_tick() -> None:
