@@ -206,7 +206,7 @@ class Welcome:
     resumed: bool = False
     version: int = VERSION
     #: Which gateway (event loop) serves this connection; sent only by a server with gateway
-    #: threads, so a client can tell how connections spread.
+    #: threads or processes, so a client can tell how connections spread.
     gateway: int | None = None
     TYPE: ClassVar[str] = "welcome"
 
