@@ -526,18 +526,19 @@ class _BusEndpoint(Endpoint):
     """An inbox filled by the link's callbacks; ``recv`` blocks on it."""
 
     def __init__(self, index: int, link: Link, subjects: Subjects,
-                 inbox: queue.SimpleQueue[bytes] | None = None) -> None:
+                 inbox: queue.SimpleQueue[Any] | None = None) -> None:
         super().__init__(index)
         self.link = link
         self.subjects = subjects
-        self.inbox: queue.SimpleQueue[bytes] = inbox if inbox is not None else queue.SimpleQueue()
+        #: Bytes from the link, or a ``Borders`` message the loop thread already reassembled.
+        self.inbox: queue.SimpleQueue[Any] = inbox if inbox is not None else queue.SimpleQueue()
         self._alarm = ""
 
     def post(self, data: bytes) -> None:
         """Put ``data`` in this endpoint's own inbox (a crash notice from a local watcher)."""
         self.inbox.put(data)
 
-    def _put(self, subject: str, data: bytes) -> None:
+    def _put(self, subject: str, data: bytes | m.Borders) -> None:
         if self.inbox.qsize() >= MAX_INBOX:  # on the loop thread: tell the reader, keep nothing
             self._raise_alarm(f"{MAX_INBOX} unread messages for participant {self.index}: the "
                               "lockstep bounds them lower (a stranger on our subjects?)")
@@ -561,6 +562,14 @@ class _BusEndpoint(Endpoint):
             raise ChannelClosed(self.link.lost or "the bus connection is closed")
 
     def recv(self, timeout: float | None = None) -> bytes | None:
+        item = self._next(timeout)
+        return item if item is None or isinstance(item, bytes) else m.encode(item)
+
+    def recv_message(self, timeout: float | None, spin: float = 0.0) -> m.Message | None:
+        item = self._next(timeout)
+        return m.decode(item) if isinstance(item, bytes) else item
+
+    def _next(self, timeout: float | None) -> bytes | m.Borders | None:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             try:
@@ -574,7 +583,8 @@ class _BusEndpoint(Endpoint):
             if data == b"":  # the loop thread's alarm (no runtime message is empty)
                 raise MessageError(self._alarm)
             self.stats.messages_received += 1
-            self.stats.bytes_received += len(data)
+            if isinstance(data, bytes):  # (reassembled borders were counted as they came)
+                self.stats.bytes_received += len(data)
             return data
 
     def flush(self, timeout: float) -> bool:
@@ -614,7 +624,7 @@ class NodeEndpoint(_BusEndpoint):
     """
 
     def __init__(self, link: Link, subjects: Subjects, spec: Mapping[str, Any],
-                 inbox: queue.SimpleQueue[bytes]) -> None:
+                 inbox: queue.SimpleQueue[Any]) -> None:
         super().__init__(int(spec["w"]), link, subjects, inbox)
         self.coord = int(spec["bus"]["coord"])
         #: Seconds of driver silence after which this node leaves (the spec may shorten it).
@@ -639,7 +649,9 @@ class NodeEndpoint(_BusEndpoint):
         self.last_beat = time.monotonic()
 
     def _border(self, subject: str, data: bytes) -> None:
-        # On the loop thread: decode, deduplicate, and hand over complete (tick, peer) sets.
+        # On the loop thread: decode, deduplicate, and hand over complete (tick, peer) sets as
+        # the message itself (the worker would only decode it again).
+        self.stats.bytes_received += len(data)
         try:
             src, dst = self.subjects.parse_border(subject)
             msg = m.decode(data)
@@ -650,7 +662,7 @@ class NodeEndpoint(_BusEndpoint):
             self._raise_alarm(str(exc))
             return
         for whole in done:
-            self._put(subject, m.encode(whole))
+            self._put(subject, whole)
 
     def check(self) -> None:
         """Raise ChannelClosed when the bus is lost or the driver has fallen silent."""
@@ -669,7 +681,12 @@ class NodeEndpoint(_BusEndpoint):
         if dst == self.coord:
             self._publish(self.subjects.coord, data)
             return
-        msg = m.decode(data)
+        self.send_message(dst, m.decode(data))
+
+    def send_message(self, dst: int, msg: m.Message) -> None:
+        if dst == self.coord:
+            self._publish(self.subjects.coord, m.encode(msg))
+            return
         if not isinstance(msg, m.Borders):
             raise MessageError(f"worker {self.index} sent {m.name(msg)} to worker {dst}; only "
                                "borders travel between nodes")

@@ -48,6 +48,7 @@ from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from server.runtime import messages as m
 from server.runtime.errors import ChannelClosed, ChannelFull, MessageError
 
 #: Seconds a sender waits for space in a full inbox before giving up (a full inbox is a bug).
@@ -119,6 +120,18 @@ class Endpoint:
         for at most ``spin``; only for a caller that holds no shared GIL and has a core to
         itself.  Transports without a cheap poll simply block."""
         return self.recv(timeout)
+
+    def send_message(self, dst: int, msg: m.Message) -> None:
+        """:meth:`send` one runtime message.  Encoded here; a transport that splits messages
+        (the bus: one message per region pair) takes the object and encodes only the parts."""
+        self.send(dst, m.encode(msg))
+
+    def recv_message(self, timeout: float | None, spin: float = 0.0) -> m.Message | None:
+        """The next runtime message (:meth:`recv_soon` with ``spin`` > 0, else :meth:`recv`),
+        decoded; None after ``timeout`` seconds.  A transport that reassembles messages (the
+        bus) hands over the object it built, not bytes to decode again."""
+        data = self.recv_soon(timeout, spin) if spin > 0 else self.recv(timeout)
+        return None if data is None else m.decode(data)
 
     def statistics(self) -> ChannelStats:
         return self.stats

@@ -174,7 +174,8 @@ def _go(ep: NodeEndpoint, control: queue.SimpleQueue[bytes],
             except queue.Empty:
                 ep.check()  # raises ChannelClosed when the driver fell silent
                 continue
-            return not isinstance(m.decode(data), m.Stop)
+            return not isinstance(data if isinstance(data, m.Borders) else m.decode(data),
+                                  m.Stop)
         if isinstance(obj, dict) and obj.get("go"):
             return True
 

@@ -255,7 +255,7 @@ class WorkerCore:
         if self.peers:
             assert self.ep is not None
             for peer in self.peers:
-                self.ep.send(peer, m.encode(m.Borders(tick, me, remote[peer])))
+                self.ep.send_message(peer, m.Borders(tick, me, remote[peer]))
             got = self._stash.pop(tick, [])
             while len(got) < len(self.peers):
                 msg = self._recv(self.spin)
@@ -284,11 +284,10 @@ class WorkerCore:
 
     def _recv(self, spin: float = 0.0) -> m.Message:
         assert self.ep is not None
-        data = self.ep.recv_soon(self.recv_timeout, spin) if spin > 0 \
-            else self.ep.recv(self.recv_timeout)
-        if data is None:
+        msg = self.ep.recv_message(self.recv_timeout, spin)
+        if msg is None:
             raise TimeoutError(f"worker {self.w} received nothing for {self.recv_timeout} s")
-        return m.decode(data)
+        return msg
 
     def rows(self) -> list[Any]:
         return [row for r in self.regions for row in self.shards[r].rows()]
