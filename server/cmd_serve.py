@@ -161,9 +161,9 @@ def build(args: argparse.Namespace) -> tuple[Any, Any]:
         ValueError: an option is out of range or contradicts another (ConfigError for the
             world's).
     """
-    from server.app import ServerSettings, default_gateways
     from server.runtime.bus import check_token
     from server.runtime.cli import node_option_error
+    from server.settings import ServerSettings, default_gateways
     from sim.config import WorldConfig, parse_grid
 
     bad = node_option_error(args.backend, args.bus, args.bus_world, args.local_nodes,

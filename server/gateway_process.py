@@ -60,8 +60,9 @@ from server.connection import Event
 from server.protocol import ErrorCode, Hello, Input, Spectate, Watching, Welcome
 
 if TYPE_CHECKING:
-    from server.app import GameServer, ServerSettings
+    from server.app import GameServer
     from server.gateway import Client, Gateway
+    from server.settings import ServerSettings
     from server.transport import TransportLimits
 
 #: What a gateway process runs (``python -c``): this module's child entry point.
@@ -532,7 +533,7 @@ class _ChildHub:
         self.link.send(["rel", c.cid, admitted, c.conn.said_bye])
 
     async def http(self, connection: Any, request: Any) -> Any:
-        from server.app import respond_static, stats_allowed
+        from server.settings import respond_static, stats_allowed
 
         path = request.path.split("?", 1)[0]
         if path not in ("/stats", "/metrics"):
@@ -597,8 +598,8 @@ class _ChildHub:
 
 
 async def _child(sock: socket.socket, spec: dict[str, Any]) -> int:
-    from server.app import ServerSettings
     from server.gateway import Gateway
+    from server.settings import ServerSettings
 
     names = {f.name for f in fields(ServerSettings)}
     raw = {k: v for k, v in spec["settings"].items() if k in names}

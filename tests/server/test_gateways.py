@@ -14,7 +14,6 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from server.app import default_gateways
 from server.harness import ServerThread
 from server.protocol import (
     CODECS,
@@ -26,6 +25,7 @@ from server.protocol import (
     Snapshot,
     Welcome,
 )
+from server.settings import default_gateways
 from tests.server import rawws
 
 Start = Callable[..., ServerThread]
@@ -220,3 +220,42 @@ def test_the_game_is_the_same_through_any_number_of_gateways(gw_start: Start,
         raise AssertionError("no snapshot acknowledged the input")
     ws.close()
     assert len(st.stats()["gateways"]) == gateways
+
+
+def test_a_killed_gateway_process_loses_only_its_clients(live_server: Start) -> None:
+    """A gateway process that dies (SIGKILL, no 1011 from it): the hub frees its clients'
+    places and keeps their sessions for the grace period; they resume on the one left, and the
+    clients of the other gateway never notice."""
+    import os
+    import signal
+
+    from server.gateway_process import RemoteGateway
+
+    st = live_server(gateways=2, gateway_backend="processes", players=16, grace=30.0)
+    players = [Player(st) for _ in range(10)]
+    try:
+        time.sleep(0.5)
+        homes = [gateway_of(st, p.entity) for p in players]
+        assert set(homes) == {0, 1}, homes
+        victim = st.server.gateways[1]
+        assert isinstance(victim, RemoteGateway)
+        os.kill(victim.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(
+                gateway_of(st, p.entity) != 0 for p in players):
+            time.sleep(0.05)
+        for p, home in zip(players, homes, strict=True):
+            assert gateway_of(st, p.entity) == 0
+            assert (p.closes != []) == (home == 1), (home, p.closes)  # only its clients
+        last = [p.seq for p in players]
+        time.sleep(1.0)
+        for p, seq in zip(players, last, strict=True):
+            assert all(a <= b for a, b in zip(p.acks, p.acks[1:], strict=False)), p.acks
+            assert p.acks[-1] >= seq
+        stats = st.stats()
+        assert stats["gateways"][1]["failed"] == "gateway process ended"
+        assert stats["gateways"][1]["connections"] == 0
+        assert stats["connections"]["open"] == len(players)  # the dead one's places were freed
+    finally:
+        for p in players:
+            p.close()

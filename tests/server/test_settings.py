@@ -1,0 +1,63 @@
+"""Server settings and the HTTP answers any gateway gives without the hub."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from server.settings import (
+    STATIC,
+    ServerSettings,
+    default_gateways,
+    respond_static,
+    stats_allowed,
+)
+
+
+class FakeConnection:
+    def __init__(self, peer: str) -> None:
+        self.remote_address = (peer, 50000)
+
+    def respond(self, status: HTTPStatus, body: str) -> Any:
+        return SimpleNamespace(status=status, body=body,
+                               headers={"Content-Type": "text/plain"})
+
+
+def get(path: str, upgrade: bool = False) -> Any:
+    return SimpleNamespace(path=path, headers={"Upgrade": "websocket"} if upgrade else {})
+
+
+def test_gateway_backends_are_checked() -> None:
+    assert ServerSettings(gateway_backend="processes").gateway_backend == "processes"
+    with pytest.raises(ValueError, match="gateway_backend"):
+        ServerSettings(gateway_backend="fibers")
+
+
+def test_statistics_answer_loopback_unless_public() -> None:
+    outside, inside = FakeConnection("10.0.0.9"), FakeConnection("127.0.0.1")
+    exposed = ServerSettings(host="0.0.0.0")
+    assert not stats_allowed(exposed, outside) and stats_allowed(exposed, inside)
+    assert stats_allowed(ServerSettings(host="0.0.0.0", public_stats=True), outside)
+    assert stats_allowed(ServerSettings(), outside)  # bound to loopback: nobody else reaches it
+
+
+def test_the_live_page_and_404_and_the_handshake() -> None:
+    conn = FakeConnection("127.0.0.1")
+    page = respond_static(conn, get("/"), "/")
+    assert page.status == HTTPStatus.OK and page.body == STATIC["/"][0]
+    assert page.headers["Content-Type"].startswith("text/html")
+    assert "Content-Security-Policy" in page.headers
+    assert respond_static(conn, get("/../etc/passwd"), "/../etc/passwd").status == 404
+    assert respond_static(conn, get("/", upgrade=True), "/") is None  # a websocket goes on
+
+
+def test_origins_and_tls() -> None:
+    assert ServerSettings().websocket_origins() is None  # loopback, no origins: no check
+    assert ServerSettings(host="0.0.0.0").websocket_origins() == [None]
+    assert ServerSettings(origins=("https://g.example",)).websocket_origins() == [
+        None, "https://g.example"]
+    assert ServerSettings().ssl_context() is None
+    assert default_gateways(free_threaded=False, cores=8) == 0
