@@ -259,3 +259,45 @@ def test_a_killed_gateway_process_loses_only_its_clients(live_server: Start) -> 
     finally:
         for p in players:
             p.close()
+
+
+def test_http_answers_through_every_gateway(gw_start: Start) -> None:
+    """/stats and /metrics (the hub's figures: a gateway process asks the hub for them) and
+    the live page (a gateway answers it alone), whichever gateway the kernel picks."""
+    import json
+    import urllib.request
+
+    st = gw_start(gateways=2)
+    ws, _ = join(st)
+    try:
+        for _ in range(6):  # new connections: both listeners get some
+            with urllib.request.urlopen(f"http://127.0.0.1:{st.port}/stats", timeout=10) as r:
+                doc = json.loads(r.read())
+            assert r.headers["Content-Type"] == "application/json"
+            assert [g["index"] for g in doc["gateways"]] == [0, 1]
+            assert doc["connections"]["playing"] == 1
+            with urllib.request.urlopen(f"http://127.0.0.1:{st.port}/metrics", timeout=10) as r:
+                assert b"paratick_" in r.read()
+            with urllib.request.urlopen(f"http://127.0.0.1:{st.port}/", timeout=10) as r:
+                assert r.headers["Content-Type"].startswith("text/html")
+    finally:
+        ws.close()
+
+
+def test_connection_caps_hold_across_gateways(gw_start: Start) -> None:
+    """The caps are the hub's: with two gateways, the third connection from one address is
+    refused whichever gateway took it."""
+    from server.protocol import Error
+
+    st = gw_start(gateways=2, players=8, max_per_address=2)
+    first = [join(st)[0] for _ in range(2)]
+    try:
+        ws = connect(st.url, subprotocols=[SUBPROTOCOL_MSGPACK]).__enter__()  # type: ignore[list-item]
+        msg = MP.decode(ws.recv(10), accept=SERVER_MESSAGES, max_size=1 << 24)
+        assert isinstance(msg, Error) and msg.code == "too_many_connections", msg
+        with pytest.raises(ConnectionClosed) as info:
+            ws.recv(10)
+        assert info.value.rcvd is not None and info.value.rcvd.code == 1008
+    finally:
+        for w in first:
+            w.close()
