@@ -65,11 +65,7 @@ from server.gateway import Client, Gateway, GatewayThread
 from server.gateway_process import RemoteClient, RemoteGateway
 from server.protocol import ErrorCode, Hello, Input, Spectate, Watching, Welcome
 from server.sessions import BadToken, PoolExhausted, SessionTable
-from server.settings import (
-    ServerSettings,
-    respond_static,
-    stats_allowed,
-)
+from server.settings import ServerSettings, http_answer, respond_document
 from server.snapshots import Job
 from server.ticker import Ticker
 from server.transport import (
@@ -543,17 +539,10 @@ class GameServer:
     def http(self, connection: Any, request: Any) -> Any:
         """``process_request`` of every gateway: /stats, /metrics and the live page's files;
         None lets the websocket handshake go on."""
-        path = request.path.split("?", 1)[0]
-        if path not in ("/stats", "/metrics"):
-            return respond_static(connection, request, path)
-        if not stats_allowed(self.settings, connection):
-            return connection.respond(HTTPStatus.FORBIDDEN,
-                                      "statistics are served to loopback clients only\n")
-        status, body, ctype = self.stats_document(path)
-        resp = connection.respond(HTTPStatus(status), body)
-        del resp.headers["Content-Type"]
-        resp.headers["Content-Type"] = ctype
-        return resp
+        path, resp = http_answer(self.settings, connection, request)
+        if path is None:
+            return resp
+        return respond_document(connection, *self.stats_document(path))
 
     def stats_document(self, path: str) -> tuple[int, str, str]:
         """``/stats`` (JSON) or ``/metrics`` (Prometheus text): (status, body, content type)."""

@@ -51,7 +51,6 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, fields
-from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 import msgpack
@@ -533,21 +532,14 @@ class _ChildHub:
         self.link.send(["rel", c.cid, admitted, c.conn.said_bye])
 
     async def http(self, connection: Any, request: Any) -> Any:
-        from server.settings import respond_static, stats_allowed
+        from server.settings import http_answer, respond_document
 
-        path = request.path.split("?", 1)[0]
-        if path not in ("/stats", "/metrics"):
-            return respond_static(connection, request, path)
-        if not stats_allowed(self.settings, connection):
-            return connection.respond(HTTPStatus.FORBIDDEN,
-                                      "statistics are served to loopback clients only\n")
+        path, resp = http_answer(self.settings, connection, request)
+        if path is None:
+            return resp
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._ask(["http", path], _resolver(fut))
-        status, body, ctype = await fut
-        resp = connection.respond(HTTPStatus(status), body)
-        del resp.headers["Content-Type"]
-        resp.headers["Content-Type"] = ctype
-        return resp
+        return respond_document(connection, *await fut)
 
     # Frames from the hub.
     def on_frame(self, msg: list[Any]) -> None:

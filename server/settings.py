@@ -221,6 +221,29 @@ def stats_allowed(settings: ServerSettings, connection: Any) -> bool:
     return is_loopback(str(peer))
 
 
+def http_answer(settings: ServerSettings, connection: Any, request: Any,
+                ) -> tuple[str | None, Any]:
+    """What a gateway answers to an HTTP request without the hub: ``(None, response)`` (the live
+    page, 404, 403 for statistics asked from outside; a None response lets a websocket handshake
+    go on), or ``(path, None)``: the hub's figures at ``path`` (``/stats``, ``/metrics``), to
+    answer with :func:`respond_document`."""
+    path = request.path.split("?", 1)[0]
+    if path not in ("/stats", "/metrics"):
+        return None, respond_static(connection, request, path)
+    if not stats_allowed(settings, connection):
+        return None, connection.respond(HTTPStatus.FORBIDDEN,
+                                        "statistics are served to loopback clients only\n")
+    return path, None
+
+
+def respond_document(connection: Any, status: int, body: str, ctype: str) -> Any:
+    """An HTTP response of ``body`` with its content type."""
+    resp = connection.respond(HTTPStatus(status), body)
+    del resp.headers["Content-Type"]
+    resp.headers["Content-Type"] = ctype
+    return resp
+
+
 def respond_static(connection: Any, request: Any, path: str) -> Any:
     """A plain GET of the live page's files (or 404); None for a websocket handshake."""
     if _is_upgrade(request):

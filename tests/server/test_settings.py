@@ -61,3 +61,17 @@ def test_origins_and_tls() -> None:
         None, "https://g.example"]
     assert ServerSettings().ssl_context() is None
     assert default_gateways(free_threaded=False, cores=8) == 0
+
+
+def test_what_a_gateway_answers_alone_and_what_it_asks_the_hub() -> None:
+    from server.settings import http_answer, respond_document
+
+    exposed = ServerSettings(host="0.0.0.0")
+    assert http_answer(exposed, FakeConnection("127.0.0.1"), get("/stats?x=1")) == (
+        "/stats", None)
+    path, resp = http_answer(exposed, FakeConnection("10.0.0.9"), get("/metrics"))
+    assert path is None and resp.status == HTTPStatus.FORBIDDEN
+    path, resp = http_answer(exposed, FakeConnection("10.0.0.9"), get("/"))
+    assert path is None and resp.status == HTTPStatus.OK
+    doc = respond_document(FakeConnection("127.0.0.1"), 200, "{}\n", "application/json")
+    assert doc.body == "{}\n" and doc.headers["Content-Type"] == "application/json"
