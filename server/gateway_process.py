@@ -371,6 +371,8 @@ class RemoteGateway:
         self.clients.pop(c.cid, None)
         if c.spectator:
             self.spectators[c.codec_name] -= 1
+            if self.spectators[c.codec_name] <= 0:
+                del self.spectators[c.codec_name]  # no spectator left: no views to send
         self.hub.release(c, admitted=admitted)
 
     def stats(self) -> dict[str, Any]:

@@ -301,3 +301,36 @@ def test_connection_caps_hold_across_gateways(gw_start: Start) -> None:
     finally:
         for w in first:
             w.close()
+
+
+def test_spectators_watch_through_every_gateway(gw_start: Start) -> None:
+    """A spectator on any gateway gets watching, then views of the world; its place is the
+    hub's and is freed when it leaves."""
+    from server.protocol import Spectate, View, Watching
+
+    st = gw_start(gateways=2, max_spectators=16)
+    watchers = []
+    try:
+        while (len(watchers) < 16 and len({g for _, g in watchers}) < 2) or len(watchers) < 4:
+            ws = connect(st.url, subprotocols=[SUBPROTOCOL_MSGPACK]).__enter__()  # type: ignore[list-item]
+            ws.send(MP.encode(Spectate()))
+            first = MP.decode(ws.recv(10), accept=SERVER_MESSAGES, max_size=1 << 24)
+            assert isinstance(first, Watching), first
+            watchers.append((ws, first.gateway))
+        assert {g for _, g in watchers} == {0, 1}  # both gateways serve spectators
+        for ws, _ in watchers:
+            for _ in range(20):
+                msg = MP.decode(ws.recv(10), accept=SERVER_MESSAGES, max_size=1 << 24)
+                if isinstance(msg, View):
+                    assert msg.entities
+                    break
+            else:
+                raise AssertionError("no view came")
+        assert st.stats()["connections"]["spectators"] == len(watchers)
+    finally:
+        for ws, _ in watchers:
+            ws.close()
+    deadline = time.monotonic() + 5
+    while st.stats()["connections"]["spectators"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert st.stats()["connections"]["spectators"] == 0
