@@ -547,3 +547,39 @@ def test_sigint_stops_the_server_promptly_with_clients_that_never_read() -> None
             s.close()
         if srv.proc.poll() is None:
             srv.proc.kill()
+
+
+def test_floods_through_gateway_processes_do_not_hurt_others() -> None:
+    """The same rules hold where the gateways run in processes of their own: a ping flood and
+    a bad-data flood, on whichever gateway the kernel gives them, leave a player its snapshots
+    and new clients their welcome."""
+    srv = start_server(["--gateways", "2", "--gateway-backend", "processes"])
+    try:
+        def pings() -> None:
+            try:
+                s = rawws.connect(srv.port)
+            except OSError:
+                time.sleep(0.05)
+                return
+            try:
+                rawws.flood(s, PINGS, seconds=ATTACK, read=None)
+            finally:
+                s.close()
+
+        def bad_data() -> None:
+            try:
+                s = rawws.connect(srv.port)
+            except OSError:
+                time.sleep(0.05)
+                return
+            try:
+                rawws.flood(s, rawws.frame(rawws.OP_BINARY, b"\xc1" * 64) * 512,
+                            seconds=ATTACK / 4, read=None)
+            finally:
+                s.close()
+
+        under_attack(srv, pings, repeat=True)
+        under_attack(srv, bad_data, repeat=True)
+        assert [g["failed"] for g in srv.stats()["gateways"]] == [None, None]
+    finally:
+        stop_server(srv)
