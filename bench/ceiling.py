@@ -62,17 +62,29 @@ exec(SPIN_SOURCE, _ns)
 #: spin(n) -> int: n iterations of a linear congruential step; pure, local, deterministic.
 spin: Callable[[int], int] = _ns["spin"]  # type: ignore[assignment]
 
-def released_together(threads: list[threading.Thread], barrier: threading.Barrier,
+class StartLine(threading.Barrier):
+    """A barrier for ``parties`` that reads ``clock`` once all have arrived and before any is
+    released (the barrier's action), so the timed window opens before the first worker starts."""
+
+    def __init__(self, parties: int, clock: TimeSource) -> None:
+        self.t0 = 0.0
+        self._clock = clock
+        super().__init__(parties, action=self._start)
+
+    def _start(self) -> None:
+        self.t0 = self._clock()
+
+
+def released_together(threads: list[threading.Thread], barrier: StartLine,
                       clock: TimeSource) -> float:
     """Start ``threads`` (each waits on ``barrier``), release them at once, and return the
-    seconds until the last one ends."""
+    seconds from the release until the last one ends."""
     for t in threads:
         t.start()
     barrier.wait()
-    t0 = clock()
     for t in threads:
         t.join()
-    return clock() - t0
+    return clock() - barrier.t0
 
 
 def _warmup(iters: int) -> int:
@@ -81,7 +93,7 @@ def _warmup(iters: int) -> int:
 
 
 def _run_threads(workers: int, iters: int, clock: TimeSource) -> float:
-    barrier = threading.Barrier(workers + 1)
+    barrier = StartLine(workers + 1, clock)
     warm = _warmup(iters)
 
     def body() -> None:
@@ -102,7 +114,7 @@ def _run_interpreters(workers: int, iters: int, clock: TimeSource) -> float:
             err = _interpreters.exec(iid, SPIN_SOURCE + f"\nspin({_warmup(iters)})\n")
             if err is not None:
                 raise RuntimeError(f"spin failed to warm up in a subinterpreter: {err}")
-        barrier = threading.Barrier(workers + 1)
+        barrier = StartLine(workers + 1, clock)
         errors: list[object] = []
 
         def body(iid: int) -> None:

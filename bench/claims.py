@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import schema, stats
-from bench.ceiling import released_together
+from bench.ceiling import StartLine, released_together
 from bench.errors import StatsError
 from bench.summary import claims_table
 from server.cli import alias
@@ -202,7 +202,7 @@ def probe_startup(n: int, repeats: int) -> dict[str, Any]:
     bare = [one(None) for _ in range(repeats)]
     worker = [one(WORKER_IMPORTS) for _ in range(repeats)]
     # N at once: N threads each create one interpreter, released together.
-    barrier = threading.Barrier(n + 1)
+    barrier = StartLine(n + 1, _clock)
     ids: list[int] = []
     lock = threading.Lock()
 
