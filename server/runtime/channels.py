@@ -18,6 +18,11 @@ Three implementations, one per backend:
 
 * :class:`ThreadEndpoint` - a ``deque`` per inbox plus a wake-up pipe (threads share the
   process); the same wake-up as below, which stays fast on a loaded free-threaded machine.
+  Runtime messages cross as the objects themselves (:attr:`Endpoint.in_memory`): no msgpack on
+  either side.  That is safe because a message is never changed after it is sent: the sender
+  builds every border, report and tick afresh and keeps no handle that it writes to later, and
+  receivers only read them (shards copy what they absorb).  A receiver that is spinning
+  (:meth:`Endpoint.recv_soon`) is not sent a wake-up byte: it will look at its deque anyway.
 * :class:`InterpEndpoint` - one bounded ``_interpqueues`` queue per inbox (PEP 734) plus a
   wake-up pipe: the sender puts the bytes then writes one byte to the pipe; the receiver takes
   with ``get_nowait`` and, only when the queue is empty, blocks in ``poll`` on the pipe.  The
@@ -43,9 +48,10 @@ import os
 import select
 import selectors
 import socket
+import threading
 import time
 from collections import deque
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from server.runtime import messages as m
@@ -86,11 +92,17 @@ class ChannelStats:
     max_inbox: int = 0              # most unread frames held (socket endpoints; MAX_INBOX)
 
     def to_dict(self) -> dict[str, int]:
-        return asdict(self)
+        return dict(vars(self))  # every tick, in each worker's report: asdict() costs 10x
 
 
 class Endpoint:
     """One participant's view of the channels.  Subclasses implement the transport."""
+
+    #: True where :meth:`send_message` hands the message object itself to the receiver (threads
+    #: of one process): nothing is encoded, so nothing checks that fields are msgpack-able, and
+    #: fields keep the sender's types (lists stay lists).  Callers that promise msgpack-able,
+    #: tuple-typed payloads (hook jobs and results) normalise them themselves.
+    in_memory = False
 
     def __init__(self, index: int) -> None:
         self.index = index
@@ -204,44 +216,62 @@ class _PipeWokenEndpoint(Endpoint):
         raise NotImplementedError
 
     def send(self, dst: int, data: bytes) -> None:
-        if not self._store(dst, data):
+        self._put(dst, data, len(data))
+
+    def _put(self, dst: int, item: Any, size: int) -> None:
+        """Store ``item`` for ``dst`` (waiting for space, see the module docstring), wake it."""
+        if not self._store(dst, item):
             self.stats.full_events += 1
             deadline = time.monotonic() + SEND_TIMEOUT
-            while not self._store(dst, data):  # rare by construction: a short backoff will do
+            while not self._store(dst, item):  # rare by construction: a short backoff will do
                 if time.monotonic() > deadline:
                     raise ChannelFull(f"inbox of participant {dst} full for {SEND_TIMEOUT} s "
                                       f"(capacity {self._maxsize})")
                 time.sleep(0.0005)
+        self._wake(dst)
+        self.stats.messages_sent += 1
+        self.stats.bytes_sent += size
+
+    def _wake(self, dst: int) -> None:
+        """Wake ``dst`` if it sleeps: one byte on its pipe."""
         try:
             os.write(self._wfds[dst], b"\x01")
         except BlockingIOError:
             pass  # pipe full of unread wake-ups: the reader wakes anyway
         except OSError as exc:
             raise _closed(f"wake-up pipe of participant {dst} closed", dst) from exc
-        self.stats.messages_sent += 1
-        self.stats.bytes_sent += len(data)
 
-    def recv_soon(self, timeout: float | None, spin: float) -> bytes | None:
+    def _got(self, item: Any) -> Any:
+        self.stats.messages_received += 1
+        if isinstance(item, bytes):
+            self.stats.bytes_received += len(item)
+        return item
+
+    def _spin_for(self, spin: float) -> Any:
+        """Poll the store for up to ``spin`` seconds; the item, or None."""
         take = self._take
         clock = time.perf_counter
         until = clock() + spin
         while clock() < until:
-            data = take()
-            if data is not None:
-                self.stats.messages_received += 1
-                self.stats.bytes_received += len(data)
-                return data
-        return self.recv(timeout)
+            item = take()
+            if item is not None:
+                return self._got(item)
+        return None
+
+    def recv_soon(self, timeout: float | None, spin: float) -> bytes | None:
+        data = self._spin_for(spin)
+        return data if data is not None else self.recv(timeout)
 
     def recv(self, timeout: float | None = None) -> bytes | None:
+        return self._recv_item(timeout)
+
+    def _recv_item(self, timeout: float | None) -> Any:
         take = self._take
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             data = take()
             if data is not None:
-                self.stats.messages_received += 1
-                self.stats.bytes_received += len(data)
-                return data
+                return self._got(data)
             left = None if deadline is None else deadline - time.monotonic()
             wait = None if left is None else max(0, math.ceil(left * 1e3))  # poll() takes ms
             if not self._poll.poll(wait):
@@ -259,12 +289,20 @@ class ThreadHub:
     ``deque.append``/``popleft`` are atomic on both builds (a per-object critical section on the
     free-threaded one).  The bound is checked on send (``len >= maxsize``); concurrent senders
     may overshoot by at most their own number, which :data:`CAPACITY_SLACK` covers.
+
+    ``spinning[i]`` says participant ``i`` is polling its deque (:meth:`ThreadEndpoint.recv_soon`)
+    and needs no wake-up byte.  It changes only under ``locks[i]``, and a sender reads it under the
+    same lock *after* appending: if the sender saw True, the receiver's switch back to False
+    came after that append, and the receiver looks at its deque once more before it sleeps, so
+    no message is left unseen.
     """
 
     def __init__(self, participants: int, maxsize: int) -> None:
         self.maxsize = maxsize
-        self.inboxes: list[deque[bytes]] = [deque() for _ in range(participants)]
+        self.inboxes: list[deque[Any]] = [deque() for _ in range(participants)]
         self.rfds, self.wfds = _wake_pipes(participants)
+        self.spinning = [False] * participants
+        self.locks = [threading.Lock() for _ in range(participants)]
 
     def endpoint(self, index: int) -> ThreadEndpoint:
         return ThreadEndpoint(index, self)
@@ -275,19 +313,25 @@ class ThreadHub:
 
 
 class ThreadEndpoint(_PipeWokenEndpoint):
+    """Threads of one process: runtime messages cross as objects (see the module docstring);
+    bytes sent with :meth:`send` cross as bytes."""
+
+    in_memory = True
+
     def __init__(self, index: int, hub: ThreadHub) -> None:
         super().__init__(index, hub.rfds, hub.wfds, hub.maxsize)
+        self._hub = hub
         self._inboxes = hub.inboxes
         self._inbox = hub.inboxes[index]
 
-    def _store(self, dst: int, data: bytes) -> bool:
+    def _store(self, dst: int, data: Any) -> bool:
         box = self._inboxes[dst]
         if len(box) >= self._maxsize:
             return False
         box.append(data)
         return True
 
-    def _take(self) -> bytes | None:
+    def _take(self) -> Any:
         box = self._inbox
         depth = len(box)
         if depth > self.stats.max_backlog:
@@ -297,8 +341,41 @@ class ThreadEndpoint(_PipeWokenEndpoint):
         except IndexError:
             return None
 
+    def _wake(self, dst: int) -> None:
+        hub = self._hub
+        with hub.locks[dst]:
+            if hub.spinning[dst]:
+                return
+        super()._wake(dst)
 
-# ---- subinterpreters -----------------------------------------------------------------------------
+    def recv_soon(self, timeout: float | None, spin: float) -> bytes | None:
+        item = self._recv_soon_item(timeout, spin)
+        return m.encode(item) if isinstance(item, m.TYPES) else item
+
+    def recv(self, timeout: float | None = None) -> bytes | None:
+        item = self._recv_item(timeout)
+        return m.encode(item) if isinstance(item, m.TYPES) else item
+
+    def _recv_soon_item(self, timeout: float | None, spin: float) -> Any:
+        hub, i = self._hub, self.index
+        with hub.locks[i]:
+            hub.spinning[i] = True
+        try:
+            item = self._spin_for(spin)
+        finally:
+            with hub.locks[i]:
+                hub.spinning[i] = False
+        # Senders that saw us spinning wrote no wake-up: look again before sleeping.
+        return item if item is not None else self._recv_item(timeout)
+
+    def send_message(self, dst: int, msg: m.Message) -> None:
+        self._put(dst, msg, 0)
+
+    def recv_message(self, timeout: float | None, spin: float = 0.0) -> m.Message | None:
+        item = self._recv_soon_item(timeout, spin) if spin > 0 else self._recv_item(timeout)
+        return m.decode(item) if isinstance(item, bytes) else item
+
+
 class InterpHub:
     """The inboxes of an interpreters run: a bounded interpreter queue + a wake-up pipe each.
 

@@ -240,10 +240,12 @@ def _print_text(doc: dict[str, Any]) -> None:
         ticks = max(1, doc["ticks"])
         sent = sum(w["channel"].get("messages_sent", 0) for w in m["workers"])
         sent_b = sum(w["channel"].get("bytes_sent", 0) for w in m["workers"])
+        # threads hand message objects over: nothing is encoded, so no bytes to count
+        carried = (f"{sent_b / ticks / 1e3:.1f} kB" if sent_b or doc["backend"] != "threads"
+                   else "handed over in memory, not encoded")
         print(f"lockstep coordination    p50 {_ms(co['p50'])}  p95 {_ms(co['p95'])}  "
               f"p99 {_ms(co['p99'])}  max {_ms(co['max'])}  (tick less the slowest worker's "
-              f"compute; {sent / ticks:.1f} messages, {sent_b / ticks / 1e3:.1f} kB sent by "
-              "workers per tick)")
+              f"compute; {sent / ticks:.1f} messages sent by workers per tick, {carried})")
     print("region worker entities   p50    p95    p99    max   (advance ms, last "
           f"{m['shards'][0]['mspt']['n']} ticks)")
     for sh in m["shards"]:

@@ -114,6 +114,19 @@ class TickResult:
     mspt: float = 0.0
 
 
+def _as_sent(payload: Any) -> Any:
+    """``payload`` as a worker receives it over a byte channel: msgpack-encoded and decoded
+    (tuples for arrays).  Hook jobs and results look the same on every backend, and one that
+    msgpack cannot encode fails on every backend, the in-memory ones included."""
+    if not payload:
+        return payload
+    try:
+        data = msgpack.packb(payload, use_bin_type=True)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise MessageError(f"not msgpack-encodable: {exc}") from exc
+    return msgpack.unpackb(data, use_list=False, raw=False, strict_map_key=False)
+
+
 class Runtime:
     """A sharded world ticked by W workers on one backend.
 
@@ -286,20 +299,19 @@ class Runtime:
         try:
             if self._core is not None:
                 report, results = self._core.step(t, norm, bool(view), jobs)
-                # Same types as the message-passing backends (tuples), and the same check
-                # that results are msgpack-able.
-                results = msgpack.unpackb(msgpack.packb(results, use_bin_type=True),
-                                          use_list=False, raw=False, strict_map_key=False)
-                done = {0: (report, results)}
+                done = {0: (report, _as_sent(results))}
             else:
+                in_memory = self._ep is not None and self._ep.in_memory
                 try:
-                    data = m.encode(m.Tick(t, norm, bool(view), jobs))
+                    if in_memory:
+                        self._broadcast(m.Tick(t, norm, bool(view), _as_sent(jobs)))
+                    else:
+                        self._broadcast(m.encode(m.Tick(t, norm, bool(view), jobs)))
                 except MessageError as exc:
                     raise InvalidInput(f"jobs must be msgpack-able: {exc}") from exc
-                self._broadcast(data)
                 msgs = self._collect(m.Done, t, self.tick_timeout)
-                done = {w: (msg.report, msg.results) for w, msg in msgs.items()
-                        if isinstance(msg, m.Done)}
+                done = {w: (msg.report, _as_sent(msg.results) if in_memory else msg.results)
+                        for w, msg in msgs.items() if isinstance(msg, m.Done)}
         except InvalidInput:
             raise
         except BaseException:
@@ -341,12 +353,17 @@ class Runtime:
             sm.mspt.add(ms)
             sm.entities = n
 
-    def _broadcast(self, data: bytes) -> None:
-        """Send to every worker; a closed channel means that worker died."""
-        assert self._ep is not None
+    def _broadcast(self, msg: bytes | m.Message) -> None:
+        """Send to every worker (a message object, or its bytes encoded once for all); a closed
+        channel means that worker died."""
+        ep = self._ep
+        assert ep is not None
         for w in range(self.workers):
             try:
-                self._ep.send(w, data)
+                if isinstance(msg, bytes):
+                    ep.send(w, msg)
+                else:
+                    ep.send_message(w, msg)
             except ChannelClosed as exc:
                 dead = self._dead() or [w]
                 raise WorkerCrashed(f"worker {dead[0]} is gone: its channel closed "
@@ -372,16 +389,14 @@ class Runtime:
                                     f"({self.backend} backend)", worker=min(pending))
             try:
                 # Once one worker reported the tick, the others are about to: poll briefly.
-                data = ep.recv_soon(remaining, self._spin_s) if got and self._spin_s \
-                    else ep.recv(remaining)
+                msg = ep.recv_message(remaining, self._spin_s if got else 0.0)
             except ChannelClosed as exc:
                 peer = getattr(exc, "peer", -1)
                 dead = self._dead() or [peer]
                 raise WorkerCrashed(f"worker {dead[0]} is gone: its channel closed "
                                     f"({self.backend} backend)", worker=dead[0]) from exc
-            if data is None:
+            if msg is None:
                 continue
-            msg = m.decode(data)
             w = getattr(msg, "worker", -1)
             if isinstance(msg, kind) and (tick is None or getattr(msg, "tick", None) == tick):
                 got[w] = msg
@@ -425,7 +440,7 @@ class Runtime:
             return sorted(self._core.rows())
         assert self._ep is not None
         try:
-            self._broadcast(m.encode(m.Rows()))
+            self._broadcast(m.Rows())
             got = self._collect(m.RowsOk, None, self.tick_timeout)
         except BaseException:
             self._fail()
@@ -498,10 +513,9 @@ class Runtime:
 
     def _signal_stop(self) -> None:
         if self._ep is not None:
-            stop = m.encode(m.Stop())
             for w in range(self.workers):
                 with contextlib.suppress(RuntimeFault):  # that worker is gone already
-                    self._ep.send(w, stop)
+                    self._ep.send_message(w, m.Stop())
 
     def _stop_workers(self) -> None:
         self._signal_stop()

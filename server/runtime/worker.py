@@ -305,11 +305,11 @@ class WorkerCore:
                 continue  # idle between ticks is fine: the coordinator owns the watchdog
             if isinstance(msg, m.Tick):
                 report, results = self.step(msg.tick, msg.inputs, msg.view, msg.jobs)
-                ep.send(coord, m.encode(m.Done(self.w, msg.tick, report, results)))
+                ep.send_message(coord, m.Done(self.w, msg.tick, report, results))
             elif isinstance(msg, m.Borders):
                 self._keep(msg)
             elif isinstance(msg, m.Rows):
-                ep.send(coord, m.encode(m.RowsOk(self.w, self.rows())))
+                ep.send_message(coord, m.RowsOk(self.w, self.rows()))
             elif isinstance(msg, m.Stop):
                 return
             else:
@@ -369,14 +369,14 @@ def run_worker(spec: Mapping[str, Any], ep: Endpoint, coord: int) -> None:
     w = spec["w"]
     try:
         core = worker_kind(spec.get("kind", "shard"))(spec, ep, coord)
-        ep.send(coord, m.encode(m.Hello(w, core.info)))
+        ep.send_message(coord, m.Hello(w, core.info))
         core.serve()
     except Stop:
         pass
     except BaseException as exc:
         kind = type(exc).__name__
         with contextlib.suppress(Exception):
-            ep.send(coord, m.encode(m.Fail(w, kind, "".join(traceback.format_exception(exc)))))
+            ep.send_message(coord, m.Fail(w, kind, "".join(traceback.format_exception(exc))))
 
 
 # ---- entry points, one per backend ---------------------------------------------------------------

@@ -58,4 +58,4 @@ def post_exit(ep: Endpoint, coord: int, w: int, detail: str) -> None:
     """Tell the coordinator that worker ``w`` ended (its thread or interpreter returned)."""
     # The coordinator may be gone (closed runtime): then there is nobody to tell.
     with contextlib.suppress(RuntimeFault):
-        ep.send(coord, m.encode(m.Exited(w, detail)))
+        ep.send_message(coord, m.Exited(w, detail))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import msgpack
 import pytest
@@ -212,3 +213,47 @@ def test_workers_spin_only_with_a_core_each_and_no_shared_gil(monkeypatch: pytes
         monkeypatch.setattr(rt_mod, "gil_enabled", lambda g=gil: g)
         rt.workers = workers
         assert rt._spin(backend, "python") == want, (gil, backend, workers)
+
+
+def test_thread_endpoints_hand_message_objects_over_and_bytes_on_request() -> None:
+    hub = channels.ThreadHub(2, maxsize=8)
+    a, b = hub.endpoint(0), hub.endpoint(1)
+    try:
+        assert a.in_memory and not channels.Endpoint.in_memory
+        borders = m.Borders(3, 0, [(1, 2, ([], [0.5, 1.5, 4.0], []))])
+        a.send_message(1, borders)
+        assert b.recv_message(1.0) is borders          # the object itself: nothing encoded
+        a.send(1, m.encode(m.Stop()))
+        assert b.recv_message(1.0) == m.Stop()          # bytes sent as bytes are decoded
+        a.send_message(1, m.Ping(b"x"))
+        assert b.recv(1.0) == m.encode(m.Ping(b"x"))    # the byte API still gets bytes
+        assert a.statistics().messages_sent == 3
+        assert a.statistics().bytes_sent == len(m.encode(m.Stop()))
+    finally:
+        hub.close()
+
+
+def test_a_receiver_that_stops_spinning_never_misses_an_unwoken_message() -> None:
+    """Senders skip the wake-up byte while the receiver spins; racing that against the end of
+    the spin, every message still arrives, in order, without waiting for a timeout."""
+    hub = channels.ThreadHub(2, maxsize=4096)
+    a, b = hub.endpoint(0), hub.endpoint(1)
+    n = 3000
+    sender = threading.Thread(target=lambda: [
+        (a.send_message(1, m.Ping(i)), time.sleep(0.0002 if i % 7 == 0 else 0))
+        for i in range(n)])
+    try:
+        start = time.monotonic()
+        sender.start()
+        got = []
+        for i in range(n):
+            # alternate tiny spins (which end mid-burst) with plain blocking receives
+            msg = b.recv_message(5.0, spin=1e-5 if i % 2 else 0.0)
+            assert isinstance(msg, m.Ping)
+            got.append(msg.payload)
+        assert got == list(range(n))
+        assert time.monotonic() - start < 5.0  # no message waited for a timeout
+        assert hub.spinning == [False, False]
+    finally:
+        sender.join(10)
+        hub.close()

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from server.runtime import Runtime, RuntimeConfigError, State
+from sim.errors import InvalidInput
 from sim.world import World
 from tests.server.runtime.runtime_helpers import (
     BACKENDS,
@@ -84,6 +85,20 @@ def test_hook_results_come_from_the_owning_worker(backend: str) -> None:
             assert cfg.regions > region >= 0
             assert world.layout.region_of(expected[eid][2], expected[eid][3]) == region
         assert rt.step().hook_results == []  # no jobs, no hook call
+
+
+@pytest.mark.parametrize("backend", PARALLEL)
+def test_jobs_msgpack_cannot_encode_are_refused_on_every_backend(backend: str) -> None:
+    """Threads hand messages over without encoding them, yet refuse the same jobs a byte
+    channel cannot carry, and nothing reaches the workers."""
+    cfg, rows = small_world()
+    with Runtime(cfg, rows, backend=backend, workers=2,
+                 hook="tests.server.runtime.runtime_helpers:EntityLookup") as rt:
+        with pytest.raises(InvalidInput, match="msgpack"):
+            rt.step(jobs=[object()])
+        assert rt.tick == 0 and rt.state is State.RUNNING
+        res = rt.step(jobs=[0])
+        assert res.tick == 1 and all(isinstance(r, tuple) for r in res.hook_results)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
