@@ -36,6 +36,7 @@ class NodesRuntime(Runtime):
                  world: str | None = None, local_nodes: int | None = None, epoch: int = 0,
                  **options: Any) -> None:
         options.pop("backend", None)
+        options["pin"] = False  # a node's cores are its own machine's business
         self._crew_options = {"bus": bus, "world": world, "local_nodes": local_nodes,
                               "start_timeout": options.get("start_timeout", START_TIMEOUT),
                               "epoch": epoch}

@@ -88,6 +88,8 @@ class WorkerMetrics:
     cmsgpack: bool | None = None
     pid: int = 0
     interp: int = -1
+    #: the core the worker is pinned to (None: the OS places it)
+    cpu: int | None = None
     regions: list[int] = field(default_factory=list)
     channel: dict[str, int] = field(default_factory=dict)
     faults_recovered: int = 0
@@ -96,7 +98,8 @@ class WorkerMetrics:
 
     def to_dict(self) -> dict[str, Any]:
         return {"worker": self.worker, "gil_enabled": self.gil, "cmsgpack": self.cmsgpack,
-                "pid": self.pid, "interpreter": self.interp, "regions": self.regions,
+                "pid": self.pid, "interpreter": self.interp, "cpu": self.cpu,
+                "regions": self.regions,
                 "mspt": _clean(self.mspt.summary()), "border_wait_ms": _clean(self.wait.summary()),
                 "channel": dict(self.channel), "faults_recovered": self.faults_recovered,
                 "last_fault": self.last_fault, "hook_errors": self.hook_errors}

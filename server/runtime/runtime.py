@@ -28,7 +28,7 @@ from typing import Any
 import msgpack
 
 from server.clock import TimeSource
-from server.host import gil_enabled, usable_cores
+from server.host import gil_enabled, usable_cores, usable_cpus
 from server.runtime import backends
 from server.runtime import messages as m
 from server.runtime.channels import (
@@ -151,6 +151,9 @@ class Runtime:
         checkpoint_every: ticks between checkpoints (the log covers the ticks in between).
         fault_at: ``(region, tick)``: inject one exception in that region's advance (tests).
         metrics_window: ticks kept in the sliding MSPT windows.
+        pin: pin worker ``w`` to the ``w``-th usable core (and ``SCHED_BATCH``) where every worker
+            has a core of its own and spinning pays (:meth:`_spin`); False leaves placement to
+            the OS.  :meth:`worker_cpus` says what each worker did.
         clock: monotonic seconds (injected for tests; ``time.perf_counter`` by default).
 
     Raises:
@@ -168,7 +171,7 @@ class Runtime:
                  start_timeout: float = START_TIMEOUT, checkpoint: bool = True,
                  checkpoint_every: int = CHECKPOINT_EVERY,
                  fault_at: tuple[int, int] | None = None,
-                 metrics_window: int = DEFAULT_WINDOW,
+                 metrics_window: int = DEFAULT_WINDOW, pin: bool = True,
                  clock: TimeSource = time.perf_counter) -> None:
         if backend not in BACKENDS:
             raise RuntimeConfigError(f"unknown backend {backend!r}; choose one of "
@@ -230,14 +233,19 @@ class Runtime:
         #: seconds the workers poll for borders, and this coordinator for the last reports of a
         #: tick once the first arrived (0: sleep at once), see _spin
         self._spin_s = spin = self._spin(backend, kernel)
+        #: worker -> the core it is pinned to, where every worker has a core of its own (the
+        #: same rule as spinning; see server.host.pin_thread), else None: the OS places it
+        cpus = usable_cpus() if pin and spin else None
+        self._cpus: list[int | None] = (list(cpus[:self.workers]) if cpus and
+                                        len(cpus) >= self.workers else [None] * self.workers)
         base = {"config": config.to_dict(), "owner": self.owner, "kernel": kernel,
                 "tick": tick, "hook": hook, "hook_args": dict(hook_args or {}),
                 "fault_at": list(fault_at) if fault_at is not None else None,
                 "checkpoint": checkpoint, "checkpoint_every": checkpoint_every,
                 "recv_timeout": max(tick_timeout, 1.0) * 2,
                 "spin": spin}
-        specs = [dict(base, w=w, rows=[(r, per[r]) for r in self.assignment[w]])
-                 for w in range(self.workers)]
+        specs = [dict(base, w=w, cpu=self._cpus[w],
+                      rows=[(r, per[r]) for r in self.assignment[w]]) for w in range(self.workers)]
         try:
             if backend == "inline":
                 self._start_inline(specs)
@@ -431,6 +439,7 @@ class Runtime:
         wm.cmsgpack = bool(info["cmsgpack"])
         wm.pid = int(info["pid"])
         wm.interp = int(info["interp"])
+        wm.cpu = info.get("cpu")
 
     # ---- queries ---------------------------------------------------------------------------------
     def rows(self) -> list[Row]:
@@ -462,6 +471,10 @@ class Runtime:
         kernel and hook), then at the end of every tick (the GIL, once re-enabled by an
         extension, stays on, so the last value covers the whole run)."""
         return [bool(w.gil) for w in self._worker_m]
+
+    def worker_cpus(self) -> list[int | None]:
+        """The core each worker is pinned to (None: not pinned)."""
+        return [w.cpu for w in self._worker_m]
 
     def worker_pids(self) -> list[int]:
         return [w.pid for w in self._worker_m]

@@ -32,7 +32,7 @@ import traceback
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from server.host import gil_enabled
+from server.host import gil_enabled, pin_thread
 from server.runtime import messages as m
 from server.runtime.channels import Endpoint
 from server.runtime.errors import RuntimeFault
@@ -368,8 +368,10 @@ def run_worker(spec: Mapping[str, Any], ep: Endpoint, coord: int) -> None:
     """
     w = spec["w"]
     try:
+        cpu = spec.get("cpu")
+        pinned = cpu is not None and pin_thread(cpu)
         core = worker_kind(spec.get("kind", "shard"))(spec, ep, coord)
-        ep.send_message(coord, m.Hello(w, core.info))
+        ep.send_message(coord, m.Hello(w, dict(core.info, cpu=cpu) if pinned else core.info))
         core.serve()
     except Stop:
         pass

@@ -9,11 +9,12 @@ from typing import Any
 
 import pytest
 
-from server.runtime import backends
+from server.host import gil_enabled, usable_cpus
+from server.runtime import Runtime, backends
 from server.runtime import messages as m
 from server.runtime import worker as worker_mod
 from server.runtime.channels import Endpoint, ThreadHub
-from tests.server.runtime.runtime_helpers import small_world
+from tests.server.runtime.runtime_helpers import inputs_for, reference_digest, small_world
 
 
 class EchoWorker:
@@ -81,3 +82,20 @@ def test_a_crew_starts_shard_workers_and_joins_them(backend: str) -> None:
         crew.close()
     with pytest.raises(ValueError):
         backends.start("inline", [spec])
+
+
+@pytest.mark.parametrize("backend", ["threads", "processes"])
+def test_workers_with_a_core_each_are_pinned_and_not_otherwise(backend: str) -> None:
+    cpus = usable_cpus() or []
+    if len(cpus) < 2:
+        pytest.skip("needs two usable cores")
+    cfg, rows = small_world()
+    # one GIL shared by worker threads: no spinning, so no pinning either
+    expect = [None, None] if backend == "threads" and gil_enabled() else cpus[:2]
+    for pin, want in ((True, expect), (False, [None, None])):
+        with Runtime(cfg, rows, backend=backend, workers=2, pin=pin) as rt:
+            for t in range(3):
+                rt.step(inputs_for(t))
+            assert rt.worker_cpus() == want
+            assert rt.metrics().to_dict()["workers"][0]["cpu"] == want[0]
+            assert rt.digest() == reference_digest(cfg, rows, 3)

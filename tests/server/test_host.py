@@ -1,0 +1,41 @@
+"""server.host: the machine probe, and pinning a worker thread to a core."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+
+import pytest
+
+from server.host import pin_thread, usable_cpus
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
+                                reason="thread affinity and SCHED_BATCH are Linux calls")
+
+
+def test_pin_thread_pins_only_the_calling_thread_and_batches_it() -> None:
+    cpus = usable_cpus()
+    assert cpus
+    before = os.sched_getaffinity(0)
+    seen: dict[str, object] = {}
+
+    def body() -> None:
+        seen["ok"] = pin_thread(cpus[-1])
+        seen["mask"] = os.sched_getaffinity(0)
+        seen["policy"] = os.sched_getscheduler(0)
+
+    t = threading.Thread(target=body)
+    t.start()
+    t.join(10)
+    assert seen == {"ok": True, "mask": {cpus[-1]}, "policy": os.SCHED_BATCH}
+    assert os.sched_getaffinity(0) == before                  # this thread is untouched
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER
+
+
+def test_pin_thread_refuses_a_core_it_cannot_have() -> None:
+    seen: list[bool] = []
+    t = threading.Thread(target=lambda: seen.append(pin_thread(10_000)))
+    t.start()
+    t.join(10)
+    assert seen == [False]
