@@ -174,8 +174,9 @@ class GameServer:
         s = self.settings
         factory = self._factory or default_runtime_factory()
         rows = spawn(self.world, s.players + s.npcs, players=s.players)
+        # a node's cores are its own machine's business; the default is left to the runtime
         nodes = ({"bus": s.bus, "world": s.bus_world, "local_nodes": s.local_nodes}
-                 if s.backend == "nodes" else {})
+                 if s.backend == "nodes" else {} if s.pin else {"pin": False})
         self.runtime = await asyncio.to_thread(
             factory, self.world, rows, backend=s.backend, workers=s.workers, kernel=s.kernel,
             hook="server.spectators:SpectatorHook",

@@ -100,6 +100,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="worker count (default: usable cores, capped at the region count)")
     r.add_argument("--kernel", default="python", choices=KERNELS,
                    help="tick kernel (default %(default)s)")
+    r.add_argument("--no-pin", action="store_true",
+                   help="leave worker placement to the OS; by default, where every worker has "
+                        "a core of its own, worker W is pinned to the W-th usable core")
     b = p.add_argument_group("nodes (--backend nodes)")
     b.add_argument("--bus", default=None, metavar="URL",
                    help="NATS server of the nodes, nats://HOST:PORT (default: start a private "
@@ -187,6 +190,7 @@ def build(args: argparse.Namespace) -> tuple[Any, Any]:
     settings = ServerSettings(
         host=args.host, port=args.port, snapshot_rate=args.snapshot_rate, players=args.players,
         npcs=npcs, backend=args.backend, workers=args.workers, kernel=args.kernel,
+        pin=not args.no_pin,
         max_frame=args.max_frame, input_rate=args.input_rate, input_burst=args.input_burst,
         max_per_address=args.max_per_address, max_connections=args.max_connections,
         send_queue=args.send_queue, grace=args.grace, hello_timeout=args.hello_timeout,

@@ -85,6 +85,8 @@ class ServerSettings:
         players: player entities pre-spawned and lent one per session (= session cap).
         npcs: NPC entities.
         backend, workers, kernel: passed to the runtime.
+        pin: pin each worker to a core of its own where every worker has one (the runtime's
+            rule); False leaves placement to the OS.  Never for nodes.
         max_frame, input_rate, input_burst, max_strikes, hello_timeout, idle_timeout: the
             connection rules (:class:`server.connection.ConnectionLimits` says why each default).
         control_rate, control_burst: pings and pongs per second per connection and the bucket
@@ -126,6 +128,7 @@ class ServerSettings:
     backend: str = "threads"
     workers: int | None = None
     kernel: str = "python"
+    pin: bool = True
     max_frame: int = _RULES.max_frame
     input_rate: float = _RULES.input_rate
     input_burst: float = _RULES.input_burst

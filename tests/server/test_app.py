@@ -541,3 +541,26 @@ def test_bye_closes_the_connection_1000_and_frees_the_entity(live_server: Start)
     ws2, w2 = join(st)
     assert w2.entity == w1.entity and w2.token != w1.token
     ws2.close()
+
+
+@pytest.mark.parametrize("pin", [True, False])
+def test_the_server_asks_for_pinned_workers_unless_told_not_to(pin: bool) -> None:
+    from server.app import ServerSettings
+    from server.runtime import Runtime
+    from tests.server.conftest import SMALL_WORLD
+
+    seen: list[dict[str, Any]] = []
+
+    def factory(*args: Any, **kwargs: Any) -> Runtime:
+        seen.append(kwargs)
+        return Runtime(*args, **kwargs)
+
+    st = ServerThread(SMALL_WORLD, ServerSettings(port=0, players=2, npcs=10, backend="threads",
+                                                  workers=2, pin=pin), runtime_factory=factory)
+    st.start()
+    try:
+        assert seen[0].get("pin", True) is pin
+        if not pin:
+            assert st.server.runtime.worker_cpus() == [None, None]
+    finally:
+        st.stop()

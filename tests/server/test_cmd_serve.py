@@ -127,3 +127,13 @@ def test_an_exposed_server_says_what_is_open_and_guards_stats(
     assert srv.http(SimpleNamespace(), SimpleNamespace(path="/")) is None  # the game itself
     loop = GameServer(world, ServerSettings())
     assert loop.origins() is None  # loopback: no origin check unless asked
+
+
+def test_no_pin_reaches_the_settings_and_pinning_is_the_default() -> None:
+    from server.cli import build_parser
+    from server.cmd_serve import build
+
+    parser = build_parser()
+    for argv, pin in ((["serve"], True), (["serve", "--no-pin"], False)):
+        _, settings = build(parser.parse_args(argv))
+        assert settings.pin is pin
