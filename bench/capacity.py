@@ -148,12 +148,13 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     """Run one probe described by ``spec`` in this process (see the module docstring)."""
     from bench.cell import memory, pin
     from server.clock import MonotonicClock
-    from server.host import gil_enabled
+    from server.host import gil_enabled, tune_gc
     from server.runtime import Runtime, TickScheduler
     from sim.config import WorldConfig
     from sim.world import spawn
 
     cpus = pin(spec.get("cpus"))
+    tune_gc()  # as paratick run and serve do
     w = spec["world"]
     config = WorldConfig(width=w["width"], height=w["height"], regions_x=w["regions_x"],
                          regions_y=w["regions_y"], radius=w["radius"], seed=w["seed"],

@@ -12,6 +12,7 @@ paratick venv exists.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import platform
 import sys
@@ -40,6 +41,27 @@ def usable_cpus() -> list[int] | None:
     if hasattr(os, "sched_getaffinity"):
         return sorted(os.sched_getaffinity(0))
     return None
+
+
+#: Container allocations between two garbage collections on a free-threaded build (3.13t's
+#: default is 2,000).  Its collector is not generational: every collection stops every thread
+#: and scans the whole heap, 20-30 ms for a server's heap on the 2-core VM, so at the default it
+#: ran every few ticks and set the p99 of the tick time: serve on threads, 100 bots, 2,000 NPCs,
+#: p99 MSPT 44-52 ms at the default, 32-33 ms at this value (two interleaved runs each).
+FT_GC_THRESHOLD = 100_000
+
+
+def tune_gc() -> int | None:
+    """Set this interpreter's collection threshold for a tick loop; returns it, or None where
+    the default stays (builds with the GIL: their young-generation collections are cheap).
+
+    Called by paratick's own entry points (serve, run, node, worker processes and
+    subinterpreters), never on import: a library does not change its host's collector.
+    """
+    if not free_threaded():
+        return None
+    gc.set_threshold(FT_GC_THRESHOLD)
+    return FT_GC_THRESHOLD
 
 
 def pin_thread(cpu: int) -> bool:

@@ -1,4 +1,4 @@
-"""server.host: the machine probe, and pinning a worker thread to a core."""
+"""server.host: pinning a worker thread to a core, and the free-threaded collector's threshold."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ import pytest
 
 from server.host import pin_thread, usable_cpus
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="thread affinity and SCHED_BATCH are Linux calls")
 
 
+@linux_only
 def test_pin_thread_pins_only_the_calling_thread_and_batches_it() -> None:
     cpus = usable_cpus()
     assert cpus
@@ -33,9 +34,26 @@ def test_pin_thread_pins_only_the_calling_thread_and_batches_it() -> None:
     assert os.sched_getscheduler(0) == os.SCHED_OTHER
 
 
+@linux_only
 def test_pin_thread_refuses_a_core_it_cannot_have() -> None:
     seen: list[bool] = []
     t = threading.Thread(target=lambda: seen.append(pin_thread(10_000)))
     t.start()
     t.join(10)
     assert seen == [False]
+
+
+def test_tune_gc_raises_the_threshold_only_on_free_threaded_builds() -> None:
+    import gc
+
+    from server.host import FT_GC_THRESHOLD, free_threaded, tune_gc
+
+    before = gc.get_threshold()
+    try:
+        got = tune_gc()
+        if free_threaded():
+            assert got == FT_GC_THRESHOLD == gc.get_threshold()[0]
+        else:
+            assert got is None and gc.get_threshold() == before
+    finally:
+        gc.set_threshold(*before)
