@@ -24,10 +24,12 @@ Three implementations, one per backend:
   receivers only read them (shards copy what they absorb).  A receiver that is spinning
   (:meth:`Endpoint.recv_soon`) is not sent a wake-up byte: it will look at its deque anyway.
 * :class:`InterpEndpoint` - one bounded ``_interpqueues`` queue per inbox (PEP 734) plus a
-  wake-up pipe: the sender puts the bytes then writes one byte to the pipe; the receiver takes
-  with ``get_nowait`` and, only when the queue is empty, blocks in ``poll`` on the pipe.  The
-  stdlib's blocking ``Queue.get()`` instead polls, sleeping 10 ms between tries
-  (``_delay=10 / 1000`` in ``queues.py``), which caps a lockstep loop far below 100 Hz.
+  wake-up pipe; runtime messages as :mod:`marshal` bytes, C in every interpreter, where
+  msgpack falls back to pure Python.  The sender puts the bytes then writes one byte to the
+  pipe; the receiver takes with ``get_nowait`` and, only when the queue is empty, blocks in
+  ``poll`` on the pipe.  The stdlib's blocking ``Queue.get()`` instead polls, sleeping 10 ms
+  between tries (``_delay=10 / 1000`` in ``queues.py``), which caps a lockstep loop far below
+  100 Hz.
 * :class:`FdEndpoint` - processes: a full mesh of ``AF_UNIX`` socket pairs, length-prefixed
   frames, non-blocking writes.  A write the kernel cannot take now is kept in a per-peer pending
   list and flushed while the endpoint waits to receive, so two workers that send each other large
@@ -103,6 +105,9 @@ class Endpoint:
     #: fields keep the sender's types (lists stay lists).  Callers that promise msgpack-able,
     #: tuple-typed payloads (hook jobs and results) normalise them themselves.
     in_memory = False
+    #: True where payloads arrive as msgpack decodes them (arrays as tuples); False where they
+    #: keep the sender's types (objects handed over, or marshal between interpreters).
+    msgpack_types = True
 
     def __init__(self, index: int) -> None:
         self.index = index
@@ -133,17 +138,25 @@ class Endpoint:
         itself.  Transports without a cheap poll simply block."""
         return self.recv(timeout)
 
+    def encode(self, msg: m.Message) -> bytes:
+        """A runtime message as this transport's bytes (msgpack unless a transport says)."""
+        return m.encode(msg)
+
+    def decode(self, data: bytes) -> m.Message:
+        """:meth:`encode`'s bytes -> the checked message."""
+        return m.decode(data)
+
     def send_message(self, dst: int, msg: m.Message) -> None:
         """:meth:`send` one runtime message.  Encoded here; a transport that splits messages
         (the bus: one message per region pair) takes the object and encodes only the parts."""
-        self.send(dst, m.encode(msg))
+        self.send(dst, self.encode(msg))
 
     def recv_message(self, timeout: float | None, spin: float = 0.0) -> m.Message | None:
         """The next runtime message (:meth:`recv_soon` with ``spin`` > 0, else :meth:`recv`),
         decoded; None after ``timeout`` seconds.  A transport that reassembles messages (the
         bus) hands over the object it built, not bytes to decode again."""
         data = self.recv_soon(timeout, spin) if spin > 0 else self.recv(timeout)
-        return None if data is None else m.decode(data)
+        return None if data is None else self.decode(data)
 
     def statistics(self) -> ChannelStats:
         return self.stats
@@ -317,6 +330,7 @@ class ThreadEndpoint(_PipeWokenEndpoint):
     bytes sent with :meth:`send` cross as bytes."""
 
     in_memory = True
+    msgpack_types = False
 
     def __init__(self, index: int, hub: ThreadHub) -> None:
         super().__init__(index, hub.rfds, hub.wfds, hub.maxsize)
@@ -408,8 +422,18 @@ class InterpEndpoint(_PipeWokenEndpoint):
     """Endpoint over interpreter queues (PEP 734); usable in any interpreter of the process.
 
     The queue is bounded by itself (``maxsize`` at creation); the stdlib's blocking ``get()``
-    would poll every 10 ms, so the wake-up pipe replaces it.
+    would poll every 10 ms, so the wake-up pipe replaces it.  Runtime messages cross as
+    :mod:`marshal` bytes (:func:`~server.runtime.messages.encode_local`): msgpack's C extension
+    does not load in a subinterpreter, and its pure-Python fallback made a border cost ~1 ms.
     """
+
+    msgpack_types = False
+
+    def encode(self, msg: m.Message) -> bytes:
+        return m.encode_local(msg)
+
+    def decode(self, data: bytes) -> m.Message:
+        return m.decode_local(data)
 
     def __init__(self, index: int, desc: dict[str, Any], *, bind: bool = True) -> None:
         from server.runtime import interp

@@ -24,6 +24,7 @@ Messages (``c`` = coordinator, ``w`` = worker)::
 
 from __future__ import annotations
 
+import marshal
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
@@ -148,6 +149,42 @@ def decode(data: bytes) -> Message:
     # TypeError: a map with an unhashable key (found by the fuzz test); the rest: bad bytes.
     except (ValueError, TypeError, OverflowError, msgpack.UnpackException) as exc:
         raise MessageError(f"undecodable runtime message ({len(data)} bytes): {exc}") from exc
+    return _message(obj)
+
+
+def encode_local(msg: Message) -> bytes:
+    """Pack one message for another interpreter of this process: :mod:`marshal`, not msgpack.
+
+    In a subinterpreter msgpack runs its pure-Python fallback (:func:`cmsgpack`), about 50x
+    slower than marshal, which is C everywhere: a 6 kB border took ~1 ms to encode and decode
+    there.  marshal's format belongs to this Python version and its loader trusts its input,
+    so it is only for bytes that never leave the process (the interpreter queues); everything
+    else speaks msgpack.  Fields keep the sender's types (lists stay lists).
+
+    Raises:
+        MessageError: a field marshal cannot encode.
+    """
+    try:
+        return marshal.dumps((VERSION, msg.KIND, *(getattr(msg, f) for f in FIELDS[msg.KIND])))
+    except ValueError as exc:
+        raise MessageError(f"{name(msg)} message cannot cross interpreters: {exc}") from exc
+
+
+def decode_local(data: bytes) -> Message:
+    """:func:`encode_local`'s bytes -> the checked message (same checks as :func:`decode`).
+
+    Raises:
+        MessageError: not marshal data of a runtime message.
+    """
+    try:
+        obj = marshal.loads(data)
+    except (ValueError, EOFError, TypeError) as exc:
+        raise MessageError(f"undecodable runtime message ({len(data)} bytes): {exc}") from exc
+    return _message(obj)
+
+
+def _message(obj: Any) -> Message:
+    """A decoded ``[VERSION, KIND, *fields]`` array -> its message, checked."""
     if not isinstance(obj, tuple) or len(obj) < 2:
         raise MessageError(f"a runtime message is an array [version, kind, ...], got {obj!r:.60}")
     if obj[0] != VERSION:

@@ -309,16 +309,18 @@ class Runtime:
                 report, results = self._core.step(t, norm, bool(view), jobs)
                 done = {0: (report, _as_sent(results))}
             else:
-                in_memory = self._ep is not None and self._ep.in_memory
+                ep = self._ep
+                assert ep is not None
+                # where payloads keep the sender's types, jobs and results are given the shape
+                # (and the msgpack check) they would have crossing as msgpack
+                native = not ep.msgpack_types
                 try:
-                    if in_memory:
-                        self._broadcast(m.Tick(t, norm, bool(view), _as_sent(jobs)))
-                    else:
-                        self._broadcast(m.encode(m.Tick(t, norm, bool(view), jobs)))
+                    tick = m.Tick(t, norm, bool(view), _as_sent(jobs) if native else jobs)
+                    self._broadcast(tick if ep.in_memory else ep.encode(tick))
                 except MessageError as exc:
                     raise InvalidInput(f"jobs must be msgpack-able: {exc}") from exc
                 msgs = self._collect(m.Done, t, self.tick_timeout)
-                done = {w: (msg.report, _as_sent(msg.results) if in_memory else msg.results)
+                done = {w: (msg.report, _as_sent(msg.results) if native else msg.results)
                         for w, msg in msgs.items() if isinstance(msg, m.Done)}
         except InvalidInput:
             raise
@@ -362,8 +364,8 @@ class Runtime:
             sm.entities = n
 
     def _broadcast(self, msg: bytes | m.Message) -> None:
-        """Send to every worker (a message object, or its bytes encoded once for all); a closed
-        channel means that worker died."""
+        """Send to every worker (a message object, or its bytes encoded once for all by
+        ``Endpoint.encode``); a closed channel means that worker died."""
         ep = self._ep
         assert ep is not None
         for w in range(self.workers):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import marshal
 import threading
 import time
 
@@ -256,4 +257,51 @@ def test_a_receiver_that_stops_spinning_never_misses_an_unwoken_message() -> Non
         assert hub.spinning == [False, False]
     finally:
         sender.join(10)
+        hub.close()
+
+
+LOCAL_SAMPLES = [
+    m.Hello(1, {"gil": False, "pid": 7, "interp": 2, "cmsgpack": False, "python": "3.13.15"}),
+    m.Tick(4, [(0, 3, 1.0, -0.5, 1)], True, [(1, "job")]),
+    m.Borders(7, 2, [(0, 1, ([(1, 0, 1.5, 2.5, 0.0, 0.0, 4.0, 0.0, 0, 0.0, 0.0, 0, 0)],
+                             [1.0, 2.0, 4.0], []))]),
+    m.Done(3, 41, {"ms": 1.5, "adv": [0.1, 0.2], "ch": {"messages_sent": 3}}, [(7, b"x")]),
+    m.Rows(), m.RowsOk(0, [(1, 0, 2.0)]), m.Fail(1, "ShardFault", "Traceback ..."), m.Stop(),
+    m.Exited(2, ""), m.Ping(b"\x00" * 64),
+]
+
+
+@pytest.mark.parametrize("msg", LOCAL_SAMPLES, ids=lambda msg: m.name(msg))
+def test_local_messages_round_trip_keeping_the_senders_types(msg: m.Message) -> None:
+    got = m.decode_local(m.encode_local(msg))
+    assert got == msg and type(got) is type(msg)
+    if isinstance(msg, m.Borders):
+        assert isinstance(got.borders, list) and isinstance(got.borders[0][2][1], list)
+
+
+@pytest.mark.parametrize("data", [
+    b"", b"\x00garbage", marshal.dumps((99, m.Stop.KIND)), marshal.dumps((m.VERSION, 42)),
+    marshal.dumps((m.VERSION, m.Tick.KIND, 1)), marshal.dumps([m.VERSION, m.Stop.KIND]),
+    marshal.dumps(3)])
+def test_bad_local_messages_raise_protocol_error(data: bytes) -> None:
+    with pytest.raises(MessageError):
+        m.decode_local(data)
+
+
+def test_encode_local_refuses_what_marshal_cannot_carry() -> None:
+    with pytest.raises(MessageError, match="cannot cross interpreters"):
+        m.encode_local(m.Ping(object()))
+
+
+def test_interpreter_endpoints_carry_messages_as_marshal() -> None:
+    hub = channels.InterpHub(2, maxsize=8)
+    try:
+        a, b = hub.endpoint(0), hub.endpoint(1)
+        assert not a.in_memory and not a.msgpack_types
+        a.send_message(1, LOCAL_SAMPLES[2])
+        got = b.recv_message(1.0)
+        assert got == LOCAL_SAMPLES[2]
+        a.send_message(1, m.Stop())
+        assert marshal.loads(b.recv(1.0)) == (m.VERSION, m.Stop.KIND)  # the bytes on the queue
+    finally:
         hub.close()

@@ -147,7 +147,7 @@ def test_worker_that_left_its_loop_is_reported_not_hung_on(backend: str) -> None
     with Runtime(cfg, rows, backend=backend, workers=3, tick_timeout=60) as rt:
         rt.step()
         assert rt._ep is not None
-        rt._ep.send(2, messages.encode(messages.Stop()))
+        rt._ep.send_message(2, messages.Stop())
         with pytest.raises(WorkerCrashed) as info:
             rt.step()
         assert info.value.worker == 2
