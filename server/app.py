@@ -528,10 +528,11 @@ class GameServer:
                 c = by_sid.get(sid)
                 if c is not None:
                     per.setdefault(c.gateway, []).append((c, payload))
+            held = self.sessions.held() if samples else frozenset()
         for gw, items in per.items():
             gw.call_soon(gw.deliver, items)
         if samples:
-            self.board.publish(samples)
+            self.board.publish(samples, held)
             for gw in self.gateways:
                 if gw.spectators:
                     gw.call_soon(gw.push_views)

@@ -40,7 +40,8 @@ A *spectator* sends ``spectate`` instead of ``hello``: it steers nothing and wat
 world.  ``watching`` answers it with the world's size and its regions (rectangle and owning
 worker, index = region number), then ``view`` messages arrive at ``view_rate`` (a few per
 second): a downsampled whole world, at most ``max_entities`` entities of ``total``, each as
-integer world units ``x``, ``y``, ``kind`` (0 player, 1 NPC) and owning ``region``, plus
+integer world units ``x``, ``y``, ``kind`` (0 a player's entity, lent to a session; 1 any other:
+NPCs and player slots nobody holds) and owning ``region``, plus
 ``stats``, a JSON object of live server figures (documented where the server builds it,
 :func:`server.spectators.live_stats`; a client must ignore keys it does not know).  A spectator
 never sends ``input`` (close 1008 ``spectator_input``), nor ``hello``; only ``bye``.  Servers

@@ -113,6 +113,10 @@ class SessionTable:
     def free(self) -> int:
         return len(self._free)
 
+    def held(self) -> frozenset[int]:
+        """The entities lent to sessions now (connected, or waiting out their grace)."""
+        return frozenset(s.entity for s in self.by_sid.values())
+
     def open(self, name: str, token: str | None) -> tuple[Session, bool]:
         """Create a session, or resume the one ``token`` names.  Returns (session, resumed).
 

@@ -11,13 +11,15 @@ server's figures.  Three parties make a view, and the tick pays for the smallest
    spectator the step is exactly what it was.
 2. **Each worker samples its own shards** (:class:`SpectatorHook`, a
    :class:`~server.snapshots.SnapshotHook` that also answers world jobs): every k-th entity, at
-   most ``ceil(cap / regions)`` per shard, as integers ``[x, y, kind]`` in world units.  It reads
+   most ``ceil(cap / regions)`` per shard, as integers ``[x, y, code]`` in world units (code:
+   ``-1 - id`` for a player's entity, whose id the hub needs, the kind otherwise).  It reads
    the kernels' columns with a stride (no sort, no copy of the rows it skips,
    :func:`_columns`); an unknown kernel goes through ``shard.rows()``.  No encoding, no
    statistics: a few hundred integers per shard, in parallel on the workers (about 0.5 ms for
    all of arena-20k's 16 shards on one core of the 2-core VM, either kernel).
 3. **The gateways build and send the view, off the tick's path.**  The hub publishes the
-   workers' samples on a :class:`ViewBoard` (one reference swap, after the tick was timed) and
+   workers' samples on a :class:`ViewBoard` (one reference swap, after the tick was timed, with
+   the entities lent to sessions: a player slot nobody holds is drawn as a plain entity) and
    asks each gateway that has spectators to push.  The first gateway loop that asks for the
    sample in a codec builds the :class:`~server.protocol.View` (the samples plus
    :func:`live_stats` of the server's ``/stats``) and encodes it, once per sample and codec under
@@ -34,12 +36,13 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from server import host
 from server.protocol import CODECS, View
 from server.snapshots import Job, SnapshotHook
+from sim.entities import NPC, PLAYER
 
 #: Views per second sent to each spectator: enough for a map that visibly moves and a chart of
 #: MSPT, and 6x fewer samples than ticks at 30 Hz.
@@ -62,23 +65,24 @@ def world_job(cap: int, regions: int) -> Job:
 
 
 def sample_shard(shard: Any, per_shard: int) -> tuple[int, list[int]]:
-    """(entities owned, flat ``[x, y, kind, ...]``) of every k-th entity of ``shard``, at most
-    ``per_shard`` of them, x and y rounded to world units."""
+    """(entities owned, flat ``[x, y, code, ...]``) of every k-th entity of ``shard``, at most
+    ``per_shard`` of them, x and y rounded to world units; ``code`` is ``-1 - id`` for a player
+    entity (:func:`merge_samples` tells held slots from unused ones) and the kind otherwise."""
     n = len(shard)
     if n == 0:
         return 0, []
     stride = max(1, math.ceil(n / per_shard))
     cols = _columns(shard, stride)
     if cols is None:  # another kernel: through the shard contract (sorts and copies every row)
-        cols = ((r[2], r[3], r[1]) for r in shard.rows()[::stride])
+        cols = ((r[2], r[3], r[1], r[0]) for r in shard.rows()[::stride])
     flat: list[int] = []
-    for x, y, kind in cols:
-        flat += (round(x), round(y), int(kind))
+    for x, y, kind, eid in cols:
+        flat += (round(x), round(y), -1 - int(eid) if kind == PLAYER else int(kind))
     return n, flat[:3 * per_shard]
 
 
-def _columns(shard: Any, stride: int) -> Iterable[tuple[Any, Any, Any]] | None:
-    """Every ``stride``-th entity's (x, y, kind) read from a kernel's own columns, or None.
+def _columns(shard: Any, stride: int) -> Iterable[tuple[Any, Any, Any, Any]] | None:
+    """Every ``stride``-th entity's (x, y, kind, id) read from a kernel's own columns, or None.
 
     ``shard.rows()`` sorts and converts every row: 5 ms a sample for arena-20k's 16 numpy shards
     on the 2-core VM against 0.4 ms for a strided read, which a p99 would show.  The kernels
@@ -91,7 +95,8 @@ def _columns(shard: Any, stride: int) -> Iterable[tuple[Any, Any, Any]] | None:
     kernel = getattr(shard, "kernel", None)
     xs = getattr(shard, "xs", None)
     if kernel == "python" and xs is not None:
-        return zip(xs[::stride], shard.ys[::stride], shard.kinds[::stride], strict=True)
+        return zip(xs[::stride], shard.ys[::stride], shard.kinds[::stride], shard.ids[::stride],
+                   strict=True)
     if kernel != "numpy":
         return None
     from sim.kernels import numpy as nk  # loaded already: this shard is a numpy one
@@ -102,17 +107,19 @@ def _columns(shard: Any, stride: int) -> Iterable[tuple[Any, Any, Any]] | None:
     if f is None or i is None:
         return None
     if group is None:
-        fx, fy, kinds = f[nk.FX, ::stride], f[nk.FY, ::stride], i[nk.IKIND, ::stride]
+        fx, fy = f[nk.FX, ::stride], f[nk.FY, ::stride]
+        kinds, ids = i[nk.IKIND, ::stride], i[nk.IID, ::stride]
     else:
         idx = (group._lab == shard.region).nonzero()[0][::stride]
-        fx, fy, kinds = f[nk.FX].take(idx), f[nk.FY].take(idx), i[nk.IKIND].take(idx)
-    return zip(fx.tolist(), fy.tolist(), kinds.tolist(), strict=True)
+        fx, fy = f[nk.FX].take(idx), f[nk.FY].take(idx)
+        kinds, ids = i[nk.IKIND].take(idx), i[nk.IID].take(idx)
+    return zip(fx.tolist(), fy.tolist(), kinds.tolist(), ids.tolist(), strict=True)
 
 
 class SpectatorHook(SnapshotHook):
     """:class:`~server.snapshots.SnapshotHook` that also answers world jobs (one per worker).
 
-    A world job's result is ``(WORLD_SESSION, [tick, region, owned, x, y, kind, x, y, kind...])``
+    A world job's result is ``(WORLD_SESSION, [tick, region, owned, x, y, code, x, y, code...])``
     per shard of this worker; player jobs are handled exactly as by the base class.
     """
 
@@ -188,9 +195,12 @@ def live_stats(stats: Mapping[str, Any], spectators: int) -> dict[str, Any]:
 
 
 def merge_samples(samples: Sequence[Sequence[int]], cap: int,
+                  players: Collection[int] = frozenset(),
                   ) -> tuple[int, tuple[tuple[int, int, int, int], ...], int]:
     """(tick, view entities ``(x, y, kind, region)``, entities in the world) from the workers'
-    per-shard samples (``[tick, region, owned, x, y, kind, ...]``), at most ``cap`` entities."""
+    per-shard samples (``[tick, region, owned, x, y, code, ...]``, :func:`sample_shard`), at
+    most ``cap`` entities.  ``players``: the entities lent to sessions; a player slot nobody
+    holds becomes an ordinary entity (kind NPC) in the view, the others kind PLAYER."""
     tick = max((int(s[0]) for s in samples), default=0)
     total = 0
     ents: list[tuple[int, int, int, int]] = []
@@ -198,8 +208,10 @@ def merge_samples(samples: Sequence[Sequence[int]], cap: int,
         region = int(s[1])
         total += int(s[2])
         flat = s[3:]
-        ents.extend((flat[i], flat[i + 1], flat[i + 2], region)
-                    for i in range(0, len(flat) - 2, 3))
+        for i in range(0, len(flat) - 2, 3):
+            code = flat[i + 2]
+            kind = code if code >= 0 else PLAYER if -1 - code in players else NPC
+            ents.append((flat[i], flat[i + 1], kind, region))
     return tick, tuple(ents[:cap]), total
 
 
@@ -219,16 +231,19 @@ class ViewBoard:
         self.cap = cap
         self._lock = threading.Lock()
         self._samples: tuple[Any, ...] = ()
+        self._players: frozenset[int] = frozenset()
         self._seq = 0
         #: codec name -> (sample seq, tick, encoded view)
         self._built: dict[str, tuple[int, int, bytes | str]] = {}
         self._view: tuple[int, View] | None = None
         self.builds = 0  # views built (once per published sample with a spectator to see it)
 
-    def publish(self, samples: Sequence[Any]) -> None:
-        """The workers' samples of one tick (called by the ticker thread after the tick)."""
+    def publish(self, samples: Sequence[Any], players: Collection[int] = frozenset()) -> None:
+        """The workers' samples of one tick and the entities lent to sessions then (called by
+        the ticker thread after the tick)."""
         with self._lock:
             self._samples = tuple(samples)
+            self._players = frozenset(players)
             self._seq += 1
 
     def payload(self, codec_name: str) -> tuple[int, bytes | str] | None:
@@ -241,7 +256,7 @@ class ViewBoard:
             if built is not None and built[0] == seq:
                 return built[1], built[2]
             if self._view is None or self._view[0] != seq:
-                tick, ents, total = merge_samples(self._samples, self.cap)
+                tick, ents, total = merge_samples(self._samples, self.cap, self._players)
                 view = View(tick=tick, entities=ents, total=total,
                             stats=live_stats(self._stats(), self._spectators()))
                 self._view = (seq, view)

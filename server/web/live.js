@@ -77,7 +77,8 @@
       wctx.strokeRect(x + 0.75, y + 0.75, w - 1.5, h - 1.5);
     });
     wctx.globalAlpha = 1;
-    // NPCs first (small dots), players on top (larger, outlined in white).
+    // Other entities first (small dots: NPCs and player slots nobody holds), players on top
+    // (larger, outlined in white).
     let drawn = 0;
     for (const e of view.ents) {
       if (e[2] === 0) continue;

@@ -66,3 +66,19 @@ def test_illegal_transition_raises() -> None:
     t.close(s)
     with pytest.raises(IllegalTransition):
         s.move(SessionState.ATTACHED)
+
+
+def test_held_entities_are_those_of_open_sessions_attached_or_in_grace() -> None:
+    clock = VirtualClock()
+    t = table(clock, n=3)
+    assert t.held() == frozenset()
+    a, _ = t.open("a", None)
+    b, _ = t.open("b", None)
+    assert t.held() == {a.entity, b.entity}
+    t.detach(a)                       # waiting out its grace: still held
+    assert t.held() == {a.entity, b.entity}
+    t.close(b)                        # bye: released at once
+    assert t.held() == {a.entity}
+    clock.advance(10.0)
+    t.expire()
+    assert t.held() == frozenset()

@@ -45,6 +45,7 @@ from server.spectators import (
     sample_shard,
     world_job,
 )
+from sim.entities import NPC, PLAYER
 
 MP = CODECS[SUBPROTOCOL_MSGPACK]
 JS = CODECS[SUBPROTOCOL_JSON]
@@ -218,9 +219,10 @@ def test_a_shard_sample_is_strided_and_capped() -> None:
     n = len(s)
     owned, flat = sample_shard(s, 50)
     assert owned == n and 0 < len(flat) // 3 <= 50 and len(flat) % 3 == 0
-    xs, ys, kinds = flat[0::3], flat[1::3], flat[2::3]
+    xs, ys, codes = flat[0::3], flat[1::3], flat[2::3]
     assert all(0 <= x <= 256 and 0 <= y <= 256 for x, y in zip(xs, ys, strict=True))
-    assert set(kinds) <= {0, 1}
+    ids = {r[0] for r in s.rows() if r[1] == PLAYER}
+    assert all(c == NPC or (c < 0 and -1 - c in ids) for c in codes)  # players by id
     other = type("OtherKernel", (), {"rows": lambda self: s.rows(), "__len__": lambda self: n})
     owned, flat2 = sample_shard(other(), 50)  # a kernel without columns: through rows()
     assert owned == n and 0 < len(flat2) // 3 <= 50 and len(flat2) % 3 == 0
@@ -237,10 +239,19 @@ def test_the_hook_answers_the_world_job_beside_player_jobs() -> None:
 
 
 def test_merged_samples_keep_regions_and_respect_the_cap() -> None:
-    samples = [[12, 1, 3, 10, 11, 0, 12, 13, 1], [12, 0, 2, 1, 2, 1]]
-    tick, ents, total = merge_samples(samples, cap=2)
+    samples = [[12, 1, 3, 10, 11, -1, 12, 13, 1], [12, 0, 2, 1, 2, 1]]
+    tick, ents, total = merge_samples(samples, cap=2, players={0})
     assert (tick, total) == (12, 5)
-    assert ents == ((1, 2, 1, 0), (10, 11, 0, 1))
+    assert ents == ((1, 2, NPC, 0), (10, 11, PLAYER, 1))
+
+
+def test_player_slots_nobody_holds_are_drawn_as_plain_entities() -> None:
+    # entities 3 and 5 are players' entities (codes -4 and -6); only 5 is lent to a session
+    samples = [[7, 0, 3, 1, 1, -4, 2, 2, -6, 3, 3, NPC]]
+    _, ents, _ = merge_samples(samples, cap=10, players={5})
+    assert [e[2] for e in ents] == [NPC, PLAYER, NPC]
+    _, ents, _ = merge_samples(samples, cap=10)
+    assert [e[2] for e in ents] == [NPC, NPC, NPC]
 
 
 def test_the_board_builds_each_view_once_per_sample_and_codec() -> None:
@@ -340,7 +351,9 @@ def test_every_kernel_is_sampled_from_its_columns_as_rows_would_give(kernel: str
         owned, flat = sample_shard(s, 100)
         rows = s.rows()
         assert owned == len(rows) and 0 < len(flat) // 3 <= 100
-        real = {(round(r[2]), round(r[3]), r[1]) for r in rows}
+        # a player's code is -1 - its id (the hub tells held slots from unused ones), an NPC's
+        # its kind
+        real = {(round(r[2]), round(r[3]), -1 - r[0] if r[1] == PLAYER else r[1]) for r in rows}
         assert set(zip(flat[0::3], flat[1::3], flat[2::3], strict=True)) <= real
 
 
