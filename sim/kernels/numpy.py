@@ -169,6 +169,9 @@ def _neighbourhood_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 _GHOST_TABLE, _VIEW_TABLE, _OWNER_TABLE = _neighbourhood_tables()
+#: Column and row offsets (a, b) of the 9 cells of a 3x3 block, one per row, in (b, a) order.
+_BLOCK_A = np.array([[0], [1], [2]] * 3, dtype=np.int64)
+_BLOCK_B = np.repeat(np.arange(3, dtype=np.int64), 3)[:, None]
 #: Weights of (l, h, o) in a code.
 _CODE_W = np.array([1, 3, 9], dtype=np.int64)
 
@@ -1001,15 +1004,17 @@ class NumpyGroup:
             x, y = F[FX].take(gone), F[FY].take(gone)
             trip = F[:3].take(gone, axis=1).T.tolist()
             c0, c1, r0, r1 = self._blocks(x, y, self.config.ghost_range)
-            for b in range(3):
-                for a in range(3):
-                    cx = c0 + a
-                    cy = r0 + b
-                    ok = (cx <= c1) & (cy <= r1)
-                    dst = cy * layout.nx + cx
-                    ok[ok] = self._member[dst[ok]]
-                    for k, d in zip(ok.nonzero()[0].tolist(), dst[ok].tolist(), strict=True):
-                        self._gin[d].extend(trip[k])
+            # The 3x3 block at once, cell by cell in (b, a) order as in _near.
+            cx = c0 + _BLOCK_A
+            cy = r0 + _BLOCK_B
+            ok = cx <= c1
+            ok &= cy <= r1
+            dst = cy * layout.nx
+            dst += cx
+            ok[ok] = self._member[dst[ok]]
+            ks = np.broadcast_to(np.arange(len(gone)), ok.shape)[ok]
+            for k, d in zip(ks.tolist(), dst[ok].tolist(), strict=True):
+                self._gin[d].extend(trip[k])
             rows = _to_rows(F.take(gone, axis=1), I.take(gone, axis=1))
             for row, s, o in zip(rows, before.take(gone).tolist(), now.take(gone).tolist(),
                                  strict=True):
@@ -1117,19 +1122,20 @@ class NumpyGroup:
         c0, c1, r0, r1 = c0.take(pick), c1.take(pick), r0.take(pick), r1.take(pick)
         now = lab.take(sel)
         was = before.take(sel) if before is not None else now
-        dsts: list[np.ndarray] = []
-        ents: list[np.ndarray] = []
-        for b in range(3):
-            for a in range(3):
-                col = c0 + a
-                row = r0 + b
-                dst = row * layout.nx + col
-                ok = (col <= c1) & (row <= r1) & (dst != was) & (dst != now)
-                k = ok.nonzero()[0]
-                dsts.append(dst.take(k))
-                ents.append(sel.take(k))
-        dst = np.concatenate(dsts)
-        ent = np.concatenate(ents)
+        # The 3x3 block at once: row j of these (9, k) arrays is block cell (a, b) = (j % 3,
+        # j // 3), so the masked, row-major flattening lists the pairs cell by cell in (b, a)
+        # order and entities in order within a cell, and the stable sort by destination below
+        # keeps that order among equal destinations.
+        col = c0 + _BLOCK_A
+        row = r0 + _BLOCK_B
+        dst = row * layout.nx
+        dst += col
+        ok = col <= c1
+        ok &= row <= r1
+        ok &= dst != was
+        ok &= dst != now
+        dst = dst[ok]
+        ent = np.broadcast_to(sel, ok.shape)[ok]
         order = dst.argsort(kind="stable")
         return dst.take(order), ent.take(order)
 
