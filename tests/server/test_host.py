@@ -19,6 +19,7 @@ def test_pin_thread_pins_only_the_calling_thread_and_batches_it() -> None:
     cpus = usable_cpus()
     assert cpus
     before = os.sched_getaffinity(0)
+    policy = os.sched_getscheduler(0)
     seen: dict[str, object] = {}
 
     def body() -> None:
@@ -29,9 +30,13 @@ def test_pin_thread_pins_only_the_calling_thread_and_batches_it() -> None:
     t = threading.Thread(target=body)
     t.start()
     t.join(10)
-    assert seen == {"ok": True, "mask": {cpus[-1]}, "policy": os.SCHED_BATCH}
+    assert seen["ok"] is True and seen["mask"] == {cpus[-1]}
+    # SCHED_BATCH, unless this process runs under a policy it may not leave (SCHED_IDLE without
+    # the right to raise it): pinning still holds, the policy change is best effort
+    assert seen["policy"] == os.SCHED_BATCH or (policy != os.SCHED_OTHER
+                                                and seen["policy"] == policy)
     assert os.sched_getaffinity(0) == before                  # this thread is untouched
-    assert os.sched_getscheduler(0) == os.SCHED_OTHER
+    assert os.sched_getscheduler(0) == policy
 
 
 @linux_only
