@@ -197,6 +197,24 @@ def _message(obj: Any) -> Message:
     return TYPES[kind](*obj[2:])
 
 
+def as_sent(payload: Any) -> Any:
+    """``payload`` as it arrives over a msgpack channel: encoded and decoded (tuples for
+    arrays).  Hook jobs and results get this shape on every backend, also where messages keep
+    the sender's types (:attr:`server.runtime.channels.Endpoint.msgpack_types`), and one that
+    msgpack cannot encode fails on every backend.
+
+    Raises:
+        MessageError: msgpack cannot encode ``payload``.
+    """
+    if not payload:
+        return payload
+    try:
+        data = msgpack.packb(payload, use_bin_type=True)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise MessageError(f"not msgpack-encodable: {exc}") from exc
+    return msgpack.unpackb(data, use_list=False, raw=False, strict_map_key=False)
+
+
 def cmsgpack() -> bool:
     """Whether msgpack's C extension is loaded here.
 

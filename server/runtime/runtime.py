@@ -25,8 +25,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import msgpack
-
 from server.clock import TimeSource
 from server.host import gil_enabled, usable_cores, usable_cpus
 from server.runtime import backends
@@ -112,19 +110,6 @@ class TickResult:
     hook_results_by_worker: list[list[Any]] = field(default_factory=list)
     hook_errors: list[tuple[int, str]] = field(default_factory=list)
     mspt: float = 0.0
-
-
-def _as_sent(payload: Any) -> Any:
-    """``payload`` as a worker receives it over a byte channel: msgpack-encoded and decoded
-    (tuples for arrays).  Hook jobs and results look the same on every backend, and one that
-    msgpack cannot encode fails on every backend, the in-memory ones included."""
-    if not payload:
-        return payload
-    try:
-        data = msgpack.packb(payload, use_bin_type=True)
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise MessageError(f"not msgpack-encodable: {exc}") from exc
-    return msgpack.unpackb(data, use_list=False, raw=False, strict_map_key=False)
 
 
 class Runtime:
@@ -307,20 +292,23 @@ class Runtime:
         try:
             if self._core is not None:
                 report, results = self._core.step(t, norm, bool(view), jobs)
-                done = {0: (report, _as_sent(results))}
+                done = {0: (report, m.as_sent(results))}
             else:
                 ep = self._ep
                 assert ep is not None
                 # where payloads keep the sender's types, jobs and results are given the shape
-                # (and the msgpack check) they would have crossing as msgpack
+                # (and the msgpack check) they would have crossing as msgpack: jobs here, results
+                # by each worker thread in parallel (threads), or here where a worker has only
+                # msgpack's pure-Python fallback (subinterpreters)
                 native = not ep.msgpack_types
+                here = native and not ep.in_memory
                 try:
-                    tick = m.Tick(t, norm, bool(view), _as_sent(jobs) if native else jobs)
+                    tick = m.Tick(t, norm, bool(view), m.as_sent(jobs) if native else jobs)
                     self._broadcast(tick if ep.in_memory else ep.encode(tick))
                 except MessageError as exc:
                     raise InvalidInput(f"jobs must be msgpack-able: {exc}") from exc
                 msgs = self._collect(m.Done, t, self.tick_timeout)
-                done = {w: (msg.report, _as_sent(msg.results) if native else msg.results)
+                done = {w: (msg.report, m.as_sent(msg.results) if here else msg.results)
                         for w, msg in msgs.items() if isinstance(msg, m.Done)}
         except InvalidInput:
             raise

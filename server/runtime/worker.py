@@ -305,6 +305,8 @@ class WorkerCore:
                 continue  # idle between ticks is fine: the coordinator owns the watchdog
             if isinstance(msg, m.Tick):
                 report, results = self.step(msg.tick, msg.inputs, msg.view, msg.jobs)
+                if ep.in_memory:  # as a byte channel would deliver them, here in parallel
+                    results = m.as_sent(results)
                 ep.send_message(coord, m.Done(self.w, msg.tick, report, results))
             elif isinstance(msg, m.Borders):
                 self._keep(msg)
