@@ -148,13 +148,13 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     """Run one probe described by ``spec`` in this process (see the module docstring)."""
     from bench.cell import memory, pin
     from server.clock import MonotonicClock
-    from server.host import gil_enabled, tune_gc
+    from server.host import gil_enabled, tune
     from server.runtime import Runtime, TickScheduler
     from sim.config import WorldConfig
     from sim.world import spawn
 
     cpus = pin(spec.get("cpus"))
-    tune_gc()  # as paratick run and serve do
+    tuned = tune()  # as paratick run and serve do
     w = spec["world"]
     config = WorldConfig(width=w["width"], height=w["height"], regions_x=w["regions_x"],
                          regions_y=w["regions_y"], radius=w["radius"], seed=w["seed"],
@@ -200,7 +200,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
             "ticks_planned": planned, "ticks_run": len(tick_ms), "tick_ms": tick_ms,
             "late_ticks": scheduler["rebases"], "deadline_misses": scheduler["deadline_misses"],
             "min_dilation": scheduler["min_dilation"], "start_lag_ms_max": lag_ms,
-            "peak_rss": int(mem["peak_rss"]), "runtime_metrics": metrics}
+            "peak_rss": int(mem["peak_rss"]), "runtime_metrics": metrics, **tuned}
 
 
 def main(argv: list[str] | None = None) -> int:

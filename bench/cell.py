@@ -32,7 +32,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from server.host import gil_enabled, tune_gc, usable_cpus
+from server.host import gil_enabled, tune, usable_cpus
 
 #: Timed ticks a repeat may add to reach ``min_seconds`` (a bound, not a target).
 MAX_EXTRA_TICKS = 10_000
@@ -176,7 +176,7 @@ def run_ceiling(spec: dict[str, Any]) -> dict[str, Any]:
 def measure(spec: dict[str, Any]) -> dict[str, Any]:
     """Run one cell described by ``spec`` in this process; see the module docstring."""
     cpus = pin(spec.get("cpus"))
-    threshold = tune_gc()  # as paratick run and serve do
+    tuned = tune()  # as paratick run and serve do
     if spec["workload"] == "arena":
         result = run_arena(spec)
     elif spec["workload"] == "ceiling":
@@ -184,7 +184,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     else:
         raise ValueError(f"unknown workload {spec['workload']!r}")
     result.update({"ok": True, "cpus": cpus, "gil_enabled": gil_enabled(),
-                   "gc_threshold": threshold,
+                   **tuned,
                    "python": sys.version.split()[0], "executable": sys.executable})
     return result
 

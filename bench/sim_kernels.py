@@ -129,6 +129,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from bench import env, schema
     from bench.builds import repo_root
+    from server.host import tune
 
     plan = QUICK if args.quick else FULL
     kernels = (args.kernel or ",".join(FULL)).split(",")
@@ -138,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
     if args.rounds is not None and args.rounds < 1:
         raise SetupError(f"--rounds must be at least 1, got {args.rounds}")
     record = env.capture(repo_root())  # its driver is this interpreter, the one measured
+    tune()  # the kernels tick here, in this interpreter: as paratick run and serve tune it
     it = record["driver"]
 
     def progress(done: int, total: int) -> None:

@@ -214,7 +214,7 @@ def _gateways(n: int, backend: str = "threads") -> str:
 def run(args: argparse.Namespace) -> int:
     import asyncio
 
-    from server.host import tune_gc
+    from server.host import tune
     from server.runtime.errors import RuntimeFault
     from sim.errors import ConfigError
 
@@ -229,7 +229,7 @@ def run(args: argparse.Namespace) -> int:
         if path is not None and not os.access(path, os.R_OK):
             print(f"paratick serve: cannot read {path}", file=sys.stderr)
             return 2
-    tune_gc()
+    tune()
     try:
         final = asyncio.run(_serve(world, settings, mqtt, args.duration))
     except ssl.SSLError as exc:

@@ -61,10 +61,12 @@ def _fail(msg: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from server.host import tune
     from sim.world import World, spawn
 
     if args.ticks < 0 or args.warmup < 0:
         return _fail(f"--ticks and --warmup must be >= 0, got {args.ticks} and {args.warmup}")
+    tune()  # as run and serve do
     try:
         rx, ry = parse_grid(args.regions)
         config = WorldConfig(width=args.world_size, height=args.world_size, regions_x=rx,

@@ -111,7 +111,7 @@ def _fail(msg: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from server.clock import MonotonicClock
-    from server.host import free_threaded, tune_gc
+    from server.host import free_threaded, tune
     from server.runtime import (
         BackendUnavailable,
         Runtime,
@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
         return _fail(bad)
     if args.entities < 0 or not 0 <= args.players <= args.entities:
         return _fail("need 0 <= --players <= --entities")
-    tune_gc()
+    tune()
     try:
         rx, ry = parse_grid(args.regions)
         config = WorldConfig(width=args.world_size, height=args.world_size, regions_x=rx,

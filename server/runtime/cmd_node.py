@@ -47,7 +47,7 @@ def _line(text: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from server.host import tune_gc
+    from server.host import tune
     from server.runtime.errors import MessageError, RuntimeFault
     from server.runtime.nodes import serve_node
 
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.wait > 0:
         _line("error: --wait must be > 0")
         return 2
-    tune_gc()
+    tune()
     try:
         serve_node(args.bus, args.world, node_id=args.id, wait=args.wait, say=say)
     except MessageError as exc:  # a bad world name or node id

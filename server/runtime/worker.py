@@ -32,7 +32,7 @@ import traceback
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from server.host import gil_enabled, pin_thread, tune_gc
+from server.host import gil_enabled, pin_thread, tune, tune_gc
 from server.runtime import messages as m
 from server.runtime.channels import Endpoint
 from server.runtime.errors import RuntimeFault
@@ -412,7 +412,7 @@ def process_main(index: int, coord: int, fds_json: str) -> None:
     import msgpack
 
     from server.runtime.channels import FdEndpoint, read_frame
-    tune_gc()
+    tune()
     socks = {int(peer): socket.socket(fileno=fd) for peer, fd in json.loads(fds_json).items()}
     try:
         # Read the spec from the coordinator's socket itself (blocking): a peer that started
