@@ -292,6 +292,7 @@ class Runtime:
         try:
             if self._core is not None:
                 report, results = self._core.step(t, norm, bool(view), jobs)
+                self._core.after_report()
                 done = {0: (report, m.as_sent(results))}
             else:
                 ep = self._ep

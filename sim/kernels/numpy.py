@@ -610,7 +610,8 @@ class NumpyShard(Shard):
 
 
 #: NumpyGroup's checkpoint bookkeeping, never part of a checkpoint itself.
-_BOOKKEEPING = frozenset({"_ckpt_cache", "_version", "_rolled_back", "_rollback_version"})
+_BOOKKEEPING = frozenset({"_ckpt_cache", "_version", "_rolled_back", "_rollback_version",
+                          "_fbuf", "_ibuf"})
 
 
 class NumpyGroup:
@@ -632,15 +633,15 @@ class NumpyGroup:
     lowest-numbered of its regions the ghost is near (the same ``regions_near`` arithmetic the
     sender used) and drops ghosts of entities it owns itself (handed over this very tick).
 
-    Contacts come from a sweep instead of a cell grid: entities (and ghosts) are sorted by
-    (row band, x), where a band is one contact cell high, together with a copy of each moved one
-    band down; then sorted neighbours ``k = 1, 2, ...`` apart are compared while any pair is
-    still less than a cell apart in the sort key.  Original-original pairs are same-band
-    candidates, original-copy pairs are pairs of adjacent bands, copy-copy pairs are skipped
-    (the originals meet in their own band), so each unordered candidate pair is found exactly
-    once.  The sort starts from the previous tick's order of the owned entities (they move a
-    little per tick, so the keys are nearly sorted and a stable sort of them costs a few
-    passes); this tick's ghosts and arrivals join at the end.
+    Contacts come from a sweep instead of a cell grid: owned entities are sorted by (row band,
+    x), where a band is one contact cell high, together with a copy of each moved one band down;
+    then sorted neighbours ``k = 1, 2, ...`` apart are compared while any pair is still less
+    than a cell apart in the sort key.  Original-original pairs are same-band candidates,
+    original-copy pairs are pairs of adjacent bands, copy-copy pairs are skipped (the originals
+    meet in their own band), so each unordered candidate pair is found exactly once.  Ghosts
+    from outside find their owned candidates by binary search in the sorted keys.  The sort
+    starts from the previous tick's order (entities move a little per tick, so the keys are
+    nearly sorted and a stable sort of them costs a few passes); arrivals join at the end.
     """
 
     def __init__(self, config: WorldConfig, rows_by_region: Mapping[int, Iterable[Row]]) -> None:
@@ -697,6 +698,9 @@ class NumpyGroup:
     # ---- state -----------------------------------------------------------------------------
     def _set(self, rows: Sequence[Row], labels: np.ndarray) -> None:
         self._f, self._i = _split_rows(rows, self._wp)
+        #: the buffers ``_f``/``_i`` are the first columns of, when they have spare columns
+        self._fbuf: np.ndarray | None = None
+        self._ibuf: np.ndarray | None = None
         self._lab_now: np.ndarray | None = labels
         self._counts: dict[int, int] | None = None
         self._players = int((self._i[IKIND] == PLAYER).sum())
@@ -764,31 +768,56 @@ class NumpyGroup:
             lab[low] = lab[tail]
             F, I, lab = F[:, :n1], I[:, :n1], lab[:n1]  # noqa: E741
             if perm is not None:
-                ent = perm % n0
-                mp = np.arange(n0)
-                mp[tail] = low
-                copy = perm >= n0
-                perm = (mp.take(ent) + copy * n1).compress(~dead.take(ent))
-            n0 = n1
-        if a and f.shape[1]:
+                # One lookup renames every sweep entry: moved entities to their new slots,
+                # copies to the new count's numbering, the dropped to -1.
+                lut = np.empty(2 * n0, dtype=np.int64)
+                own = lut[:n0]
+                own[:] = np.arange(n0)
+                own[tail] = low
+                np.add(own, n1, out=lut[n0:])
+                lut[holes] = -1
+                lut[holes + n0] = -1
+                perm = lut.take(perm)
+                perm = perm.compress(perm >= 0)
+        elif a and f.shape[1]:  # leftover arrivals (there are leftover holes only without)
             n = n0 + f.shape[1]
-            F = np.concatenate((F, f), axis=1)
-            I = np.concatenate((I, i), axis=1)  # noqa: E741
+            F, I = self._append(F, I, f, i)  # noqa: E741
             lab = np.concatenate((lab, al))
             if perm is not None:
-                perm = np.concatenate((perm + (perm >= n0) * (n - n0), np.arange(n0, n),
-                                       np.arange(n + n0, 2 * n)))
+                perm = perm + (perm >= n0) * (n - n0)
+                perm = np.concatenate((perm, np.arange(n0, n), np.arange(n + n0, 2 * n)))
         self._perm = perm
         self._f, self._i, self._lab_now = F, I, lab
         self._counts = None
         self._wander = {}
         self._emitted = None
 
+    def _append(self, F: np.ndarray, I: np.ndarray, f: np.ndarray, i: np.ndarray,  # noqa: E741
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """``F``/``I`` with the columns ``f``/``i`` after them: written into spare columns of the
+        storage's buffers when it has them (no copy of the whole storage), else into new
+        buffers with an eighth to spare.  Storage is the first columns of its buffers, so it
+        is often not contiguous: gathers from it index (``F[:, idx]``), because ``take`` along
+        axis 1 first copies a non-contiguous array whole."""
+        n0 = F.shape[1]
+        n = n0 + f.shape[1]
+        fb, ib = self._fbuf, self._ibuf
+        if fb is None or ib is None or F.base is not fb or I.base is not ib or fb.shape[1] < n:
+            cap = n + max(64, n // 8)
+            fb = np.empty((F.shape[0], cap))
+            ib = np.empty((I.shape[0], cap), dtype=np.int64)
+            fb[:, :n0] = F
+            ib[:, :n0] = I
+            self._fbuf, self._ibuf = fb, ib
+        fb[:, n0:n] = f
+        ib[:, n0:n] = i
+        return fb[:, :n], ib[:, :n]
+
     def rows_of(self, region: int) -> list[Row]:
         """Rows of one region, sorted by id."""
         idx = (self._lab == region).nonzero()[0]
         idx = idx.take(self._i[IID].take(idx).argsort(kind="stable"))
-        return _to_rows(self._f.take(idx, axis=1), self._i.take(idx, axis=1))
+        return _to_rows(self._f[:, idx], self._i[:, idx])
 
     def count(self, region: int) -> int:
         counts = self._counts
@@ -851,7 +880,7 @@ class NumpyGroup:
         those of the group's other entities near it, then those received from outside."""
         dst, ent = self._near(self.config.ghost_range, None)
         lo, hi = dst.searchsorted(region), dst.searchsorted(region, "right")
-        own = self._f[:3].take(ent[lo:hi], axis=1).T.ravel().tolist()
+        own = self._f[:3, ent[lo:hi]].T.ravel().tolist()
         return own + self._gin[region]
 
     # ---- the tick ----------------------------------------------------------------------------
@@ -987,7 +1016,7 @@ class NumpyGroup:
         far = ~self._member[dst]
         dst, ent = dst.compress(far), ent.compress(far)
         if len(ent):
-            trip = self._f[:3].take(ent, axis=1).T.tolist()
+            trip = self._f[:3, ent].T.tolist()
             for s, d, t in zip(src.take(ent).tolist(), dst.tolist(), trip, strict=True):
                 out[s][d][1].extend(t)
 
@@ -1002,7 +1031,7 @@ class NumpyGroup:
             # such "self ghosts" too), like ghosts received from outside.
             layout = self.layout
             x, y = F[FX].take(gone), F[FY].take(gone)
-            trip = F[:3].take(gone, axis=1).T.tolist()
+            trip = F[:3, gone].T.tolist()
             c0, c1, r0, r1 = self._blocks(x, y, self.config.ghost_range)
             # The 3x3 block at once, cell by cell in (b, a) order as in _near.
             cx = c0 + _BLOCK_A
@@ -1015,7 +1044,7 @@ class NumpyGroup:
             ks = np.broadcast_to(np.arange(len(gone)), ok.shape)[ok]
             for k, d in zip(ks.tolist(), dst[ok].tolist(), strict=True):
                 self._gin[d].extend(trip[k])
-            rows = _to_rows(F.take(gone, axis=1), I.take(gone, axis=1))
+            rows = _to_rows(F[:, gone], I[:, gone])
             for row, s, o in zip(rows, before.take(gone).tolist(), now.take(gone).tolist(),
                                  strict=True):
                 out[s][o][0].append(row)
@@ -1024,8 +1053,8 @@ class NumpyGroup:
 
     def _view_rows_into(self, dst: np.ndarray, ent: np.ndarray, before: np.ndarray,
                         out: dict[int, dict[int, Border]]) -> None:
-        f = self._f.take(ent, axis=1).tolist()
-        i = self._i.take(ent, axis=1).tolist()
+        f = self._f[:, ent].tolist()
+        i = self._i[:, ent].tolist()
         for s, d, eid, kind, x, y, vx, vy, h, score in zip(
                 before.take(ent).tolist(), dst.tolist(), i[IID], i[IKIND], f[FX], f[FY],
                 f[FVX], f[FVY], f[FH], i[ISCORE], strict=True):
@@ -1054,8 +1083,8 @@ class NumpyGroup:
             dst, ent = self._near(self.config.view_radius, before)
             near = self._member[dst]
             dst, ent = dst.compress(near), ent.compress(near)
-            f = self._f.take(ent, axis=1).tolist()
-            i = self._i.take(ent, axis=1).tolist()
+            f = self._f[:, ent].tolist()
+            i = self._i[:, ent].tolist()
             for d, eid, kind, x, y, vx, vy, h, score in zip(
                     dst.tolist(), i[IID], i[IKIND], f[FX], f[FY], f[FVX], f[FVY], f[FH],
                     i[ISCORE], strict=True):
@@ -1143,75 +1172,118 @@ class NumpyGroup:
                   ) -> tuple[np.ndarray | None, np.ndarray | None]:
         """Summed quantised impulses (2, n) and contact counts (n,) of the owned entities.
 
-        ``P``: owned (x, y, r), ``G``: ghosts (x, y, r) from outside.  The band sweep.
+        ``P``: owned (x, y, r), ``G``: ghosts (x, y, r) from outside.  The band sweep finds the
+        owned pairs; each ghost looks up its owned candidates with binary searches in the sorted
+        keys (:meth:`_ghost_pairs`), so the sweep's order depends on the owned entities only and
+        carries over from tick to tick whatever ghosts come and go.
         """
         n = P.shape[1]
         m = G.shape[1]
-        N = n + m
-        if N < 2:
+        if not n:
             return None, None
         span = self._span
-        key = np.empty(2 * N)
-        top = key[:N]
-        np.multiply(P[1], self._inv_cell, out=top[:n])
-        if m:
-            np.multiply(G[1], self._inv_cell, out=top[n:])
+        key = np.empty(2 * n)
+        top = key[:n]
+        np.multiply(P[1], self._inv_cell, out=top)
         np.floor(top, out=top)
         top *= span
-        top[:n] += P[0]
+        top += P[0]
+        np.subtract(top, span, out=key[n:])  # the copies, one band down
+        gkey = None
         if m:
-            top[n:] += G[0]
-        np.subtract(top, span, out=key[N:])  # the copies, one band down
+            gkey = G[1] * self._inv_cell
+            np.floor(gkey, out=gkey)
+            gkey *= span
+            gkey += G[0]
         perm = self._perm
         if perm is None or len(perm) != 2 * n:
             order = key.argsort(kind="stable")
-        elif not m:
+        else:
+            # Last tick's order: the keys are nearly sorted in it.
             order = perm.take(key.take(perm).argsort(kind="stable"))
-        else:
-            # Last tick's order of the owned entries (copies recoded for this N), then the
-            # ghosts' entries: nearly sorted.
-            seed = np.concatenate((perm + (perm >= n) * m, np.arange(n, N),
-                                   np.arange(N + n, 2 * N)))
-            order = seed.take(key.take(seed).argsort(kind="stable"))
-        if m:
-            own = order < n
-            own |= (order >= N) & (order < N + n)
-            keep = order.compress(own)
-            self._perm = keep - (keep >= N) * m
-        else:
-            self._perm = order
+        self._perm = order
         ks = key.take(order)
         # Keys round: allow a few ulps beyond a cell (extra candidates are filtered exactly).
-        lim = self._cell + 8.0 * float(np.spacing(max(abs(ks[0]), abs(ks[-1]))))
+        big = max(abs(ks[0]), abs(ks[-1]))
+        if gkey is not None:
+            big = max(big, float(np.abs(gkey).max()))
+        lim = self._cell + 8.0 * float(np.spacing(big))
         us: list[np.ndarray] = []
+        vs: list[np.ndarray] = []
         idx = ((ks[1:] - ks[:-1]) < lim).nonzero()[0]  # k = 1 (slices: no gather)
         if len(idx):
             us.append(idx)
-            us.append(idx + 1)
+            vs.append(idx + 1)
         k = 2
         while len(idx):
-            idx = idx[:idx.searchsorted(2 * N - k)]
+            idx = idx[:idx.searchsorted(2 * n - k)]
             near = (ks.take(idx + k) - ks.take(idx)) < lim
             idx = idx.compress(near)
             if len(idx):
                 us.append(idx)
-                us.append(idx + k)
+                vs.append(idx + k)
             k += 1
-        if not us:
+        if us:
+            u = order.take(np.concatenate(us))
+            v = order.take(np.concatenate(vs))
+            keep = (u < n) | (v < n)  # copy-copy: the originals meet in their own band
+            u = u.compress(keep)
+            v = v.compress(keep)
+            u %= n  # copies -> their entities
+            v %= n
+        else:
+            u = v = np.empty(0, dtype=np.int64)
+        if gkey is not None:
+            gu, gv = self._ghost_pairs(gkey, ks, order, lim, n)
+            u = np.concatenate((u, gu))
+            v = np.concatenate((v, gv))
+        if not len(u):
             return None, None
-        u = order.take(np.concatenate(us[0::2]))
-        v = order.take(np.concatenate(us[1::2]))
-        keep = (u < N) | (v < N)
-        u = u.compress(keep)
-        v = v.compress(keep)
-        u %= N  # copies -> their entities
-        v %= N
-        PG = np.concatenate((P, G), axis=1) if m else P
+        # take() along axis 1 copies a non-contiguous array whole first: the storage's rows
+        # may be the first columns of wider buffers.
+        PG = np.concatenate((P, G), axis=1) if m else np.ascontiguousarray(P)
         hit = _pair_impulses(PG.take(u, axis=1), PG.take(v, axis=1), self.config.stiffness)
         if hit is None:
             return None, None
         sel, q = hit
-        return _sum_impulses(u.take(sel), v.take(sel), q, N, n)
+        return _sum_impulses(u.take(sel), v.take(sel), q, n + m, n)
+
+    def _ghost_pairs(self, gkey: np.ndarray, ks: np.ndarray, order: np.ndarray, lim: float,
+                     n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Candidate (ghost, owned) pairs: ghost ``g`` numbered ``n + g``, owned entity index.
+
+        A ghost in band b meets owned entities of bands b-1, b and b+1: owned originals within
+        ``lim`` of its key (band b), owned copies within ``lim`` of it (originals of band b+1),
+        and owned originals within ``lim`` of its key one band down (band b-1).  The three
+        windows never overlap, so each pair is a candidate once; ghost-ghost pairs are not
+        needed (they only add to ghost slots, which are thrown away).
+        """
+        down = gkey - self._span
+        q = np.concatenate((gkey, down))
+        lo = ks.searchsorted(q - lim, "right")
+        hi = ks.searchsorted(q + lim, "left")
+        cnt = hi - lo
+        cnt.clip(0, None, out=cnt)
+        nz = cnt.nonzero()[0]
+        if not len(nz):
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+        c = cnt.take(nz)
+        cs = c.cumsum()
+        tot = int(cs[-1])
+        at = (lo.take(nz) - (cs - c)).repeat(c)
+        at += np.arange(tot)
+        code = order.take(at)
+        m = len(gkey)
+        src = nz.repeat(c)
+        # The down window pairs the ghost with originals only: with a copy it would meet an
+        # entity of its own band a second time.
+        keep = (src < m) | (code < n)
+        src = src.compress(keep)
+        code = code.compress(keep)
+        src %= m
+        src += n
+        code %= n
+        return src, code
 
 
 class GroupShard(Shard):

@@ -193,3 +193,72 @@ def test_numpy_kernel_recovers_from_a_fault_with_identical_digest(backend: str) 
             rt.step(inputs_for(t))
         assert rt.digest() == ref
         assert sum(w.faults_recovered for w in rt.metrics().workers) == 1
+
+
+class _Recorder:
+    """The coordinator's side of one worker's channel, scripted: hands out ``msgs`` and notes
+    every Done the worker sends, in order with the checkpoints its shards take."""
+
+    in_memory = False
+
+    def __init__(self, msgs: list[object], events: list[str]) -> None:
+        self.msgs = msgs
+        self.events = events
+
+    def recv_message(self, timeout: float, spin: float = 0.0) -> object:
+        return self.msgs.pop(0)
+
+    def send_message(self, dst: int, msg: object) -> None:
+        from server.runtime import messages as m
+
+        if isinstance(msg, m.Done):
+            self.events.append(f"done {msg.tick}")
+
+    def statistics(self) -> object:
+        from server.runtime.channels import ChannelStats
+
+        return ChannelStats()
+
+
+def test_a_due_checkpoint_is_taken_after_the_tick_is_reported() -> None:
+    from server.runtime import messages as m
+    from server.runtime.worker import WorkerCore
+
+    cfg, rows = small_world()
+    per: dict[int, list[object]] = {r: [] for r in range(cfg.regions)}
+    from sim.geometry import Layout
+
+    layout = Layout(cfg)
+    for row in rows:
+        per[layout.region_of(row[2], row[3])].append(row)
+    spec = {"config": cfg.to_dict(), "owner": [0] * cfg.regions, "kernel": "python", "tick": 0,
+            "hook": None, "checkpoint": True, "checkpoint_every": 2, "w": 0,
+            "rows": list(per.items())}
+    events: list[str] = []
+    core = WorkerCore(spec, None, 1)
+    for shard in core.shards.values():
+        take = shard.checkpoint
+
+        def noted(take=take):  # type: ignore[no-untyped-def]
+            events.append("checkpoint")
+            return take()
+
+        shard.checkpoint = noted  # type: ignore[method-assign]
+    core.ep = _Recorder([m.Tick(t, inputs_for(t), False, []) for t in range(4)] + [m.Stop()],
+                        events)
+    core.serve()
+    every = ["checkpoint"] * cfg.regions
+    # ticks 1 and 3 bring the worker 2 ticks past its last checkpoint: each copy is taken
+    # once that tick is reported, never before
+    assert events == ["done 0", "done 1", *every, "done 2", "done 3", *every]
+
+
+def test_a_fault_after_a_deferred_checkpoint_recovers_from_it() -> None:
+    cfg, rows = small_world()
+    ref = reference_digest(cfg, rows, 6)
+    with Runtime(cfg, rows, backend="threads", workers=2, checkpoint_every=2,
+                 fault_at=(4, 5)) as rt:
+        for t in range(6):
+            rt.step(inputs_for(t))
+        assert rt.digest() == ref
+        assert rt.metrics().workers[rt.owner[4]].faults_recovered == 1
