@@ -14,8 +14,9 @@ starts (:func:`bench.cell.pin`, as every scaling cell is), which:
 3. ticks paced at 30 Hz by the runtime's own :class:`~server.runtime.TickScheduler` (the one
    ``paratick run --tick-rate`` uses, overload policy ``dilate``) for ``seconds`` x 30 ticks, timing
    every ``Runtime.step`` as its caller sees it.  The runtime runs as the server runs it, shard
-   checkpoints included (every ``CHECKPOINT_EVERY`` = 32 ticks, ~1.1 s), so a probe of 1.1 s or
-   more always contains at least one checkpoint tick;
+   checkpoints included (every ``CHECKPOINT_EVERY`` = 32 ticks, ~1.1 s, each taken after the
+   worker reports its tick), so a probe of 1.1 s or more always contains at least one checkpoint:
+   it counts in a tick's time only where it delays the next tick;
 4. prints one JSON object: the tick times, how many ticks ran, the scheduler's counters (a tick
    that ends after the next tick's deadline makes that tick start late: the scheduler rebases and
    the world clock dilates), each worker's GIL state and the process tree's peak memory.
@@ -110,11 +111,10 @@ WALL_SLACK = 1.5
 #: bisect (6 probes: about 12 % resolution), and 24 configurations stay within ~12 minutes here.
 MAX_PROBES = 6
 #: First world tried per kernel: the python kernel ticks arena-20k in ~23 ms on one GIL core
-#: here.  The numpy kernel's ticks alone would fit a few hundred thousand entities in 33 ms, but
-#: the runtime's shard checkpoint every CHECKPOINT_EVERY ticks copies every row into Python lists
-#: (one 52 ms tick at 50,000 entities inline, 148 ms at 250,000 on 2 processes, measured here):
-#: 100,000 lies between the two, so a search brackets either answer within its probes.
-START = {"python": 20_000, "numpy": 100_000}
+#: here; the numpy kernel held 200,000-450,000 entities per configuration on the 2-core VM
+#: (one worker to two), so the doubling brackets every answer there within two probes and
+#: leaves the rest for bisecting.
+START = {"python": 20_000, "numpy": 200_000}
 #: Largest world tried: 4 M rows are ~1.5 GB in the probe before the workers copy them.
 LIMIT = 4_000_000
 

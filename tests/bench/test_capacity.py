@@ -192,9 +192,9 @@ def test_execute_runs_every_configuration_and_reports_progress() -> None:
     assert stopped is None and len(configs) == 6
     assert all(1 <= len(c["probes"]) <= 3 for c in configs)
     assert sum("->" in ln for ln in lines) == sum(len(c["probes"]) for c in configs)
-    # python starts at 20,000 (holds, then 40,000 fails); numpy at 100,000 (fails, halves)
+    # python starts at 20,000 (holds, then 40,000 fails); numpy at 200,000 (fails, halves)
     assert [p["entities"] for p in configs[0]["probes"]] == [20_000, 40_000, 30_000]
-    assert [p["entities"] for p in configs[3]["probes"]] == [100_000, 50_000, 25_000]
+    assert [p["entities"] for p in configs[3]["probes"]] == [200_000, 100_000, 50_000]
 
 
 # --- schema, table, report -------------------------------------------------------------------
