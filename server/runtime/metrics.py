@@ -122,6 +122,8 @@ class RuntimeMetrics:
     channel: dict[str, int]
     scheduler: dict[str, Any] | None = None
     #: Per tick: step wall time minus the slowest worker's compute (ms); empty when inline.
+    #: Ticks right after a worker's shard checkpoint (1 in 32) are left out: the checkpoint is
+    #: taken after the report, so flat out the next tick may wait for it.
     coordination: dict[str, float | int] | None = None
 
     @property

@@ -612,6 +612,9 @@ class NumpyShard(Shard):
 #: NumpyGroup's checkpoint bookkeeping, never part of a checkpoint itself.
 _BOOKKEEPING = frozenset({"_ckpt_cache", "_version", "_rolled_back", "_rollback_version",
                           "_fbuf", "_ibuf"})
+#: NumpyGroup's caches, rebuilt after a rollback instead of copied into every checkpoint: the
+#: sweep's last order (a hint: any order gives the same contacts) and the wander kickers.
+_CACHES = frozenset({"_perm", "_wander"})
 
 
 class NumpyGroup:
@@ -838,9 +841,10 @@ class NumpyGroup:
         cached = self._ckpt_cache
         if cached is not None and cached[0] == self._version:
             return cached[1]
+        self._ckpt_cache = None  # its memory is free for this copy once the caller drops it too
         memo: dict[int, Any] = {}
         state = {k: copy.deepcopy(v, memo) for k, v in vars(self).items()
-                 if k not in self._FIXED and k not in _BOOKKEEPING}
+                 if k not in self._FIXED and k not in _BOOKKEEPING and k not in _CACHES}
         self._ckpt_cache = (self._version, state)
         return state
 
@@ -852,6 +856,8 @@ class NumpyGroup:
         memo: dict[int, Any] = {}
         for k, v in state.items():
             setattr(self, k, copy.deepcopy(v, memo))
+        self._perm = None
+        self._wander = {}
         self._version += 1
         self._rolled_back = state
         self._rollback_version = self._version

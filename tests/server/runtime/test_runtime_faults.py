@@ -262,3 +262,14 @@ def test_a_fault_after_a_deferred_checkpoint_recovers_from_it() -> None:
             rt.step(inputs_for(t))
         assert rt.digest() == ref
         assert rt.metrics().workers[rt.owner[4]].faults_recovered == 1
+
+
+def test_ticks_after_a_checkpoint_are_left_out_of_the_coordination_figure() -> None:
+    cfg, rows = small_world()
+    with Runtime(cfg, rows, backend="threads", workers=2, checkpoint_every=2) as rt:
+        for t in range(8):
+            rt.step(inputs_for(t))
+        co = rt.metrics().coordination
+        assert co is not None
+        # checkpoints after ticks 1, 3 and 5 (2 ticks apart): ticks 2, 4 and 6 may wait for them
+        assert co["n"] == 8 - 3
