@@ -73,7 +73,9 @@ def scaling_md(section: dict[str, Any], plot: bool, *, ticks_plot: bool = False,
     out = ["## Tick-rate scaling", ""]
     out += [f"Workload: {w['entities']:,} entities, {w['width']:g}x{w['height']:g}, radius "
             f"{w['radius']:g}, {w['regions_x']}x{w['regions_y']} regions, seed {w['seed']}; "
-            f"{p['ticks']} timed flat-out ticks after {p['warmup']} warm-up ticks; "
+            f"{p['ticks']} timed flat-out ticks after {p['warmup']} warm-up ticks"
+            + (f", more where a repeat needs them to last {p['min_seconds']:g} s"
+               if p.get("min_seconds") else "") + "; "
             f"{p['repeats']} repeats per cell, interleaved round by round"
             + (" (**--quick run**)" if p["quick"] else "") + ".", ""]
     out += ["Columns: ticks/s is the median of the repeats [min–max]; MSPT is wall time per "
