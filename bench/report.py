@@ -141,7 +141,8 @@ def _where_time_goes(section: dict[str, Any]) -> list[str]:
             "worker = the slowest worker's compute time; border wait = the longest a worker "
             "waited for its neighbours' borders; coordination = what the lockstep itself costs "
             "per tick (step wall time less the slowest worker's compute: messages, wake-ups, "
-            "the barrier), in microseconds.", "",
+            "the barrier; ticks right after a worker's shard checkpoint, which flat out may "
+            "wait for it, are left out), in microseconds.", "",
             "| build | backend | kernel | W | step | worker | border wait | coordination p50 (µs) "
             "| coordination p99 (µs) |",
             "|---|---|---|---|---|---|---|---|---|", *rows, ""]

@@ -255,7 +255,8 @@ def _print_text(doc: dict[str, Any]) -> None:
                    else "handed over in memory, not encoded")
         print(f"lockstep coordination    p50 {_ms(co['p50'])}  p95 {_ms(co['p95'])}  "
               f"p99 {_ms(co['p99'])}  max {_ms(co['max'])}  (tick less the slowest worker's "
-              f"compute; {sent / ticks:.1f} messages sent by workers per tick, {carried})")
+              f"compute, ticks right after a shard checkpoint left out; {sent / ticks:.1f} "
+              f"messages sent by workers per tick, {carried})")
     print("region worker entities   p50    p95    p99    max   (advance ms, last "
           f"{m['shards'][0]['mspt']['n']} ticks)")
     for sh in m["shards"]:
