@@ -49,7 +49,7 @@ MAX_RETRIES = 2
 #: its arrays); between checkpoints the worker logs each tick's inputs and
 #: inbound borders (references it holds anyway) and a recovery replays them from the checkpoint.
 #: 32 ticks (~1 s at 30 Hz) makes the copy ~1 % of the run and bounds the replay.  The copy is
-#: taken after the worker has reported the tick (:meth:`Worker.after_report`), in the time
+#: taken after the worker has reported the tick (:meth:`WorkerCore.after_report`), in the time
 #: before the next one: at 30 Hz it is off the tick's critical path, where it used to set the
 #: p99 (a 150,000-entity numpy group copies in ~5 ms, and 1 tick in 32 is above the 99th
 #: percentile).  Flat out, the next tick waits for it as before.
