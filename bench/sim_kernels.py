@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
     if args.rounds is not None and args.rounds < 1:
         raise SetupError(f"--rounds must be at least 1, got {args.rounds}")
     record = env.capture(repo_root())  # its driver is this interpreter, the one measured
-    tune()  # the kernels tick here, in this interpreter: as paratick run and serve tune it
+    tuned = tune()  # the kernels tick here, in this interpreter: as paratick run and serve do
     it = record["driver"]
 
     def progress(done: int, total: int) -> None:
@@ -169,6 +169,7 @@ def run(args: argparse.Namespace) -> int:
         "workload": {"name": "arena-20k", "entities": args.entities, "regions": list(GRID),
                      "seed": SEED, "width": 2048, "height": 2048, "radius": 4},
         "quick": args.quick, "unit": "entity-updates/s", "when": time.strftime("%FT%T%z"),
-        "environment": record, "kernels": results}, indent=2, sort_keys=True) + "\n")
+        "environment": record, "tuned": tuned, "kernels": results},
+        indent=2, sort_keys=True) + "\n")
     print(f"wrote {path}")
     return 0

@@ -81,8 +81,9 @@ def tune_malloc() -> bool:
     threshold that moves with the traffic), so every tick faults its temporaries in again page
     by page: on the 2-core VM that was about 40 % of a 250,000-entity world's tick (numpy kernel,
     one thread: 34 ms per tick by default, 19-22 ms with these values) and half of arena-20k's
-    on the free-threaded build (2.3 -> 1.2 ms).  Fixed thresholds -- blocks up to 32 MiB from
-    the heap, up to 256 MiB of free heap kept -- make them reuse memory the process already has.
+    ticked in the main thread of the free-threaded build (2.3 -> 1.2 ms).  Fixed thresholds --
+    blocks up to 32 MiB from the heap, up to 256 MiB of free heap kept -- make them reuse memory
+    the process already has.
 
     Process-wide; called by paratick's own entry points (serve, run, node, worker processes,
     the benchmarks' probes), never on import.  Returns whether the allocator took the values:

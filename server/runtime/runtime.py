@@ -327,7 +327,7 @@ class Runtime:
             self._step_ms.add(ms)
             # A tick that may have waited for a worker's checkpoint (taken after the worker
             # reported the tick before) measures the checkpoint, not the lockstep: left out.
-            if self._core is None and not any(done[w][0].get("after_ckpt")
+            if self._core is None and not any(done[w][0]["after_ckpt"]
                                               for w in range(self.workers)):
                 slowest = max(done[w][0]["ms"] - done[w][0]["wait_ms"]
                               for w in range(self.workers))

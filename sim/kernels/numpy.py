@@ -344,6 +344,23 @@ def _sum_impulses(i: np.ndarray, j: np.ndarray, q: np.ndarray, N: int, n: int,
     return acc, np.bincount(ij, minlength=N)[:n]
 
 
+def _expand(lo: np.ndarray, cnt: np.ndarray, arange: np.ndarray | None = None,
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """Every position of the ranges ``[lo[k], lo[k] + cnt[k])``, with the number ``k`` of its
+    range: (range numbers, positions), ranges in order and positions ascending within each.
+
+    Only the non-empty ranges are expanded (``repeat`` costs per entry); ``arange``, if given,
+    is a ready ``np.arange`` at least as long as the result.
+    """
+    nz = cnt.nonzero()[0]
+    c = cnt.take(nz)
+    cs = c.cumsum()
+    tot = int(cs[-1]) if len(cs) else 0
+    at = (lo.take(nz) - (cs - c)).repeat(c)
+    at += arange[:tot] if arange is not None else np.arange(tot)
+    return nz.repeat(c), at
+
+
 class NumpyShard(Shard):
     """A region whose tick runs as about a hundred numpy operations over all its entities."""
 
@@ -493,17 +510,11 @@ class NumpyShard(Shard):
         ar = self._arange(5 * N + 1)
         lo[0] = ar[1:N + 1]  # own cell: only later entries, so each pair is seen once
         cnt = (hi - lo).ravel()
-        cs = cnt.cumsum()
-        tot = int(cs[-1])
+        tot = int(cnt.sum())
         if not tot:
             return None, None
-        # Expand only the non-empty ranges (a fifth of them): repeat() costs per entry.
-        nz = cnt.nonzero()[0]
-        cnz = cnt.take(nz)
-        src = (nz % N).repeat(cnz)
-        cs -= cnt
-        dst = (lo.ravel() - cs).take(nz).repeat(cnz)
-        dst += self._arange(tot)
+        src, dst = _expand(lo.ravel(), cnt, self._arange(tot))
+        src %= N
         Ps = P.take(order, axis=1)
         hit = _pair_impulses(Ps.take(src, axis=1), Ps.take(dst, axis=1), self.config.stiffness)
         if hit is None:
@@ -1266,21 +1277,10 @@ class NumpyGroup:
         """
         down = gkey - self._span
         q = np.concatenate((gkey, down))
-        lo = ks.searchsorted(q - lim, "right")
-        hi = ks.searchsorted(q + lim, "left")
-        cnt = hi - lo
-        cnt.clip(0, None, out=cnt)
-        nz = cnt.nonzero()[0]
-        if not len(nz):
-            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
-        c = cnt.take(nz)
-        cs = c.cumsum()
-        tot = int(cs[-1])
-        at = (lo.take(nz) - (cs - c)).repeat(c)
-        at += np.arange(tot)
+        lo = ks.searchsorted(q - lim, "right")  # lo <= hi: q - lim < q + lim
+        src, at = _expand(lo, ks.searchsorted(q + lim, "left") - lo)
         code = order.take(at)
         m = len(gkey)
-        src = nz.repeat(c)
         # The down window pairs the ghost with originals only: with a copy it would meet an
         # entity of its own band a second time.
         keep = (src < m) | (code < n)
