@@ -51,8 +51,8 @@ MAX_RETRIES = 2
 #: 32 ticks (~1 s at 30 Hz) makes the copy ~1 % of the run and bounds the replay.  The copy is
 #: taken after the worker has reported the tick (:meth:`WorkerCore.after_report`), in the time
 #: before the next one: at 30 Hz it is off the tick's critical path, where it used to set the
-#: p99 (a 150,000-entity numpy group copies in ~5 ms, and 1 tick in 32 is above the 99th
-#: percentile).  Flat out, the next tick waits for it as before.
+#: p99 (a 150,000-entity numpy group copies in ~2.5 ms, tens of ms while the heap still grows,
+#: and 1 tick in 32 is above the 99th percentile).  Flat out, the next tick waits for it.
 CHECKPOINT_EVERY = 32
 #: Environment variable ``"region:tick"`` injecting one fault (test tuning, like ``fault_at``).
 FAULT_ENV = "PARATICK_FAULT_AT"
