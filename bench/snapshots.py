@@ -44,9 +44,11 @@ encoding.  This times exactly that, on one thread, for the load benchmark's worl
 2x2 regions, view radius 128, 1,024 players + 2,000 NPCs), so that load results can be read
 against a cost model: bots x snapshot rate x cost is the CPU time per second snapshots need,
 spread over the workers.  "full, no baselines kept" is what a worker sends while deltas rest
-(where they rarely win, as in this moving world, the server stops keeping baselines for a while).
-It also times the encoding alone with msgpack's C extension and with its pure-Python fallback,
-and the whole snapshot inside a subinterpreter (where msgpack's extension does not load).
+(where they rarely win, as in this moving world, the server stops keeping baselines for a while):
+all of a worker's clients at once with numpy, or, where numpy does not load (a subinterpreter),
+a client at a time (the next row; the bytes are checked to be the same).  It also times the
+encoding alone with msgpack's C extension and with its pure-Python fallback, and the whole
+snapshot inside a subinterpreter (where msgpack's extension does not load).
 
 Figures are medians of interleaved repeats with min and max.  Run it once per interpreter; each
 run writes snapshots-<version>[t].json into --out."""
@@ -84,10 +86,11 @@ def measure(clients: int, repeats: int, players: int = PLAYERS, npcs: int = NPCS
     world = make_world(players, npcs)
     hook = SnapshotHook(view_radius=VIEW_RADIUS, delta_window=1 << 30)  # always tries deltas
     lean = SnapshotHook(view_radius=VIEW_RADIUS, deltas=False)  # what a worker does at rest
+    loop = SnapshotHook(view_radius=VIEW_RADIUS, deltas=False, batch=False)  # ... without numpy
     clients = min(clients, players)
     acked: dict[int, int] = {}
-    samples: dict[str, list[float]] = {"full": [], "lean": [], "delta": [], "encode_c": [],
-                                       "encode_python": []}
+    samples: dict[str, list[float]] = {"full": [], "lean": [], "loop": [], "delta": [],
+                                       "encode_c": [], "encode_python": []}
     sizes: list[int] = []
     entities: list[int] = []
     for _ in range(repeats):
@@ -99,6 +102,10 @@ def measure(clients: int, repeats: int, players: int = PLAYERS, npcs: int = NPCS
         if lean_out != out:
             raise AssertionError("full snapshots differ with and without baselines kept")
         samples["lean"].append(lean_us)
+        loop_us, loop_out = _timed_run(loop, world, jobs)
+        if loop_out != out:
+            raise AssertionError("full snapshots differ built a batch and a client at a time")
+        samples["loop"].append(loop_us)
         acked = {sid: world.tick for sid, _ in out}
         payloads = [p for _, p in out if isinstance(p, bytes)]
         sizes += [len(p) for p in payloads]
@@ -204,7 +211,8 @@ def run(args: argparse.Namespace) -> int:
           f"a delta was the smaller message for {res['delta_share']:.1%} of the snapshots")
     print(f"{'cost per snapshot':<34} {'median':>9} {'min':>9} {'max':>9}   (µs, one thread)")
     labels = {"full": "full (AOI + quantise + encode)",
-              "lean": "full, no baselines kept", "delta": "delta vs acked baseline",
+              "lean": "full, no baselines kept", "loop": "  the same, a client at a time",
+              "delta": "delta vs acked baseline",
               "encode_c": "encoding only, msgpack C", "encode_python": "encoding only, pure Python"}
     for key, label in labels.items():
         s = c[key]

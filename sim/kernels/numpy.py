@@ -344,7 +344,7 @@ def _sum_impulses(i: np.ndarray, j: np.ndarray, q: np.ndarray, N: int, n: int,
     return acc, np.bincount(ij, minlength=N)[:n]
 
 
-def _expand(lo: np.ndarray, cnt: np.ndarray, arange: np.ndarray | None = None,
+def expand_ranges(lo: np.ndarray, cnt: np.ndarray, arange: np.ndarray | None = None,
             ) -> tuple[np.ndarray, np.ndarray]:
     """Every position of the ranges ``[lo[k], lo[k] + cnt[k])``, with the number ``k`` of its
     range: (range numbers, positions), ranges in order and positions ascending within each.
@@ -513,7 +513,7 @@ class NumpyShard(Shard):
         tot = int(cnt.sum())
         if not tot:
             return None, None
-        src, dst = _expand(lo.ravel(), cnt, self._arange(tot))
+        src, dst = expand_ranges(lo.ravel(), cnt, self._arange(tot))
         src %= N
         Ps = P.take(order, axis=1)
         hit = _pair_impulses(Ps.take(src, axis=1), Ps.take(dst, axis=1), self.config.stiffness)
@@ -1278,7 +1278,7 @@ class NumpyGroup:
         down = gkey - self._span
         q = np.concatenate((gkey, down))
         lo = ks.searchsorted(q - lim, "right")  # lo <= hi: q - lim < q + lim
-        src, at = _expand(lo, ks.searchsorted(q + lim, "left") - lo)
+        src, at = expand_ranges(lo, ks.searchsorted(q + lim, "left") - lo)
         code = order.take(at)
         m = len(gkey)
         # The down window pairs the ghost with originals only: with a copy it would meet an

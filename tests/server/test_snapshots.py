@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import math
+import random
 import subprocess
 import sys
+from typing import Any
+
+import pytest
 
 from server.protocol import (
     CODECS,
@@ -117,6 +121,84 @@ def test_importable_without_numpy() -> None:
     code = ("import sys; import server.snapshots, server.protocol; "
             "sys.exit('numpy' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_without_numpy_snapshots_are_built_a_client_at_a_time() -> None:
+    # What a subinterpreter gets: numpy does not import; the hook still answers every job.
+    code = ("import sys; sys.modules['numpy'] = None\n"
+            "from server.snapshots import SnapshotHook\n"
+            "class Shard:\n"
+            "    def view_rows(self): return [(1, 0, 5.0, 5.0, 0.0, 0.0, 0.0, 0),"
+            " (2, 0, 9.0, 5.0, 0.0, 0.0, 0.0, 0)]\n"
+            "    def __len__(self): return 2\n"
+            "hook = SnapshotHook(view_radius=10, deltas=False)\n"
+            "assert hook._np is None\n"
+            "out = hook.run(3, [Shard()], [(1, 7, 'paratick.json.v1', -1, 0)])\n"
+            "import json\n"
+            "assert [(s, [e[0] for e in json.loads(p)['ents']]) for s, p in out]"
+            " == [(7, [1, 2])], out\n")
+    res = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True,
+                         text=True)
+    assert res.returncode == 0, res.stderr
+
+
+class _Shard:
+    """A shard as the hook sees it: view rows (own first) and how many it owns."""
+
+    def __init__(self, own: list[tuple[Any, ...]], seen: list[tuple[Any, ...]]) -> None:
+        self.rows = own + seen
+        self.owned = len(own)
+
+    def view_rows(self) -> list[tuple[Any, ...]]:
+        return self.rows
+
+    def __len__(self) -> int:
+        return self.owned
+
+
+def _row(eid: int, x: float, y: float) -> tuple[Any, ...]:
+    return (eid, eid % 2, x, y, 1.5, -2.25, eid * 0.1 - 3.0, eid % 7)
+
+
+def _edge_shards() -> list[_Shard]:
+    """Entities exactly on the view radius, on cell edges, at 0, seen by two shards, a ring of
+    clients around each: what a vectorised query could get wrong."""
+    rng = random.Random(5)
+    a_own = [_row(0, 0.0, 0.0), _row(1, R, 0.0), _row(2, 2 * R, R), _row(3, R, R)]
+    a_own += [_row(10 + k, rng.uniform(0, 2 * R), rng.uniform(0, 3 * R)) for k in range(120)]
+    b_own = [_row(200 + k, rng.uniform(2 * R, 4 * R), rng.uniform(0, 3 * R)) for k in range(120)]
+    b_own += [_row(4, 2 * R + R, R), _row(5, 2 * R, 2 * R)]
+    # Each shard sees the other's rows near their border (the same tuples: ghosts).
+    a_seen = [r for r in b_own if r[2] < 3 * R]
+    b_seen = [r for r in a_own if r[2] > R]
+    return [_Shard(a_own, a_seen), _Shard(b_own, b_seen)]
+
+
+@pytest.mark.parametrize("case", ["edges", "world", "dense"])
+def test_batched_full_snapshots_are_the_per_client_bytes(case: str) -> None:
+    if case == "edges":
+        shards: list[Any] = _edge_shards()
+        eids = [r[0] for s in shards for r in s.rows[:s.owned]]
+    else:
+        world = make_world() if case == "world" else World(
+            WorldConfig(width=400, height=400, regions_x=2, regions_y=2, view_radius=R,
+                        max_speed=60), spawn(WorldConfig(width=400, height=400, regions_x=2,
+                                                         regions_y=2, view_radius=R,
+                                                         max_speed=60), 2000, players=300))
+        world.step(view=True)
+        shards, eids = world.shards, list(range(6 if case == "world" else 300))
+    codecs = [SUBPROTOCOL_MSGPACK, SUBPROTOCOL_JSON, "paratick.xml.v9"]
+    jobs = [(e, 1000 + k, codecs[k % 3] if k % 5 == 0 else SUBPROTOCOL_MSGPACK, -1, k)
+            for k, e in enumerate(eids)] + [(99999, 1, SUBPROTOCOL_MSGPACK, -1, 0)]
+    batched = SnapshotHook(view_radius=R, deltas=False)
+    loop = SnapshotHook(view_radius=R, deltas=False, batch=False)
+    assert batched._np is not None and loop._np is None
+    got, want = batched.run(7, shards, jobs), loop.run(7, shards, jobs)
+    assert got == want
+    assert len(got) == sum(1 for j in jobs if j[2] != "paratick.xml.v9" and j[0] != 99999)
+    assert batched.stats == loop.stats
+    if case == "edges":  # the radius is inclusive: entity 1 at exactly R from entity 0
+        assert 1 in {e[0] for e in decode(dict(got)[1000]).entities}
 
 
 def test_rings_of_departed_clients_are_dropped() -> None:
