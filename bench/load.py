@@ -49,6 +49,7 @@ from bench.errors import CellError
 from bench.summary import load_table
 from server.cli import alias
 from server.runtime import BACKENDS
+from server.settings import default_kernel
 from sim.kernels import KERNELS
 
 DESCRIPTION = """\
@@ -365,8 +366,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     c.add_argument("--gateway-backend", default="threads",
                    help="comma list of where gateways run, for each count > 0: threads, "
                         "processes (serve --gateway-backend; default %(default)s)")
-    c.add_argument("--kernel", default="python", choices=KERNELS,
-                   help="tick kernel (default python)")
+    c.add_argument("--kernel", default="auto", choices=("auto", *KERNELS),
+                   help="tick kernel; auto (the default) is what `paratick serve` runs by "
+                        "default: numpy, or python on subinterpreters")
     c.add_argument("--bots-build", default="gil", choices=("gil", "same"),
                    help="the interpreter the bots run on: gil (the GIL build, whose venv has the "
                         "picows client, the cheapest load generator) or same (the server's build;"
@@ -448,7 +450,8 @@ def run(args: argparse.Namespace) -> int:
         where = f" on {kind}" if gateways else ""
         say(f"load: {build.name} {backend} {gateways} gateways{where} {entities} NPCs {bots} "
             f"bots ({phase}) ...")
-        rec = run_probe(build, backend, args.workers, args.kernel, entities, bots, duration,
+        kernel = default_kernel(backend) if args.kernel == "auto" else args.kernel
+        rec = run_probe(build, backend, args.workers, kernel, entities, bots, duration,
                         root, criteria, gateways=gateways, bots_build=bots_build,
                         gateway_backend=kind)
         rec["phase"] = phase

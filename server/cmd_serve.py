@@ -98,8 +98,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "that exchange borders over NATS)")
     r.add_argument("--workers", type=int, default=None, metavar="W",
                    help="worker count (default: usable cores, capped at the region count)")
-    r.add_argument("--kernel", default="python", choices=KERNELS,
-                   help="tick kernel (default %(default)s)")
+    r.add_argument("--kernel", default="auto", choices=("auto", *KERNELS),
+                   help="tick kernel; auto (the default) is numpy, or python with --backend "
+                        "interpreters, where numpy does not load")
     r.add_argument("--no-pin", action="store_true",
                    help="leave worker placement to the OS; by default, where every worker has "
                         "a core of its own, worker W is pinned to the W-th usable core")
@@ -166,7 +167,7 @@ def build(args: argparse.Namespace) -> tuple[Any, Any]:
     """
     from server.runtime.bus import check_token
     from server.runtime.cli import node_option_error
-    from server.settings import ServerSettings, default_gateways
+    from server.settings import ServerSettings, default_gateways, default_kernel
     from sim.config import WorldConfig, parse_grid
 
     bad = node_option_error(args.backend, args.bus, args.bus_world, args.local_nodes,
@@ -189,7 +190,8 @@ def build(args: argparse.Namespace) -> tuple[Any, Any]:
         npcs = ServerSettings.npcs if args.npcs is None else args.npcs
     settings = ServerSettings(
         host=args.host, port=args.port, snapshot_rate=args.snapshot_rate, players=args.players,
-        npcs=npcs, backend=args.backend, workers=args.workers, kernel=args.kernel,
+        npcs=npcs, backend=args.backend, workers=args.workers,
+        kernel=default_kernel(args.backend) if args.kernel == "auto" else args.kernel,
         pin=not args.no_pin,
         max_frame=args.max_frame, input_rate=args.input_rate, input_burst=args.input_burst,
         max_per_address=args.max_per_address, max_connections=args.max_connections,

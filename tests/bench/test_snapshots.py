@@ -15,7 +15,8 @@ from server.cli import main
 def test_measure_reports_every_cost_per_repeat() -> None:
     res = snapshots.measure(clients=30, repeats=2, players=40, npcs=300)
     assert res["clients"] == 30
-    assert set(res["costs"]) == {"full", "lean", "delta", "encode_c", "encode_python"}
+    assert set(res["costs"]) == {"full", "lean", "loop", "delta", "encode_c",
+                                 "encode_python"}
     for cost in res["costs"].values():
         assert len(cost["samples_us"]) == 2
         assert 0 < cost["min_us"] <= cost["median_us"] <= cost["max_us"]

@@ -12,6 +12,7 @@ from server.settings import (
     STATIC,
     ServerSettings,
     default_gateways,
+    default_kernel,
     respond_static,
     stats_allowed,
 )
@@ -61,6 +62,17 @@ def test_origins_and_tls() -> None:
         None, "https://g.example"]
     assert ServerSettings().ssl_context() is None
     assert default_gateways(free_threaded=False, cores=8) == 0
+
+
+@pytest.mark.parametrize(("backend", "kernel"), [
+    ("inline", "numpy"), ("threads", "numpy"), ("processes", "numpy"), ("nodes", "numpy"),
+    ("interpreters", "python"),  # numpy does not load in a subinterpreter
+])
+def test_default_kernel_is_numpy_where_it_loads(backend: str, kernel: str) -> None:
+    from server.runtime import BACKENDS
+
+    assert backend in (*BACKENDS, "nodes")
+    assert default_kernel(backend) == kernel
 
 
 def test_what_a_gateway_answers_alone_and_what_it_asks_the_hub() -> None:
