@@ -49,7 +49,6 @@ from bench.errors import CellError
 from bench.summary import load_table
 from server.cli import alias
 from server.runtime import BACKENDS
-from server.settings import default_kernel
 from sim.kernels import KERNELS
 
 DESCRIPTION = """\
@@ -450,6 +449,8 @@ def run(args: argparse.Namespace) -> int:
         where = f" on {kind}" if gateways else ""
         say(f"load: {build.name} {backend} {gateways} gateways{where} {entities} NPCs {bots} "
             f"bots ({phase}) ...")
+        from server.settings import default_kernel  # not at import: it loads websockets
+
         kernel = default_kernel(backend) if args.kernel == "auto" else args.kernel
         rec = run_probe(build, backend, args.workers, kernel, entities, bots, duration,
                         root, criteria, gateways=gateways, bots_build=bots_build,
