@@ -111,6 +111,16 @@ class _Fragments:
         self.cache: dict[int, Any] = {}
         self.encode = codec.fragmenter()
 
+    def add(self, row: Sequence[Any], wire: dict[int, WireEntity]) -> Any:
+        """Encode the entity of view row ``row`` and cache it (``wire``: the tick's quantised
+        entities by id, shared by the codecs; the row is quantised there once)."""
+        eid = row[V_ID]
+        w = wire.get(eid)
+        if w is None:
+            w = wire[eid] = quantise(row)
+        f = self.cache[eid] = self.encode(w)
+        return f
+
 
 class _Index:
     """One shard's view rows for one tick: owned positions and a cell grid.
@@ -180,7 +190,7 @@ class _Index:
         got = self.frags.get(codec.name)
         if got is None:
             got = self.frags[codec.name] = _Fragments(codec)
-        cache, fragment = got.cache, got.encode
+        cache = got.cache
         iid, ix, iy = V_ID, V_X, V_Y
         for gx in (cx - 1, cx, cx + 1):
             for gy in (cy - 1, cy, cy + 1):
@@ -191,14 +201,8 @@ class _Index:
                     dx = r[ix] - x
                     dy = r[iy] - y
                     if dx * dx + dy * dy <= r2:
-                        eid = r[iid]
-                        f = cache.get(eid)
-                        if f is None:
-                            w = wire.get(eid)
-                            if w is None:
-                                w = wire[eid] = quantise(r)
-                            f = cache[eid] = fragment(w)
-                        out.append(f)
+                        f = cache.get(r[iid])
+                        out.append(got.add(r, wire) if f is None else f)
         return out
 
 
@@ -357,18 +361,12 @@ class SnapshotHook:
                 got = caches.get(name)
                 if got is None:
                     got = caches[name] = _Fragments(CODECS[name])
-                cache, fragment = got.cache, got.encode
+                cache = got.cache
                 encoded: list[Any] = [None] * n
                 for i in set(picked):
                     r = rows[i]
-                    eid = r[V_ID]
-                    f = cache.get(eid)
-                    if f is None:
-                        w = wire.get(eid)
-                        if w is None:
-                            w = wire[eid] = quantise(r)
-                        f = cache[eid] = fragment(w)
-                    encoded[i] = f
+                    f = cache.get(r[V_ID])
+                    encoded[i] = got.add(r, wire) if f is None else f
                 by_codec[name] = encoded
             a = 0
             for (j, _), b in zip(batch, ends, strict=True):
