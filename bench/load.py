@@ -214,13 +214,14 @@ def probe_load(build: Build, *, backend: str, workers: int | None, kernel: str, 
                bots: int, duration: float, root: Path,
                program: list[str] | None = None, settle: float = SETTLE_S,
                gateways: int = 0, bots_build: Build | None = None,
-               gateway_backend: str = "threads") -> dict[str, Any]:
+               gateway_backend: str = "threads", bots_nice: int = 0) -> dict[str, Any]:
     """One server + bots run; returns the bots' report plus /stats samples and timings.
 
     ``program`` is the command that takes ``serve ...`` and ``bots ...`` arguments; by default
     ``<build python> -m server.cli`` (tests substitute a stand-in).  ``bots_build`` runs the bots
     under another build (the load generator may use whichever is fastest for it; the GIL build
-    has picows); by default they run under ``build``.
+    has picows); by default they run under ``build``.  ``bots_nice`` lowers the bots' CPU
+    priority (``paratick bots --nice``).
 
     Raises:
         CellError: the server did not start, or the bots printed no report.
@@ -266,6 +267,8 @@ def probe_load(build: Build, *, backend: str, workers: int | None, kernel: str, 
             benv = env if bots_build is None else bots_build.environ(root)
             cmd = [*bprog, "bots", "--url", f"ws://127.0.0.1:{port}",
                    "--bots", str(bots), "--duration", f"{duration:g}", "--json", "--quiet"]
+            if bots_nice:
+                cmd += ["--nice", str(bots_nice)]
             cpu0, t0 = group_cpu_seconds(server.pid), time.monotonic()
             code, out, err = run_group(cmd, env=benv, cwd=root,
                                        timeout=duration + 120 + bots / 50)
@@ -309,18 +312,19 @@ def run_probe(build: Build, backend: str, workers: int | None, kernel: str, enti
               bots: int, duration: float, root: Path, criteria: Criteria,
               program: list[str] | None = None, settle: float = SETTLE_S,
               gateways: int = 0, bots_build: Build | None = None,
-              gateway_backend: str = "threads") -> dict[str, Any]:
+              gateway_backend: str = "threads", bots_nice: int = 0) -> dict[str, Any]:
     """A probe as a results record (schema: load.runs[*]); failures become records too."""
     rec: dict[str, Any] = {"build": build.name, "backend": backend, "workers": workers,
                            "kernel": kernel, "entities": entities, "bots": bots,
                            "duration_s": duration, "gateways": gateways,
                            "gateway_backend": gateway_backend if gateways else None,
-                           "bots_build": (bots_build or build).name}
+                           "bots_build": (bots_build or build).name, "bots_nice": bots_nice}
     try:
         out = probe_load(build, backend=backend, workers=workers, kernel=kernel,
                          entities=entities, bots=bots, duration=duration, root=root,
                          program=program, settle=settle, gateways=gateways,
-                         bots_build=bots_build, gateway_backend=gateway_backend)
+                         bots_build=bots_build, gateway_backend=gateway_backend,
+                         bots_nice=bots_nice)
     except (CellError, subprocess.TimeoutExpired, OSError) as exc:
         rec.update(ok=False, holds=False, why=[f"{type(exc).__name__}: {exc}"])
         return rec
@@ -372,6 +376,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the interpreter the bots run on: gil (the GIL build, whose venv has the "
                         "picows client, the cheapest load generator) or same (the server's build;"
                         " default %(default)s)")
+    c.add_argument("--bots-nice", type=int, default=0, metavar="N",
+                   help="run the bots N nice levels below the server (0-19; `paratick bots "
+                        "--nice`): on a machine whose cores the bots share with the server, the "
+                        "server then gets a core first, as it would with the bots elsewhere "
+                        "(default 0: equal priority)")
     f = p.add_argument_group("fixed load")
     npcs = f.add_argument("--npcs", type=int, default=5000, metavar="N",
                           help="NPCs in the fixed-load run and during the bot search; the bots' "
@@ -416,6 +425,8 @@ def run(args: argparse.Namespace) -> int:
     for n in names:
         if n not in (*ALL_BUILDS, "current"):
             raise CellError(f"unknown build {n!r}")
+    if not 0 <= args.bots_nice <= 19:
+        raise CellError(f"--bots-nice must be in 0..19, got {args.bots_nice}")
     venvs = find_venvs(root, args.venvs)
     builds = [make_build(n, venvs) for n in names]
     bots_build = make_build("gil", venvs) if args.bots_build == "gil" else None
@@ -454,7 +465,7 @@ def run(args: argparse.Namespace) -> int:
         kernel = default_kernel(backend) if args.kernel == "auto" else args.kernel
         rec = run_probe(build, backend, args.workers, kernel, entities, bots, duration,
                         root, criteria, gateways=gateways, bots_build=bots_build,
-                        gateway_backend=kind)
+                        gateway_backend=kind, bots_nice=args.bots_nice)
         rec["phase"] = phase
         runs.append(rec)
         say(f"      -> {'holds' if rec['holds'] else 'fails: ' + '; '.join(rec['why'])}")
@@ -491,7 +502,7 @@ def run(args: argparse.Namespace) -> int:
                           "ack_p99_ms": ACK_P99_MS, "duration_s": duration,
                           "max_probes": max_probes, "regions": REGIONS, "kernel": args.kernel,
                           "workers": args.workers, "quick": quick,
-                          "bots_build": args.bots_build,
+                          "bots_build": args.bots_build, "bots_nice": args.bots_nice,
                           "gateways": gateway_counts, "gateway_backends": kinds},
                "runs": runs, "best": best}
     out = args.out or schema.results_dir(quick=quick)

@@ -160,7 +160,10 @@ def load_md(section: dict[str, Any], plot: bool) -> list[str]:
            f"bots' p99 input->ack <= {p.get('ack_p99_ms', 100):g} ms. The server ticks "
            f"{p.get('settle_s', 5):g} s before the bots start; its MSPT percentiles come from "
            "its rolling window of recent ticks, which can still hold some start-up ticks. "
-           "Searches double then bisect, with a bounded number of probes.", "",
+           "Searches double then bisect, with a bounded number of probes."
+           + (f" The bots ran {p['bots_nice']} nice levels below the server (`paratick bots "
+              "--nice`): they take the cores the server leaves idle."
+              if p.get("bots_nice") else ""), "",
            load_table(section), ""]
     if plot:
         out += [f"![MSPT distributions under load]({MSPT_PNG})", "",

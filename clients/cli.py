@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from typing import Any
@@ -56,6 +57,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "bots always use websockets")
     p.add_argument("--processes", type=int, default=None,
                    help="bot processes (default: one per 100 bots, at most the core count)")
+    p.add_argument("--nice", type=int, default=0, metavar="N",
+                   help="lower the bots' CPU priority by N (0-19, as nice(1)) so that a server "
+                        "on the same machine gets a core first when both want one; the bots "
+                        "still use every idle cycle, and their latencies include their own "
+                        "waits (default 0)")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of text")
     p.add_argument("--quiet", action="store_true", help="no progress line on stderr")
 
@@ -116,9 +122,9 @@ def run(args: argparse.Namespace) -> int:
     from clients.bots import FleetSpec, format_report, lean_client, run_fleet, run_loop
 
     if args.bots < 1 or args.ramp <= 0 or args.duration < 0 or args.input_rate <= 0 \
-            or not 0 <= args.validate <= 1:
+            or not 0 <= args.validate <= 1 or not 0 <= args.nice <= 19:
         print("paratick bots: error: need --bots >= 1, --ramp > 0, --duration >= 0, "
-              "--input-rate > 0, --validate in 0..1", file=sys.stderr)
+              "--input-rate > 0, --validate in 0..1, --nice in 0..19", file=sys.stderr)
         return 2
     if not _ws_url(args.url):
         print(f"paratick bots: error: --url needs ws://HOST[:PORT] or wss://HOST[:PORT], "
@@ -132,6 +138,8 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"paratick bots: error: {exc}", file=sys.stderr)
         return 2
+    if args.nice:
+        os.nice(args.nice)  # before the bot processes start: they inherit it
     tty = sys.stderr.isatty()
 
     def progress(line: str) -> None:
@@ -142,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
 
     rep = run_loop(run_fleet(spec, processes=args.processes, progress=progress),
                     lean_client(args.client))
+    rep["nice"] = os.getpriority(os.PRIO_PROCESS, 0)
     if tty and not args.quiet:
         print(file=sys.stderr)
     if args.json:

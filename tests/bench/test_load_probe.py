@@ -3,6 +3,7 @@ polling, the bots' JSON, shutdown by SIGINT, and a search over real subprocess p
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -52,10 +53,13 @@ def test_bots_may_run_under_another_build_than_the_server() -> None:
     server = make_build("current", None)
     bots = Build("bots", sys.executable, {}, expects_gil=server.expects_gil)
     rec = run_probe(server, "threads", 1, "python", 200, 4, 1.5, repo_root(), Criteria(),
-                    settle=0.0, bots_build=bots)
+                    settle=0.0, bots_build=bots, bots_nice=4)
     assert rec["ok"], rec.get("why")
     assert rec["bots_build"] == "bots" and rec["build"] == server.name
     assert rec["connected"] == 4 and rec["bots_client"] in ("picows", "websockets")
+    # --bots-nice: the bots ran that many nice levels below this process (and the server)
+    assert rec["bots_nice"] == 4
+    assert rec["bots_report"]["nice"] == min(19, os.getpriority(os.PRIO_PROCESS, 0) + 4)
 
 
 def test_a_probe_with_gateway_processes_spreads_the_bots() -> None:

@@ -1,9 +1,13 @@
-"""``paratick bots``: a failed run says why, in one line on stderr, and exits non-zero."""
+"""``paratick bots``: a failed run says why, in one line on stderr, and exits non-zero; the
+fleet's CPU priority."""
 
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 
 import pytest
 
@@ -24,6 +28,23 @@ def test_no_server_is_one_line_that_says_why(capsys: pytest.CaptureFixture[str])
     out, err = capsys.readouterr()
     assert out == ""  # nothing was measured
     assert err == f"paratick bots: no bot connected to {url}: connection refused\n"
+
+
+@pytest.mark.parametrize("nice", ["-1", "20"])
+def test_nice_out_of_range_is_a_usage_error(nice: str, capsys: pytest.CaptureFixture[str],
+                                            ) -> None:
+    assert main(["bots", "--url", "ws://127.0.0.1:9", "--nice", nice, "--quiet"]) == 2
+    assert "--nice in 0..19" in capsys.readouterr().err
+
+
+def test_nice_lowers_the_fleets_priority() -> None:
+    # In a child process: nice(2) cannot be undone without privileges.
+    url = f"ws://127.0.0.1:{closed_port()}"
+    proc = subprocess.run([sys.executable, "-m", "server.cli", "bots", "--url", url, "-n", "1",
+                           "--duration", "0", "--quiet", "--json", "--nice", "3"],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 1  # no server: nothing connected, but the report is printed
+    assert json.loads(proc.stdout)["nice"] == min(19, os.getpriority(os.PRIO_PROCESS, 0) + 3)
 
 
 def test_json_keeps_the_report_and_still_says_why(capsys: pytest.CaptureFixture[str]) -> None:
