@@ -18,9 +18,14 @@ at most ``max_probes`` probes per search, so the run time is bounded whatever th
 Finally one probe at a fixed load records MSPT percentiles for every configuration, the
 comparison readers want ("GIL vs no-GIL at the same load").
 
-The server's MSPT comes from its own ``/stats`` (a rolling window of recent ticks, see
-``server.app``); the bots' latency from the bots' report.  Both run on the same machine as the
-server, which the report says plainly.
+Every figure of a probe is taken over its *loaded window* (:func:`window`): from the first
+``/stats`` sample in which every bot is playing to the last, so neither the bots' connecting
+ramp nor their goodbyes dilute it.  MSPT percentiles are those of every tick in the window (the
+server lists its newest tick durations, numbered, in ``/stats``; the poller stitches them
+together), server CPU per second is the server's process group's CPU time across the window
+over its length, and the tick rate is the window's tick count over its length.  The bots'
+latency comes from the bots' report.  Server and bots run on the same machine, which the report
+says plainly.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as _dt
+import itertools
 import json
 import os
 import signal
@@ -48,6 +54,7 @@ from bench.builds import ALL_BUILDS, Build, find_venvs, make_build, repo_root, r
 from bench.errors import CellError
 from bench.summary import load_table
 from server.cli import alias
+from server.quantiles import percentiles
 from server.runtime import BACKENDS
 from sim.kernels import KERNELS
 
@@ -62,8 +69,10 @@ Every configuration first plays a fixed load (--npcs NPCs and --bots bots: GIL a
 free-threaded at the same load); then two bounded searches find the most NPCs that hold with
 --search-bots bots, and the most bots that hold with --npcs NPCs (doubling from a start while
 probes hold, halving while they fail, then bisecting; at most --max-probes probes each).  Each bot
-also adds a player entity to the world.  Server and bots share this machine's cores, which the
-report says.  results.json, report.md and the plots go to --out."""
+also adds a player entity to the world.  The server's figures (every tick's MSPT, the tick rate,
+its CPU per bot-second) are taken while every bot is playing, not while they connect or leave.
+Server and bots share this machine's cores, which the report says.  results.json, report.md and
+the plots go to --out."""
 
 #: Backends probed by default: every one with workers beside the server's event loop.
 PARALLEL_BACKENDS = tuple(b for b in BACKENDS if b != "inline")
@@ -95,11 +104,12 @@ class Criteria:
 
 def holds(bots_report: dict[str, Any], expected_bots: int,
           criteria: Criteria = Criteria(), *, tick_rate: float | None = None,
-          ) -> tuple[bool, list[str]]:
+          mspt_p99: float | None = None) -> tuple[bool, list[str]]:
     """Whether one probe met every criterion, and the reasons it did not (pure).
 
-    ``tick_rate`` is the rate measured over the probe window (see :func:`window`); without it
-    the bots' lowest sample of the server's since-start rate is used.
+    ``tick_rate`` and ``mspt_p99`` are measured over the probe's loaded window (see
+    :func:`window`); without them the bots' lowest sample of the server's since-start rate and
+    highest sample of its rolling p99 are used.
     """
     why: list[str] = []
     if bots_report.get("connected") != expected_bots:
@@ -107,7 +117,7 @@ def holds(bots_report: dict[str, Any], expected_bots: int,
     if bots_report.get("dropped"):
         why.append(f"{bots_report['dropped']} bots dropped")
     srv = bots_report.get("server") or {}
-    p99 = srv.get("mspt_p99_max")
+    p99 = mspt_p99 if mspt_p99 is not None else srv.get("mspt_p99_max")
     if p99 is None:
         why.append("no server MSPT sample")
     elif p99 > criteria.mspt_p99_ms:
@@ -258,7 +268,9 @@ def probe_load(build: Build, *, backend: str, workers: int | None, kernel: str, 
                     s = get_stats(port)
                     if s is not None:
                         samples.append({"t": time.monotonic(), "tick": s.get("tick"),
-                                        "ticker": s.get("ticker", {})})
+                                        "ticker": s.get("ticker", {}),
+                                        "playing": (s.get("connections") or {}).get("playing"),
+                                        "cpu": group_cpu_seconds(server.pid)})
 
             poller = threading.Thread(target=poll, daemon=True)
             poller.start()
@@ -294,17 +306,47 @@ def probe_load(build: Build, *, backend: str, workers: int | None, kernel: str, 
                 "server_cpu_s_per_s": server_cpu / wall if wall > 0 else None}
 
 
-def window(samples: list[dict[str, Any]]) -> dict[str, float]:
-    """Tick rate and deadline misses over the bots' run, from the first and last /stats sample
-    (the server's own ``tick_rate_actual`` and counters are cumulative since start; pure)."""
+def window(samples: list[dict[str, Any]], bots: int | None = None) -> dict[str, Any]:
+    """The probe's figures over its loaded window of ``/stats`` samples (pure).
+
+    The window runs from the first sample in which ``bots`` players are playing to the last
+    (every sample if ``bots`` is None or no sample has them all).  It gives the tick rate and
+    deadline misses (from the server's counters at its ends), the server's CPU seconds per
+    second (``cpu``: its process group's CPU time, read with each sample) and ``tick_ms``,
+    every tick's duration in order, stitched from the samples' ``recent_ms`` lists (numbered
+    by ``ticks``); ``ticks_unseen`` counts ticks that fell between two samples' lists.
+    """
     ok = [s for s in samples if isinstance(s.get("tick"), int)]
+    full = [s for s in ok if bots is not None and s.get("playing") == bots]
+    if len(full) >= 2:
+        ok = ok[ok.index(full[0]):ok.index(full[-1]) + 1]
     if len(ok) < 2 or ok[-1]["t"] <= ok[0]["t"]:
         return {}
     a, b = ok[0], ok[-1]
-    out = {"seconds": b["t"] - a["t"], "tick_rate": (b["tick"] - a["tick"]) / (b["t"] - a["t"])}
+    seconds = b["t"] - a["t"]
+    out: dict[str, Any] = {"seconds": seconds, "loaded": len(full) >= 2,
+                           "tick_rate": (b["tick"] - a["tick"]) / seconds}
     ma, mb = a["ticker"].get("deadline_misses"), b["ticker"].get("deadline_misses")
     if isinstance(ma, int) and isinstance(mb, int):
         out["deadline_misses"] = float(mb - ma)
+    ca, cb = a.get("cpu"), b.get("cpu")
+    if isinstance(ca, (int, float)) and isinstance(cb, (int, float)):
+        out["server_cpu_s_per_s"] = (cb - ca) / seconds
+    tick_ms: list[float] = []
+    unseen = 0
+    for prev, cur in itertools.pairwise(ok):
+        n0, n1 = prev["ticker"].get("ticks"), cur["ticker"].get("ticks")
+        recent = cur["ticker"].get("recent_ms")
+        if not (isinstance(n0, int) and isinstance(n1, int) and isinstance(recent, list)):
+            continue
+        new = max(0, n1 - n0)
+        seen = min(new, len(recent))
+        tick_ms.extend(recent[len(recent) - seen:])
+        unseen += new - seen
+    if tick_ms:
+        q = percentiles(tick_ms, (50, 99))
+        out.update(tick_ms=tick_ms, ticks_unseen=unseen, mspt_p50_ms=q["p50"],
+                   mspt_p99_ms=q["p99"], mspt_max_ms=max(tick_ms))
     return out
 
 
@@ -329,24 +371,27 @@ def run_probe(build: Build, backend: str, workers: int | None, kernel: str, enti
         rec.update(ok=False, holds=False, why=[f"{type(exc).__name__}: {exc}"])
         return rec
     rep = out["bots_report"]
-    win = window(out["stats_samples"])
-    ok, why = holds(rep, bots, criteria, tick_rate=win.get("tick_rate"))
+    win = window(out["stats_samples"], bots)
+    tick_ms = win.pop("tick_ms", None)
+    ok, why = holds(rep, bots, criteria, tick_rate=win.get("tick_rate"),
+                    mspt_p99=win.get("mspt_p99_ms"))
     srv = rep.get("server") or {}
+    cpu = win.get("server_cpu_s_per_s", out.get("server_cpu_s_per_s"))
     rec.update(ok=True, holds=ok, why=why,
-               mspt_p50_ms=srv.get("mspt_p50_median"), mspt_p99_ms=srv.get("mspt_p99_max"),
+               mspt_p50_ms=win.get("mspt_p50_ms", srv.get("mspt_p50_median")),
+               mspt_p99_ms=win.get("mspt_p99_ms", srv.get("mspt_p99_max")),
                tick_rate_min=srv.get("tick_rate_min"), window=win,
                ack_ms=rep.get("latency_ms"), connected=rep.get("connected"),
                dropped=rep.get("dropped"),
-               server_cpu_s_per_s=out.get("server_cpu_s_per_s"),
-               server_cpu_ms_per_bot_s=(out["server_cpu_s_per_s"] / bots * 1e3
-                                        if out.get("server_cpu_s_per_s") else None),
+               server_cpu_s_per_s=cpu,
+               server_cpu_ms_per_bot_s=cpu / bots * 1e3 if cpu else None,
+               # the bots' whole run, connecting and leaving included (figures before the
+               # loaded window was measured were these)
+               run_cpu_s_per_s=out.get("server_cpu_s_per_s"),
                bot_cpu_us_per_message=rep.get("bot_cpu_us_per_message"),
                bots_client=rep.get("client"),
-               # per-sample rolling p50s and p99s from /stats: the MSPT distribution plot
-               mspt_samples=[s["ticker"]["mspt_p99"] for s in out["stats_samples"]
-                             if s["ticker"].get("mspt_p99") is not None],
-               mspt_p50_samples=[s["ticker"]["mspt_p50"] for s in out["stats_samples"]
-                                 if s["ticker"].get("mspt_p50") is not None],
+               # every tick of the loaded window: the MSPT distribution plot
+               tick_ms=[round(t, 3) for t in tick_ms] if tick_ms else None,
                bots_report=rep)
     return rec
 

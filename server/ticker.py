@@ -32,6 +32,9 @@ from server.runtime.scheduler import Overload, TickScheduler
 
 #: Recent tick durations kept for the MSPT percentiles in /stats (about 34 s at 30 Hz).
 MSPT_WINDOW = 1024
+#: The newest tick durations listed one by one in /stats (``recent_ms``; about 2 s at 30 Hz): a
+#: reader polling once a second sees every tick, numbered by ``ticks``.
+RECENT_TICKS = 64
 #: Seconds between ``on_second`` calls (the runtime's metrics are refreshed this often).
 SECOND = 1.0
 
@@ -111,7 +114,7 @@ class Ticker:
         sched.end(end)
         with self._lock:
             self.durations.append((end - start) * 1e3)
-        self.ticks += 1
+            self.ticks += 1
         if self.observe is not None:
             self.observe(end - start)
         if results and self.on_results is not None:
@@ -161,16 +164,19 @@ class Ticker:
 
     # ---- statistics ---------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
-        """Ticks, the tick rate achieved, MSPT over the last :data:`MSPT_WINDOW` ticks."""
+        """Ticks, the tick rate achieved, MSPT over the last :data:`MSPT_WINDOW` ticks, and the
+        last :data:`RECENT_TICKS` durations in order (``recent_ms[-1]`` is tick ``ticks``)."""
         with self._lock:
             d = list(self.durations)
+            ticks = self.ticks
         q = percentiles(d, (50, 95, 99)) if d else {"p50": 0.0, "p95": 0.0, "p99": 0.0}
         elapsed = self.clock.now() - self.started if self.started is not None else 0.0
         sched = self.scheduler.stats
-        return {"ticks": self.ticks, "tick_rate_target": 1.0 / self.dt,
-                "tick_rate_actual": self.ticks / elapsed if elapsed > 0 else 0.0,
+        return {"ticks": ticks, "tick_rate_target": 1.0 / self.dt,
+                "tick_rate_actual": ticks / elapsed if elapsed > 0 else 0.0,
                 "mspt_mean": sum(d) / len(d) if d else 0.0,
                 **{f"mspt_{k}": v for k, v in q.items()},
                 "mspt_max": max(d) if d else 0.0, "budget_ms": self.dt * 1e3,
                 "deadline_misses": sched.deadline_misses, "skipped": sched.skipped,
-                "catch_up_ticks": sched.catch_up_ticks, "fault": self.fault}
+                "catch_up_ticks": sched.catch_up_ticks, "fault": self.fault,
+                "recent_ms": d[-RECENT_TICKS:]}

@@ -1,7 +1,9 @@
 """A stand-in for ``paratick serve`` / ``paratick bots`` used by test_load_probe.
 
-``serve --port P ... [--npcs N]``: answers GET /stats with a ticker whose p99 MSPT is N/100 ms
-(so a test picks pass or fail through the world size) until SIGINT, then prints final JSON.
+``serve --port P ... [--npcs N] [--players P]``: answers GET /stats with a ticker at 30 Hz whose
+ticks all take N/100 ms (so a test picks pass or fail through the world size; listed in
+``recent_ms`` as the real server does) and P - 16 players playing (the harness asks for 16 more
+than the bots) until SIGINT, then prints final JSON.
 ``bots --url ws://127.0.0.1:P --bots B ... --json``: checks /stats answers, prints a bots report.
 """
 
@@ -23,14 +25,17 @@ def arg(argv: list[str], name: str, default: str) -> str:
 def serve(argv: list[str]) -> int:
     port = int(arg(argv, "--port", "0"))
     p99 = int(arg(argv, "--npcs", "1000")) / 100.0
+    playing = int(arg(argv, "--players", "16")) - 16
     started = time.monotonic()
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             tick = int((time.monotonic() - started) * 30)  # a steady 30 Hz
-            body = json.dumps({"tick": tick, "ticker": {"mspt_p50": p99 / 2, "mspt_p99": p99,
-                                                        "tick_rate_actual": 30.0,
-                                                        "deadline_misses": 0}}).encode()
+            body = json.dumps({"tick": tick, "connections": {"playing": playing},
+                               "ticker": {"mspt_p50": p99 / 2, "mspt_p99": p99,
+                                          "tick_rate_actual": 30.0, "deadline_misses": 0,
+                                          "ticks": tick, "recent_ms": [p99] * min(tick, 64)},
+                               }).encode()
             self.send_response(200 if self.path == "/stats" else 404)
             self.send_header("Content-Type", "application/json")
             self.end_headers()

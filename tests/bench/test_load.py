@@ -112,5 +112,37 @@ def test_window_measures_ticks_between_first_and_last_sample() -> None:
     samples: list[dict[str, Any]] = [{"t": 10.0, "tick": 300, "ticker": {"deadline_misses": 4}},
                {"t": 11.0, "tick": None, "ticker": {}},
                {"t": 14.0, "tick": 420, "ticker": {"deadline_misses": 6}}]
-    assert window(samples) == {"seconds": 4.0, "tick_rate": 30.0, "deadline_misses": 2.0}
+    assert window(samples) == {"seconds": 4.0, "loaded": False, "tick_rate": 30.0,
+                               "deadline_misses": 2.0}
     assert window(samples[:1]) == {}
+
+
+def test_window_loaded_ticks_mspt_cpu() -> None:
+    """The window runs while every bot plays; its ticks are stitched from the numbered
+    ``recent_ms`` lists (one tick missed between two samples is counted, not invented)."""
+    def sample(t: float, playing: int, ticks: int, cpu: float) -> dict[str, Any]:
+        # tick k took k % 40 ms: the stitched list says which ticks it holds
+        recent = [float(k % 40) for k in range(max(1, ticks - 9), ticks + 1)]
+        return {"t": t, "tick": ticks, "playing": playing, "cpu": cpu,
+                "ticker": {"ticks": ticks, "recent_ms": recent, "deadline_misses": 0}}
+
+    samples = [sample(0.0, 3, 5, 0.0),      # ramp: not every bot yet
+               sample(1.0, 10, 15, 0.5),    # loaded from here ...
+               sample(2.0, 10, 25, 1.5),
+               sample(3.0, 10, 36, 2.1),    # 11 new ticks, 10 listed: one unseen
+               sample(4.0, 10, 45, 2.9),    # ... to here
+               sample(5.0, 4, 55, 3.0)]     # leaving
+    win = window(samples, 10)
+    assert win["loaded"] and win["seconds"] == 3.0 and win["tick_rate"] == 10.0
+    assert win["server_cpu_s_per_s"] == (2.9 - 0.5) / 3.0
+    assert win["tick_ms"] == [float(k % 40) for k in [*range(16, 26), *range(27, 46)]]
+    assert win["ticks_unseen"] == 1
+    assert win["mspt_max_ms"] == 39.0
+    assert win["mspt_p50_ms"] == 24.0  # the 15th of 29: 0..5, then 16..25, 27..39
+    # the loaded p99 decides, not the bots' samples of the rolling window
+    assert holds(report(), 100, mspt_p99=win["mspt_p99_ms"]) == (
+        False, [f"p99 MSPT {win['mspt_p99_ms']:.1f} ms > 33.3 ms"])
+    assert holds(report(server={"mspt_p99_max": 50.0, "tick_rate_min": 30.0}), 100,
+                 mspt_p99=20.0)[0]
+    # bots never all playing: the whole run, and it says so
+    assert not window(samples, 11)["loaded"] and window(samples, 11)["seconds"] == 5.0

@@ -26,6 +26,10 @@ def test_a_probe_runs_server_and_bots_and_judges_them() -> None:
     assert rec["ack_ms"]["p99"] == 40.0
     # the rate over the bots' run comes from /stats tick counts, not the since-start counter
     assert 25.0 < rec["window"]["tick_rate"] < 35.0 and rec["window"]["deadline_misses"] == 0
+    # ... over the window in which every bot played, with every tick of it listed
+    assert rec["window"]["loaded"] and rec["window"]["ticks_unseen"] == 0
+    assert rec["tick_ms"] and set(rec["tick_ms"]) == {10.0}
+    assert rec["server_cpu_s_per_s"] is not None and rec["run_cpu_s_per_s"] is not None
     failing = probe(5000)  # p99 MSPT = 50 ms > 33.3 ms budget
     assert failing["ok"] and not failing["holds"]
     assert failing["why"] == ["p99 MSPT 50.0 ms > 33.3 ms"]

@@ -135,8 +135,13 @@ def test_load_mspt_plot_is_a_cdf_of_the_readings(tmp_path: Path) -> None:
     doc["load"] = {"created": "t", "command": ["paratick"], "environment": {},
                    "params": {"mspt_budget_ms": 33.3},
                    "runs": [{"build": "gil", "backend": "threads", "entities": 100, "bots": 10,
+                             "tick_ms": [5.0, 9.0, 40.0, 7.0, 6.5]},
+                            # results written before the server listed every tick
+                            {"build": "ft", "backend": "threads", "entities": 100, "bots": 10,
                              "mspt_samples": [5.0, 9.0, 40.0, 7.0],
-                             "mspt_p50_samples": [2.0, 3.0, 2.5, 2.0]}]}
+                             "mspt_p50_samples": [2.0, 3.0, 2.5, 2.0]},
+                            {"build": "ft", "backend": "processes", "entities": 100,
+                             "bots": 10}]}
     assert report._ecdf([3.0, 1.0, 2.0, 2.0]) == ([1.0, 2.0, 2.0, 3.0], [0.25, 0.5, 0.75, 1.0])
     write_doc(tmp_path, doc)
     written = report.write(tmp_path)

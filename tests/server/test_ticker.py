@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from server.clock import VirtualClock
-from server.ticker import MSPT_WINDOW, ThreadClock, Ticker
+from server.ticker import MSPT_WINDOW, RECENT_TICKS, ThreadClock, Ticker
 
 
 def make(step_seconds: list[float], clock: VirtualClock, **kw: object) -> tuple[Ticker, list[int]]:
@@ -88,6 +88,21 @@ def test_window_is_bounded_and_histogram_sees_every_tick() -> None:
     t, _ = make([0.001], clock, observe=seen.append)
     t.run(ticks=MSPT_WINDOW + 10)
     assert len(t.durations) == MSPT_WINDOW and len(seen) == MSPT_WINDOW + 10
+
+
+def test_recent_lists_the_newest_durations_in_order_numbered_by_ticks() -> None:
+    clock = VirtualClock()
+    steps = [k / 4096 for k in range(1, 8)]  # every tick's duration tells which tick it was
+    t, _ = make(steps, clock)
+    t.run(ticks=3)
+    assert t.stats()["recent_ms"] == pytest.approx([s * 1e3 for s in steps[:3]])
+    t.run(ticks=RECENT_TICKS + 5)
+    st = t.stats()
+    n = st["ticks"]
+    assert n == RECENT_TICKS + 8 and len(st["recent_ms"]) == RECENT_TICKS
+    # recent_ms[-1] is tick n (numbered from 1): tick k took steps[(k - 1) % 7]
+    assert st["recent_ms"] == pytest.approx(
+        [steps[(k - 1) % len(steps)] * 1e3 for k in range(n - RECENT_TICKS + 1, n + 1)])
 
 
 def test_stop_cuts_a_real_wait_short() -> None:
