@@ -344,6 +344,15 @@ def _sum_impulses(i: np.ndarray, j: np.ndarray, q: np.ndarray, N: int, n: int,
     return acc, np.bincount(ij, minlength=N)[:n]
 
 
+def _key_scale(extent: float, bits: int) -> float:
+    """The quantum of :meth:`NumpyGroup._contacts`' sort keys: the largest power of two up to
+    1024 per unit that maps keys ``extent`` apart to fewer than ``2**bits`` integers."""
+    scale = 1024.0
+    while scale > 2.0 ** -60 and (extent + 1.0) * scale >= 2.0 ** bits:
+        scale /= 2.0
+    return scale
+
+
 def expand_ranges(lo: np.ndarray, cnt: np.ndarray, arange: np.ndarray | None = None,
             ) -> tuple[np.ndarray, np.ndarray]:
     """Every position of the ranges ``[lo[k], lo[k] + cnt[k])``, with the number ``k`` of its
@@ -359,6 +368,14 @@ def expand_ranges(lo: np.ndarray, cnt: np.ndarray, arange: np.ndarray | None = N
     at = (lo.take(nz) - (cs - c)).repeat(c)
     at += arange[:tot] if arange is not None else np.arange(tot)
     return nz.repeat(c), at
+
+
+def _arange(self: Any, n: int) -> np.ndarray:
+    """``np.arange(n)`` as a slice of one kept in ``self._ar`` (grown by doubling): a method of
+    the shard and the group, each with its own (slices of it are free)."""
+    if len(self._ar) < n:
+        self._ar = np.arange(max(n, 2 * len(self._ar)))
+    return self._ar[:n]
 
 
 class NumpyShard(Shard):
@@ -413,11 +430,7 @@ class NumpyShard(Shard):
                        or rect.y1 >= cfg.height - reach)
         self._ar = np.arange(0)
 
-    def _arange(self, n: int) -> np.ndarray:
-        """A cached ``arange`` at least ``n`` long (slices of it are free)."""
-        if len(self._ar) < n:
-            self._ar = np.arange(max(n, 2 * len(self._ar)))
-        return self._ar[:n]
+    _arange = _arange
 
     # ---- state -----------------------------------------------------------------------------
     def _load(self, rows: Sequence[Row], ghosts: Sequence[float]) -> None:
@@ -624,8 +637,9 @@ class NumpyShard(Shard):
 _BOOKKEEPING = frozenset({"_ckpt_cache", "_version", "_rolled_back", "_rollback_version",
                           "_fbuf", "_ibuf"})
 #: NumpyGroup's caches, rebuilt after a rollback instead of copied into every checkpoint: the
-#: sweep's last order (a hint: any order gives the same contacts) and the wander kickers.
-_CACHES = frozenset({"_perm", "_wander"})
+#: sweep's last order (a hint: any order gives the same contacts), the wander kickers and the
+#: kept ``arange``.
+_CACHES = frozenset({"_perm", "_wander", "_ar"})
 
 
 class NumpyGroup:
@@ -655,7 +669,10 @@ class NumpyGroup:
     meet in their own band), so each unordered candidate pair is found exactly once.  Ghosts
     from outside find their owned candidates by binary search in the sorted keys.  The sort
     starts from the previous tick's order (entities move a little per tick, so the keys are
-    nearly sorted and a stable sort of them costs a few passes); arrivals join at the end.
+    nearly sorted and a stable sort of them costs a few passes); arrivals join at the end.  It
+    sorts int64 values, each a key quantised to 1/1024 unit (coarser only for worlds too big
+    for that) above its entry's number, rather than the float keys indirectly: the candidates
+    then include pairs up to two quanta further apart, which the exact distance test drops.
     """
 
     def __init__(self, config: WorldConfig, rows_by_region: Mapping[int, Iterable[Row]]) -> None:
@@ -697,6 +714,7 @@ class NumpyGroup:
         self._span = float(2 ** math.ceil(math.log2(config.width + 4.0 * cell + 1.0)))
         self._rw = layout.rw
         self._rh = layout.rh
+        self._ar = np.arange(0)
         self._pending: set[int] = set()
         self._at = -1
         self._out: dict[int, dict[int, Border]] = {}
@@ -737,6 +755,8 @@ class NumpyGroup:
         if lab is None:
             lab = self._lab_now = self._region_of(self._f[FX], self._f[FY])
         return lab
+
+    _arange = _arange
 
     def _settle(self) -> None:
         """Drop the entities handed to outsiders and adopt the rows received from them.
@@ -1212,29 +1232,48 @@ class NumpyGroup:
             np.floor(gkey, out=gkey)
             gkey *= span
             gkey += G[0]
-        perm = self._perm
-        if perm is None or len(perm) != 2 * n:
-            order = key.argsort(kind="stable")
-        else:
-            # Last tick's order: the keys are nearly sorted in it.
-            order = perm.take(key.take(perm).argsort(kind="stable"))
-        self._perm = order
-        ks = key.take(order)
+        lo_key = float(top.min()) - span  # the lowest key is a copy's
+        hi_key = float(top.max())
         # Keys round: allow a few ulps beyond a cell (extra candidates are filtered exactly).
-        big = max(abs(ks[0]), abs(ks[-1]))
+        big = max(abs(lo_key), abs(hi_key))
         if gkey is not None:
             big = max(big, float(np.abs(gkey).max()))
         lim = self._cell + 8.0 * float(np.spacing(big))
+        # Sorted as int64 "composites": the key quantised (a monotone map, so sorted composites
+        # list the keys in order) above the entry's number (which makes each composite unique
+        # and carries the order out).  Sorting values is ~2.5x faster than numpy's indirect
+        # argsort of the float keys; candidates are then pairs of quantised keys less than
+        # ``width`` apart, a superset of the pairs less than ``lim`` apart: one quantum of
+        # slack for each floor.
+        bits = max(1, (2 * n - 1).bit_length())
+        scale = _key_scale(hi_key - lo_key, 62 - bits)
+        width = math.ceil(lim * scale) + 2
+        comp = key - lo_key
+        comp *= scale
+        q = comp.astype(np.int64)  # >= 0: truncation is floor
+        q <<= bits
+        q |= self._arange(2 * n)
+        perm = self._perm
+        if perm is None or len(perm) != 2 * n:
+            q.sort()
+        else:
+            # Last tick's order: the keys are nearly sorted in it (timsort's best case).
+            q = q.take(perm)
+            q.sort(kind="stable")
+        order = q & ((1 << bits) - 1)
+        self._perm = order
+        ks = q
+        ks >>= bits  # the quantised keys, in order
         us: list[np.ndarray] = []
         vs: list[np.ndarray] = []
-        idx = ((ks[1:] - ks[:-1]) < lim).nonzero()[0]  # k = 1 (slices: no gather)
+        idx = ((ks[1:] - ks[:-1]) < width).nonzero()[0]  # k = 1 (slices: no gather)
         if len(idx):
             us.append(idx)
             vs.append(idx + 1)
         k = 2
         while len(idx):
             idx = idx[:idx.searchsorted(2 * n - k)]
-            near = (ks.take(idx + k) - ks.take(idx)) < lim
+            near = (ks.take(idx + k) - ks.take(idx)) < width
             idx = idx.compress(near)
             if len(idx):
                 us.append(idx)
@@ -1251,7 +1290,7 @@ class NumpyGroup:
         else:
             u = v = np.empty(0, dtype=np.int64)
         if gkey is not None:
-            gu, gv = self._ghost_pairs(gkey, ks, order, lim, n)
+            gu, gv = self._ghost_pairs(gkey, lo_key, scale, ks, order, width, n)
             u = np.concatenate((u, gu))
             v = np.concatenate((v, gv))
         if not len(u):
@@ -1265,20 +1304,25 @@ class NumpyGroup:
         sel, q = hit
         return _sum_impulses(u.take(sel), v.take(sel), q, n + m, n)
 
-    def _ghost_pairs(self, gkey: np.ndarray, ks: np.ndarray, order: np.ndarray, lim: float,
-                     n: int) -> tuple[np.ndarray, np.ndarray]:
+    def _ghost_pairs(self, gkey: np.ndarray, lo_key: float, scale: float, ks: np.ndarray,
+                     order: np.ndarray, width: int, n: int) -> tuple[np.ndarray, np.ndarray]:
         """Candidate (ghost, owned) pairs: ghost ``g`` numbered ``n + g``, owned entity index.
 
         A ghost in band b meets owned entities of bands b-1, b and b+1: owned originals within
-        ``lim`` of its key (band b), owned copies within ``lim`` of it (originals of band b+1),
-        and owned originals within ``lim`` of its key one band down (band b-1).  The three
-        windows never overlap, so each pair is a candidate once; ghost-ghost pairs are not
-        needed (they only add to ghost slots, which are thrown away).
+        ``width`` of its quantised key (band b), owned copies within ``width`` of it (originals
+        of band b+1), and owned originals within ``width`` of its key one band down (band
+        b-1).  The three windows never overlap, so each pair is a candidate once; ghost-ghost
+        pairs are not needed (they only add to ghost slots, which are thrown away).
+        ``ks``: the owned quantised keys in order (:meth:`_contacts`), ``lo_key`` and
+        ``scale`` their quantisation.
         """
         down = gkey - self._span
         q = np.concatenate((gkey, down))
-        lo = ks.searchsorted(q - lim, "right")  # lo <= hi: q - lim < q + lim
-        src, at = expand_ranges(lo, ks.searchsorted(q + lim, "left") - lo)
+        q -= lo_key
+        q *= scale
+        qi = np.floor(q).astype(np.int64)  # below the owned keys, a ghost's may be negative
+        lo = ks.searchsorted(qi - width, "right")  # lo <= hi
+        src, at = expand_ranges(lo, ks.searchsorted(qi + width, "left") - lo)
         code = order.take(at)
         m = len(gkey)
         # The down window pairs the ghost with originals only: with a copy it would meet an

@@ -1,5 +1,6 @@
 """The numpy kernel is bit-identical to the python kernel (digests and rows)."""
 
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -84,6 +85,38 @@ def test_numpy_equals_python_in_a_huge_region(per_region):
     nu = run_world(cfg, 4000, 30, kernel="numpy", players=2, log_seed=1, per_region=per_region)
     assert max(r[8] for r in py.rows()) > 0  # some contacts happened
     assert nu.digest() == py.digest()
+
+
+@pytest.mark.parametrize("scale", [1024.0, 1.0, 0.125])
+def test_sort_key_quantum_never_changes_the_contacts(monkeypatch, scale):
+    """The group's sweep sorts quantised keys: a quantum as coarse as a whole cell (0.125 per
+    unit: 8 units) only adds candidates, which the exact distance test drops."""
+    import sim.kernels.numpy as kn
+
+    monkeypatch.setattr(kn, "_key_scale", lambda extent, bits: scale)
+    cfg = WorldConfig(width=256, height=256, regions_x=4, regions_y=4, seed=4, max_speed=200,
+                      wander_period=3, wander_kick=900.0)
+    rows = spawn(cfg, 1200, players=3)
+    py = World(cfg, rows, kernel="python")
+    nu = World(cfg, rows, kernel="numpy", groups=[[0, 1, 4, 5], [2, 3, 6, 7, 8, 9, 10, 11,
+                                                                   12, 13, 14, 15]])
+    for inputs in input_log(1, 3, 30):
+        py.step(inputs)
+        nu.step(inputs)
+    assert sum(r[8] for r in py.rows()) > 1000  # crowded: many contacts, and ghosts' too
+    assert nu.digest() == py.digest()
+
+
+@pytest.mark.parametrize(("extent", "bits"), [(0.0, 40), (1e5, 40), (3e7, 38), (1e12, 30),
+                                              (5e9, 33)])
+def test_sort_key_quantum_fits_the_bits(extent, bits):
+    from sim.kernels.numpy import _key_scale
+
+    scale = _key_scale(extent, bits)
+    assert (extent + 1.0) * scale < 2.0 ** bits
+    assert scale <= 1024.0 and math.log2(scale).is_integer()
+    # the largest such power of two (up to 1024 per unit)
+    assert scale == 1024.0 or (extent + 1.0) * scale * 2 >= 2.0 ** bits
 
 
 def test_numpy_regions_of_one_thread_are_one_group():
