@@ -299,26 +299,39 @@ def _steer(cfg: WorldConfig, F: np.ndarray, I: np.ndarray,  # noqa: E741
     return pi, dv
 
 
-def _pair_impulses(A: np.ndarray, B: np.ndarray, stiffness: float,
+def _pair_impulses(A: np.ndarray, B: np.ndarray, stiffness: float, rr: float | None = None,
                    ) -> tuple[np.ndarray, np.ndarray] | None:
     """Candidate pairs (x, y, r rows of each side) -> (indices in contact, impulses (2, k)).
 
     ``q = trunc(w * (B - A) * SCALE)`` with ``w = stiff * (1 - d2/rr2) / rr``, in the python
-    kernel's order of operations; None when no pair touches.
+    kernel's order of operations; None when no pair touches.  ``rr``: every pair's sum of radii
+    when all are the same (then the sides need only their x, y rows; the same operations on a
+    scalar give the same bits).
     """
     d = B[:2] - A[:2]
     sq = d * d
     d2 = sq[0] + sq[1]
-    rr = A[2] + B[2]
-    rr2 = rr * rr
-    sel = (d2 < rr2).nonzero()[0]
-    if not len(sel):
-        return None
-    w = d2[sel]
-    w /= rr2[sel]
-    w = 1.0 - w
-    w = stiffness * w
-    w /= rr[sel]
+    if rr is None:
+        rrs = A[2] + B[2]
+        rr2s = rrs * rrs
+        sel = (d2 < rr2s).nonzero()[0]
+        if not len(sel):
+            return None
+        w = d2[sel]
+        w /= rr2s[sel]
+        w = 1.0 - w
+        w = stiffness * w
+        w /= rrs[sel]
+    else:
+        rr2 = rr * rr
+        sel = (d2 < rr2).nonzero()[0]
+        if not len(sel):
+            return None
+        w = d2[sel]
+        w /= rr2
+        w = 1.0 - w
+        w = stiffness * w
+        w /= rr
     q = w * d.take(sel, axis=1)
     q *= SCALE
     np.trunc(q, out=q)
@@ -1295,10 +1308,17 @@ class NumpyGroup:
             v = np.concatenate((v, gv))
         if not len(u):
             return None, None
+        # One radius for all (spawned entities share the configured one): pairs need only
+        # positions, and rr is that radius twice, the sum the pair's own radii would give.
+        rad = float(P[2, 0])
+        same = bool((P[2] == rad).all()) and (not m or bool((G[2] == rad).all()))
+        rows = 2 if same else 3
         # take() along axis 1 copies a non-contiguous array whole first: the storage's rows
         # may be the first columns of wider buffers.
-        PG = np.concatenate((P, G), axis=1) if m else np.ascontiguousarray(P)
-        hit = _pair_impulses(PG.take(u, axis=1), PG.take(v, axis=1), self.config.stiffness)
+        PG = (np.concatenate((P[:rows], G[:rows]), axis=1) if m
+              else np.ascontiguousarray(P[:rows]))
+        hit = _pair_impulses(PG.take(u, axis=1), PG.take(v, axis=1), self.config.stiffness,
+                             rad + rad if same else None)
         if hit is None:
             return None, None
         sel, q = hit
