@@ -350,6 +350,23 @@ def window(samples: list[dict[str, Any]], bots: int | None = None) -> dict[str, 
     return out
 
 
+def outcome(rec: dict[str, Any]) -> str:
+    """A probe record as its progress line: the verdict, why not, and the loaded window's
+    figures where it has them (pure)."""
+    head = "holds" if rec.get("holds") else "fails: " + "; ".join(rec.get("why") or ["?"])
+    figs = []
+    p50, p99 = rec.get("mspt_p50_ms"), rec.get("mspt_p99_ms")
+    if p50 is not None and p99 is not None:
+        figs.append(f"MSPT p50/p99 {p50:.1f}/{p99:.1f} ms")
+    ack = (rec.get("ack_ms") or {}).get("p99")
+    if ack is not None:
+        figs.append(f"ack p99 {ack:.0f} ms")
+    cpu = rec.get("server_cpu_ms_per_bot_s")
+    if cpu is not None:
+        figs.append(f"server {cpu:.2f} ms CPU per bot-second")
+    return f"{head} ({', '.join(figs)})" if figs else head
+
+
 def run_probe(build: Build, backend: str, workers: int | None, kernel: str, entities: int,
               bots: int, duration: float, root: Path, criteria: Criteria,
               program: list[str] | None = None, settle: float = SETTLE_S,
@@ -513,7 +530,7 @@ def run(args: argparse.Namespace) -> int:
                         gateway_backend=kind, bots_nice=args.bots_nice)
         rec["phase"] = phase
         runs.append(rec)
-        say(f"      -> {'holds' if rec['holds'] else 'fails: ' + '; '.join(rec['why'])}")
+        say(f"      -> {outcome(rec)}")
         return bool(rec["holds"])
 
     for build in builds:

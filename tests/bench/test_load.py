@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bench.load import Criteria, bounded_search, holds, window
+from bench.load import Criteria, bounded_search, holds, outcome, window
 from bench.summary import load_table as table
 
 
@@ -146,3 +146,15 @@ def test_window_loaded_ticks_mspt_cpu() -> None:
                  mspt_p99=20.0)[0]
     # bots never all playing: the whole run, and it says so
     assert not window(samples, 11)["loaded"] and window(samples, 11)["seconds"] == 5.0
+
+
+def test_progress_line_gives_verdict_and_loaded_figures() -> None:
+    rec = {"holds": False, "why": ["p99 MSPT 37.0 ms > 33.3 ms"], "mspt_p50_ms": 22.31,
+           "mspt_p99_ms": 37.04, "ack_ms": {"p99": 107.7}, "server_cpu_ms_per_bot_s": 1.538}
+    assert outcome(rec) == ("fails: p99 MSPT 37.0 ms > 33.3 ms (MSPT p50/p99 22.3/37.0 ms, "
+                            "ack p99 108 ms, server 1.54 ms CPU per bot-second)")
+    # a probe that never ran (server did not start) has only its reason
+    assert outcome({"holds": False, "why": ["CellError: server did not start"]}) == \
+        "fails: CellError: server did not start"
+    assert outcome({"holds": True, "why": [], "mspt_p50_ms": 1.0, "mspt_p99_ms": 2.0}) == \
+        "holds (MSPT p50/p99 1.0/2.0 ms)"
