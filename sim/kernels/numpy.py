@@ -383,6 +383,21 @@ def expand_ranges(lo: np.ndarray, cnt: np.ndarray, arange: np.ndarray | None = N
     return nz.repeat(c), at
 
 
+def _copy_into(old: Any, v: np.ndarray) -> np.ndarray:
+    """A copy of ``v`` (an array of one or more dimensions, entities along the last) in the
+    buffer behind ``old`` when it fits, else in a new one with an eighth to spare: a
+    checkpoint's memory, reused by the next one while the entity count moves a little."""
+    buf = old.base if isinstance(old, np.ndarray) and old.base is not None else old
+    n = v.shape[-1]
+    if not (isinstance(buf, np.ndarray) and buf.dtype == v.dtype and buf.ndim == v.ndim
+            and buf.shape[:-1] == v.shape[:-1] and buf.shape[-1] >= n
+            and buf.flags.c_contiguous and not np.may_share_memory(buf, v)):
+        buf = np.empty((*v.shape[:-1], n + max(64, n // 8)), dtype=v.dtype)
+    out = buf[..., :n]
+    np.copyto(out, v)
+    return out
+
+
 def _arange(self: Any, n: int) -> np.ndarray:
     """``np.arange(n)`` as a slice of one kept in ``self._ar`` (grown by doubling): a method of
     the shard and the group, each with its own (slices of it are free)."""
@@ -879,16 +894,28 @@ class NumpyGroup:
                         "_frontier", "_foreign", "_reach", "_first_table", "_wp", "_cell",
                         "_inv_cell", "_span", "_rw", "_rh", "_empty"})
 
-    def checkpoint(self) -> dict[str, Any]:
+    def checkpoint(self, reuse: dict[str, Any] | None = None) -> dict[str, Any]:
         """Everything that changes as the group ticks, copied (numpy arrays by memcpy): taken
-        once per state however many facades ask (:meth:`GroupShard.checkpoint`)."""
+        once per state however many facades ask (:meth:`GroupShard.checkpoint`).
+
+        ``reuse``: an earlier checkpoint nobody needs any more (:meth:`sim.shard.Shard.
+        checkpoint`); its arrays of the right shape are overwritten and become this one's.
+        """
         cached = self._ckpt_cache
         if cached is not None and cached[0] == self._version:
             return cached[1]
         self._ckpt_cache = None  # its memory is free for this copy once the caller drops it too
+        if reuse is not None and self._rolled_back is reuse:
+            self._rolled_back = None  # about to be overwritten: a rollback to it must copy
         memo: dict[int, Any] = {}
-        state = {k: copy.deepcopy(v, memo) for k, v in vars(self).items()
-                 if k not in self._FIXED and k not in _BOOKKEEPING and k not in _CACHES}
+        state: dict[str, Any] = {}
+        for k, v in vars(self).items():
+            if k in self._FIXED or k in _BOOKKEEPING or k in _CACHES:
+                continue
+            if isinstance(v, np.ndarray) and v.ndim:
+                state[k] = _copy_into(reuse.get(k) if reuse is not None else None, v)
+            else:
+                state[k] = copy.deepcopy(v, memo)
         self._ckpt_cache = (self._version, state)
         return state
 
@@ -1390,9 +1417,10 @@ class GroupShard(Shard):
     def emit(self, *, view: bool = False) -> dict[int, Border]:
         return self._group.emit(view)[self.region]
 
-    def checkpoint(self) -> Any:
+    def checkpoint(self, reuse: Any = None) -> Any:
         # The group's arrays, copied once for all its facades, and this region's view rows.
-        return self._group.checkpoint(), list(self._view_in)
+        return self._group.checkpoint(reuse[0] if reuse is not None else None), \
+            list(self._view_in)
 
     def rollback(self, checkpoint: Any) -> None:
         state, view_in = checkpoint

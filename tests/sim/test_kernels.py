@@ -219,6 +219,47 @@ def test_numpy_group_rolled_back_replays_the_same_bits():
     assert a.digest() == b.digest()
 
 
+def test_numpy_checkpoint_reuses_a_handed_back_one_and_stays_a_copy():
+    """A checkpoint taken with the previous one handed back copies into its memory (while the
+    entity count moves with handoffs), is still a copy (ticking on leaves it alone), and rolls
+    back to the same bits as one taken fresh."""
+    import numpy as np
+
+    cfg = WorldConfig(width=256, height=256, regions_x=4, regions_y=4, seed=4, max_speed=200,
+                      wander_period=3, wander_kick=900.0)
+    rows = spawn(cfg, 1200, players=3)
+    halves = [list(range(8)), list(range(8, 16))]
+    a = World(cfg, rows, kernel="numpy", groups=halves)
+    b = World(cfg, rows, kernel="numpy", groups=halves)
+    log = list(input_log(1, 3, 40))
+    first = [s.checkpoint() for s in a.shards]
+    counts = set()
+    for inputs in log[:10]:  # handoffs both ways: each group's entity count moves
+        a.step(inputs)
+        b.step(inputs)
+        counts.add(len(a.shards[0]._group._f[0]))
+    assert len(counts) > 1
+    buffers = {id(st[0][k].base) for st in first for k in ("_f", "_i")}
+    saved = [s.checkpoint(old) for s, old in zip(a.shards, first, strict=True)]
+    assert {id(st[0][k].base) for st in saved for k in ("_f", "_i")} == buffers  # reused
+    fresh = [s.checkpoint() for s in b.shards]  # same state, new memory
+    for got, want in zip(saved, fresh, strict=True):
+        assert got[0]["_f"] is not want[0]["_f"]
+        assert np.array_equal(got[0]["_f"], want[0]["_f"])
+        assert np.array_equal(got[0]["_i"], want[0]["_i"])
+    copy = [np.array(st[0]["_f"]) for st in saved]
+    for inputs in log[10:25]:
+        a.step(inputs)
+    assert all(np.array_equal(st[0]["_f"], c) for st, c in zip(saved, copy, strict=True))
+    for shard, state in zip(a.shards, saved, strict=True):
+        shard.rollback(state)
+    a.tick = 10
+    for inputs in log[10:]:
+        a.step(inputs)
+        b.step(inputs)
+    assert a.digest() == b.digest()
+
+
 @pytest.mark.parametrize("first", [None, [[0, 1, 2], [3, 4, 5]]], ids=["whole", "halves"])
 def test_group_checkpoint_restores_into_per_region_shards_and_back(first):
     """A facade's checkpoint carries the ghosts a per-region shard would hold."""

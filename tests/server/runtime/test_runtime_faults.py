@@ -239,9 +239,9 @@ def test_a_due_checkpoint_is_taken_after_the_tick_is_reported() -> None:
     for shard in core.shards.values():
         take = shard.checkpoint
 
-        def noted(take=take):  # type: ignore[no-untyped-def]
+        def noted(reuse=None, take=take):  # type: ignore[no-untyped-def]
             events.append("checkpoint")
-            return take()
+            return take(reuse)
 
         shard.checkpoint = noted  # type: ignore[method-assign]
     core.ep = _Recorder([m.Tick(t, inputs_for(t), False, []) for t in range(4)] + [m.Stop()],
