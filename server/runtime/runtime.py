@@ -121,6 +121,8 @@ class Runtime:
     Args:
         config: the world.
         rows: initial entities (validated like :class:`sim.world.World` does).
+        validate: False skips checking each row: for rows :func:`sim.world.spawn` just made
+            (a benchmark's world of a million entities spends seconds on the checks).
         backend: ``inline`` (calling thread, one worker), ``threads``, ``interpreters`` (one
             subinterpreter per worker, each with its own GIL) or ``processes`` (spawned).
         workers: worker count; default usable cores, always capped at the number of regions.
@@ -157,7 +159,7 @@ class Runtime:
                  checkpoint_every: int = CHECKPOINT_EVERY,
                  fault_at: tuple[int, int] | None = None,
                  metrics_window: int = DEFAULT_WINDOW, pin: bool = True,
-                 clock: TimeSource = time.perf_counter) -> None:
+                 clock: TimeSource = time.perf_counter, validate: bool = True) -> None:
         if backend not in BACKENDS:
             raise RuntimeConfigError(f"unknown backend {backend!r}; choose one of "
                                      f"{', '.join(BACKENDS)}")
@@ -196,7 +198,7 @@ class Runtime:
         for w, regions in enumerate(self.assignment):
             for r in regions:
                 self.owner[r] = w
-        per = partition(config, rows)
+        per = partition(config, rows, validate=validate)
         self._window = metrics_window
         self._shard_m = [ShardMetrics(r, self.owner[r], Window(metrics_window), len(per[r]))
                          for r in range(config.regions)]

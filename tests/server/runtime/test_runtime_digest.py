@@ -151,6 +151,20 @@ def test_invalid_input_leaves_the_runtime_usable() -> None:
         assert rt.digest() == reference_digest(cfg, rows, 1)
 
 
+def test_rows_are_checked_unless_the_caller_vouches_for_them() -> None:
+    """validate=False (rows spawn() just made) skips the per-row checks and changes nothing
+    else; by default a malformed row is refused before any worker starts."""
+    from sim.errors import InvalidInput
+    cfg, rows = small_world()
+    with Runtime(cfg, rows, backend="threads", workers=2, validate=False) as rt:
+        for t in range(3):
+            rt.step(inputs_for(t))
+        assert rt.digest() == reference_digest(cfg, rows, 3)
+    bad = [(*rows[0][:2], float("nan"), *rows[0][3:]), *rows[1:]]
+    with pytest.raises(InvalidInput):
+        Runtime(cfg, bad, backend="threads", workers=2)
+
+
 @pytest.mark.parametrize("backend", ["inline", "threads", "processes"])
 def test_numpy_kernel_matches_the_python_reference(backend: str) -> None:
     pytest.importorskip("sim.kernels.numpy", reason="the numpy kernel lands from the sim branch")
