@@ -194,20 +194,19 @@ def test_numpy_groups_in_a_crowd_with_many_handoffs():
     assert nu.digest() == py.digest() and len(nu) == 1200
 
 
-def test_numpy_group_rolled_back_replays_the_same_bits():
-    """A rollback restores the storage whatever spare columns it grew into since, and the
-    sweep, whose order the checkpoint leaves out, starts afresh: the replay is bit for bit."""
+def _twin_crowds() -> tuple[World, World, list]:
+    """Two identical crowded worlds, each two numpy groups of 8 regions, and 40 ticks of input."""
     cfg = WorldConfig(width=256, height=256, regions_x=4, regions_y=4, seed=4, max_speed=200,
                       wander_period=3, wander_kick=900.0)
     rows = spawn(cfg, 1200, players=3)
     halves = [list(range(8)), list(range(8, 16))]
-    a = World(cfg, rows, kernel="numpy", groups=halves)
-    b = World(cfg, rows, kernel="numpy", groups=halves)
-    log = list(input_log(1, 3, 40))
-    for inputs in log[:10]:
-        a.step(inputs)
-        b.step(inputs)
-    saved = [s.checkpoint() for s in a.shards]
+    return (World(cfg, rows, kernel="numpy", groups=halves),
+            World(cfg, rows, kernel="numpy", groups=halves), list(input_log(1, 3, 40)))
+
+
+def _rolled_back_equals_twin(a: World, b: World, saved: list, log: list) -> bool:
+    """``a`` (with ``b`` at tick 10) ticks on to 25, rolls back to ``saved`` (tick 10), and both
+    tick to the end of ``log``: whether they end with the same digest."""
     for inputs in log[10:25]:  # handoffs both ways: storage grows into spare columns, shrinks
         a.step(inputs)
     for shard, state in zip(a.shards, saved, strict=True):
@@ -216,7 +215,17 @@ def test_numpy_group_rolled_back_replays_the_same_bits():
     for inputs in log[10:]:
         a.step(inputs)
         b.step(inputs)
-    assert a.digest() == b.digest()
+    return a.digest() == b.digest()
+
+
+def test_numpy_group_rolled_back_replays_the_same_bits():
+    """A rollback restores the storage whatever spare columns it grew into since, and the
+    sweep, whose order the checkpoint leaves out, starts afresh: the replay is bit for bit."""
+    a, b, log = _twin_crowds()
+    for inputs in log[:10]:
+        a.step(inputs)
+        b.step(inputs)
+    assert _rolled_back_equals_twin(a, b, [s.checkpoint() for s in a.shards], log)
 
 
 def test_numpy_checkpoint_reuses_a_handed_back_one_and_stays_a_copy():
@@ -225,13 +234,7 @@ def test_numpy_checkpoint_reuses_a_handed_back_one_and_stays_a_copy():
     back to the same bits as one taken fresh."""
     import numpy as np
 
-    cfg = WorldConfig(width=256, height=256, regions_x=4, regions_y=4, seed=4, max_speed=200,
-                      wander_period=3, wander_kick=900.0)
-    rows = spawn(cfg, 1200, players=3)
-    halves = [list(range(8)), list(range(8, 16))]
-    a = World(cfg, rows, kernel="numpy", groups=halves)
-    b = World(cfg, rows, kernel="numpy", groups=halves)
-    log = list(input_log(1, 3, 40))
+    a, b, log = _twin_crowds()
     first = [s.checkpoint() for s in a.shards]
     counts = set()
     for inputs in log[:10]:  # handoffs both ways: each group's entity count moves
@@ -248,16 +251,10 @@ def test_numpy_checkpoint_reuses_a_handed_back_one_and_stays_a_copy():
         assert np.array_equal(got[0]["_f"], want[0]["_f"])
         assert np.array_equal(got[0]["_i"], want[0]["_i"])
     copy = [np.array(st[0]["_f"]) for st in saved]
-    for inputs in log[10:25]:
+    for inputs in log[10:13]:
         a.step(inputs)
     assert all(np.array_equal(st[0]["_f"], c) for st, c in zip(saved, copy, strict=True))
-    for shard, state in zip(a.shards, saved, strict=True):
-        shard.rollback(state)
-    a.tick = 10
-    for inputs in log[10:]:
-        a.step(inputs)
-        b.step(inputs)
-    assert a.digest() == b.digest()
+    assert _rolled_back_equals_twin(a, b, saved, log)  # ticks on from 13, then rolls back to 10
 
 
 @pytest.mark.parametrize("first", [None, [[0, 1, 2], [3, 4, 5]]], ids=["whole", "halves"])
