@@ -317,9 +317,9 @@ def window(samples: list[dict[str, Any]], bots: int | None = None) -> dict[str, 
     by ``ticks``); ``ticks_unseen`` counts ticks that fell between two samples' lists.
     """
     ok = [s for s in samples if isinstance(s.get("tick"), int)]
-    full = [s for s in ok if bots is not None and s.get("playing") == bots]
+    full = [k for k, s in enumerate(ok) if bots is not None and s.get("playing") == bots]
     if len(full) >= 2:
-        ok = ok[ok.index(full[0]):ok.index(full[-1]) + 1]
+        ok = ok[full[0]:full[-1] + 1]
     if len(ok) < 2 or ok[-1]["t"] <= ok[0]["t"]:
         return {}
     a, b = ok[0], ok[-1]

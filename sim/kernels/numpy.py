@@ -1288,9 +1288,9 @@ class NumpyGroup:
         bits = max(1, (2 * n - 1).bit_length())
         scale = _key_scale(hi_key - lo_key, 62 - bits)
         width = math.ceil(lim * scale) + 2
-        comp = key - lo_key
-        comp *= scale
-        q = comp.astype(np.int64)  # >= 0: truncation is floor
+        key -= lo_key  # in place: the float keys are not needed again
+        key *= scale
+        q = key.astype(np.int64)  # >= 0: truncation is floor
         q <<= bits
         q |= self._arange(2 * n)
         perm = self._perm
