@@ -216,6 +216,35 @@ def test_workers_spin_only_with_a_core_each_and_no_shared_gil(monkeypatch: pytes
         assert rt._spin(backend, "python") == want, (gil, backend, workers)
 
 
+@pytest.mark.parametrize(("cores", "coordinator_polls"), [(2, False), (3, True)])
+def test_the_coordinator_polls_for_reports_only_with_a_core_of_its_own(
+        monkeypatch: pytest.MonkeyPatch, cores: int, coordinator_polls: bool) -> None:
+    """With a worker on every core, the coordinator sleeps until each report arrives: polling
+    there takes the core of the worker it waits for."""
+    from server.runtime import runtime as rt_mod
+    from sim.config import WorldConfig
+    from sim.world import spawn
+
+    monkeypatch.setattr(rt_mod, "usable_cores", lambda: cores)
+    monkeypatch.setattr(rt_mod, "gil_enabled", lambda: False)
+    config = WorldConfig(width=256.0, height=256.0, regions_x=2, regions_y=1)
+    with rt_mod.Runtime(config, spawn(config, 40), backend="threads", workers=2,
+                        pin=False) as rt:
+        spins: list[float] = []
+        ep = rt._ep
+        assert ep is not None
+        recv = ep.recv_message
+
+        def spy(timeout: float | None, spin: float = 0.0) -> object:
+            spins.append(spin)
+            return recv(timeout, spin)
+
+        monkeypatch.setattr(ep, "recv_message", spy)
+        rt.step()
+        assert len(spins) >= 2 and spins[0] == 0.0  # the first report: always asleep
+        assert (max(spins[1:]) > 0) is coordinator_polls
+
+
 def test_thread_endpoints_hand_message_objects_over_and_bytes_on_request() -> None:
     hub = channels.ThreadHub(2, maxsize=8)
     a, b = hub.endpoint(0), hub.endpoint(1)
