@@ -260,7 +260,7 @@ class Runtime:
         only where a core is left over for it too: with a worker on every core, a polling
         coordinator sat on the core of the worker it was waiting for, and that worker (pinned,
         ``SCHED_BATCH``) got its core back only when the poll ended (a tenth of the ticks
-        waited the whole poll: coordination p90 0.73 ms, 0.27 ms with the coordinator asleep;
+        waited the whole poll: coordination p90 0.73 ms, 0.27-0.46 ms with it asleep;
         python kernel, arena-20k, 2 free-threaded workers on a 2-core VM)."""
         if self.workers < 2 or backend == "inline":
             return 0.0
