@@ -22,6 +22,7 @@ import contextlib
 import importlib
 import queue
 import sys
+import time
 from typing import Any
 
 from server.runtime.errors import BackendUnavailable, ChannelClosed, ChannelFull
@@ -94,10 +95,27 @@ def require() -> None:
 
 
 # ---- interpreters --------------------------------------------------------------------------------
+#: Tries at creating one interpreter (see :func:`create`).
+CREATE_TRIES = 3
+
+
 def create() -> int:
-    """A new isolated interpreter (its own GIL); returns its id."""
+    """A new isolated interpreter (its own GIL); returns its id.
+
+    CPython 3.13 sometimes fails to create an interpreter while another interpreter of the
+    process starts or finishes ("Failed to import encodings module": a race on the static
+    types that interpreters share, python/cpython#127108 and #129824).  The failure is clean,
+    so a failed creation is tried again, up to :data:`CREATE_TRIES` times in all.
+    """
     require()
-    return int(_interpreters.create())
+    for attempt in range(1, CREATE_TRIES + 1):
+        try:
+            return int(_interpreters.create())
+        except _interpreters.InterpreterError:
+            if attempt == CREATE_TRIES:
+                raise
+            time.sleep(0.01 * attempt)
+    raise AssertionError("unreachable")
 
 
 def bind_main(interp: int, attrs: dict[str, Any]) -> None:

@@ -14,7 +14,6 @@ import contextlib
 import itertools
 import os
 import re
-import resource
 import signal
 import socket
 import subprocess
@@ -87,12 +86,21 @@ class Server:
         return out
 
 
+#: Runs ``python -m ...`` with RLIMIT_NOFILE set to argv[1] (soft and hard): a launcher that
+#: sets the limit and execs, where ``preexec_fn`` would run Python code in a child forked from
+#: this (threaded) test process, which crashed the child now and then on the free-threaded build.
+_WITH_NOFILE = ("import os, resource, sys; n = int(sys.argv[1]); "
+                "resource.setrlimit(resource.RLIMIT_NOFILE, (n, n)); "
+                "os.execv(sys.executable, [sys.executable, *sys.argv[2:]])")
+
+
 def start_server(extra: list[str] = (), *,  # type: ignore[assignment]
-                 preexec: Callable[[], None] | None = None) -> Server:
+                 nofile: int | None = None) -> Server:
+    launch = [sys.executable] if nofile is None else [sys.executable, "-c", _WITH_NOFILE,
+                                                       str(nofile)]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "serve", "--port", "0", *SERVE, *extra],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        preexec_fn=preexec)
+        [*launch, "-m", "server.cli", "serve", "--port", "0", *SERVE, *extra],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
     log: list[str] = []
     deadline = time.monotonic() + 60
@@ -500,14 +508,10 @@ def test_a_peer_that_broke_the_rules_is_cut_off_while_it_keeps_sending(server: S
 NOFILE = 200
 
 
-def _low_nofile() -> None:
-    resource.setrlimit(resource.RLIMIT_NOFILE, (NOFILE, NOFILE))
-
-
 def test_descriptor_exhaustion_under_a_low_limit() -> None:
     """RLIMIT_NOFILE 200 (hard, so the server cannot raise it): caps are derived from it, and
     more connections than it allows are refused quietly while other clients play."""
-    srv = start_server(["--max-per-address", "40"], preexec=_low_nofile)
+    srv = start_server(["--max-per-address", "40"], nofile=NOFILE)
     try:
         stats = srv.stats()["connections"]
         assert stats["max"] < NOFILE and stats["max_per_address"] <= stats["max"]

@@ -34,14 +34,22 @@ class InterpreterCrew(ThreadedCrew):
         desc = msgpack.packb(self.hub.describe())
         self.threads: list[threading.Thread] = []
         self.interps: list[int] = []
-        for w, spec in enumerate(specs):
-            iid = interp.create()
-            self.interps.append(iid)
-            interp.bind_main(iid, {
-                "PARATICK_PATH": os.pathsep.join(sys.path), "PARATICK_SEP": os.pathsep,
-                "PARATICK_SPEC": msgpack.packb(spec, use_bin_type=True),
-                "PARATICK_INDEX": w, "PARATICK_DESC": desc, "PARATICK_COORD": n})
-
+        # Every interpreter is created before any of them runs: creating one while another
+        # starts up is what CPython 3.13 gets wrong now and then (see interp.create).
+        try:
+            for w, spec in enumerate(specs):
+                iid = interp.create()
+                self.interps.append(iid)
+                interp.bind_main(iid, {
+                    "PARATICK_PATH": os.pathsep.join(sys.path), "PARATICK_SEP": os.pathsep,
+                    "PARATICK_SPEC": msgpack.packb(spec, use_bin_type=True),
+                    "PARATICK_INDEX": w, "PARATICK_DESC": desc, "PARATICK_COORD": n})
+        except BaseException:
+            for iid in self.interps:
+                interp.destroy(iid)
+            self.hub.close()
+            raise
+        for w, iid in enumerate(self.interps):
             def body(iid: int = iid, w: int = w) -> None:
                 err = interp.run(iid, BOOT)
                 post_exit(notify, n, w, err or "")

@@ -41,3 +41,40 @@ def test_interpreters_backend_runs_without_the_test_suite(tmp_path: Path) -> Non
     assert "stripped" in check.stderr  # the stand-in really hides the stdlib's test package
     stripped = run_digest("interpreters", [tmp_path, ROOT])
     assert stripped == run_digest("inline", [ROOT])
+
+
+class _FlakyInterpreters:
+    """Stands in for ``_interpreters``: creation fails ``fails`` times, as CPython 3.13's does
+    now and then while another interpreter starts or finishes."""
+
+    class InterpreterError(Exception):
+        pass
+
+    def __init__(self, fails: int) -> None:
+        self.fails = fails
+        self.calls = 0
+
+    def create(self) -> int:
+        self.calls += 1
+        if self.calls <= self.fails:
+            raise self.InterpreterError("interpreter creation failed")
+        return 7
+
+
+@pytest.mark.parametrize("fails", [1, interp.CREATE_TRIES - 1])
+def test_a_failed_interpreter_creation_is_tried_again(monkeypatch: pytest.MonkeyPatch,
+                                                      fails: int) -> None:
+    fake = _FlakyInterpreters(fails)
+    monkeypatch.setattr(interp, "_interpreters", fake)
+    monkeypatch.setattr(interp, "_queues", object())
+    assert interp.create() == 7
+    assert fake.calls == fails + 1
+
+
+def test_interpreter_creation_gives_up_after_its_tries(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = _FlakyInterpreters(interp.CREATE_TRIES)
+    monkeypatch.setattr(interp, "_interpreters", fake)
+    monkeypatch.setattr(interp, "_queues", object())
+    with pytest.raises(fake.InterpreterError):
+        interp.create()
+    assert fake.calls == interp.CREATE_TRIES
