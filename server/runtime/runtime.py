@@ -401,7 +401,8 @@ class Runtime:
                 raise WorkerTimeout(f"worker {names} did not {what} within {timeout:g} s "
                                     f"({self.backend} backend)", worker=min(pending))
             try:
-                # Once one worker reported the tick, the others are about to: poll briefly.
+                # Once one worker reported the tick, the others are about to: poll briefly
+                # (where a core is left over for it, see _spin).
                 msg = ep.recv_message(remaining, self._coord_spin_s if got else 0.0)
             except ChannelClosed as exc:
                 peer = getattr(exc, "peer", -1)
