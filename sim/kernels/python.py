@@ -19,6 +19,7 @@ from typing import Any
 
 from sim.config import WorldConfig
 from sim.entities import PLAYER, InputRow, Row
+from sim.errors import SchemaError
 from sim.rng import uniform
 from sim.shard import INV_SCALE, SCALE, TAU, Border, Shard, ViewRow
 
@@ -64,6 +65,22 @@ class PythonShard(Shard):
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def checkpoint(self, reuse: Any = None) -> Any:
+        """Copies of the columns, the pending ghosts and view rows (not :meth:`state`'s list
+        per entity: cheaper to take, and nothing for the collector to walk while it is kept,
+        which for 100,000 entities was 100,000 lists in every full collection)."""
+        return (self.region, [c[:] for c in self._cols()], self._ghosts[:], self._view_in[:])
+
+    def rollback(self, checkpoint: Any) -> None:
+        region, cols, ghosts, view = checkpoint
+        if region != self.region:
+            raise SchemaError(f"checkpoint of region {region} given to {self.region}")
+        # copies again: the checkpoint stays valid for another rollback
+        (self.ids, self.kinds, self.xs, self.ys, self.vxs, self.vys, self.rs, self.hs,
+         self.scores, self.thr, self.trn, self.act, self.seq) = [c[:] for c in cols]
+        self._ghosts = ghosts[:]
+        self._view_in = view[:]
 
     def absorb(self, borders: Iterable[Border]) -> None:
         cols = self._cols()

@@ -22,9 +22,12 @@ class ThreadCrew(ThreadedCrew):
         self.threads: list[threading.Thread] = []
         for w, spec in enumerate(specs):
             ep = self.hub.endpoint(w)
+            # Handed over in a box the thread empties: the spec holds the worker's initial rows,
+            # which nothing may keep alive once its shards are built (see run_worker).
+            box = [spec]
 
-            def body(spec: dict[str, Any] = spec, ep: Endpoint = ep, w: int = w) -> None:
-                thread_main(spec, ep, n)
+            def body(box: list[dict[str, Any]] = box, ep: Endpoint = ep, w: int = w) -> None:
+                thread_main(box.pop(), ep, n)
                 post_exit(notify, n, w, "")
 
             self.spawn(w, "worker", body)
