@@ -45,8 +45,8 @@ from sim.shard import Border, Shard
 #: Attempts at a failing tick after the first (a deterministic bug fails every time; a transient
 #: one - memory pressure, an injected fault - passes on the first retry).
 MAX_RETRIES = 2
-#: Ticks between shard checkpoints.  ``shard.checkpoint()`` copies every row (the numpy kernel:
-#: its arrays); between checkpoints the worker logs each tick's inputs and
+#: Ticks between shard checkpoints.  ``shard.checkpoint()`` copies the shard's state (each
+#: kernel its own columns or arrays); between checkpoints the worker logs each tick's inputs and
 #: inbound borders (references it holds anyway) and a recovery replays them from the checkpoint.
 #: 32 ticks (~1 s at 30 Hz) makes the copy ~1 % of the run and bounds the replay.  The copy is
 #: taken after the worker has reported the tick (:meth:`WorkerCore.after_report`), in the time
