@@ -47,11 +47,13 @@ class PythonShard(Shard):
     # ---- state -----------------------------------------------------------------------------
     def _load(self, rows: Sequence[Row], ghosts: Sequence[float]) -> None:
         data = list(zip(*rows, strict=True)) if rows else [() for _ in range(13)]
-        cols: list[Any] = [array("d", c) if k in FLOAT_FIELDS else list(c)
-                           for k, c in enumerate(data)]
+        self._set_cols([array("d", c) if k in FLOAT_FIELDS else list(c)
+                        for k, c in enumerate(data)])
+        self._ghosts: list[float] = list(ghosts)
+
+    def _set_cols(self, cols: list[Any]) -> None:
         (self.ids, self.kinds, self.xs, self.ys, self.vxs, self.vys, self.rs, self.hs,
          self.scores, self.thr, self.trn, self.act, self.seq) = cols
-        self._ghosts: list[float] = list(ghosts)
 
     def _ghost_flat(self) -> list[float]:
         return self._ghosts
@@ -76,9 +78,7 @@ class PythonShard(Shard):
         region, cols, ghosts, view = checkpoint
         if region != self.region:
             raise SchemaError(f"checkpoint of region {region} given to {self.region}")
-        # copies again: the checkpoint stays valid for another rollback
-        (self.ids, self.kinds, self.xs, self.ys, self.vxs, self.vys, self.rs, self.hs,
-         self.scores, self.thr, self.trn, self.act, self.seq) = [c[:] for c in cols]
+        self._set_cols([c[:] for c in cols])  # copies: the checkpoint stays valid
         self._ghosts = ghosts[:]
         self._view_in = view[:]
 
