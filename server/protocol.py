@@ -634,6 +634,10 @@ def _no_ext(code: int, data: bytes) -> Any:
 
 _FIXARRAY = [bytes((0x90 | n,)) for n in range(16)]
 _ENTS_KEY = b"\xa4ents"
+#: A snapshot map's first bytes: 6 entries, "t": "snapshot", then the "tick" key.
+_SNAPSHOT_TICK = b"\x86\xa1t\xa8snapshot\xa4tick"
+_ACK_KEY = b"\xa3ack"
+_BASE_KEY = b"\xa4base"
 _GONE_KEY = b"\xa4gone"
 
 
@@ -658,19 +662,31 @@ class MsgpackCodec(Codec):
 
     def dumps_snapshot(self, tick: int, ack: int, base: int | None, fragments: Sequence[Any],
                        gone: Iterable[int]) -> bytes:
-        # A 4-entry map of the scalar fields re-headed as the 6-entry map, then "ents" as an
-        # array header plus the fragments, then "gone": the bytes msgpack.packb would write for
-        # snapshot_map() (tests compare them), without packing every entity again.
-        head = msgpack.packb({"t": "snapshot", "tick": tick, "ack": ack, "base": base})
-        n = len(fragments)
-        if n < 16:
-            arr = _FIXARRAY[n]
-        elif n < 0x10000:
-            arr = b"\xdc" + n.to_bytes(2, "big")
+        return b"".join((self.snapshot_head(tick, ack, base, len(fragments)), *fragments,
+                         self.snapshot_tail(gone)))
+
+    @staticmethod
+    def snapshot_head(tick: int, ack: int, base: int | None, count: int) -> bytes:
+        """A snapshot's bytes before its ``count`` entity fragments.
+
+        The 6-entry map's header, "t", "tick", "ack" and "base", then "ents" and its array
+        header: with the fragments and :meth:`snapshot_tail`, the bytes msgpack.packb writes
+        for snapshot_map() (tests compare them), without packing every entity again.
+        """
+        if count < 16:
+            arr = _FIXARRAY[count]
+        elif count < 0x10000:
+            arr = b"\xdc" + count.to_bytes(2, "big")
         else:
-            arr = b"\xdd" + n.to_bytes(4, "big")
-        return b"".join((b"\x86", head[1:], _ENTS_KEY, arr, *fragments, _GONE_KEY,
-                         msgpack.packb(list(gone))))
+            arr = b"\xdd" + count.to_bytes(4, "big")
+        packb = msgpack.packb
+        return b"".join((_SNAPSHOT_TICK, packb(tick), _ACK_KEY, packb(ack), _BASE_KEY,
+                          packb(base), _ENTS_KEY, arr))
+
+    @staticmethod
+    def snapshot_tail(gone: Iterable[int]) -> bytes:
+        """A snapshot's bytes after its entity fragments: the "gone" ids."""
+        return _GONE_KEY + msgpack.packb(list(gone))
 
 
 def _no_constant(name: str) -> Any:

@@ -42,14 +42,18 @@ the slow path, too few to pay for it in bytes.
 
 While deltas rest (or are off), and where numpy loads (worker threads and processes; not a
 subinterpreter), a worker builds the full snapshots of all its jobs at once
-(:meth:`SnapshotHook._full_batch`): per shard, its view rows sorted by AOI cell once, every
+(:meth:`SnapshotHook._full_batch`): its shards' view rows as one array (a numpy shard gives
+its own, ``view_array()``, without a Python object per row), sorted by AOI cell once, every
 job's 3x3 cells as ranges of that order, the distance test over all (client, row) pairs in a
-few array operations, then per job one list of cached fragments and the codec's header.  The
-pairs come out in the order the per-client loop of :class:`_Index` visits them (cells in (x, y)
-order, rows in view-row order within a cell) and pass the same float comparison, so the bytes
-are identical (tests compare both engines).  On the load benchmark's world a full snapshot
-without baselines went from 23.7 to 14.9 µs (``bench snapshots``, 1,000 clients, GIL build,
-2-core VM); the rest is mostly encoding each entity once and each client's header.
+few array operations; then every row quantised and msgpack-encoded at once
+(:mod:`server.wirearrays`), every client's entities gathered into one buffer, and per client a
+slice of it between the codec's header and tail.  The pairs come out in the order the
+per-client loop of :class:`_Index` visits them (cells in (x, y) order, rows in view-row order
+within a cell) and pass the same float comparison, and the array encoder writes the bytes
+msgpack writes, so the snapshots are identical (tests compare both engines).  For one worker's
+215 clients on the load benchmark's world (2,400 entities, 2x1 regions, numpy kernel, GIL
+build, 2-core VM) a batch took 3.86 ms with a list of cached fragments per client and 1.92 ms
+this way.
 
 Rings are per worker: after a handoff to a shard of another worker, the first snapshot there is
 full (the new worker has no baseline), which costs one frame and keeps workers free of shared
@@ -67,7 +71,7 @@ from collections.abc import Iterable, Sequence
 from operator import itemgetter
 from typing import Any, NamedTuple
 
-from server.protocol import CODECS, Codec, WireEntity, quantise
+from server.protocol import CODECS, SUBPROTOCOL_MSGPACK, Codec, MsgpackCodec, WireEntity, quantise
 from sim.entities import V_ID, V_X, V_Y
 
 #: Snapshots kept per client as delta baselines.  A client acks a snapshot about one round trip
@@ -306,8 +310,8 @@ class SnapshotHook:
 
     def _full_batch(self, tick: int, shards: Iterable[Any], jobs: Iterable[Iterable[Any]],
                     ) -> list[tuple[int, bytes | str]]:
-        """Full snapshots for the jobs these shards own, a shard's jobs at once (module
-        docstring): the same bytes, in the same order, as the per-client loop."""
+        """Full snapshots for the jobs these shards own, all at once (module docstring): the
+        same bytes, in the same order, as the per-client loop."""
         np = self._np
         from sim.kernels.numpy import expand_ranges
 
@@ -315,32 +319,45 @@ class SnapshotHook:
         r2 = radius * radius
         inv = 1.0 / radius
         stats = self.stats
-        views = [(s.view_rows(), len(s)) for s in shards]
-        owners = [{r[V_ID]: i for i, r in enumerate(rows[:owned])} for rows, owned in views]
-        mine: list[list[tuple[int, int]]] = [[] for _ in views]  # per shard: (job, own row)
         todo = list(map(Job._make, jobs))
+        # Every shard's view rows one after another, as numbers; per shard, its own entities'
+        # rows by id.
+        arrays: list[Any] = []
+        owners: list[dict[int, int]] = []
+        first = [0]
+        for s in shards:
+            # A numpy group's regions give their rows as an array already.
+            as_array = getattr(s, "view_array", None)
+            view = as_array() if as_array is not None else \
+                np.array(s.view_rows(), np.float64).reshape(-1, 8)
+            start = first[-1]
+            owned = len(s)
+            owners.append(dict(zip(view[:owned, V_ID].astype(np.int64).tolist(),
+                                   range(start, start + owned), strict=True)))
+            arrays.append(view)
+            first.append(start + len(view))
+        batch: list[tuple[int, int]] = []  # (job, the row of its entity)
         for j, job in enumerate(todo):
             if job.codec not in CODECS:
                 continue
-            for k, own in enumerate(owners):
+            for own in owners:
                 i = own.get(job.entity)
                 if i is not None:
-                    mine[k].append((j, i))
+                    batch.append((j, i))
                     break
         done: list[tuple[int, bytes | str] | None] = [None] * len(todo)
-        wire: dict[int, WireEntity] = {}
-        caches: dict[str, _Fragments] = {}
-        for (rows, _), batch in zip(views, mine, strict=True):
-            if not batch:
-                continue
-            n = len(rows)
-            x = np.fromiter(map(_X, rows), np.float64, n)
-            y = np.fromiter(map(_Y, rows), np.float64, n)
+        if batch:
+            a = np.concatenate(arrays) if len(arrays) > 1 else arrays[0]
+            x = a[:, V_X].copy()
+            y = a[:, V_Y].copy()
             gx = np.trunc(x * inv).astype(np.int64)  # int(): what _Index does
             gy = np.trunc(y * inv).astype(np.int64)
-            base_y = int(gy.min()) - 1
-            span = int(gy.max()) - base_y + 2
-            key = (gx - (int(gx.min()) - 1)) * span + (gy - base_y)
+            # One grid for all shards, each shard's cells apart from the others' (a client
+            # queries its own shard's rows only, as the per-client loop does).
+            base_x, base_y = int(gx.min()) - 1, int(gy.min()) - 1
+            span_x, span = int(gx.max()) - base_x + 2, int(gy.max()) - base_y + 2
+            shard = np.repeat(np.arange(len(arrays)), np.diff(first))
+            key = (shard * span_x + (gx - base_x)) * span + (gy - base_y)
             order = key.argsort(kind="stable")
             skey = key.take(order)
             me = np.array([i for _, i in batch], np.int64)
@@ -353,32 +370,54 @@ class SnapshotHook:
             dy = y.take(cand) - y.take(me).take(owner)
             keep = (dx * dx + dy * dy <= r2).nonzero()[0]
             cand = cand.take(keep)
-            ends = np.bincount(owner.take(keep), minlength=len(batch)).cumsum().tolist()
-            picked = cand.tolist()
-            # Each entity in some client's view, quantised and encoded once per codec.
-            by_codec: dict[str, list[Any]] = {}
-            for name in {todo[j].codec for j, _ in batch}:
-                got = caches.get(name)
-                if got is None:
-                    got = caches[name] = _Fragments(CODECS[name])
-                cache = got.cache
-                encoded: list[Any] = [None] * n
-                for i in set(picked):
-                    r = rows[i]
-                    f = cache.get(r[V_ID])
-                    encoded[i] = got.add(r, wire) if f is None else f
-                by_codec[name] = encoded
-            a = 0
-            for (j, _), b in zip(batch, ends, strict=True):
-                _, sid, name, _, ack = todo[j]
-                encoded = by_codec[name]
-                done[j] = (sid, CODECS[name].dumps_snapshot(
-                    tick, ack, None, [encoded[i] for i in picked[a:b]], ()))
-                a = b
+            ends = np.bincount(owner.take(keep), minlength=len(batch)).cumsum()
+            self._encode_batch(tick, todo, batch, a, cand, ends, done)
         out = [d for d in done if d is not None]
         stats["jobs"] += len(out)
         stats["full"] += len(out)
         return out
+
+    def _encode_batch(self, tick: int, todo: Sequence[Job], batch: Sequence[tuple[int, int]],
+                      a: Any, cand: Any, ends: Any,
+                      done: list[tuple[int, bytes | str] | None]) -> None:
+        """Encode :meth:`_full_batch`'s snapshots into ``done``: client ``k`` of ``batch``
+        lists rows ``cand[ends[k - 1]:ends[k]]`` of ``a`` (view rows as an array)."""
+        np = self._np
+        from server.wirearrays import gather, pack_entities, quantise_rows
+
+        names = {todo[j].codec for j, _ in batch}
+        q = quantise_rows(a)
+        if SUBPROTOCOL_MSGPACK in names:
+            # Every row encoded in a few array operations, and every msgpack client's
+            # fragments gathered into one buffer: a slice of it per client.
+            codec = CODECS[SUBPROTOCOL_MSGPACK]
+            assert isinstance(codec, MsgpackCodec)
+            head, tail = codec.snapshot_head, codec.snapshot_tail(())
+            body, sizes = gather(pack_entities(q), cand)
+            cut = np.concatenate(([0], sizes.cumsum())).take(np.concatenate(([0], ends))).tolist()
+            c = 0
+            for (j, _), b, lo, hi in zip(batch, ends.tolist(), cut[:-1], cut[1:], strict=True):
+                _, sid, name, _, ack = todo[j]
+                if name == SUBPROTOCOL_MSGPACK:
+                    done[j] = (sid, b"".join((head(tick, ack, None, b - c), body[lo:hi], tail)))
+                c = b
+            names.discard(SUBPROTOCOL_MSGPACK)
+        if not names:
+            return
+        # Other codecs: each row in some client's view encoded once.
+        picked: list[int] = cand.tolist()
+        needed = sorted(set(picked))
+        wire = dict(zip(needed, map(tuple, q.take(needed, axis=0).tolist()), strict=True))
+        by_codec = {name: dict(zip(needed, map(CODECS[name].fragmenter(), wire.values()),
+                                   strict=True)) for name in names}
+        c = 0
+        for (j, _), b in zip(batch, ends.tolist(), strict=True):
+            _, sid, name, _, ack = todo[j]
+            if name in by_codec:
+                encoded = by_codec[name]
+                done[j] = (sid, CODECS[name].dumps_snapshot(
+                    tick, ack, None, [encoded[i] for i in picked[c:b]], ()))
+            c = b
 
     def _encode(self, tick: int, sid: int, codec_name: str, base: int, ack: int,
                 current: dict[int, WireEntity], idx: _Index) -> bytes | str | None:

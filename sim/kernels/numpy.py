@@ -139,6 +139,19 @@ def _to_rows(f: np.ndarray, i: np.ndarray) -> list[Row]:
     return list(zip(eid, kind, x, y, vx, vy, r, h, score, thr, trn, act, seq, strict=True))
 
 
+def _view_array(f: np.ndarray, i: np.ndarray, idx: np.ndarray,
+                view_in: Sequence[ViewRow]) -> np.ndarray:
+    """The view rows of columns ``idx`` then ``view_in`` as an ``(n, 8)`` float64 array: what
+    a numpy shard's ``view_rows()`` lists (:func:`sim.shard._view` of each row), as numbers."""
+    own = np.empty((len(idx), 8))
+    for col, src in enumerate((i[IID], i[IKIND], f[FX], f[FY], f[FVX], f[FVY], f[FH],
+                               i[ISCORE])):
+        own[:, col] = src.take(idx)
+    if not view_in:
+        return own
+    return np.concatenate((own, np.array(view_in, np.float64).reshape(-1, 8)))
+
+
 def _neighbourhood_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Lookup tables indexed by the per-axis codes of :meth:`NumpyShard._borders`.
 
@@ -486,6 +499,13 @@ class NumpyShard(Shard):
 
     def __len__(self) -> int:
         return self._f.shape[1] + len(self._arrivals)
+
+    def view_array(self) -> np.ndarray:
+        """:meth:`view_rows` as an ``(n, 8)`` float64 array, the same rows in the same order,
+        without a Python object per row (what batched snapshots read)."""
+        self._settle()
+        return _view_array(self._f, self._i, np.argsort(self._i[IID], kind="stable"),
+                           self._view_in)
 
     def absorb(self, borders: Iterable[Border]) -> None:
         for hand, ghosts, view in borders:
@@ -877,9 +897,17 @@ class NumpyGroup:
 
     def rows_of(self, region: int) -> list[Row]:
         """Rows of one region, sorted by id."""
-        idx = (self._lab == region).nonzero()[0]
-        idx = idx.take(self._i[IID].take(idx).argsort(kind="stable"))
+        idx = self._sorted_of(region)
         return _to_rows(self._f[:, idx], self._i[:, idx])
+
+    def view_array_of(self, region: int, view_in: Sequence[ViewRow]) -> np.ndarray:
+        """One region's view rows (its entities by id, then ``view_in``) as an array."""
+        return _view_array(self._f, self._i, self._sorted_of(region), view_in)
+
+    def _sorted_of(self, region: int) -> np.ndarray:
+        """Columns of one region's entities, by id."""
+        idx = (self._lab == region).nonzero()[0]
+        return idx.take(self._i[IID].take(idx).argsort(kind="stable"))
 
     def count(self, region: int) -> int:
         counts = self._counts
@@ -1399,6 +1427,11 @@ class GroupShard(Shard):
 
     def __len__(self) -> int:
         return self._group.count(self.region)
+
+    def view_array(self) -> np.ndarray:
+        """:meth:`view_rows` as an ``(n, 8)`` float64 array, the same rows in the same order,
+        without a Python object per row (what batched snapshots read)."""
+        return self._group.view_array_of(self.region, self._view_in)
 
     def _ghost_flat(self) -> list[float]:
         # What a per-region shard would hold, so that any kernel can restore the checkpoint.

@@ -177,6 +177,8 @@ def test_numpy_groups_exchanging_borders_equal_python(groups):
             for a, b in zip(py.shards, nu.shards, strict=True):
                 assert a.rows() == b.rows()
                 assert sorted(a.view_rows()) == sorted(b.view_rows())
+                # the same view rows as numbers, in view_rows()'s order (batched snapshots)
+                assert b.view_array().tolist() == [[float(v) for v in r] for r in b.view_rows()]
     assert nu.digest() == py.digest()
 
 
