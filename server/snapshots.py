@@ -68,7 +68,6 @@ from __future__ import annotations
 import contextlib
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from operator import itemgetter
 from typing import Any, NamedTuple
 
 from server.protocol import CODECS, SUBPROTOCOL_MSGPACK, Codec, MsgpackCodec, WireEntity, quantise
@@ -90,7 +89,6 @@ DELTA_REST = 600
 #: The 3x3 cells around a client's, in the order :meth:`_Index.near` visits them.
 _DX = (-1, -1, -1, 0, 0, 0, 1, 1, 1)
 _DY = (-1, 0, 1, -1, 0, 1, -1, 0, 1)
-_X, _Y = itemgetter(V_X), itemgetter(V_Y)
 
 class Job(NamedTuple):
     """One client's snapshot, asked of the worker that owns its entity.
