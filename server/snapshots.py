@@ -35,8 +35,9 @@ gave: after :data:`DELTA_WINDOW` tries with fewer than :data:`DELTA_MIN_SHARE` d
 its rings and sends only full snapshots for :data:`DELTA_REST` ticks, built straight from the
 entities' cached fragments (no per-client dict, ring or comparison), then keeps baselines and
 tries again.  A full snapshot is always valid, so clients see no difference but the bytes.
-The bar is a quarter of the tries: a try costs about 2.4x a batched full snapshot (35 against
-15 µs, ``bench snapshots``, GIL build, 2-core VM), and under 400 bots, where a third of them
+The bar is a quarter of the tries: a try cost about 2.4x a batched full snapshot when it was
+set (35 against 15 µs, ``bench snapshots``, GIL build, 2-core VM; about 4x since the batch
+works on arrays: 47 against 12 µs), and under 400 bots, where a third of them
 stand idle, deltas won about 10 % of tries: enough to pass a 5 % bar and keep every worker on
 the slow path, too few to pay for it in bytes.
 
