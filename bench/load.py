@@ -35,7 +35,6 @@ import contextlib
 import datetime as _dt
 import itertools
 import json
-import math
 import os
 import signal
 import socket
@@ -89,10 +88,9 @@ RATE_TOLERANCE = 0.95
 #: seconds to wait for the server's /stats to answer before declaring the start failed
 #: (spawning 100k+ entities and starting workers takes a few seconds on 2 cores)
 START_TIMEOUT_S = 90.0
-#: the narrowest region ``--regions auto`` makes: two view radii of serve's
-#: default world (2048 units, view radius 128)
-MIN_REGION = 256.0
+#: serve's default world, which load runs use: its side and view radius (``--regions auto``)
 WORLD_SIZE = 2048.0
+VIEW_RADIUS = 128.0
 #: seconds the server ticks before the bots start, so start-up ticks (imports, first border
 #: exchange) weigh less in its rolling MSPT window
 SETTLE_S = 5.0
@@ -223,24 +221,6 @@ def group_cpu_seconds(pgid: int) -> float:
         if int(fields[2]) == pgid:  # fields after "pid (comm)": state, ppid, pgrp, ...
             total += int(fields[11]) + int(fields[12])  # utime, stime
     return total / tick
-
-
-def auto_regions(workers: int) -> str:
-    """The region grid ``--regions auto`` gives ``workers`` workers: one region each, the grid
-    as square as the count allows (2 -> 2x1, 4 -> 2x2, 16 -> 4x4), or the smallest square grid
-    with at least that many regions where a row of them would be narrower than
-    :data:`MIN_REGION`.
-
-    A worker owning several regions ticks them as one group but still builds, sends and takes
-    in the borders and view rows between them; at 400 bots on 2 cores, GIL build, 2 worker
-    processes, the workers used about a third more CPU with 4x4 regions than with 2x1.
-    """
-    w = max(1, workers)
-    ry = next(d for d in range(math.isqrt(w), 0, -1) if w % d == 0)
-    rx = w // ry
-    if WORLD_SIZE / rx < MIN_REGION:
-        rx = ry = math.ceil(math.sqrt(w))
-    return f"{rx}x{ry}"
 
 
 def probe_load(build: Build, *, backend: str, workers: int | None, kernel: str, entities: int,
@@ -519,16 +499,11 @@ def run(args: argparse.Namespace) -> int:
             raise CellError(f"unknown build {n!r}")
     if not 0 <= args.bots_nice <= 19:
         raise CellError(f"--bots-nice must be in 0..19, got {args.bots_nice}")
-    if args.regions == "auto":
-        from server.host import usable_cores
-
-        regions = auto_regions(args.workers or usable_cores())
-    else:
+    if args.regions != "auto":
         try:
-            rx, ry = parse_grid(args.regions)
+            parse_grid(args.regions)
         except ConfigError as exc:
             raise CellError(str(exc)) from None
-        regions = f"{rx}x{ry}"
     venvs = find_venvs(root, args.venvs)
     builds = [make_build(n, venvs) for n in names]
     bots_build = make_build("gil", venvs) if args.bots_build == "gil" else None
@@ -562,9 +537,14 @@ def run(args: argparse.Namespace) -> int:
         where = f" on {kind}" if gateways else ""
         say(f"load: {build.name} {backend} {gateways} gateways{where} {entities} NPCs {bots} "
             f"bots ({phase}) ...")
-        from server.settings import default_kernel  # not at import: it loads websockets
+        # not at import: server.settings loads websockets
+        from server.settings import auto_regions, default_kernel
 
         kernel = default_kernel(backend) if args.kernel == "auto" else args.kernel
+        # serve's own rule for --regions auto, named in the record
+        rx, ry = auto_regions(backend, args.workers, WORLD_SIZE, WORLD_SIZE, VIEW_RADIUS) \
+            if args.regions == "auto" else parse_grid(args.regions)
+        regions = f"{rx}x{ry}"
         rec = run_probe(build, backend, args.workers, kernel, entities, bots, duration,
                         root, criteria, gateways=gateways, bots_build=bots_build,
                         gateway_backend=kind, bots_nice=args.bots_nice, regions=regions)
@@ -602,7 +582,7 @@ def run(args: argparse.Namespace) -> int:
                "params": {"tick_rate": TICK_RATE, "mspt_budget_ms": MSPT_BUDGET_MS,
                           "settle_s": SETTLE_S,
                           "ack_p99_ms": ACK_P99_MS, "duration_s": duration,
-                          "max_probes": max_probes, "regions": regions, "kernel": args.kernel,
+                          "max_probes": max_probes, "regions": args.regions, "kernel": args.kernel,
                           "workers": args.workers, "quick": quick,
                           "bots_build": args.bots_build, "bots_nice": args.bots_nice,
                           "gateways": gateway_counts, "gateway_backends": kinds},

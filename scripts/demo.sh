@@ -22,7 +22,7 @@ step "2/3  paratick serve on the free-threaded build + $BOTS bots for ${SECONDS_
 "$PY_FT" -m server.cli info | sed 's/^/    /'
 port=$("$PY_GIL" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 log=$(mktemp)
-"$PY_FT" -m server.cli serve --port "$port" --backend threads --regions 2x2 --npcs 1000 \
+"$PY_FT" -m server.cli serve --port "$port" --backend threads --npcs 1000 \
     --players "$((BOTS + 24))" >"$log" 2>&1 &
 server=$!
 trap 'kill -INT $server 2>/dev/null || true; rm -f "$log"' EXIT

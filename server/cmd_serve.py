@@ -19,9 +19,10 @@ SIGINT/SIGTERM close every client (bye, close 1001; clients that do not read are
 2 s), stop the workers and print the final statistics.  Player entities are pre-spawned
 (--players) and lent one per session; spectators (the live page) are capped by --max-spectators.
 
-The world defaults to one meant for play: 2x2 regions holding the 1024 player entities plus 1000
-NPCs.  `paratick sim` and `paratick run` default to arena-20k (20,000 entities, 4x4 regions), the
-workload the benchmarks measure; the options mean the same in all three.
+The world defaults to one meant for play: one region per worker (2x1 on 2 cores) holding the
+1024 player entities plus 1000 NPCs.  `paratick sim` and `paratick run` default to arena-20k
+(20,000 entities, 4x4 regions), the workload the benchmarks measure; the options mean the same
+in all three.
 
 Every client is bounded: messages per second, pings per second, bytes per frame, time to say
 hello, time without a message, unread output; one client never slows the others.  Bound to an
@@ -67,8 +68,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     size = w.add_argument("--world-size", type=float, default=2048.0, metavar="W",
                           help="world width and height in world units (default %(default)g)")
     alias(w, "--world", of=size)
-    w.add_argument("--regions", default="2x2", metavar="RXxRY",
-                   help="region grid, e.g. 4x4 (default %(default)s)")
+    w.add_argument("--regions", default="auto", metavar="RXxRY",
+                   help="region grid, e.g. 4x4; auto (the default): one region per worker, as "
+                        "square a grid as the count allows (2x1 on 2 cores, 4x4 on 16; 2x2 "
+                        "with --backend nodes)")
     count = w.add_mutually_exclusive_group()
     count.add_argument("--entities", type=int, default=None, metavar="N",
                        help="entities in the world, players included (default: --players + "
@@ -167,7 +170,7 @@ def build(args: argparse.Namespace) -> tuple[Any, Any]:
     """
     from server.runtime.bus import check_token
     from server.runtime.cli import node_option_error
-    from server.settings import ServerSettings, default_gateways, default_kernel
+    from server.settings import ServerSettings, auto_regions, default_gateways, default_kernel
     from sim.config import WorldConfig, parse_grid
 
     bad = node_option_error(args.backend, args.bus, args.bus_world, args.local_nodes,
@@ -177,7 +180,11 @@ def build(args: argparse.Namespace) -> tuple[Any, Any]:
     if args.bus_world is not None:
         check_token("world name (--bus-world)", args.bus_world)  # MessageError: a ValueError
 
-    rx, ry = parse_grid(args.regions)
+    if args.regions == "auto":
+        rx, ry = auto_regions(args.backend, args.workers, args.world_size, args.world_size,
+                              args.view_radius)
+    else:
+        rx, ry = parse_grid(args.regions)
     world = WorldConfig(width=args.world_size, height=args.world_size, regions_x=rx,
                         regions_y=ry, tick_rate=args.tick_rate, view_radius=args.view_radius,
                         seed=args.seed)

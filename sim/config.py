@@ -166,3 +166,17 @@ def parse_grid(text: str) -> tuple[int, int]:
     if len(nums) != 2 or min(nums) < 1:
         raise ConfigError(f"regions must be two positive integers like 4x4, got {text!r}")
     return nums[0], nums[1]
+
+
+def grid_of(count: int, width: float, height: float, narrowest: float) -> tuple[int, int]:
+    """A region grid of ``count`` regions for a ``width`` x ``height`` world: as square as the
+    count allows, the longer side along the world's longer side (2 -> 2x1, 4 -> 2x2, 6 -> 3x2,
+    16 -> 4x4); where that makes a region narrower than ``narrowest``, the smallest square grid
+    of at least ``count`` regions instead (11 -> 4x4 rather than 11x1)."""
+    n = max(1, count)
+    short = next(d for d in range(math.isqrt(n), 0, -1) if n % d == 0)
+    long = n // short
+    rx, ry = (long, short) if width >= height else (short, long)
+    if width / rx < narrowest or height / ry < narrowest:
+        rx = ry = math.ceil(math.sqrt(n))
+    return rx, ry

@@ -8,16 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bench.load import (
-    MIN_REGION,
-    WORLD_SIZE,
-    Criteria,
-    auto_regions,
-    bounded_search,
-    holds,
-    outcome,
-    window,
-)
+from bench.load import Criteria, bounded_search, holds, outcome, window
 from bench.summary import load_table as table
 
 
@@ -167,15 +158,6 @@ def test_progress_line_gives_verdict_and_loaded_figures() -> None:
         "fails: CellError: server did not start"
     assert outcome({"holds": True, "why": [], "mspt_p50_ms": 1.0, "mspt_p99_ms": 2.0}) == \
         "holds (MSPT p50/p99 1.0/2.0 ms)"
-
-
-@pytest.mark.parametrize(("workers", "grid"), [(1, "1x1"), (2, "2x1"), (3, "3x1"), (4, "2x2"),
-                                               (6, "3x2"), (8, "4x2"), (16, "4x4"),
-                                               (9, "3x3"), (11, "4x4"), (17, "5x5")])
-def test_auto_regions_give_every_worker_a_region(workers: int, grid: str) -> None:
-    assert auto_regions(workers) == grid
-    rx, ry = (int(n) for n in grid.split("x"))
-    assert rx * ry >= workers and WORLD_SIZE / rx >= MIN_REGION
 
 
 def test_a_bad_region_grid_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:

@@ -137,3 +137,21 @@ def test_no_pin_reaches_the_settings_and_pinning_is_the_default() -> None:
     for argv, pin in ((["serve"], True), (["serve", "--no-pin"], False)):
         _, settings = build(parser.parse_args(argv))
         assert settings.pin is pin
+
+
+@pytest.mark.parametrize(("argv", "grid"), [
+    (["--backend", "threads", "--workers", "3"], (3, 1)),
+    (["--backend", "processes", "--workers", "4"], (2, 2)),
+    (["--backend", "inline"], (1, 1)),
+    (["--backend", "threads", "--workers", "4", "--regions", "4x4"], (4, 4)),
+])
+def test_the_default_region_grid_gives_each_worker_a_region(argv: list[str],
+                                                            grid: tuple[int, int]) -> None:
+    import argparse
+
+    from server import cmd_serve
+
+    p = argparse.ArgumentParser()
+    cmd_serve.add_arguments(p)
+    world, _ = cmd_serve.build(p.parse_args(argv))
+    assert (world.regions_x, world.regions_y) == grid

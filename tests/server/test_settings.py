@@ -9,8 +9,10 @@ from typing import Any
 import pytest
 
 from server.settings import (
+    NODES_REGIONS,
     STATIC,
     ServerSettings,
+    auto_regions,
     default_gateways,
     default_kernel,
     respond_static,
@@ -73,6 +75,19 @@ def test_default_kernel_is_numpy_where_it_loads(backend: str, kernel: str) -> No
 
     assert backend in (*BACKENDS, "nodes")
     assert default_kernel(backend) == kernel
+
+
+def test_auto_regions_give_each_worker_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    from server import host
+
+    assert auto_regions("threads", 2, 2048, 2048, 128) == (2, 1)
+    assert auto_regions("processes", 16, 2048, 2048, 128) == (4, 4)
+    assert auto_regions("interpreters", 17, 2048, 2048, 128) == (5, 5)  # 17x1: too narrow
+    assert auto_regions("inline", 8, 2048, 2048, 128) == (1, 1)  # one worker ticks it all
+    # machines running nodes of one world must agree: never from this machine's cores
+    assert auto_regions("nodes", 6, 2048, 2048, 128) == NODES_REGIONS
+    monkeypatch.setattr(host, "usable_cores", lambda: 3)
+    assert auto_regions("threads", None, 2048, 2048, 128) == (3, 1)
 
 
 def test_what_a_gateway_answers_alone_and_what_it_asks_the_hub() -> None:

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from sim.config import WorldConfig, parse_grid
+from sim.config import WorldConfig, grid_of, parse_grid
 from sim.errors import ConfigError, SimError
 
 
@@ -71,3 +71,19 @@ def test_parse_grid(text, grid):
 def test_parse_grid_rejects(text):
     with pytest.raises(ConfigError, match="regions"):
         parse_grid(text)
+
+
+@pytest.mark.parametrize(("count", "grid"), [(1, (1, 1)), (2, (2, 1)), (3, (3, 1)), (4, (2, 2)),
+                                             (6, (3, 2)), (8, (4, 2)), (9, (3, 3)),
+                                             (16, (4, 4)), (11, (4, 4)), (17, (5, 5))])
+def test_grid_of_gives_each_of_count_a_region(count, grid):
+    rx, ry = grid_of(count, 2048, 2048, 256)
+    assert (rx, ry) == grid and rx * ry >= count
+    assert 2048 / rx >= 256 and 2048 / ry >= 256
+    WorldConfig(regions_x=rx, regions_y=ry, view_radius=128)  # a valid world
+
+
+def test_grid_of_lays_the_long_side_along_the_world_s():
+    assert grid_of(2, 2048, 1024, 100) == (2, 1)
+    assert grid_of(2, 1024, 2048, 100) == (1, 2)
+    assert grid_of(8, 1024, 4096, 100) == (2, 4)
