@@ -325,7 +325,7 @@ class SnapshotHook:
         owners: list[dict[int, int]] = []
         first = [0]
         for s in shards:
-            # A numpy group's regions give their rows as an array already.
+            # A numpy shard gives its rows as an array already.
             as_array = getattr(s, "view_array", None)
             view = as_array() if as_array is not None else \
                 np.array(s.view_rows(), np.float64).reshape(-1, 8)
