@@ -153,13 +153,25 @@ class Player:
             self.ws.close()
 
 
+def spread_players(st: ServerThread, least: int = 10, most: int = 16,
+                   ) -> tuple[list[Player], list[int]]:
+    """``least`` players, and more (up to ``most``) until both gateways hold some: the kernel
+    picks a listener by a hash of each connection's addresses, so 10 connections all land on
+    one of two gateways about once in 500 runs; 16 about once in 30,000."""
+    players: list[Player] = []
+    homes: list[int] = []
+    while len(players) < least or (set(homes) != {0, 1} and len(players) < most):
+        players.append(Player(st))
+        homes.append(gateway_of(st, players[-1].entity))
+    return players, homes
+
+
 def test_a_gateway_fault_closes_only_its_connections_and_they_come_back(
         gw_start: Start) -> None:
     st = gw_start(gateways=2, players=16, grace=30.0)
-    players = [Player(st) for _ in range(10)]
+    players, homes = spread_players(st)
     try:
         time.sleep(0.5)
-        homes = [gateway_of(st, p.entity) for p in players]
         assert set(homes) == {0, 1}, homes
         st.call(st.server.fail_gateway(1))
         deadline = time.monotonic() + 10
@@ -232,10 +244,9 @@ def test_a_killed_gateway_process_loses_only_its_clients(live_server: Start) -> 
     from server.gateway_process import RemoteGateway
 
     st = live_server(gateways=2, gateway_backend="processes", players=16, grace=30.0)
-    players = [Player(st) for _ in range(10)]
+    players, homes = spread_players(st)
     try:
         time.sleep(0.5)
-        homes = [gateway_of(st, p.entity) for p in players]
         assert set(homes) == {0, 1}, homes
         victim = st.server.gateways[1]
         assert isinstance(victim, RemoteGateway)
