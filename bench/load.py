@@ -228,7 +228,7 @@ def probe_load(build: Build, *, backend: str, workers: int | None, kernel: str, 
                program: list[str] | None = None, settle: float = SETTLE_S,
                gateways: int = 0, bots_build: Build | None = None,
                gateway_backend: str = "threads", bots_nice: int = 0,
-               regions: str = "4x4") -> dict[str, Any]:
+               regions: str = "auto") -> dict[str, Any]:
     """One server + bots run; returns the bots' report plus /stats samples and timings.
 
     ``program`` is the command that takes ``serve ...`` and ``bots ...`` arguments; by default
@@ -376,7 +376,7 @@ def run_probe(build: Build, backend: str, workers: int | None, kernel: str, enti
               program: list[str] | None = None, settle: float = SETTLE_S,
               gateways: int = 0, bots_build: Build | None = None,
               gateway_backend: str = "threads", bots_nice: int = 0,
-              regions: str = "4x4") -> dict[str, Any]:
+              regions: str = "auto") -> dict[str, Any]:
     """A probe as a results record (schema: load.runs[*]); failures become records too."""
     rec: dict[str, Any] = {"build": build.name, "backend": backend, "workers": workers,
                            "kernel": kernel, "entities": entities, "bots": bots,

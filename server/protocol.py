@@ -314,7 +314,7 @@ SERVER_MESSAGES: frozenset[str] = frozenset({"welcome", "watching", "snapshot", 
 # ---- quantisation ---------------------------------------------------------------------------
 WireEntity = tuple[int, int, int, int, int, int, int, int]
 #: Half a turn in heading units.
-_HALF_TURN = round(math.pi * HEADING_SCALE)
+HALF_TURN = round(math.pi * HEADING_SCALE)
 
 
 def quantise(view_row: Iterable[Any]) -> WireEntity:
@@ -325,7 +325,7 @@ def quantise(view_row: Iterable[Any]) -> WireEntity:
     """
     eid, kind, x, y, vx, vy, h, score = view_row
     hq = round(((h + math.pi) % (2 * math.pi) - math.pi) * HEADING_SCALE)
-    hq = (hq + _HALF_TURN) % (2 * _HALF_TURN) - _HALF_TURN
+    hq = (hq + HALF_TURN) % (2 * HALF_TURN) - HALF_TURN
     return (eid, kind, round(x * POS_SCALE), round(y * POS_SCALE), round(vx * POS_SCALE),
             round(vy * POS_SCALE), hq, score)
 

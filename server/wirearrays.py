@@ -21,10 +21,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from server.protocol import HEADING_SCALE, POS_SCALE
+from server.protocol import HALF_TURN, HEADING_SCALE, POS_SCALE
 
-#: Half a turn in heading units (as :func:`server.protocol.quantise` wraps headings).
-_HALF_TURN = round(math.pi * HEADING_SCALE)
 #: Fields of a view row / wire entity.
 _FIELDS = 8
 #: Where a value falls among msgpack's integer forms: ``np.searchsorted(_EDGES, v, "right")``
@@ -54,7 +52,7 @@ def quantise_rows(rows: np.ndarray) -> np.ndarray:
     q[:, 2:6] = np.rint(rows[:, 2:6] * POS_SCALE)
     two_pi = 2 * math.pi
     h = np.rint((np.remainder(rows[:, 6] + math.pi, two_pi) - math.pi) * HEADING_SCALE)
-    q[:, 6] = (h.astype(np.int64) + _HALF_TURN) % (2 * _HALF_TURN) - _HALF_TURN
+    q[:, 6] = (h.astype(np.int64) + HALF_TURN) % (2 * HALF_TURN) - HALF_TURN
     return q
 
 
