@@ -71,9 +71,13 @@ def test_socket_mesh_large_crossing_sends_do_not_deadlock() -> None:
     a, b = channels.FdEndpoint(0, mesh[0]), channels.FdEndpoint(1, mesh[1])
     big = bytes(range(256)) * 8192  # 2 MiB, far beyond a socket buffer
     got: dict[str, bytes | None] = {}
+    # Neither side reads before both have sent: each send then finds the other's buffer full
+    # (with the other side already reading, the kernel could take 2 MiB in one send).
+    both_sent = threading.Barrier(2, timeout=30)
 
     def side(ep: channels.FdEndpoint, dst: int, name: str) -> None:
         ep.send(dst, big)       # cannot complete until the other side reads...
+        both_sent.wait()
         got[name] = ep.recv(30)  # ...which it does while waiting here
         assert ep.flush(30)      # our own frame may still be partly queued
 
