@@ -19,8 +19,8 @@ SIGINT/SIGTERM close every client (bye, close 1001; clients that do not read are
 2 s), stop the workers and print the final statistics.  Player entities are pre-spawned
 (--players) and lent one per session; spectators (the live page) are capped by --max-spectators.
 
-The world defaults to one meant for play: one region per worker (2x1 on 2 cores) holding the
-1024 player entities plus 1000 NPCs.  `paratick sim` and `paratick run` default to arena-20k
+The world defaults to one meant for play: 2x2 regions (--regions auto: one per worker) holding
+the 1024 player entities plus 1000 NPCs.  `paratick sim` and `paratick run` default to arena-20k
 (20,000 entities, 4x4 regions), the workload the benchmarks measure; the options mean the same
 in all three.
 
@@ -68,10 +68,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     size = w.add_argument("--world-size", type=float, default=2048.0, metavar="W",
                           help="world width and height in world units (default %(default)g)")
     alias(w, "--world", of=size)
-    w.add_argument("--regions", default="auto", metavar="RXxRY",
-                   help="region grid, e.g. 4x4; auto (the default): one region per worker, as "
-                        "square a grid as the count allows (2x1 on 2 cores, 4x4 on 16; 2x2 "
-                        "with --backend nodes)")
+    w.add_argument("--regions", default="2x2", metavar="RXxRY",
+                   help="region grid, e.g. 4x4, or auto: one region per worker, as square a "
+                        "grid as the count allows (2x1 on 2 cores, 4x4 on 16; 2x2 with "
+                        "--backend nodes) (default %(default)s)")
     count = w.add_mutually_exclusive_group()
     count.add_argument("--entities", type=int, default=None, metavar="N",
                        help="entities in the world, players included (default: --players + "

@@ -140,12 +140,13 @@ def test_no_pin_reaches_the_settings_and_pinning_is_the_default() -> None:
 
 
 @pytest.mark.parametrize(("argv", "grid"), [
-    (["--backend", "threads", "--workers", "3"], (3, 1)),
-    (["--backend", "processes", "--workers", "4"], (2, 2)),
-    (["--backend", "inline"], (1, 1)),
+    (["--backend", "threads", "--workers", "3", "--regions", "auto"], (3, 1)),
+    (["--backend", "processes", "--workers", "4", "--regions", "auto"], (2, 2)),
+    (["--backend", "inline", "--regions", "auto"], (1, 1)),
     (["--backend", "threads", "--workers", "4", "--regions", "4x4"], (4, 4)),
+    (["--backend", "threads", "--workers", "4"], (2, 2)),  # the default
 ])
-def test_the_default_region_grid_gives_each_worker_a_region(argv: list[str],
+def test_the_auto_region_grid_gives_each_worker_a_region(argv: list[str],
                                                             grid: tuple[int, int]) -> None:
     import argparse
 
