@@ -442,6 +442,30 @@ _FIELDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
 }
 
 
+def _plain_input(m: dict[str, Any]) -> Input | None:
+    """The input ``m`` holds when it is the plain shape every client sends (exactly its fields,
+    integers and in-range floats, ``ack`` absent, None or an integer), else None: the general
+    path then decides (it also takes integer thrust or turn, and names what is wrong).
+
+    Inputs are most of the messages a server reads; this path makes the same checks as
+    :func:`_build` in a few comparisons (a NaN fails every range comparison).
+    """
+    n = len(m)
+    seq = m.get("seq")
+    thrust = m.get("thrust")
+    turn = m.get("turn")
+    action = m.get("action")
+    ack = m.get("ack")
+    if (n == 5 or (n == 6 and "ack" in m)) \
+            and type(seq) is int and 0 <= seq <= MAX_INT \
+            and type(action) is int and 0 <= action <= 255 \
+            and type(thrust) is float and -1.0 <= thrust <= 1.0 \
+            and type(turn) is float and -1.0 <= turn <= 1.0 \
+            and (ack is None or (type(ack) is int and 0 <= ack <= MAX_INT)):
+        return Input(seq, thrust, turn, action, ack)
+    return None
+
+
 def _build(t: str, m: Mapping[str, Any], max_entities: int) -> Message:
     if t == "input":
         return Input(seq=_int(m, "seq"), thrust=_float(m, "thrust", -1.0, 1.0),
@@ -606,6 +630,10 @@ class Codec:
             # Some msgpack errors have an empty message: name the exception instead.
             why = str(exc) or type(exc).__name__
             raise MalformedMessage(f"not valid {self.name} data: {why}"[:MAX_REASON]) from exc
+        if type(obj) is dict and obj.get("t") == "input" and "input" in accept:
+            inp = _plain_input(obj)
+            if inp is not None:
+                return inp
         if not isinstance(obj, dict):
             raise MalformedMessage(f"a message is a map, got {type(obj).__name__}")
         t = obj.get("t")
@@ -633,6 +661,32 @@ def _no_ext(code: int, data: bytes) -> Any:
 
 
 _FIXARRAY = [bytes((0x90 | n,)) for n in range(16)]
+_NIL = b"\xc0"
+#: msgpack's one-byte integers (positive and negative fixint), by value.
+_FIXINT = {n: msgpack.packb(n) for n in range(-32, 128)}
+
+
+def pack_int(n: int) -> bytes:
+    """``msgpack.packb(n)`` for an integer in msgpack's range (the smallest encoding), without
+    building a packer: a snapshot's header holds three per client."""
+    b = _FIXINT.get(n)
+    if b is not None:
+        return b
+    if n > 0:
+        if n <= 0xFF:
+            return b"\xcc" + n.to_bytes(1)
+        if n <= 0xFFFF:
+            return b"\xcd" + n.to_bytes(2)
+        if n <= 0xFFFFFFFF:
+            return b"\xce" + n.to_bytes(4)
+        return b"\xcf" + n.to_bytes(8)
+    if n >= -0x80:
+        return b"\xd0" + n.to_bytes(1, signed=True)
+    if n >= -0x8000:
+        return b"\xd1" + n.to_bytes(2, signed=True)
+    if n >= -0x80000000:
+        return b"\xd2" + n.to_bytes(4, signed=True)
+    return b"\xd3" + n.to_bytes(8, signed=True)
 _ENTS_KEY = b"\xa4ents"
 #: A snapshot map's first bytes: 6 entries, "t": "snapshot", then the "tick" key.
 _SNAPSHOT_TICK = b"\x86\xa1t\xa8snapshot\xa4tick"
@@ -679,9 +733,8 @@ class MsgpackCodec(Codec):
             arr = b"\xdc" + count.to_bytes(2, "big")
         else:
             arr = b"\xdd" + count.to_bytes(4, "big")
-        packb = msgpack.packb
-        return b"".join((_SNAPSHOT_TICK, packb(tick), _ACK_KEY, packb(ack), _BASE_KEY,
-                          packb(base), _ENTS_KEY, arr))
+        return b"".join((_SNAPSHOT_TICK, pack_int(tick), _ACK_KEY, pack_int(ack), _BASE_KEY,
+                         _NIL if base is None else pack_int(base), _ENTS_KEY, arr))
 
     @staticmethod
     def snapshot_tail(gone: Iterable[int]) -> bytes:

@@ -39,6 +39,7 @@ from server.protocol import (
     apply_snapshot,
     codec_for,
     dequantise,
+    pack_int,
     quantise,
     snapshot_map,
 )
@@ -275,3 +276,82 @@ def test_welcome_names_the_gateway_only_when_there_is_one() -> None:
         assert codec.decode(codec.encode(plain), accept=SERVER_MESSAGES) == plain
         routed = Welcome(**base, gateway=3)  # type: ignore[arg-type]
         assert codec.decode(codec.encode(routed), accept=SERVER_MESSAGES) == routed
+
+
+_EDGES = [-1, 256, 2**63 - 1, 2**63, -1.2, 1.0000001, -1.0, 1.0, -0.0, 0, 1, math.nan, math.inf,
+          True, None, "1", KeyError]
+_ODD = st.floats() | st.integers(-3, 2**64) | st.text(max_size=2) | st.sampled_from(_EDGES)
+
+
+def _judged_alike(codec: MsgpackCodec | JsonCodec, m: dict[str, object]) -> None:
+    """``m`` decodes, or fails with the same error, as with the general checks alone."""
+    import server.protocol as protocol
+
+    try:
+        data = codec.dumps(m)
+    except (TypeError, ValueError, OverflowError):
+        return  # not encodable (e.g. an integer past 64 bits): nothing to decode
+    general = protocol._plain_input
+    try:
+        protocol._plain_input = lambda m: None  # type: ignore[assignment]
+        try:
+            want: object = codec.decode(data)
+        except ProtocolError as exc:
+            want = (type(exc), str(exc))
+    finally:
+        protocol._plain_input = general
+    try:
+        got: object = codec.decode(data)
+    except ProtocolError as exc:
+        got = (type(exc), str(exc))
+    assert got == want
+    if isinstance(got, Input):
+        assert isinstance(want, Input)
+        assert [type(v) for v in (got.seq, got.thrust, got.turn, got.action, got.ack)] == \
+            [type(v) for v in (want.seq, want.thrust, want.turn, want.action, want.ack)]
+
+
+def _changed(plain: dict[str, object], key: str, value: object) -> dict[str, object]:
+    m = {"t": "input", **plain}
+    if value is KeyError:
+        m.pop(key, None)
+    else:
+        m[key] = value
+    return m
+
+
+@pytest.mark.parametrize("codec", [MP, JS], ids=["msgpack", "json"])
+@pytest.mark.parametrize("key", ["seq", "thrust", "turn", "action", "ack", "extra"])
+def test_an_input_with_an_edge_value_decodes_as_the_general_checks_decide(codec, key):
+    """Inputs take a short path (plain, in-range values); an input with any one field at an
+    edge (or removed) decodes, or fails with the same error, as with the general checks."""
+    for value in _EDGES:
+        _judged_alike(codec, _changed({"seq": 7, "thrust": 0.5, "turn": -0.5, "action": 1},
+                                      key, value))
+
+
+@settings(max_examples=300)
+@given(st.fixed_dictionaries({"seq": st.integers(0, 2**63 - 1), "thrust": st.floats(-1.0, 1.0),
+                              "turn": st.floats(-1.0, 1.0), "action": st.integers(0, 255)},
+                             optional={"ack": st.none() | st.integers(0, 2**63 - 1)}),
+       st.none() | st.tuples(st.sampled_from(["seq", "thrust", "turn", "action", "ack", "extra"]),
+                             _ODD),
+       st.sampled_from([MP, JS]))
+def test_an_input_decodes_as_the_general_checks_decide(plain, change, codec):
+    """As above, for plain inputs and inputs with one field changed to something odd."""
+    _judged_alike(codec, {"t": "input", **plain} if change is None else _changed(plain, *change))
+
+
+_INT_EDGES = [b + d for b in (0, 32, 127, 128, 255, 256, 2**15, 2**16, 2**31, 2**32, 2**63)
+              for d in (-1, 0, 1)]
+
+
+@pytest.mark.parametrize("n", sorted({*_INT_EDGES, *(-n for n in _INT_EDGES), 2**64 - 1,
+                                      -(2**63)} - {2**63 + 1, -(2**63) - 1}))
+def test_pack_int_writes_what_msgpack_writes_at_every_width_edge(n):
+    assert pack_int(n) == msgpack.packb(n)
+
+
+@given(st.integers(-(2**63), 2**64 - 1))
+def test_pack_int_writes_what_msgpack_writes(n):
+    assert pack_int(n) == msgpack.packb(n)

@@ -1,4 +1,5 @@
 import math
+import re
 
 import pytest
 from hypothesis import given, settings
@@ -61,3 +62,40 @@ def test_accepted_inputs_are_always_finite_and_in_range(inp):
     assert math.isfinite(thrust) and -1.0 <= thrust <= 1.0
     assert math.isfinite(turn) and -1.0 <= turn <= 1.0
     assert 0 <= action <= 255 and eid >= 0 and seq >= 0
+
+
+_EDGES = [-1, 256, 2**63 - 1, 2**63, -1.2, 1.0000001, -1.0, 1.0, -0.0, 0, 1, math.nan, math.inf,
+          True, None, "1"]
+_ODD = st.floats() | st.integers(-2**70, 2**70) | st.sampled_from(_EDGES)
+_PLAIN_INPUT = st.tuples(st.integers(0, 2**63 - 1), st.integers(0, 2**63 - 1),
+                         st.floats(-1.0, 1.0), st.floats(-1.0, 1.0), st.integers(0, 255))
+
+
+def _judged_alike(inp: tuple[object, ...]) -> None:
+    """A tuple (which may take a short path) is judged as the same list (which never does)."""
+    try:
+        want = validate_input(list(inp))
+    except InvalidInput as exc:
+        with pytest.raises(InvalidInput, match=re.escape(str(exc))):
+            validate_input(inp)
+        return
+    got = validate_input(inp)
+    assert got == want and list(map(type, got)) == list(map(type, want))
+
+
+@pytest.mark.parametrize("index", range(5))
+def test_an_input_with_an_edge_value_is_judged_as_the_full_checks_decide(index):
+    for value in _EDGES:
+        inp: list[object] = [3, 7, 0.5, -0.5, 1]
+        inp[index] = value
+        _judged_alike(tuple(inp))
+
+
+@settings(max_examples=300)
+@given(_PLAIN_INPUT, st.none() | st.tuples(st.integers(0, 4), _ODD))
+def test_a_tuple_input_and_the_same_list_are_judged_alike(plain, change):
+    """Plain inputs, and inputs with one field changed to something odd."""
+    inp = list(plain)
+    if change is not None:
+        inp[change[0]] = change[1]
+    _judged_alike(tuple(inp))
