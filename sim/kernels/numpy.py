@@ -282,33 +282,36 @@ def _integrate(cfg: WorldConfig, F: np.ndarray, I: np.ndarray, tick: int,  # noq
 
 def _steer(cfg: WorldConfig, F: np.ndarray, I: np.ndarray,  # noqa: E741
            inputs: Mapping[int, InputRow]) -> tuple[np.ndarray, np.ndarray]:
-    """The python kernel's player control, same operations: (player indices, kicks (2, p))."""
-    dt = cfg.dt
-    accel_dt = cfg.player_accel * dt
-    turn_dt = cfg.turn_rate * dt
-    boost = cfg.boost
-    cos = math.cos
-    sin = math.sin
+    """The python kernel's player control, same operations: (player indices, kicks (2, p)).
+
+    The inputs are looked up per player and stored as columns; the heading, its wrap and the
+    thrust are array operations (each the same IEEE operation as the python kernel's scalar
+    one); only cos and sin are taken per player, with :mod:`math` (module docstring).
+    """
     pi = (I[IKIND] == PLAYER).nonzero()[0]
-    dv = np.empty((2, len(pi)))
-    for k, i in enumerate(pi.tolist()):
-        inp = inputs.get(int(I[IID, i]))
-        if inp is not None:
-            I[ISEQ, i] = inp[1]
-            F[FTHR, i] = inp[2]
-            F[FTRN, i] = inp[3]
-            I[IACT, i] = inp[4]
-        h = float(F[FH, i]) + float(F[FTRN, i]) * turn_dt
-        if h > PI:
-            h -= TAU
-        elif h < -PI:
-            h += TAU
-        F[FH, i] = h
-        a = float(F[FTHR, i]) * accel_dt
-        if int(I[IACT, i]) & 1:
-            a = a * boost
-        dv[0, k] = cos(h) * a
-        dv[1, k] = sin(h) * a
+    if inputs:
+        get = inputs.get
+        got = [(k, inp) for k, inp in enumerate(map(get, I[IID].take(pi).tolist()))
+               if inp is not None]
+        if got:
+            at = pi.take([k for k, _ in got])
+            I[ISEQ, at] = [inp[1] for _, inp in got]
+            F[FTHR, at] = [inp[2] for _, inp in got]
+            F[FTRN, at] = [inp[3] for _, inp in got]
+            I[IACT, at] = [inp[4] for _, inp in got]
+    h = F[FTRN].take(pi)
+    h *= cfg.turn_rate * cfg.dt
+    h += F[FH].take(pi)
+    h[h > PI] -= TAU
+    h[h < -PI] += TAU
+    F[FH, pi] = h
+    a = F[FTHR].take(pi)
+    a *= cfg.player_accel * cfg.dt
+    boosted = (I[IACT].take(pi) & 1).nonzero()[0]
+    a[boosted] *= cfg.boost
+    hl = h.tolist()
+    dv = np.array([list(map(math.cos, hl)), list(map(math.sin, hl))]).reshape(2, len(hl))
+    dv *= a
     return pi, dv
 
 

@@ -34,6 +34,31 @@ def test_numpy_equals_python_with_players_and_inputs(grid, per_region):
 
 
 @pytest.mark.parametrize("per_region", LAYOUTS)
+def test_numpy_equals_python_when_players_turn_full_circles(per_region):
+    """Players holding a turn wrap their heading past +pi and past -pi several times (at full
+    turn a circle takes 60 ticks), with and without boost, some inputs changing mid-way."""
+    cfg = WorldConfig(width=1024, height=1024, regions_x=2, regions_y=2, seed=5)
+    worlds = [World(cfg, spawn(cfg, 400, players=12), kernel=k, per_region=per_region)
+              for k in ("python", "numpy")]
+    headings: list[float] = []
+    for t in range(150):
+        inputs = []
+        if t == 0:
+            inputs = [(pid, t, 1.0 if pid % 3 else 0.25, (1.0, -1.0, 0.75)[pid % 3], pid % 2)
+                      for pid in range(12)]
+        elif t == 70:
+            inputs = [(pid, t, 0.5, -1.0 if pid % 2 else 1.0, 1) for pid in range(6)]
+        for w in worlds:
+            w.step(inputs)
+        headings.extend(r[7] for r in worlds[1].rows() if r[0] < 12)
+    py, nu = worlds
+    assert nu.rows() == py.rows()
+    assert nu.digest() == py.digest()
+    assert max(headings) > 3.0 and min(headings) < -3.0  # both ends of the wrap were reached
+    assert all(-math.pi <= h <= math.pi for h in headings)
+
+
+@pytest.mark.parametrize("per_region", LAYOUTS)
 def test_numpy_equals_python_in_a_crowd_against_walls(per_region):
     """Dense world: many contacts per entity, wall reflections, speed caps."""
     cfg = WorldConfig(width=256, height=256, regions_x=2, regions_y=2, seed=4, max_speed=300,
