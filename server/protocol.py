@@ -661,6 +661,12 @@ def _no_ext(code: int, data: bytes) -> Any:
 
 
 _FIXARRAY = [bytes((0x90 | n,)) for n in range(16)]
+_ENTS_KEY = b"\xa4ents"
+#: A snapshot map's first bytes: 6 entries, "t": "snapshot", then the "tick" key.
+_SNAPSHOT_TICK = b"\x86\xa1t\xa8snapshot\xa4tick"
+_ACK_KEY = b"\xa3ack"
+_BASE_KEY = b"\xa4base"
+_GONE_KEY = b"\xa4gone"
 _NIL = b"\xc0"
 #: msgpack's one-byte integers (positive and negative fixint), by value.
 _FIXINT = {n: msgpack.packb(n) for n in range(-32, 128)}
@@ -687,12 +693,6 @@ def pack_int(n: int) -> bytes:
     if n >= -0x80000000:
         return b"\xd2" + n.to_bytes(4, signed=True)
     return b"\xd3" + n.to_bytes(8, signed=True)
-_ENTS_KEY = b"\xa4ents"
-#: A snapshot map's first bytes: 6 entries, "t": "snapshot", then the "tick" key.
-_SNAPSHOT_TICK = b"\x86\xa1t\xa8snapshot\xa4tick"
-_ACK_KEY = b"\xa3ack"
-_BASE_KEY = b"\xa4base"
-_GONE_KEY = b"\xa4gone"
 
 
 class MsgpackCodec(Codec):
