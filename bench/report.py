@@ -25,6 +25,7 @@ from bench.summary import (
     capacity_summary,
     capacity_table,
     claims_table,
+    gateway_label,
     headlines,
     load_table,
     scaling_table,
@@ -40,6 +41,7 @@ missing."""
 
 SCALING_PNG = "scaling.png"
 MSPT_PNG = "mspt.png"
+LOAD_PNG = "load.png"
 TICKS_PNG = "ticks.png"
 CAPACITY_PNG = "capacity.png"
 
@@ -148,25 +150,39 @@ def _where_time_goes(section: dict[str, Any]) -> list[str]:
             "|---|---|---|---|---|---|---|---|---|", *rows, ""]
 
 
-def load_md(section: dict[str, Any], plot: bool) -> list[str]:
+def load_md(section: dict[str, Any], plot: bool, summary_plot: bool = False) -> list[str]:
     p = section.get("params", {})
+    every = any(r.get("tick_ms") for r in section.get("runs", []))
+    budget = f"{p.get('mspt_budget_ms', 33.3):.1f}"
+    mspt = (f"server p99 MSPT <= {budget} ms (over every tick while all the bots played)"
+            if every else
+            f"server p99 MSPT <= {budget} ms (max of its rolling p99 over /stats samples)")
+    window = ("The server ticks {s:g} s before the bots start; its MSPT percentiles and CPU are "
+              "taken over the window in which every bot plays." if every else
+              "The server ticks {s:g} s before the bots start; its MSPT percentiles come from "
+              "its rolling window of recent ticks, which can still hold some start-up ticks."
+              ).format(s=p.get("settle_s", 5))
     out = ["## Under load: server + bots", "",
            f"Each probe: `paratick serve` ({p.get('regions', '?')} regions, "
            f"{p.get('tick_rate', 30):g} Hz) and `paratick bots --json` on this machine for "
            f"{p.get('duration_s', '?')} s. "
-           f"Holds = all bots connected, none dropped, server p99 MSPT <= "
-           f"{p.get('mspt_budget_ms', 33.3):.1f} ms (max of its rolling p99 over /stats samples), "
+           f"Holds = all bots connected, none dropped, {mspt}, "
            f"tick rate over the bots' run (Hz column, from /stats tick counts) >= 95% of target, "
-           f"bots' p99 input->ack <= {p.get('ack_p99_ms', 100):g} ms. The server ticks "
-           f"{p.get('settle_s', 5):g} s before the bots start; its MSPT percentiles come from "
-           "its rolling window of recent ticks, which can still hold some start-up ticks. "
+           f"bots' p99 input->ack <= {p.get('ack_p99_ms', 100):g} ms. {window} "
            "Searches double then bisect, with a bounded number of probes."
            + (f" The bots ran {p['bots_nice']} nice levels below the server (`paratick bots "
               "--nice`): they take the cores the server leaves idle."
               if p.get("bots_nice") else ""), "",
            load_table(section), ""]
+    if summary_plot:
+        out += [f"![bots held and server CPU per configuration]({LOAD_PNG})", "",
+                "Left: the most bots each configuration held (bot search); right: the "
+                "server's CPU per bot-second at the fixed load, hatched where that load did "
+                "not hold.", ""]
     if plot:
         out += [f"![MSPT distributions under load]({MSPT_PNG})", "",
+                "The distribution (CDF) of every tick's duration while all the bots played, "
+                "per probe." if every else
                 "The server exposes tick-time percentiles over a rolling window, not every "
                 "tick: the plot is the distribution (CDF) of those once-a-second readings, p50 "
                 "and p99, per run.", ""]
@@ -396,6 +412,59 @@ def plot_mspt(section: dict[str, Any], path: Path) -> bool:
     return True
 
 
+def _load_config(r: dict[str, Any]) -> str:
+    """A load configuration's label: build, backend, gateways (:func:`gateway_label`)."""
+    gw = gateway_label(r)
+    return f"{r.get('build')} {r.get('backend')}, " + \
+        ("single loop" if gw == "0" else f"gateways: {gw}")
+
+
+def plot_load(section: dict[str, Any], path: Path) -> bool:
+    """Two panels of horizontal bars, one bar per configuration (build, backend, gateways), one
+    colour per build: the most bots held (the bot search), and the server's CPU per
+    bot-second at the fixed load (hatched where that load did not hold)."""
+    best = [b for b in section.get("best") or [] if b.get("bots") is not None]
+    fixed = [r for r in section.get("runs", []) if r.get("phase") == "fixed load"
+             and r.get("server_cpu_ms_per_bot_s") is not None]
+    if not best and not fixed:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = list(dict.fromkeys(_load_config(r) for r in [*best, *fixed]))
+    builds = list(dict.fromkeys(str(r.get("build")) for r in [*best, *fixed]))
+    colour = {b: f"C{i}" for i, b in enumerate(builds)}
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9.0, 1.5 + 0.4 * len(labels)), sharey=True)
+    y = {lab: i for i, lab in enumerate(labels)}
+    for b in best:
+        lab = _load_config(b)
+        left.barh(y[lab], b["bots"], color=colour[str(b.get("build"))])
+        left.text(b["bots"], y[lab], f" {b['bots']}", va="center", fontsize=8)
+    for r in fixed:
+        lab = _load_config(r)
+        v = r["server_cpu_ms_per_bot_s"]
+        right.barh(y[lab], v, color=colour[str(r.get("build"))],
+                   hatch=None if r.get("holds") else "//", edgecolor="white")
+        right.text(v, y[lab], f" {v:.2f}", va="center", fontsize=8)
+    bots = sorted({r.get("bots") for r in fixed if r.get("bots") is not None})
+    left.set_title("most bots held", fontsize=9)
+    right.set_title("server CPU per bot-second, fixed load"
+                    + (f" ({', '.join(map(str, bots))} bots)" if bots else ""), fontsize=9)
+    left.set_xlabel("bots", fontsize=8)
+    right.set_xlabel("ms of CPU per bot-second", fontsize=8)
+    left.set_yticks(range(len(labels)), labels, fontsize=8)
+    left.invert_yaxis()
+    for ax in (left, right):
+        ax.margins(x=0.18)
+        ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def plot_capacity(section: dict[str, Any], path: Path) -> bool:
     """Entities held per configuration: one full-width panel of horizontal bars per kernel
     (each kernel its own scale), one colour per build, the best single core as a dotted line;
@@ -468,7 +537,10 @@ def _scaling(section: dict[str, Any], folder: Path, plots: bool) -> tuple[list[s
 
 def _load(section: dict[str, Any], folder: Path, plots: bool) -> tuple[list[str], list[Path]]:
     plotted = plots and plot_mspt(section, folder / MSPT_PNG)
-    return load_md(section, plotted), [folder / MSPT_PNG] if plotted else []
+    summary = plots and plot_load(section, folder / LOAD_PNG)
+    written = [path for ok, path in ((summary, folder / LOAD_PNG), (plotted, folder / MSPT_PNG))
+               if ok]
+    return load_md(section, plotted, summary), written
 
 
 def _claims(section: dict[str, Any], folder: Path, plots: bool) -> tuple[list[str], list[Path]]:

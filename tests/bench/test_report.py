@@ -164,3 +164,53 @@ def test_the_scaling_plot_has_a_row_per_kernel(tmp_path: Path) -> None:
     out = tmp_path / "scaling.png"
     plot_scaling(section(cells), out)
     assert out.stat().st_size > 10_000
+
+
+def _load_doc(*, every_tick: bool) -> dict[str, Any]:
+    doc = schema.empty()
+    ticks: dict[str, Any] = ({"tick_ms": [5.0, 9.0, 7.0]} if every_tick
+                             else {"mspt_samples": [5.0, 9.0]})
+    doc["load"] = {
+        "created": "t", "command": ["paratick"], "environment": {},
+        "params": {"mspt_budget_ms": 33.3},
+        "runs": [{"build": "gil", "backend": "inline", "gateways": 0, "entities": 2000,
+                  "bots": 400, "phase": "fixed load", "holds": True,
+                  "server_cpu_ms_per_bot_s": 1.49, **ticks},
+                 {"build": "ft", "backend": "inline", "gateways": 2,
+                  "gateway_backend": "threads", "entities": 2000, "bots": 400,
+                  "phase": "fixed load", "holds": False, "server_cpu_ms_per_bot_s": 2.35,
+                  **ticks}],
+        "best": [{"build": "gil", "backend": "inline", "gateways": 0, "bots": 468,
+                  "entities": 7500, "bots_fixed": 100, "entities_fixed": 2000},
+                 {"build": "ft", "backend": "inline", "gateways": 2,
+                  "gateway_backend": "threads", "bots": 406, "entities": None,
+                  "bots_fixed": 100, "entities_fixed": 2000}]}
+    return doc
+
+
+def test_load_report_plots_bots_held_and_cpu_per_configuration(tmp_path: Path) -> None:
+    write_doc(tmp_path, _load_doc(every_tick=True))
+    written = report.write(tmp_path)
+    assert tmp_path / "load.png" in written
+    assert (tmp_path / "load.png").read_bytes().startswith(PNG_MAGIC)
+    md = (tmp_path / "report.md").read_text()
+    assert "![bots held and server CPU per configuration](load.png)" in md
+    # the figures are over every tick of the loaded window, and the text says so
+    assert "over every tick while all the bots played" in md
+    assert "once-a-second readings" not in md and "rolling p99" not in md
+    assert report._load_config(_load_doc(every_tick=True)["load"]["best"][1]) == \
+        "ft inline, gateways: 2 threads"
+
+
+def test_load_report_of_older_results_says_what_their_figures_are(tmp_path: Path) -> None:
+    """Results written before the server listed every tick: the text names the rolling p99."""
+    doc = _load_doc(every_tick=False)
+    doc["load"]["best"] = []
+    for r in doc["load"]["runs"]:
+        del r["server_cpu_ms_per_bot_s"]
+    write_doc(tmp_path, doc)
+    written = report.write(tmp_path)
+    assert tmp_path / "load.png" not in written  # nothing to draw: no search, no CPU figure
+    md = (tmp_path / "report.md").read_text()
+    assert "max of its rolling p99 over /stats samples" in md
+    assert "once-a-second readings" in md and "load.png" not in md
