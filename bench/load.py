@@ -228,14 +228,14 @@ def probe_load(build: Build, *, backend: str, workers: int | None, kernel: str, 
                program: list[str] | None = None, settle: float = SETTLE_S,
                gateways: int = 0, bots_build: Build | None = None,
                gateway_backend: str = "threads", bots_nice: int = 0,
-               regions: str = "auto") -> dict[str, Any]:
+               regions: str = "auto", loop: str = "auto") -> dict[str, Any]:
     """One server + bots run; returns the bots' report plus /stats samples and timings.
 
     ``program`` is the command that takes ``serve ...`` and ``bots ...`` arguments; by default
     ``<build python> -m server.cli`` (tests substitute a stand-in).  ``bots_build`` runs the bots
     under another build (the load generator may use whichever is fastest for it; the GIL build
     has picows); by default they run under ``build``.  ``bots_nice`` lowers the bots' CPU
-    priority (``paratick bots --nice``).
+    priority (``paratick bots --nice``).  ``loop`` is the server's event loop (``serve --loop``).
 
     Raises:
         CellError: the server did not start, or the bots printed no report.
@@ -246,7 +246,8 @@ def probe_load(build: Build, *, backend: str, workers: int | None, kernel: str, 
     serve = [*prog, "serve", "--port", str(port),
              "--tick-rate", f"{TICK_RATE:g}", "--regions", regions, "--npcs", str(entities),
              "--players", str(bots + 16), "--max-per-address", str(bots + 16),
-             "--backend", backend, "--kernel", kernel, "--gateways", str(gateways)]
+             "--backend", backend, "--kernel", kernel, "--gateways", str(gateways),
+             "--loop", loop]
     if gateways:
         serve += ["--gateway-backend", gateway_backend]
     if workers:
@@ -272,6 +273,7 @@ def probe_load(build: Build, *, backend: str, workers: int | None, kernel: str, 
                     s = get_stats(port)
                     if s is not None:
                         samples.append({"t": time.monotonic(), "tick": s.get("tick"),
+                                        "loop": s.get("loop"),
                                         "ticker": s.get("ticker", {}),
                                         "playing": (s.get("connections") or {}).get("playing"),
                                         "cpu": group_cpu_seconds(server.pid)})
@@ -376,24 +378,28 @@ def run_probe(build: Build, backend: str, workers: int | None, kernel: str, enti
               program: list[str] | None = None, settle: float = SETTLE_S,
               gateways: int = 0, bots_build: Build | None = None,
               gateway_backend: str = "threads", bots_nice: int = 0,
-              regions: str = "auto") -> dict[str, Any]:
-    """A probe as a results record (schema: load.runs[*]); failures become records too."""
+              regions: str = "auto", loop: str = "auto") -> dict[str, Any]:
+    """A probe as a results record (schema: load.runs[*]); failures become records too.
+
+    ``loop`` names the server's event loop as asked (``auto``...); the record's ``loop`` is the
+    one the server reported running (the asked one when it did not start)."""
     rec: dict[str, Any] = {"build": build.name, "backend": backend, "workers": workers,
                            "kernel": kernel, "entities": entities, "bots": bots,
                            "duration_s": duration, "gateways": gateways,
                            "gateway_backend": gateway_backend if gateways else None,
                            "bots_build": (bots_build or build).name, "bots_nice": bots_nice,
-                           "regions": regions}
+                           "regions": regions, "loop": loop}
     try:
         out = probe_load(build, backend=backend, workers=workers, kernel=kernel,
                          entities=entities, bots=bots, duration=duration, root=root,
                          program=program, settle=settle, gateways=gateways,
                          bots_build=bots_build, gateway_backend=gateway_backend,
-                         bots_nice=bots_nice, regions=regions)
+                         bots_nice=bots_nice, regions=regions, loop=loop)
     except (CellError, subprocess.TimeoutExpired, OSError) as exc:
         rec.update(ok=False, holds=False, why=[f"{type(exc).__name__}: {exc}"])
         return rec
     rep = out["bots_report"]
+    rec["loop"] = next((s["loop"] for s in out["stats_samples"] if s.get("loop")), loop)
     win = window(out["stats_samples"], bots)
     tick_ms = win.pop("tick_ms", None)
     ok, why = holds(rep, bots, criteria, tick_rate=win.get("tick_rate"),
@@ -441,6 +447,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     c.add_argument("--gateway-backend", default="threads",
                    help="comma list of where gateways run, for each count > 0: threads, "
                         "processes (serve --gateway-backend; default %(default)s)")
+    c.add_argument("--loop", default="auto",
+                   help="comma list of the server's event loops to compare (serve --loop): "
+                        "auto, asyncio, uvloop (uvloop: GIL build only; default %(default)s: "
+                        "uvloop where the build has it)")
     c.add_argument("--kernel", default="auto", choices=("auto", *KERNELS),
                    help="tick kernel; auto (the default) is what `paratick serve` runs by "
                         "default: numpy, or python on subinterpreters")
@@ -527,16 +537,21 @@ def run(args: argparse.Namespace) -> int:
         raise CellError("--gateway-backend takes a comma list of threads and processes, got "
                         f"{args.gateway_backend!r}")
     gateway_configs = [(g, k) for g in gateway_counts for k in (kinds if g else ["threads"])]
+    loop_names = [x.strip() for x in args.loop.split(",") if x.strip()]
+    if not loop_names or set(loop_names) - {"auto", "asyncio", "uvloop"}:
+        raise CellError(f"--loop takes a comma list of auto, asyncio and uvloop, got "
+                        f"{args.loop!r}")
 
     def say(line: str) -> None:
         if not args.quiet:
             print(line, file=sys.stderr, flush=True)
 
     def probe(build: Build, backend: str, entities: int, bots: int, phase: str,
-              gateways: int = 0, kind: str = "threads") -> bool:
+              gateways: int = 0, kind: str = "threads", loop: str = "auto") -> bool:
         where = f" on {kind}" if gateways else ""
-        say(f"load: {build.name} {backend} {gateways} gateways{where} {entities} NPCs {bots} "
-            f"bots ({phase}) ...")
+        on = "" if loop == "auto" else f", {loop} loop"
+        say(f"load: {build.name} {backend} {gateways} gateways{where}{on} {entities} NPCs "
+            f"{bots} bots ({phase}) ...")
         # not at import: server.settings loads websockets
         from server.settings import auto_regions, default_kernel
 
@@ -547,35 +562,37 @@ def run(args: argparse.Namespace) -> int:
         regions = f"{rx}x{ry}"
         rec = run_probe(build, backend, args.workers, kernel, entities, bots, duration,
                         root, criteria, gateways=gateways, bots_build=bots_build,
-                        gateway_backend=kind, bots_nice=args.bots_nice, regions=regions)
+                        gateway_backend=kind, bots_nice=args.bots_nice, regions=regions,
+                        loop=loop)
         rec["phase"] = phase
         runs.append(rec)
         say(f"      -> {outcome(rec)}")
         return bool(rec["holds"])
 
-    for build in builds:
-        for backend in backends:
-            for g, kind in gateway_configs:
-                probe(build, backend, args.npcs, args.bots, "fixed load", g, kind)
-                if args.no_search:
-                    continue
-                def by_entities(n: int, b: Build = build, k: str = backend, gw: int = g,
-                                gk: str = kind) -> bool:
-                    return probe(b, k, n, args.search_bots, "entity search", gw, gk)
+    configs = [(b, k, g, kind, lp) for b in builds for k in backends
+               for g, kind in gateway_configs for lp in loop_names]
+    for build, backend, g, kind, lp in configs:
+        probe(build, backend, args.npcs, args.bots, "fixed load", g, kind, lp)
+        fixed = runs[-1]
+        if args.no_search:
+            continue
+        def by_entities(n: int, b: Build = build, k: str = backend, gw: int = g,
+                        gk: str = kind, lo: str = lp) -> bool:
+            return probe(b, k, n, args.search_bots, "entity search", gw, gk, lo)
 
-                def by_bots(n: int, b: Build = build, k: str = backend, gw: int = g,
-                            gk: str = kind) -> bool:
-                    return probe(b, k, args.npcs, n, "bot search", gw, gk)
+        def by_bots(n: int, b: Build = build, k: str = backend, gw: int = g,
+                    gk: str = kind, lo: str = lp) -> bool:
+            return probe(b, k, args.npcs, n, "bot search", gw, gk, lo)
 
-                ents, _ = bounded_search(by_entities, start=args.npcs_start,
-                                         limit=args.npcs_limit, max_probes=max_probes)
-                nbots, _ = bounded_search(by_bots, start=args.bots_start, limit=args.bots_limit,
-                                          max_probes=max_probes)
-                best.append({"build": build.name, "backend": backend, "gateways": g,
-                             "gateway_backend": kind if g else None,
-                             "entities": ents,
-                             "bots_fixed": args.search_bots, "bots": nbots,
-                             "entities_fixed": args.npcs})
+        ents, _ = bounded_search(by_entities, start=args.npcs_start,
+                                 limit=args.npcs_limit, max_probes=max_probes)
+        nbots, _ = bounded_search(by_bots, start=args.bots_start, limit=args.bots_limit,
+                                  max_probes=max_probes)
+        best.append({"build": build.name, "backend": backend, "gateways": g,
+                     "gateway_backend": kind if g else None, "loop": fixed["loop"],
+                     "entities": ents,
+                     "bots_fixed": args.search_bots, "bots": nbots,
+                     "entities_fixed": args.npcs})
     section = {"created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
                "command": ["paratick", "bench", "load", *sys.argv[3:]],
                "environment": env.capture_builds(root, builds),
@@ -585,7 +602,8 @@ def run(args: argparse.Namespace) -> int:
                           "max_probes": max_probes, "regions": args.regions, "kernel": args.kernel,
                           "workers": args.workers, "quick": quick,
                           "bots_build": args.bots_build, "bots_nice": args.bots_nice,
-                          "gateways": gateway_counts, "gateway_backends": kinds},
+                          "gateways": gateway_counts, "gateway_backends": kinds,
+                          "loops": loop_names},
                "runs": runs, "best": best}
     out = args.out or schema.results_dir(quick=quick)
     schema.save_section(out, "load", section)

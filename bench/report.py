@@ -414,9 +414,10 @@ def plot_mspt(section: dict[str, Any], path: Path) -> bool:
 
 def _load_config(r: dict[str, Any]) -> str:
     """A load configuration's label: build, backend, gateways (:func:`gateway_label`)."""
-    gw = gateway_label(r)
-    return f"{r.get('build')} {r.get('backend')}, " + \
-        ("single loop" if gw == "0" else f"gateways: {gw}")
+    if r.get("gateways"):
+        return f"{r.get('build')} {r.get('backend')}, gateways: {gateway_label(r)}"
+    loop = f", {r['loop']}" if r.get("loop") else ""
+    return f"{r.get('build')} {r.get('backend')}, single loop{loop}"
 
 
 def plot_load(section: dict[str, Any], path: Path) -> bool:

@@ -428,9 +428,11 @@ def _rate(rec: dict[str, Any]) -> str:
 
 
 def gateway_label(rec: dict[str, Any]) -> str:
-    """A load record's gateways: ``0`` (the single-loop server), ``2 threads``, ``2 processes``."""
+    """A load record's gateways: ``0`` (the single-loop server), ``2 threads``, ``2 processes``;
+    followed by the server's event loop where the record names it (``0, uvloop``)."""
     g = rec.get("gateways", 0)
-    return f"{g} {rec.get('gateway_backend') or 'threads'}" if g else "0"
+    label = f"{g} {rec.get('gateway_backend') or 'threads'}" if g else "0"
+    return f"{label}, {rec['loop']}" if rec.get("loop") else label
 
 
 def load_table(section: dict[str, Any]) -> str:

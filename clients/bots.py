@@ -30,6 +30,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from clients.lean import snapshot_head
+from server import loops
 from server.clock import TimeSource
 from server.protocol import (
     SERVER_MESSAGES,
@@ -292,9 +293,7 @@ def lean_client(choice: str) -> str:
 
 def run_loop(main: Any, client: str) -> Any:
     """``asyncio.run(main)``, on uvloop when the lean bots use picows and uvloop installs."""
-    from clients import fastws
-    factory = fastws.loop_factory() if client == "picows" else None
-    return asyncio.run(main, loop_factory=factory)
+    return loops.run(main, "auto" if client == "picows" else "asyncio")
 
 
 def _validates(spec: FleetSpec, index: int) -> bool:

@@ -52,7 +52,7 @@ from dataclasses import asdict
 from http import HTTPStatus
 from typing import Any
 
-from server import exposition, host, spectators
+from server import exposition, host, loops, spectators
 from server.clock import TimeSource
 from server.connection import (
     CLOSE_GOING_AWAY,
@@ -161,6 +161,7 @@ class GameServer:
         self.runtime: Any = None
         self.ticker: Ticker | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.loop_kind = "asyncio"  # the kind of event loop serving clients (server.loops)
         self._started = 0.0
         self._expiry_task: asyncio.Task[None] | None = None
         self.port = s.port
@@ -184,6 +185,7 @@ class GameServer:
         self.tick = self.runtime.tick
         self._refresh_runtime_metrics()
         self._loop = loop = asyncio.get_running_loop()
+        self.loop_kind = loops.running()
         loop.set_exception_handler(self.log.exception_handler())
         self._apply_descriptor_budget()
         try:
@@ -219,7 +221,7 @@ class GameServer:
                 port = await remote.start(s.host, port, reuse_port=True)
                 continue
             gw = Gateway(self, i)
-            th = GatewayThread(gw)
+            th = GatewayThread(gw, s.loop)
             self.gateways.append(gw)
             self._threads.append(th)
             port = await th.run(gw.start(s.host, port, reuse_port=True))
@@ -575,6 +577,7 @@ class GameServer:
                 transports += gw.transports
         return {
             "tick": self.tick,
+            "loop": self.loop_kind,
             "uptime_s": self.clock() - self._started if self._started else 0.0,
             "ticker": self.ticker.stats() if self.ticker else {},
             "connections": {"open": sum(x["connections"] for x in gws),

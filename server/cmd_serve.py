@@ -95,6 +95,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="where gateways run: threads (in parallel on a free-threaded build) or "
                         "processes (in parallel on any build; inputs and frames cross a local "
                         "socket; default %(default)s)")
+    r.add_argument("--loop", default="auto", choices=("auto", "asyncio", "uvloop"),
+                   help="event loop of the loops serving clients: uvloop (its loop in C; GIL "
+                        "builds only) or asyncio's own; auto: uvloop where it is installed "
+                        "(default %(default)s)")
     r.add_argument("--backend", default="threads",
                    choices=(*BACKENDS, "nodes"),
                    help="where the workers run (default %(default)s; nodes: node processes "
@@ -210,7 +214,7 @@ def build(args: argparse.Namespace) -> tuple[Any, Any]:
         public_stats=args.public_stats, max_spectators=args.max_spectators,
         bus=args.bus, bus_world=args.bus_world, local_nodes=args.local_nodes,
         gateways=default_gateways() if args.gateways is None else args.gateways,
-        gateway_backend=args.gateway_backend)
+        gateway_backend=args.gateway_backend, loop=args.loop)
     return world, settings
 
 
@@ -221,8 +225,7 @@ def _gateways(n: int, backend: str = "threads") -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    import asyncio
-
+    from server import loops
     from server.host import tune
     from server.runtime.errors import RuntimeFault
     from sim.errors import ConfigError
@@ -240,7 +243,7 @@ def run(args: argparse.Namespace) -> int:
             return 2
     tune()
     try:
-        final = asyncio.run(_serve(world, settings, mqtt, args.duration))
+        final = loops.run(_serve(world, settings, mqtt, args.duration), settings.loop)
     except ssl.SSLError as exc:
         print(f"paratick serve: bad certificate or key: {exc}", file=sys.stderr)
         return 2

@@ -482,10 +482,11 @@ def _build_info(s: Mapping[str, Any]) -> Metric:
     fam = GaugeMetricFamily(
         "paratick_build_info",
         "The server build as labels (value always 1): paratick version, Python version, "
-        "whether the server process runs with the GIL, runtime backend and kernel.",
-        labels=["version", "python", "gil_enabled", "backend", "kernel"])
+        "whether the server process runs with the GIL, runtime backend, kernel and the event "
+        "loop serving clients (uvloop or asyncio).",
+        labels=["version", "python", "gil_enabled", "backend", "kernel", "loop"])
     fam.add_metric([_version(), platform.python_version(), _flag(gil), str(backend),
-                    str(kernel)], 1.0)
+                    str(kernel), str(s.get("loop", ""))], 1.0)
     return fam
 
 

@@ -50,6 +50,7 @@ from collections.abc import Iterable
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
+from server import loops
 from server.connection import (
     CLOSE_INTERNAL,
     TIMER_RESOLUTION,
@@ -458,11 +459,12 @@ class GatewayThread:
 
     Args:
         gateway: the gateway to run.
+        loop: the kind of event loop (:func:`server.loops.resolve`).
     """
 
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: Gateway, loop: str = "asyncio") -> None:
         self.gateway = gateway
-        self.loop = asyncio.new_event_loop()
+        self.loop = loops.new_loop(loop)
         self.thread = threading.Thread(target=self.loop.run_forever,
                                        name=f"paratick-gateway-{gateway.index}", daemon=True)
         self.thread.start()

@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
+from server import loops
 from server.connection import Event
 from server.protocol import ErrorCode, Hello, Input, Spectate, Watching, Welcome
 
@@ -650,4 +651,4 @@ def child_main(fd: int) -> int:
     spec = _recv_frame(sock)
     if spec is None:
         return 1
-    return asyncio.run(_child(sock, spec))
+    return loops.run(_child(sock, spec), spec["settings"].get("loop", "asyncio"))

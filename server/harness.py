@@ -11,6 +11,7 @@ import threading
 from concurrent.futures import Future
 from typing import Any
 
+from server import loops
 from server.app import GameServer, RuntimeFactory, ServerSettings
 from sim.config import WorldConfig
 
@@ -25,7 +26,7 @@ class ServerThread:
     def __init__(self, world: WorldConfig, settings: ServerSettings, *,
                  runtime_factory: RuntimeFactory | None = None) -> None:
         self.server = GameServer(world, settings, runtime_factory=runtime_factory)
-        self._loop = asyncio.new_event_loop()
+        self._loop = loops.new_loop(settings.loop)  # as `paratick serve` makes it
         self._thread = threading.Thread(target=self._loop.run_forever, name="paratick-server",
                                         daemon=True)
         self.final_stats: dict[str, Any] | None = None

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 
-from server import host, spectators
+from server import host, loops, spectators
 from server.connection import ConnectionLimits, ControlLimits
 from server.transport import SEND_BUFFER, TransportLimits
 from sim.config import grid_of
@@ -146,6 +146,8 @@ class ServerSettings:
         gateway_backend: ``threads`` (parallel on a free-threaded build; the gateways share
             the hub's tables directly) or ``processes`` (:mod:`server.gateway_process`:
             parallel on any build; inputs and frames cross a socket as msgpack).
+        loop: the event loop of every loop serving clients (:mod:`server.loops`): ``auto``
+            (uvloop where it installs, else asyncio's), ``asyncio`` or ``uvloop``.
         max_spectators: spectators at most (:data:`server.spectators.MAX_SPECTATORS`); more
             get ``spectators_full`` and close 1013; 0 refuses every spectator.
         bus, bus_world, local_nodes: with ``backend="nodes"``, the NATS server
@@ -182,6 +184,7 @@ class ServerSettings:
     public_stats: bool = False
     gateways: int = 0
     gateway_backend: str = "threads"
+    loop: str = "auto"
     max_spectators: int = spectators.MAX_SPECTATORS
     bus: str | None = None
     bus_world: str | None = None
@@ -203,6 +206,7 @@ class ServerSettings:
         if self.gateway_backend not in GATEWAY_BACKENDS:
             raise ValueError(f"gateway_backend must be one of {', '.join(GATEWAY_BACKENDS)}, "
                              f"got {self.gateway_backend!r}")
+        loops.resolve(self.loop)  # ValueError: unknown, or uvloop where it does not install
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in 0..65535, got {self.port}")
         if (self.certfile is None) != (self.keyfile is None):

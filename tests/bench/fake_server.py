@@ -26,12 +26,13 @@ def serve(argv: list[str]) -> int:
     port = int(arg(argv, "--port", "0"))
     p99 = int(arg(argv, "--npcs", "1000")) / 100.0
     playing = int(arg(argv, "--players", "16")) - 16
+    loop = {"auto": "uvloop"}.get(arg(argv, "--loop", "auto"), arg(argv, "--loop", "auto"))
     started = time.monotonic()
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             tick = int((time.monotonic() - started) * 30)  # a steady 30 Hz
-            body = json.dumps({"tick": tick, "connections": {"playing": playing},
+            body = json.dumps({"tick": tick, "loop": loop, "connections": {"playing": playing},
                                "ticker": {"mspt_p50": p99 / 2, "mspt_p99": p99,
                                           "tick_rate_actual": 30.0, "deadline_misses": 0,
                                           "ticks": tick, "recent_ms": [p99] * min(tick, 64)},

@@ -100,6 +100,8 @@ def test_table_lists_runs_and_bests() -> None:
     assert ("| ft | threads | 0 | fixed load | 5000 | 200 | 12.0 / 30.0 | 55.0 | 29.8 | - | - "
             "| yes |") in text
     assert "server did not start" in text and "| 8000 (with 100 bots) | 700" in text
+    section["runs"][0]["loop"] = "uvloop"
+    assert "| ft | threads | 0, uvloop | fixed load |" in table(section)
 
 
 def test_window_rate_overrides_the_since_start_rate() -> None:
@@ -166,3 +168,13 @@ def test_a_bad_region_grid_is_one_line(capsys: pytest.CaptureFixture[str]) -> No
     assert main(["bench", "load", "--regions", "4y4"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("paratick bench load: regions must") and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("value", ["", "uvloop,trio"])
+def test_a_bad_loop_list_is_one_line(capsys: pytest.CaptureFixture[str], value: str) -> None:
+    from server.cli import main
+
+    assert main(["bench", "load", "--loop", value]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("paratick bench load: --loop takes a comma list of auto, asyncio and "
+                          "uvloop") and len(err.splitlines()) == 1

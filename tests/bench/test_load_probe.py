@@ -30,6 +30,8 @@ def test_a_probe_runs_server_and_bots_and_judges_them() -> None:
     assert rec["window"]["loaded"] and rec["window"]["ticks_unseen"] == 0
     assert rec["tick_ms"] and set(rec["tick_ms"]) == {10.0}
     assert rec["server_cpu_s_per_s"] is not None and rec["run_cpu_s_per_s"] is not None
+    # the loop the server said it ran (the stand-in runs uvloop for auto), not the one asked for
+    assert rec["loop"] == "uvloop"
     failing = probe(5000)  # p99 MSPT = 50 ms > 33.3 ms budget
     assert failing["ok"] and not failing["holds"]
     assert failing["why"] == ["p99 MSPT 50.0 ms > 33.3 ms"]
@@ -40,6 +42,7 @@ def test_a_server_that_never_starts_is_a_failed_record_not_a_crash() -> None:
                     repo_root(), Criteria(), program=[sys.executable, "-c", "raise SystemExit(3)"],
                     settle=0.0)
     assert not rec["ok"] and not rec["holds"] and "server did not start" in rec["why"][0]
+    assert rec["loop"] == "auto"  # what was asked: the server never said
 
 
 def test_search_over_real_probes() -> None:

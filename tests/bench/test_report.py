@@ -200,6 +200,12 @@ def test_load_report_plots_bots_held_and_cpu_per_configuration(tmp_path: Path) -
     assert "once-a-second readings" not in md and "rolling p99" not in md
     assert report._load_config(_load_doc(every_tick=True)["load"]["best"][1]) == \
         "ft inline, gateways: 2 threads"
+    # results that name the server's event loop keep configurations apart by it
+    rec = {**_load_doc(every_tick=True)["load"]["best"][0], "loop": "uvloop"}
+    assert report._load_config(rec) == "gil inline, single loop, uvloop"
+    assert report._load_config({**rec, "loop": "asyncio"}) == "gil inline, single loop, asyncio"
+    assert report._load_config({**rec, "gateways": 2, "gateway_backend": "processes"}) == \
+        "gil inline, gateways: 2 processes, uvloop"
 
 
 def test_load_report_of_older_results_says_what_their_figures_are(tmp_path: Path) -> None:

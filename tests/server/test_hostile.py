@@ -29,6 +29,7 @@ import pytest
 from websockets.exceptions import InvalidHandshake
 from websockets.sync.client import ClientConnection, connect
 
+from server import loops
 from server.gateway import FLUSH_TIMEOUT
 from tests.server import rawws
 
@@ -134,9 +135,12 @@ def stop_server(srv: Server) -> None:
         raise AssertionError("the server did not stop within 20 s of SIGTERM") from None
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[Server]:
-    srv = start_server()
+@pytest.fixture(scope="module", params=loops.available())
+def server(request: pytest.FixtureRequest) -> Iterator[Server]:
+    """The server under attack, on each event loop this interpreter can run (uvloop's transports
+    are not asyncio's: the guards must hold on both)."""
+    srv = start_server(["--loop", request.param])
+    assert srv.stats()["loop"] == request.param
     yield srv
     stop_server(srv)
 
