@@ -49,8 +49,6 @@ except ImportError:  # no wheel for this interpreter (the free-threaded build, f
 else:
     HAVE_PICOWS = True
 
-#: Seconds early an input may be sent (the event loop's timer resolution).
-TIMER_SLACK = 0.002
 #: Largest frame a lean bot accepts (as the websockets bots: 4 MiB).
 MAX_FRAME = 1 << 22
 
@@ -58,15 +56,6 @@ MAX_FRAME = 1 << 22
 def available() -> bool:
     """Whether picows loads in this interpreter."""
     return HAVE_PICOWS
-
-
-def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop's loop factory where uvloop installs, else None (asyncio's default loop)."""
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop.new_event_loop
 
 
 class _Listener(WSListener):
@@ -151,6 +140,50 @@ class LeanBot:
         self.res.bytes_out += len(data)
 
 
+class _Inputs:
+    """One lean bot's inputs at ``input_rate``, each sent from a timer callback of the loop (no
+    task, future or sleep per input), the first at a random point of the first period so that
+    a fleet's inputs spread over it; none at or after ``until`` or once the bot is gone."""
+
+    def __init__(self, bot: LeanBot, rng: random.Random, *, input_rate: float, until: float,
+                 max_pending: int, choose: Callable[..., tuple[float, float, int]]) -> None:
+        self.bot, self.rng, self.until, self.choose = bot, rng, until, choose
+        self.max_pending = max_pending
+        self.period = 1.0 / input_rate
+        self.memory: dict[str, float] = {}
+        self.seq = 0
+        self.loop = asyncio.get_running_loop()
+        self.next_t = bot.clock() + rng.random() * self.period
+        self.timer: asyncio.TimerHandle | None = self.loop.call_later(
+            self.next_t - bot.clock(), self.send)
+
+    def send(self) -> None:
+        bot = self.bot
+        clock = bot.clock
+        if bot.gone.done() or clock() >= self.until:
+            self.timer = None
+            return
+        self.seq += 1
+        thrust, turn, action = self.choose("wander", None, {}, self.rng, self.memory)
+        bot.send(Input(self.seq, thrust, turn, action, ack=bot.latest))
+        pending = bot.pending
+        pending.append((self.seq, clock()))
+        res = bot.res
+        if len(pending) > self.max_pending:
+            pending.popleft()
+            res.lost_acks += 1
+        res.inputs += 1
+        self.next_t += self.period
+        # a late callback (a busy machine) sends the inputs it owes back to back, as a loop
+        # that sleeps until each input's time would
+        self.timer = self.loop.call_later(self.next_t - clock(), self.send)
+
+    def stop(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+
 async def run_lean_bot(url: str, res: Any, *, seed: int, input_rate: float, until: float,
                        clock: Callable[[], float], max_pending: int,
                        choose: Callable[..., tuple[float, float, int]]) -> None:
@@ -175,29 +208,16 @@ async def run_lean_bot(url: str, res: Any, *, seed: int, input_rate: float, unti
             return
         res.connected = True
         res.gateway = welcome.gateway
-        period = 1.0 / input_rate
-        memory: dict[str, float] = {}
-        seq = 0
-        next_t = clock() + rng.random() * period  # spread bots over the input period
-        pending = bot.pending
-        while (now := clock()) < until:
-            if bot.gone.done():
-                res.dropped = bot.gone.result()
-                return
-            if now < next_t - TIMER_SLACK:
-                # uvloop's timers have millisecond resolution: a shorter sleep returns at once,
-                # so an input up to TIMER_SLACK early is sent now rather than spun for.
-                await asyncio.sleep(min(next_t - now, until - now))
-                continue
-            next_t += period
-            seq += 1
-            thrust, turn, action = choose("wander", None, {}, rng, memory)
-            bot.send(Input(seq, thrust, turn, action, ack=bot.latest))
-            pending.append((seq, clock()))
-            if len(pending) > max_pending:
-                pending.popleft()
-                res.lost_acks += 1
-            res.inputs += 1
+        inputs = _Inputs(bot, rng, input_rate=input_rate, until=until, max_pending=max_pending,
+                         choose=choose)
+        try:
+            res.dropped = await asyncio.wait_for(asyncio.shield(bot.gone),
+                                                 max(0.0, until - clock()))
+            return
+        except TimeoutError:
+            pass
+        finally:
+            inputs.stop()
         if not bot.gone.done():
             bot.send(Bye("done"))
     finally:
