@@ -31,8 +31,10 @@ from server.host import (
     usable_cpus,
 )
 
-#: Packages whose versions change results (the kernel, the codec, plotting only for reports).
-PACKAGES = ("paratick", "msgpack", "numpy", "websockets", "matplotlib")
+#: Packages whose versions change results (the kernel, the codec, the event loop and the lean
+#: bots' client where they install, plotting only for reports); one that is not installed is
+#: recorded as null.
+PACKAGES = ("paratick", "msgpack", "numpy", "websockets", "uvloop", "picows", "matplotlib")
 
 #: How long an interpreter may take to describe itself before we give up (cold start + imports).
 PROBE_TIMEOUT_S = 60.0
