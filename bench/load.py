@@ -382,7 +382,8 @@ def run_probe(build: Build, backend: str, workers: int | None, kernel: str, enti
     """A probe as a results record (schema: load.runs[*]); failures become records too.
 
     ``loop`` names the server's event loop as asked (``auto``...); the record's ``loop`` is the
-    one the server reported running (the asked one when it did not start)."""
+    one the server reported running (the asked one when it did not start), ``ticker_on`` where
+    its ticks ran (``thread`` or ``loop``; None when it did not say)."""
     rec: dict[str, Any] = {"build": build.name, "backend": backend, "workers": workers,
                            "kernel": kernel, "entities": entities, "bots": bots,
                            "duration_s": duration, "gateways": gateways,
@@ -400,6 +401,8 @@ def run_probe(build: Build, backend: str, workers: int | None, kernel: str, enti
         return rec
     rep = out["bots_report"]
     rec["loop"] = next((s["loop"] for s in out["stats_samples"] if s.get("loop")), loop)
+    rec["ticker_on"] = next((s["ticker"]["on"] for s in out["stats_samples"]
+                             if (s.get("ticker") or {}).get("on")), None)
     win = window(out["stats_samples"], bots)
     tick_ms = win.pop("tick_ms", None)
     ok, why = holds(rep, bots, criteria, tick_rate=win.get("tick_rate"),

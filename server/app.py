@@ -1,5 +1,5 @@
-"""The websocket game server: gateways own the connections, a ticker thread ticks the world,
-the runtime's workers build the snapshots.
+"""The websocket game server: gateways own the connections, a ticker ticks the world, the
+runtime's workers build the snapshots.
 
 Theory of operation
 -------------------
@@ -15,9 +15,10 @@ Where a byte from a client goes: a gateway reads and checks it; a hello becomes
 :meth:`GameServer.submit`: it is stored as the entity's *pending* input (last one wins) under
 the hub's lock, whichever gateway took it.
 
-Where a tick happens: the ticker thread (:class:`server.ticker.Ticker`) wakes at the absolute
-deadlines of the runtime's :class:`~server.runtime.TickScheduler` (no drift; catch-up policy),
-swaps the pending inputs out under the lock, and calls ``Runtime.step(inputs, view, jobs)``.
+Where a tick happens: the ticker (:class:`server.ticker.Ticker`: on a thread of its own, or on
+the hub's event loop with the inline backend on a GIL build) wakes at the absolute deadlines of
+the runtime's :class:`~server.runtime.TickScheduler` (no drift; catch-up policy), swaps the
+pending inputs out under the lock, and calls ``Runtime.step(inputs, view, jobs)``.
 Inputs are therefore applied exactly once, at the next tick boundary, by whichever shard owns the
 entity.  On snapshot ticks (``snapshot_rate`` of ``tick_rate``, spread evenly) the step carries
 one job per playing session; the runtime's workers run :class:`server.snapshots.SnapshotHook` in
@@ -200,7 +201,10 @@ class GameServer:
         self.ticker = Ticker(self._tick_once, self.world.tick_rate, on_results=self._post,
                              on_second=self._refresh_runtime_metrics, on_fault=self._post_fault,
                              observe=self.histograms[exposition.TICK_DURATION].observe)
-        self.ticker.start()
+        if s.ticks_on_loop():
+            self.ticker.start_on(loop)
+        else:
+            self.ticker.start()
         self._expiry_task = asyncio.create_task(self._expiry_loop())
 
     async def _start_gateways(self, count: int) -> None:
@@ -472,7 +476,7 @@ class GameServer:
             else:
                 self.sessions.detach(session)
 
-    # ---- ticker side (runs on the ticker thread) -------------------------------------------------
+    # ---- ticker side (runs on the ticker's thread, or the hub's loop) ----------------------------
     def _is_snapshot_tick(self, tick: int) -> bool:
         r = self.settings.snapshot_rate / self.world.tick_rate
         return int((tick + 1) * r + 1e-9) > int(tick * r + 1e-9)

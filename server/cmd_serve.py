@@ -95,6 +95,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="where gateways run: threads (in parallel on a free-threaded build) or "
                         "processes (in parallel on any build; inputs and frames cross a local "
                         "socket; default %(default)s)")
+    r.add_argument("--tick-on", default="auto", choices=("auto", "thread", "loop"),
+                   help="where ticks run: loop (timer callbacks of the main event loop; inline "
+                        "backend only) or thread (a ticker thread of its own); auto: loop with "
+                        "--backend inline on a GIL build, where a ticker thread would only wait "
+                        "for the GIL, thread otherwise (default %(default)s)")
     r.add_argument("--loop", default="auto", choices=("auto", "asyncio", "uvloop"),
                    help="event loop of the loops serving clients: uvloop (its loop in C; GIL "
                         "builds only) or asyncio's own; auto: uvloop where it is installed "
@@ -214,7 +219,7 @@ def build(args: argparse.Namespace) -> tuple[Any, Any]:
         public_stats=args.public_stats, max_spectators=args.max_spectators,
         bus=args.bus, bus_world=args.bus_world, local_nodes=args.local_nodes,
         gateways=default_gateways() if args.gateways is None else args.gateways,
-        gateway_backend=args.gateway_backend, loop=args.loop)
+        gateway_backend=args.gateway_backend, loop=args.loop, tick_on=args.tick_on)
     return world, settings
 
 

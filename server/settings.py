@@ -148,6 +148,9 @@ class ServerSettings:
             parallel on any build; inputs and frames cross a socket as msgpack).
         loop: the event loop of every loop serving clients (:mod:`server.loops`): ``auto``
             (uvloop where it installs, else asyncio's), ``asyncio`` or ``uvloop``.
+        tick_on: where ticks run (:class:`server.ticker.Ticker`): ``thread`` (a ticker thread of
+            its own), ``loop`` (timer callbacks of the hub's event loop; inline backend only) or
+            ``auto`` (:meth:`ticks_on_loop`).
         max_spectators: spectators at most (:data:`server.spectators.MAX_SPECTATORS`); more
             get ``spectators_full`` and close 1013; 0 refuses every spectator.
         bus, bus_world, local_nodes: with ``backend="nodes"``, the NATS server
@@ -185,6 +188,7 @@ class ServerSettings:
     gateways: int = 0
     gateway_backend: str = "threads"
     loop: str = "auto"
+    tick_on: str = "auto"
     max_spectators: int = spectators.MAX_SPECTATORS
     bus: str | None = None
     bus_world: str | None = None
@@ -207,6 +211,12 @@ class ServerSettings:
             raise ValueError(f"gateway_backend must be one of {', '.join(GATEWAY_BACKENDS)}, "
                              f"got {self.gateway_backend!r}")
         loops.resolve(self.loop)  # ValueError: unknown, or uvloop where it does not install
+        if self.tick_on not in TICK_ON:
+            raise ValueError(f"tick_on must be one of {', '.join(TICK_ON)}, got {self.tick_on!r}")
+        if self.tick_on == "loop" and self.backend != "inline":
+            raise ValueError("ticking on the event loop needs the inline backend (the other "
+                             "backends wait for their workers during a tick, which would stall "
+                             "the loop)")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in 0..65535, got {self.port}")
         if (self.certfile is None) != (self.keyfile is None):
@@ -215,6 +225,14 @@ class ServerSettings:
             raise ValueError("bus, bus_world and local_nodes need backend 'nodes'")
         self.connection_limits()  # validates the connection rules
         self.transport_limits(self.max_connections, self.max_per_address)
+
+    def ticks_on_loop(self, *, gil: bool | None = None) -> bool:
+        """Whether ticks run on the hub's event loop: asked for, or ``auto`` with the inline
+        backend on a build that runs with the GIL (``gil``; default: this process's), where a
+        ticker thread could not run beside the loop and would only wait for the GIL."""
+        if self.tick_on != "auto":
+            return self.tick_on == "loop"
+        return self.backend == "inline" and (host.gil_enabled() if gil is None else gil)
 
     def connection_limits(self) -> ConnectionLimits:
         return ConnectionLimits(max_frame=self.max_frame, input_rate=self.input_rate,
@@ -250,6 +268,8 @@ class ServerSettings:
 
 #: Where gateways run (:attr:`ServerSettings.gateway_backend`).
 GATEWAY_BACKENDS = ("threads", "processes")
+#: Where ticks run (:attr:`ServerSettings.tick_on`).
+TICK_ON = ("auto", "thread", "loop")
 
 
 def stats_allowed(settings: ServerSettings, connection: Any) -> bool:

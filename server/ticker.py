@@ -13,10 +13,19 @@ nothing waits for real.
 
 Real time is :class:`ThreadClock`: ``time.perf_counter`` and a sleep that :meth:`stop` cuts
 short, so stopping never waits for a tick period.
+
+Or on an event loop (:meth:`Ticker.start_on`): each tick is a timer callback of the loop, due at
+the same absolute deadlines; nothing sleeps.  A tick then never runs beside the loop's own
+callbacks.  That is what a GIL build wants when the step runs in the calling thread (the inline
+backend): a ticker thread could not run in parallel with the loop anyway, and every tick would
+wait for the loop thread to hand over the GIL (up to the switch interval, 5 ms, at each
+request), which made ticks 1.5-2x longer in wall time under load and delayed every snapshot by
+as much.  A free-threaded build, or a backend whose step waits for workers, keeps the thread.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import threading
 import time
@@ -37,6 +46,9 @@ MSPT_WINDOW = 1024
 RECENT_TICKS = 64
 #: Seconds between ``on_second`` calls (the runtime's metrics are refreshed this often).
 SECOND = 1.0
+#: On an event loop, a tick whose timer fires at most this early runs at once (uvloop's timers
+#: have millisecond resolution: waiting again for a fraction of one would spin).
+EARLY = 0.001
 
 
 class ThreadClock:
@@ -89,6 +101,7 @@ class Ticker:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._last_second = -1e18
         self.ticks = 0
         self.fault: str | None = None
@@ -107,6 +120,12 @@ class Ticker:
         clock.sleep(sched.delay(clock.now()))
         if self._stop.is_set():
             return
+        self._tick()
+
+    def _tick(self) -> None:
+        """Run the tick that is due now and account for it."""
+        clock = self.clock
+        sched = self.scheduler
         start = clock.now()
         sched.begin(start)
         results = self.step()
@@ -134,13 +153,16 @@ class Ticker:
                 self.tick_once()
                 n += 1
         except Exception as exc:  # a runtime fault or a bug: say so, stop ticking
-            self.fault = f"{type(exc).__name__}: {exc}"
-            print(f"paratick: ticker stopped after {self.ticks} ticks: {self.fault}",
-                  file=sys.stderr)
-            if not isinstance(exc, ServerError):  # a fault we name says it all in one line
-                traceback.print_exc()
-            if self.on_fault is not None:
-                self.on_fault()
+            self._failed(exc)
+
+    def _failed(self, exc: Exception) -> None:
+        self.fault = f"{type(exc).__name__}: {exc}"
+        print(f"paratick: ticker stopped after {self.ticks} ticks: {self.fault}",
+              file=sys.stderr)
+        if not isinstance(exc, ServerError):  # a fault we name says it all in one line
+            traceback.print_exc()
+        if self.on_fault is not None:
+            self.on_fault()
 
     def start(self) -> None:
         """Run on a thread of its own."""
@@ -148,8 +170,39 @@ class Ticker:
         self._thread = threading.Thread(target=self.run, name="paratick-ticker", daemon=True)
         self._thread.start()
 
+    def start_on(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Run on ``loop``: each tick is a timer callback of it (call from the loop's thread;
+        ``step`` and ``on_results`` then run there).  The clock must be real time."""
+        self.begin()
+        self._loop = loop
+        loop.call_soon(self._fire)
+
+    def _fire(self) -> None:
+        loop = self._loop
+        if self._stop.is_set() or loop is None:
+            return
+        delay = self.scheduler.delay(self.clock.now())
+        if delay > EARLY:
+            loop.call_later(delay, self._fire)
+            return
+        try:
+            self._tick()
+        except Exception as exc:  # as on a thread: say so, stop ticking
+            self._failed(exc)
+            self._stop.set()
+            return
+        if not self._stop.is_set():
+            loop.call_later(self.scheduler.delay(self.clock.now()), self._fire)
+
+    @property
+    def where(self) -> str:
+        """Where the ticks run: ``thread``, ``loop`` (:meth:`start_on`) or ``none`` yet."""
+        return "loop" if self._loop is not None else "thread" if self._thread else "none"
+
     def stop(self) -> None:
-        """Stop after the tick in progress (a wait for the next one is cut short)."""
+        """Stop after the tick in progress (a wait for the next one is cut short); from any
+        thread.  On a loop, no tick starts once this has returned (the loop's thread finishes one in
+        progress before it runs anything else)."""
         self._stop.set()
         wake = getattr(self.clock, "wake", None)
         if wake is not None:
@@ -159,7 +212,9 @@ class Ticker:
 
     @property
     def running(self) -> bool:
-        """Whether the ticker's thread is ticking."""
+        """Whether the ticker is ticking (its thread alive, or on a loop and not stopped)."""
+        if self._loop is not None:
+            return not self._stop.is_set()
         return self._thread is not None and self._thread.is_alive()
 
     # ---- statistics ---------------------------------------------------------------------------
@@ -172,7 +227,7 @@ class Ticker:
         q = percentiles(d, (50, 95, 99)) if d else {"p50": 0.0, "p95": 0.0, "p99": 0.0}
         elapsed = self.clock.now() - self.started if self.started is not None else 0.0
         sched = self.scheduler.stats
-        return {"ticks": ticks, "tick_rate_target": 1.0 / self.dt,
+        return {"ticks": ticks, "on": self.where, "tick_rate_target": 1.0 / self.dt,
                 "tick_rate_actual": ticks / elapsed if elapsed > 0 else 0.0,
                 "mspt_mean": sum(d) / len(d) if d else 0.0,
                 **{f"mspt_{k}": v for k, v in q.items()},

@@ -33,7 +33,7 @@ def serve(argv: list[str]) -> int:
         def do_GET(self) -> None:
             tick = int((time.monotonic() - started) * 30)  # a steady 30 Hz
             body = json.dumps({"tick": tick, "loop": loop, "connections": {"playing": playing},
-                               "ticker": {"mspt_p50": p99 / 2, "mspt_p99": p99,
+                               "ticker": {"on": "loop", "mspt_p50": p99 / 2, "mspt_p99": p99,
                                           "tick_rate_actual": 30.0, "deadline_misses": 0,
                                           "ticks": tick, "recent_ms": [p99] * min(tick, 64)},
                                }).encode()

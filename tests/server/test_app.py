@@ -91,9 +91,13 @@ def errors(msgs: list[Message]) -> list[str]:
 
 
 # ---- the happy path ---------------------------------------------------------------------------
+@pytest.mark.parametrize("tick_on", ["thread", "loop"])
 @pytest.mark.parametrize("codec", [MP, JS], ids=["msgpack", "json"])
-def test_round_trip_hello_input_snapshot_ack(live_server: Start, codec: Codec) -> None:
-    st = live_server()
+def test_round_trip_hello_input_snapshot_ack(live_server: Start, codec: Codec,
+                                             tick_on: str) -> None:
+    """On either ticker (a thread of its own, or the hub's event loop)."""
+    st = live_server(tick_on=tick_on)
+    assert st.stats()["ticker"]["on"] == tick_on
     ws, welcome = join(st, codec)
     assert welcome.tick_rate == 30 and welcome.view_radius == 100 and not welcome.resumed
     assert ws.subprotocol == codec.name

@@ -39,6 +39,25 @@ def test_gateway_backends_are_checked() -> None:
         ServerSettings(gateway_backend="fibers")
 
 
+@pytest.mark.parametrize(("backend", "tick_on", "gil", "on_loop"), [
+    ("inline", "auto", True, True),        # a ticker thread would only wait for the GIL
+    ("inline", "auto", False, False),      # free-threaded: the tick runs beside the loop
+    ("processes", "auto", True, False),    # the step waits for workers: not on the loop
+    ("threads", "auto", False, False),
+    ("inline", "thread", True, False),
+    ("inline", "loop", False, True),
+])
+def test_where_ticks_run(backend: str, tick_on: str, gil: bool, on_loop: bool) -> None:
+    assert ServerSettings(backend=backend, tick_on=tick_on).ticks_on_loop(gil=gil) is on_loop
+
+
+def test_ticking_on_the_loop_needs_the_inline_backend() -> None:
+    with pytest.raises(ValueError, match="needs the inline backend"):
+        ServerSettings(backend="processes", tick_on="loop")
+    with pytest.raises(ValueError, match="tick_on must be one of auto, thread, loop"):
+        ServerSettings(tick_on="fiber")
+
+
 def test_statistics_answer_loopback_unless_public() -> None:
     outside, inside = FakeConnection("10.0.0.9"), FakeConnection("127.0.0.1")
     exposed = ServerSettings(host="0.0.0.0")

@@ -1,11 +1,17 @@
-"""The tick loop on a virtual clock: no thread, no real sleep."""
+"""The tick loop on a virtual clock (no thread, no real sleep), and on a real event loop."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
+from typing import Any
+
 import pytest
 
+from server import loops
 from server.clock import VirtualClock
-from server.ticker import MSPT_WINDOW, RECENT_TICKS, ThreadClock, Ticker
+from server.ticker import EARLY, MSPT_WINDOW, RECENT_TICKS, ThreadClock, Ticker
 
 
 def make(step_seconds: list[float], clock: VirtualClock, **kw: object) -> tuple[Ticker, list[int]]:
@@ -112,3 +118,79 @@ def test_stop_cuts_a_real_wait_short() -> None:
     t0 = time.monotonic()
     t.stop()  # the thread is waiting for the next tick, or about to
     assert time.monotonic() - t0 < 1.0 and not t.running and t.ticks <= 1
+
+
+# ---- on an event loop (real time, bounded) ----------------------------------------------------
+def _on_loop(name: str, step: Any, until: Any, *, rate: float = 50.0,
+             limit: float = 10.0, **kw: Any) -> tuple[Ticker, int]:
+    """Run a ticker on a new loop of kind ``name`` until ``until(ticker)`` or ``limit`` seconds;
+    returns it and how often a concurrent task got to run."""
+    spins = 0
+
+    async def main() -> Ticker:
+        nonlocal spins
+        t = Ticker(step, rate, clock=ThreadClock(), **kw)
+        t.start_on(asyncio.get_running_loop())
+        deadline = time.monotonic() + limit
+        while not until(t) and time.monotonic() < deadline:
+            spins += 1
+            await asyncio.sleep(0.001)
+        t.stop()
+        return t
+
+    return loops.run(main(), name), spins
+
+
+@pytest.mark.parametrize("name", loops.available())
+def test_on_a_loop_each_tick_is_a_callback_of_the_loop_at_its_deadline(name: str) -> None:
+    starts: list[float] = []
+    threads: set[int] = set()
+    results: list[list[int]] = []
+
+    def step() -> list[int]:
+        starts.append(time.perf_counter())
+        threads.add(threading.get_ident())
+        return [len(starts)]
+
+    t, spins = _on_loop(name, step, lambda t: t.ticks >= 10, on_results=results.append)
+    assert t.ticks >= 10 and t.where == "loop" and t.stats()["on"] == "loop"
+    assert threads == {threading.get_ident()}  # the loop's thread: this one
+    assert results == [[n + 1] for n in range(len(results))] and len(results) == t.ticks
+    # absolute deadlines, none started more than EARLY before it was due
+    base, period = starts[0], 1 / 50
+    assert all(s >= base + n * period - EARLY - 1e-6 for n, s in enumerate(starts))
+    assert spins >= 2 * (t.ticks - 1)  # nothing sleeps on the loop: other tasks run between ticks
+    assert not t.running
+
+
+@pytest.mark.parametrize("name", loops.available())
+def test_on_a_loop_a_fault_stops_the_ticks(name: str,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    faults: list[bool] = []
+    calls: list[int] = []
+
+    def step() -> None:
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("worker lost")
+
+    t, _ = _on_loop(name, step, lambda t: bool(faults) and len(calls) >= 3,
+                    on_fault=lambda: faults.append(True))
+    assert t.fault == "RuntimeError: worker lost" and faults == [True]
+    assert t.ticks == 2 and len(calls) == 3 and not t.running
+    assert "ticker stopped after 2 ticks" in capsys.readouterr().err
+
+
+def test_on_a_loop_stop_from_another_thread_ends_the_ticks() -> None:
+    async def main() -> tuple[int, int]:
+        t = Ticker(lambda: None, 200.0, clock=ThreadClock())
+        t.start_on(asyncio.get_running_loop())
+        while t.ticks < 3:
+            await asyncio.sleep(0.001)
+        await asyncio.to_thread(t.stop)
+        stopped_at = t.ticks
+        await asyncio.sleep(0.05)  # ten periods
+        return stopped_at, t.ticks
+
+    stopped_at, later = loops.run(main(), "asyncio")
+    assert later == stopped_at >= 3
