@@ -15,8 +15,8 @@ Where a byte from a client goes: a gateway reads and checks it; a hello becomes
 :meth:`GameServer.submit`: it is stored as the entity's *pending* input (last one wins) under
 the hub's lock, whichever gateway took it.
 
-Where a tick happens: the ticker (:class:`server.ticker.Ticker`: on a thread of its own, or on
-the hub's event loop with the inline backend on a GIL build) wakes at the absolute deadlines of
+Where a tick happens: the ticker (:class:`server.ticker.Ticker`: on the hub's event loop with
+the inline backend, else on a thread of its own) wakes at the absolute deadlines of
 the runtime's :class:`~server.runtime.TickScheduler` (no drift; catch-up policy), swaps the
 pending inputs out under the lock, and calls ``Runtime.step(inputs, view, jobs)``.
 Inputs are therefore applied exactly once, at the next tick boundary, by whichever shard owns the

@@ -98,8 +98,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--tick-on", default="auto", choices=("auto", "thread", "loop"),
                    help="where ticks run: loop (timer callbacks of the main event loop; inline "
                         "backend only) or thread (a ticker thread of its own); auto: loop with "
-                        "--backend inline on a GIL build, where a ticker thread would only wait "
-                        "for the GIL, thread otherwise (default %(default)s)")
+                        "--backend inline, thread with the others, whose ticks wait for their "
+                        "workers (default %(default)s)")
     r.add_argument("--loop", default="auto", choices=("auto", "asyncio", "uvloop"),
                    help="event loop of the loops serving clients: uvloop (its loop in C; GIL "
                         "builds only) or asyncio's own; auto: uvloop where it is installed "

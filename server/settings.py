@@ -226,13 +226,13 @@ class ServerSettings:
         self.connection_limits()  # validates the connection rules
         self.transport_limits(self.max_connections, self.max_per_address)
 
-    def ticks_on_loop(self, *, gil: bool | None = None) -> bool:
+    def ticks_on_loop(self) -> bool:
         """Whether ticks run on the hub's event loop: asked for, or ``auto`` with the inline
-        backend on a build that runs with the GIL (``gil``; default: this process's), where a
-        ticker thread could not run beside the loop and would only wait for the GIL."""
+        backend (:mod:`server.ticker` says why); the other backends' steps wait for their
+        workers, so they tick on a thread of their own."""
         if self.tick_on != "auto":
             return self.tick_on == "loop"
-        return self.backend == "inline" and (host.gil_enabled() if gil is None else gil)
+        return self.backend == "inline"
 
     def connection_limits(self) -> ConnectionLimits:
         return ConnectionLimits(max_frame=self.max_frame, input_rate=self.input_rate,

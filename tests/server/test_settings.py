@@ -39,16 +39,15 @@ def test_gateway_backends_are_checked() -> None:
         ServerSettings(gateway_backend="fibers")
 
 
-@pytest.mark.parametrize(("backend", "tick_on", "gil", "on_loop"), [
-    ("inline", "auto", True, True),        # a ticker thread would only wait for the GIL
-    ("inline", "auto", False, False),      # free-threaded: the tick runs beside the loop
-    ("processes", "auto", True, False),    # the step waits for workers: not on the loop
-    ("threads", "auto", False, False),
-    ("inline", "thread", True, False),
-    ("inline", "loop", False, True),
+@pytest.mark.parametrize(("backend", "tick_on", "on_loop"), [
+    ("inline", "auto", True),         # the step runs in the caller: on the loop
+    ("processes", "auto", False),     # the step waits for workers: not on the loop
+    ("threads", "auto", False),
+    ("inline", "thread", False),
+    ("inline", "loop", True),
 ])
-def test_where_ticks_run(backend: str, tick_on: str, gil: bool, on_loop: bool) -> None:
-    assert ServerSettings(backend=backend, tick_on=tick_on).ticks_on_loop(gil=gil) is on_loop
+def test_where_ticks_run(backend: str, tick_on: str, on_loop: bool) -> None:
+    assert ServerSettings(backend=backend, tick_on=tick_on).ticks_on_loop() is on_loop
 
 
 def test_ticking_on_the_loop_needs_the_inline_backend() -> None:
