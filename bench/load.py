@@ -54,6 +54,7 @@ from bench.builds import ALL_BUILDS, Build, find_venvs, make_build, repo_root, r
 from bench.errors import CellError
 from bench.summary import load_table
 from server.cli import alias
+from server.loops import LOOPS
 from server.quantiles import percentiles
 from server.runtime import BACKENDS
 from sim.config import parse_grid
@@ -541,7 +542,7 @@ def run(args: argparse.Namespace) -> int:
                         f"{args.gateway_backend!r}")
     gateway_configs = [(g, k) for g in gateway_counts for k in (kinds if g else ["threads"])]
     loop_names = [x.strip() for x in args.loop.split(",") if x.strip()]
-    if not loop_names or set(loop_names) - {"auto", "asyncio", "uvloop"}:
+    if not loop_names or set(loop_names) - set(LOOPS):
         raise CellError(f"--loop takes a comma list of auto, asyncio and uvloop, got "
                         f"{args.loop!r}")
 

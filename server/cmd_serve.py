@@ -42,6 +42,7 @@ Exit status: 0 after SIGINT/SIGTERM or --duration, 1 when the world stopped or c
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from server.cli import alias
+    from server.loops import LOOPS
     from server.runtime import BACKENDS
     from server.spectators import MAX_SPECTATORS
     from sim.kernels import KERNELS
@@ -100,7 +101,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "backend only) or thread (a ticker thread of its own); auto: loop with "
                         "--backend inline, thread with the others, whose ticks wait for their "
                         "workers (default %(default)s)")
-    r.add_argument("--loop", default="auto", choices=("auto", "asyncio", "uvloop"),
+    r.add_argument("--loop", default="auto", choices=LOOPS,
                    help="event loop of the loops serving clients: uvloop (its loop in C; GIL "
                         "builds only) or asyncio's own; auto: uvloop where it is installed "
                         "(default %(default)s)")

@@ -3,8 +3,9 @@
 Most of what a busy server spends per message outside its own rules is the event loop's: the
 selector, the socket transports' reads and writes, the callbacks' bookkeeping.  `uvloop
 <https://github.com/MagicStack/uvloop>`_ does those in C on libuv (the server's Python callbacks
-stay the same), and took 9 % of the server process's CPU at 400 bots (GIL build, inline
-ticking, this project's 2-core VM, two interleaved pairs).  It publishes wheels for the GIL build
+stay the same), and took 11-12 % off the server's CPU per bot-second at 400 bots (GIL build,
+inline ticking, one loop or two gateway processes; ``bench load`` on this project's 2-core VM,
+bench/results/2026-12-06-vm-intel-uvloop).  It publishes wheels for the GIL build
 only, so ``auto`` means uvloop where it installs and asyncio's loop elsewhere (the free-threaded
 build); ``/stats`` says which loop ran.
 
