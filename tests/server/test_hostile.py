@@ -135,12 +135,19 @@ def stop_server(srv: Server) -> None:
         raise AssertionError("the server did not stop within 20 s of SIGTERM") from None
 
 
-@pytest.fixture(scope="module", params=loops.available())
+#: (event loop, where ticks run) of the servers under attack: each loop this interpreter can run
+#: (uvloop's transports are not asyncio's: the guards must hold on both), ticking on it as the
+#: inline backend does by default, and once with a ticker thread beside it.
+SERVERS = [*((name, "loop") for name in loops.available()), (loops.available()[-1], "thread")]
+
+
+@pytest.fixture(scope="module", params=SERVERS, ids=["-".join(p) for p in SERVERS])
 def server(request: pytest.FixtureRequest) -> Iterator[Server]:
-    """The server under attack, on each event loop this interpreter can run (uvloop's transports
-    are not asyncio's: the guards must hold on both)."""
-    srv = start_server(["--loop", request.param])
-    assert srv.stats()["loop"] == request.param
+    """The server under attack (:data:`SERVERS`)."""
+    loop, tick_on = request.param
+    srv = start_server(["--loop", loop, "--tick-on", tick_on])
+    stats = srv.stats()
+    assert stats["loop"] == loop and stats["ticker"]["on"] == tick_on
     yield srv
     stop_server(srv)
 
