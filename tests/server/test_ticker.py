@@ -187,7 +187,8 @@ def test_on_a_loop_stop_from_another_thread_ends_the_ticks() -> None:
     async def main() -> tuple[int, int]:
         t = Ticker(lambda: None, 200.0, clock=ThreadClock())
         t.start_on(asyncio.get_running_loop())
-        while t.ticks < 3:
+        deadline = time.monotonic() + 10.0
+        while t.ticks < 3 and time.monotonic() < deadline:
             await asyncio.sleep(0.001)
         await asyncio.to_thread(t.stop)
         stopped_at = t.ticks
