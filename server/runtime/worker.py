@@ -5,21 +5,29 @@ refuses to load in a subinterpreter), only the standard library, msgpack and :mo
 
 One tick (message ``TICK t``)::
 
-    advance own shards t -> t+1           (fault: restore every own shard, retry; see below)
-    send borders: same worker -> kept in memory; other worker -> one BORDERS message per peer
+    advance the own shards that border another worker's, t -> t+1
+    send their borders to other workers: one BORDERS message per peer, sent now
+    advance the other own shards          (fault: restore every own shard, retry; see below)
+    keep the borders between own shards in memory
     receive one BORDERS message from every peer for tick t (early ones are stashed)
     absorb, per own shard, the borders from all its neighbours in ascending source-region order
     log (inputs, borders), run the hook if there are jobs, report DONE (a hook that raises
     costs that worker's results for the tick, reported as a hook error)
     every CHECKPOINT_EVERY ticks: checkpoint own shards instead of logging, after DONE
 
-The order of absorption matches :class:`sim.world.World`, so the digest of a sharded run equals
-the reference's.  Faults: an exception raised while advancing or absorbing is caught with its
-traceback; every own shard is restored from its last checkpoint, the ticks completed since are
-replayed from the log of their inputs and inbound borders, and the tick is recomputed (a tick is a
-pure function of state, inputs, borders and tick number, so the retry gives the same bytes and
-the borders already sent stay valid).  After ``MAX_RETRIES`` failures the worker
-reports FAIL and the coordinator raises :class:`~server.runtime.errors.ShardFault`.
+Sending the borders peers need before advancing the shards they do not need overlaps the
+exchange with that interior work: a peer's borders are usually waiting when the interior is
+done, so a worker does not sleep on them and its peer does not have to wake it.  A shard's
+advance reads only its own state, so the order in which a worker advances its shards cannot
+change a byte.  The order of absorption matches :class:`sim.world.World`, so the digest of a
+sharded run equals the reference's.
+
+Faults: an exception raised while advancing or absorbing is caught with its traceback; every own
+shard is restored from its last checkpoint, the ticks completed since are replayed from the log
+of their inputs and inbound borders, and the tick is recomputed (a tick is a pure function of
+state, inputs, borders and tick number, so the retry gives the same bytes and borders already
+sent stay valid: they are not sent again).  After ``MAX_RETRIES`` failures the worker reports
+FAIL and the coordinator raises :class:`~server.runtime.errors.ShardFault`.
 """
 
 from __future__ import annotations
@@ -122,6 +130,15 @@ class WorkerCore:
         peers = {self.owner[n] for r in self.regions for n in self.shards[r].neighbours}
         peers.discard(self.w)
         self.peers = sorted(peers)
+        #: own regions in advance order: those with a neighbour on another worker first (their
+        #: borders are sent as soon as they are advanced), then the interior ones
+        edge = [r for r in self.regions
+                if any(self.owner[n] != self.w for n in self.shards[r].neighbours)]
+        self._order = edge + [r for r in self.regions if r not in edge]
+        self._edge = len(edge)
+        self._edge_set = frozenset(edge)
+        #: the last tick whose borders went to the peers (a retried tick does not send again)
+        self._sent = self.tick - 2
         #: A whole-world group (sim.kernels.make_shards) only exchanges empty borders.
         self._internal = not self.peers and all(s.internal_borders
                                                 for s in self.shards.values())
@@ -163,7 +180,7 @@ class WorkerCore:
         attempt = 0
         while True:
             try:
-                out, adv_ms = self._advance(tick, norm, view, inject=attempt == 0)
+                out, adv_ms = self._advance(tick, norm, view, inject=attempt == 0, send=True)
                 break
             except Exception as exc:
                 attempt = self._recover(exc, attempt)
@@ -210,20 +227,43 @@ class WorkerCore:
         return report, results
 
     def _advance(self, tick: int, norm: Mapping[int, Any], view: bool, *, inject: bool,
-                 ) -> tuple[dict[int, dict[int, Border]], list[float]]:
+                 send: bool = False) -> tuple[dict[int, dict[int, Border]], list[float]]:
+        """Advance every own shard; with ``send``, the peers get their borders of ``tick`` as
+        soon as the shards next to them are advanced (once per tick, whatever the retries).
+        Returns the borders by source region and each region's advance time in ms."""
         out: dict[int, dict[int, Border]] = {}
-        ms: list[float] = []
+        ms: dict[int, float] = {}
         clock = time.perf_counter
-        for r in self.regions:
+        send = send and bool(self.peers) and self._sent != tick
+        edge = self._edge
+        for i, r in enumerate(self._order):
+            if send and i == edge:
+                self._send(tick, out)
             s = clock()
             out[r] = self.shards[r].advance(tick, norm, view=view)
-            ms.append((clock() - s) * 1e3)
+            ms[r] = (clock() - s) * 1e3
             if inject and self.fault_at == (r, tick):
                 # After the advance: the shard is already at tick+1, so only a real restore
                 # from the checkpoint makes the retry give the right bytes.
                 self.fault_at = None
                 raise InjectedFault(f"injected fault in region {r} at tick {tick}")
-        return out, ms
+        if send and edge == len(self._order):
+            self._send(tick, out)
+        return out, [ms[r] for r in self.regions]
+
+    def _send(self, tick: int, out: Mapping[int, Mapping[int, Border]]) -> None:
+        """One BORDERS message to every peer: the borders ``out`` holds for its regions."""
+        assert self.ep is not None
+        remote: dict[int, list[tuple[int, int, Border]]] = {p: [] for p in self.peers}
+        owner, me = self.owner, self.w
+        for src, borders in out.items():
+            for dst, border in borders.items():
+                w = owner[dst]
+                if w != me:
+                    remote[w].append((src, dst, border))
+        for peer in self.peers:
+            self.ep.send_message(peer, m.Borders(tick, me, remote[peer]))
+        self._sent = tick
 
     def after_report(self) -> None:
         """Take the checkpoint :meth:`step` found due, if any: called once the tick's report is
@@ -265,21 +305,21 @@ class WorkerCore:
 
     def _exchange(self, tick: int, out: Mapping[int, Mapping[int, Border]], *,
                   absorb: bool = True) -> dict[int, list[tuple[int, Border]]]:
-        """Route borders: keep local ones, send remote ones, collect every peer's."""
+        """Route borders: keep local ones, send remote ones (unless :meth:`_advance` sent them
+        already), collect every peer's."""
         inbound: dict[int, list[tuple[int, Border]]] = {r: [] for r in self.regions}
-        remote: dict[int, list[tuple[int, int, Border]]] = {p: [] for p in self.peers}
         owner, me = self.owner, self.w
         for src in () if self._internal else self.regions:
             for dst, border in out[src].items():
-                w = owner[dst]
-                if w == me:
+                if owner[dst] == me:
                     inbound[dst].append((src, border))
-                else:
-                    remote[w].append((src, dst, border))
+                elif src not in self._edge_set:
+                    raise m.MessageError(f"region {src} of worker {me} sent a border to region "
+                                          f"{dst} of another worker, which is not its neighbour")
         if self.peers:
             assert self.ep is not None
-            for peer in self.peers:
-                self.ep.send_message(peer, m.Borders(tick, me, remote[peer]))
+            if self._sent != tick:
+                self._send(tick, out)
             got = self._stash.pop(tick, [])
             while len(got) < len(self.peers):
                 msg = self._recv(self.spin)

@@ -196,8 +196,8 @@ def test_numpy_kernel_recovers_from_a_fault_with_identical_digest(backend: str) 
 
 
 class _Recorder:
-    """The coordinator's side of one worker's channel, scripted: hands out ``msgs`` and notes
-    every Done the worker sends, in order with the checkpoints its shards take."""
+    """The coordinator's (and peers') side of one worker's channels, scripted: hands out ``msgs``
+    and notes every Done and Borders the worker sends, in order with what its shards do."""
 
     in_memory = False
 
@@ -213,6 +213,11 @@ class _Recorder:
 
         if isinstance(msg, m.Done):
             self.events.append(f"done {msg.tick}")
+        elif isinstance(msg, m.Borders):
+            self.events.append(f"borders {msg.tick} to {dst}")
+
+    def flush(self, timeout: float) -> bool:
+        return True
 
     def statistics(self) -> object:
         from server.runtime.channels import ChannelStats
@@ -251,6 +256,55 @@ def test_a_due_checkpoint_is_taken_after_the_tick_is_reported() -> None:
     # ticks 1 and 3 bring the worker 2 ticks past its last checkpoint: each copy is taken
     # once that tick is reported, never before
     assert events == ["done 0", "done 1", *every, "done 2", "done 3", *every]
+
+
+def _core_of_worker_0(cfg, rows, owner, **spec):  # type: ignore[no-untyped-def]
+    from server.runtime import messages as m
+    from server.runtime.worker import WorkerCore
+    from sim.geometry import Layout
+
+    layout = Layout(cfg)
+    per: dict[int, list[object]] = {r: [] for r in range(cfg.regions) if owner[r] == 0}
+    for row in rows:
+        region = layout.region_of(row[2], row[3])
+        if owner[region] == 0:
+            per[region].append(row)
+    base = {"config": cfg.to_dict(), "owner": owner, "kernel": "python", "tick": 0,
+            "hook": None, "checkpoint": True, "w": 0, "rows": list(per.items())}
+    # the first exchange (the initial state's borders, tick -1) happens on construction
+    return WorkerCore({**base, **spec}, _Recorder([m.Borders(-1, 1, [])], []), 2)
+
+
+@pytest.mark.parametrize("fault_in", [None, 0, 1])
+def test_borders_go_to_peers_before_the_interior_is_advanced(fault_in: int | None) -> None:
+    """A worker advances the shards next to a peer's first and sends their borders at once; a
+    fault (here in the interior shard, after the send, or in the edge shard, before it) is
+    recovered without sending them twice."""
+    from server.runtime import messages as m
+
+    cfg, rows = small_world(grid=(4, 1))
+    # worker 0 owns regions 0 and 1; only region 1 touches worker 1's regions (2 and 3)
+    core = _core_of_worker_0(cfg, rows, [0, 0, 1, 1],
+                             fault_at=None if fault_in is None else (fault_in, 0))
+    events: list[str] = []
+    for r, shard in core.shards.items():
+        advance = shard.advance
+
+        def noted(tick, inputs, *, view=False, r=r, advance=advance):  # type: ignore[no-untyped-def]
+            events.append(f"advance {r}")
+            return advance(tick, inputs, view=view)
+
+        shard.advance = noted  # type: ignore[method-assign]
+    core.ep = _Recorder([m.Borders(t, 1, []) for t in range(2)], events)
+    for t in range(2):
+        core.step(t, inputs_for(t), False, [])
+    first = {None: ["advance 1", "borders 0 to 1", "advance 0"],
+             # the interior fails after the send: every shard is restored and advanced again
+             0: ["advance 1", "borders 0 to 1", "advance 0", "advance 1", "advance 0"],
+             # the edge fails before it: the send waits for the retry
+             1: ["advance 1", "advance 1", "borders 0 to 1", "advance 0"]}[fault_in]
+    assert events == [*first, "advance 1", "borders 1 to 1", "advance 0"]
+    assert core.faults_recovered == (fault_in is not None)
 
 
 def test_a_fault_after_a_deferred_checkpoint_recovers_from_it() -> None:
