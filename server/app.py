@@ -124,6 +124,7 @@ class GameServer:
             raise ValueError("the server needs WorldConfig.view_radius > 0 (the AOI radius)")
         self.world = world
         self.settings = s = settings or ServerSettings()
+        s.check_world(world.tick_rate)
         self.clock = clock
         self._factory = runtime_factory
         self.limits = s.connection_limits()

@@ -221,6 +221,7 @@ def build(args: argparse.Namespace) -> tuple[Any, Any]:
         bus=args.bus, bus_world=args.bus_world, local_nodes=args.local_nodes,
         gateways=default_gateways() if args.gateways is None else args.gateways,
         gateway_backend=args.gateway_backend, loop=args.loop, tick_on=args.tick_on)
+    settings.check_world(world.tick_rate)
     return world, settings
 
 

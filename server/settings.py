@@ -226,6 +226,16 @@ class ServerSettings:
         self.connection_limits()  # validates the connection rules
         self.transport_limits(self.max_connections, self.max_per_address)
 
+    def check_world(self, tick_rate: float) -> None:
+        """Refuse settings that cannot hold with a world ticking at ``tick_rate`` Hz.
+
+        Raises:
+            ValueError: more snapshots a second than ticks (a client gets at most one a tick).
+        """
+        if self.snapshot_rate > tick_rate:
+            raise ValueError(f"snapshot rate {self.snapshot_rate:g} Hz exceeds the tick rate "
+                             f"{tick_rate:g} Hz: a client gets at most one snapshot per tick")
+
     def ticks_on_loop(self) -> bool:
         """Whether ticks run on the hub's event loop: asked for, or ``auto`` with the inline
         backend (:mod:`server.ticker` says why); the other backends' steps wait for their

@@ -90,6 +90,7 @@ def test_port_in_use_exits_2_without_a_traceback() -> None:
     (["--certfile", "/nonexistent.pem", "--keyfile", "/nonexistent.key"],
      "cannot read /nonexistent.pem"),
     (["--send-buffer", "10"], "send_buffer must be >= 4096"),
+    (["--snapshot-rate", "40", "--tick-rate", "20"], "at most one snapshot per tick"),
 ])
 def test_bad_values_are_one_line_and_exit_2(args: list[str], says: str) -> None:
     env = {**os.environ, "PYTHONPATH": os.getcwd()}

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from server.app import GameServer
 from server.settings import (
     NODES_REGIONS,
     STATIC,
@@ -18,6 +19,7 @@ from server.settings import (
     respond_static,
     stats_allowed,
 )
+from sim.config import WorldConfig
 
 
 class FakeConnection:
@@ -55,6 +57,14 @@ def test_ticking_on_the_loop_needs_the_inline_backend() -> None:
         ServerSettings(backend="processes", tick_on="loop")
     with pytest.raises(ValueError, match="tick_on must be one of auto, thread, loop"):
         ServerSettings(tick_on="fiber")
+
+
+def test_no_more_snapshots_than_ticks() -> None:
+    ServerSettings(snapshot_rate=30).check_world(30.0)  # one a tick: allowed
+    with pytest.raises(ValueError, match="exceeds the tick rate 30 Hz"):
+        ServerSettings(snapshot_rate=31).check_world(30.0)
+    with pytest.raises(ValueError, match="at most one snapshot per tick"):
+        GameServer(WorldConfig(tick_rate=10.0, view_radius=64.0), ServerSettings())
 
 
 def test_statistics_answer_loopback_unless_public() -> None:
