@@ -332,12 +332,13 @@ def _kernel_headlines(arena: list[tuple[dict[str, Any], dict[str, Any]]],
 #: The targets quoted for a scaling run on 2 cores: (what, figure key, target, direction).
 #: Free threads (threads on a no-GIL build) and subinterpreters at 2 workers: >= 1.8x their own
 #: single worker and within 10 % of the reference loop's speedup; the best parallel cell
-#: >= 1.7x the best single core of any build.
+#: >= 1.8x the best single core of any build (reports written before 2026-12-06 judged it at
+#: 1.7x).
 SCALING_GOALS: tuple[tuple[str, str, float, stats.Want], ...] = (
     ("speedup vs 1 worker at 2 workers", "speedup_vs_1", 1.8, "at least"),
     ("vs the reference loop at 2 workers", "vs_reference", 0.9, "at least"),
 )
-BEST_PARALLEL_GOAL = 1.7
+BEST_PARALLEL_GOAL = 1.8
 
 
 def goal_verdicts(section: dict[str, Any],

@@ -200,6 +200,19 @@ def test_goal_verdicts_follow_the_interval_not_the_point() -> None:
     assert g["ci"] is None and g["verdict"] == "met (measured once, no interval)"
 
 
+def test_the_best_parallel_cell_is_judged_against_1_8_times_the_best_single_core() -> None:
+    cells = standard_cells()
+    cells[0] = cell("arena", "gil", "threads", 1, [10.0, 10.02, 9.98], True)  # best single core
+    cells[1] = cell("arena", "gil", "threads", 2, [10.0, 10.02, 9.98], True)
+    cells[2] = cell("arena", "ft", "threads", 1, [9.0, 9.02, 8.98], False)
+    goal = "best parallel vs the best single core >= 1.8"
+    cells[3] = cell("arena", "ft", "threads", 2, [17.5, 17.52, 17.48], False)  # 1.75x, tight
+    g = {g["goal"]: g for g in goal_verdicts(section(cells))}[goal]
+    assert g["verdict"] == "not met" and g["cell"].startswith("3.13t")
+    cells[3] = cell("arena", "ft", "threads", 2, [18.5, 18.52, 18.48], False)  # 1.85x
+    assert {g["goal"]: g for g in goal_verdicts(section(cells))}[goal]["verdict"] == "met"
+
+
 def test_a_beaten_reference_is_flagged_only_when_the_whole_interval_is_above_one() -> None:
     cells = standard_cells()
     cells[4] = cell("reference", "ft", "threads", 1, [4.0, 4.02, 3.98], False)
