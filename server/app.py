@@ -64,6 +64,7 @@ from server.connection import (
 )
 from server.gateway import Client, Gateway, GatewayThread
 from server.gateway_process import RemoteClient, RemoteGateway
+from server.gcwatch import GcWatch
 from server.protocol import ErrorCode, Hello, Input, Spectate, Watching, Welcome
 from server.sessions import BadToken, PoolExhausted, SessionTable
 from server.settings import ServerSettings, http_answer, respond_document
@@ -129,6 +130,8 @@ class GameServer:
         self._factory = runtime_factory
         self.limits = s.connection_limits()
         self.histograms = exposition.server_histograms()
+        #: This process's garbage-collector pauses (watched from start to stop).
+        self.gc = GcWatch(self.histograms[exposition.GC_PAUSE])
         self.log = BurstLog(clock=clock)
         self.guard = TransportGuard(s.transport_limits(s.max_connections, s.max_per_address),
                                     on_refused=self._on_refused)
@@ -198,6 +201,7 @@ class GameServer:
             self.runtime = None
             raise
         self._started = self.clock()
+        self.gc.install()
         self._warn_if_exposed()
         self.ticker = Ticker(self._tick_once, self.world.tick_rate, on_results=self._post,
                              on_second=self._refresh_runtime_metrics, on_fault=self._post_fault,
@@ -263,6 +267,7 @@ class GameServer:
         if self.ticker is not None:
             await asyncio.to_thread(self.ticker.stop)
         final = self.stats()
+        self.gc.uninstall()
         if self.runtime is not None:
             await asyncio.to_thread(self.runtime.close)
         return final
@@ -623,4 +628,5 @@ class GameServer:
             "settings": asdict(self.settings),
             "world": self.world.to_dict(),
             "runtime": self._runtime_metrics,
+            "gc": self.gc.stats(),
         }

@@ -63,6 +63,8 @@ from server.protocol import ErrorCode
 
 __all__ = [
     "CONTENT_TYPE",
+    "GC_BUCKETS",
+    "GC_PAUSE",
     "INPUT_LATENCY",
     "LATENCY_BUCKETS",
     "TICK_BUCKETS",
@@ -81,6 +83,9 @@ TICK_DURATION = "paratick_tick_duration_seconds"
 #: Name of the histogram of input latency: input received -> start of the tick that applied it.
 INPUT_LATENCY = "paratick_input_latency_seconds"
 
+#: Name of the histogram of the server process's garbage-collector pauses (server.gcwatch).
+GC_PAUSE = "paratick_gc_pause_seconds"
+
 #: Tick duration bucket upper bounds (seconds).  Fine steps up to the 33.3 ms budget of the
 #: default 30 Hz (30 and 35 ms bracket it; exact misses are ``paratick_tick_deadline_misses_total``)
 #: so p50/p99 of a healthy server resolve to a few ms; past twice the budget a tick is a failure
@@ -93,11 +98,19 @@ TICK_BUCKETS: tuple[float, ...] = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.
 LATENCY_BUCKETS: tuple[float, ...] = (0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.025, 0.03,
                                       0.035, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.0)
 
+#: Collector pause bucket upper bounds (seconds): a young collection takes well under a
+#: millisecond; a full one on a busy GIL-build server tens of milliseconds, a stall for every
+#: client on it.
+GC_BUCKETS: tuple[float, ...] = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                                 0.5, 1.0)
+
 _HISTOGRAM_HELP = {
     TICK_DURATION: "Wall time of each server tick (inputs swapped in, runtime step, snapshot "
                    "jobs), in seconds.",
     INPUT_LATENCY: "Time from an input message's arrival to the start of the tick that applied "
                    "it, in seconds (inputs superseded before a tick are not observed).",
+    GC_PAUSE: "Pauses of the server process's cyclic garbage collector (every thread of the "
+              "process waits), in seconds; /stats has them per generation.",
 }
 
 
@@ -169,7 +182,8 @@ class Histogram:
 
 def server_histograms() -> dict[str, Histogram]:
     """Fresh histograms for one server, keyed by metric name (:func:`render`'s argument)."""
-    return {TICK_DURATION: Histogram(TICK_BUCKETS), INPUT_LATENCY: Histogram(LATENCY_BUCKETS)}
+    return {TICK_DURATION: Histogram(TICK_BUCKETS), INPUT_LATENCY: Histogram(LATENCY_BUCKETS),
+            GC_PAUSE: Histogram(GC_BUCKETS)}
 
 
 # ---- the mapping from /stats fields to metric families ------------------------------------------
@@ -213,10 +227,15 @@ _GAUGES: tuple[_Field, ...] = (
      "Lockstep ticks per second over the runtime's recent window of ticks.", 1),
     (("runtime", "entities"), "paratick_entities",
      "Entities in the world (players and NPCs), all shards.", 1),
+    (("gc", "pause_ms_max"), "paratick_gc_pause_max_seconds",
+     "Longest pause of the server process's garbage collector since it started, in seconds.",
+     1e-3),
 )
 
 _COUNTERS: tuple[_Field, ...] = (
     (("ticker", "ticks"), "paratick_ticks_total", "Ticks run by the server's ticker.", 1),
+    (("gc", "collected"), "paratick_gc_objects_collected_total",
+     "Objects the server process's garbage collector found unreachable and freed.", 1),
     (("ticker", "deadline_misses"), "paratick_tick_deadline_misses_total",
      "Ticks that started after their deadline.", 1),
     (("ticker", "skipped"), "paratick_ticks_skipped_total",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import math
 import os
@@ -203,6 +204,16 @@ def test_http_stats_and_metrics(live_server: Start) -> None:
     regions = {k.split("region=")[1].split(",")[0] for k in samples
                if k.startswith("paratick_shard_entities{")}
     assert regions == {f'"{r}"' for r in range(4)}
+    gc.collect()  # the server runs in this process: its collector pauses are ours
+    with urllib.request.urlopen(f"http://127.0.0.1:{st.port}/stats", timeout=RECV) as r:
+        collector = json.load(r)["gc"]
+    assert any(g["generation"] == 2 and g["collections"] >= 1
+               for g in collector["by_generation"])
+    with urllib.request.urlopen(f"http://127.0.0.1:{st.port}/metrics", timeout=RECV) as r:
+        text = r.read().decode()
+    samples = dict(line.rsplit(" ", 1) for line in text.splitlines()
+                   if line and not line.startswith("#"))
+    assert float(samples["paratick_gc_pause_seconds_count"]) >= 1
     ws.close()
 
 

@@ -23,6 +23,7 @@ from websockets.sync.client import connect
 
 from server.exposition import (
     CONTENT_TYPE,
+    GC_PAUSE,
     INPUT_LATENCY,
     LATENCY_BUCKETS,
     TICK_BUCKETS,
@@ -118,6 +119,12 @@ STATS: dict[str, Any] = {
         "coordinator_channel": {"messages_sent": 188, "bytes_sent": 1316,
                                 "messages_received": 190, "bytes_received": 40136,
                                 "full_events": 0, "max_backlog": 2}},
+    "gc": {"collections": 41, "pause_ms_total": 97.5, "pause_ms_max": 61.0, "collected": 5120,
+           "by_generation": [{"generation": 0, "collections": 36, "pause_ms_total": 15.5,
+                              "pause_ms_max": 1.5},
+                             {"generation": 2, "collections": 1, "pause_ms_total": 61.0,
+                              "pause_ms_max": 61.0}],
+           "threshold": [700, 10, 10], "frozen": 0},
 }
 
 #: Every family the literal above exposes, by exposed name (counters with ``_total``).
@@ -176,6 +183,9 @@ EXPECTED_TYPES = {
     "paratick_error_messages_sent_total": "counter",
     "paratick_tick_duration_seconds": "histogram",
     "paratick_input_latency_seconds": "histogram",
+    "paratick_gc_pause_seconds": "histogram",
+    "paratick_gc_pause_max_seconds": "gauge",
+    "paratick_gc_objects_collected_total": "counter",
     "paratick_runtime_metrics_failed": "gauge",
     "paratick_shard_entities": "gauge",
     "paratick_shard_tick_window_seconds": "gauge",
@@ -427,7 +437,7 @@ def test_histograms_are_exposed_with_buckets_sum_and_count() -> None:
 
 def test_server_histograms_are_fresh_each_call() -> None:
     a, b = server_histograms(), server_histograms()
-    assert set(a) == {TICK_DURATION, INPUT_LATENCY}
+    assert set(a) == {TICK_DURATION, INPUT_LATENCY, GC_PAUSE}
     a[TICK_DURATION].observe(0.01)
     assert b[TICK_DURATION].snapshot()[2] == 0
     assert a[TICK_DURATION].bounds == TICK_BUCKETS
