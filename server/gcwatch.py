@@ -1,10 +1,11 @@
 """Pauses of this process's cyclic garbage collector, seen through :data:`gc.callbacks`.
 
 A collection stops every thread of the process while it runs.  Under load that matters: on the
-GIL build (CPython 3.13) with ~900 clients on one event loop, a full (generation 2) collection
-scanned ~150,000 objects and took 26-73 ms, about every 13 s (2-core VM); every input and
-snapshot in flight waited for it.  The free-threaded build has one generation, and its
-collections took 2.4 ms at the median and 24 ms at most with 500 clients.  So a server says
+GIL build (CPython 3.13.15) with 875 bots on one event loop (2-core Intel Xeon VM, commit
+d671642's server timed from outside), a full (generation 2) collection scanned ~150,000 objects
+and took 26-73 ms, about every 13 s; every input and snapshot in flight waited for it.  The
+free-threaded build (3.13.15t) has one generation; with 500 bots its collections took 2.4 ms at
+the median and 24 ms at most.  So a server says
 how often it collected and for how long, per generation, in ``/stats`` (``gc``) and as the
 ``paratick_gc_pause_seconds`` histogram in ``/metrics``.
 
