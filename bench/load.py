@@ -277,6 +277,7 @@ def probe_load(build: Build, *, backend: str, workers: int | None, kernel: str, 
                                         "loop": s.get("loop"),
                                         "ticker": s.get("ticker", {}),
                                         "playing": (s.get("connections") or {}).get("playing"),
+                                        "gc": s.get("gc"),
                                         "cpu": group_cpu_seconds(server.pid)})
 
             poller = threading.Thread(target=poll, daemon=True)
@@ -404,6 +405,8 @@ def run_probe(build: Build, backend: str, workers: int | None, kernel: str, enti
     rec["loop"] = next((s["loop"] for s in out["stats_samples"] if s.get("loop")), loop)
     rec["ticker_on"] = next((s["ticker"]["on"] for s in out["stats_samples"]
                              if (s.get("ticker") or {}).get("on")), None)
+    # the server process's garbage collections from its start to the last reading
+    rec["gc"] = next((s["gc"] for s in reversed(out["stats_samples"]) if s.get("gc")), None)
     win = window(out["stats_samples"], bots)
     tick_ms = win.pop("tick_ms", None)
     ok, why = holds(rep, bots, criteria, tick_rate=win.get("tick_rate"),

@@ -36,6 +36,7 @@ def serve(argv: list[str]) -> int:
                                "ticker": {"on": "loop", "mspt_p50": p99 / 2, "mspt_p99": p99,
                                           "tick_rate_actual": 30.0, "deadline_misses": 0,
                                           "ticks": tick, "recent_ms": [p99] * min(tick, 64)},
+                               "gc": {"collections": tick, "pause_ms_max": 1.5},
                                }).encode()
             self.send_response(200 if self.path == "/stats" else 404)
             self.send_header("Content-Type", "application/json")

@@ -32,6 +32,8 @@ def test_a_probe_runs_server_and_bots_and_judges_them() -> None:
     assert rec["server_cpu_s_per_s"] is not None and rec["run_cpu_s_per_s"] is not None
     # the loop the server said it ran (the stand-in runs uvloop for auto), not the one asked for
     assert rec["loop"] == "uvloop" and rec["ticker_on"] == "loop"
+    # the collector's figures of the last reading (cumulative: the most collections seen)
+    assert rec["gc"]["pause_ms_max"] == 1.5 and rec["gc"]["collections"] >= 60
     failing = probe(5000)  # p99 MSPT = 50 ms > 33.3 ms budget
     assert failing["ok"] and not failing["holds"]
     assert failing["why"] == ["p99 MSPT 50.0 ms > 33.3 ms"]
