@@ -268,6 +268,7 @@ def run(args: argparse.Namespace) -> int:
 async def _serve(world: Any, settings: Any, mqtt: Any,
                  duration: float | None) -> dict[str, Any]:
     import asyncio
+    import gc
     import signal
 
     from server.app import GameServer
@@ -285,6 +286,13 @@ async def _serve(world: Any, settings: Any, mqtt: Any,
               f"`paratick node --bus {settings.bus} --world {settings.bus_world or DEFAULT_WORLD}`",
               file=sys.stderr, flush=True)
     await server.start()
+    # The world, the workers, the listeners and every module are built and live as long as the
+    # process: take them out of the collector's reach, so that a full collection under load
+    # scans only what the clients brought.  With 750 bots on the GIL build's single loop (2-core
+    # Intel Xeon VM, commit 0b9465a, two pairs) the longest full collection fell from 55-69 to
+    # 32-40 ms.  Here, not in GameServer: a process-wide choice belongs to the process.
+    gc.collect()
+    gc.freeze()
     scheme = "wss" if settings.certfile else "ws"
     backend = f"{settings.backend} backend"
     if settings.backend == "nodes":

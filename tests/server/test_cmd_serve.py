@@ -58,6 +58,8 @@ def test_sigterm_closes_clients_1001_and_prints_final_stats(gateways: list[str],
     assert len(final["gateways"]) == max(1, int(gateways[1]))
     assert final["ticker"]["fault"] is None
     assert "shutting down" in err
+    # start-up objects were frozen out of the collector's reach; collections were counted
+    assert final["gc"]["frozen"] > 1000 and final["gc"]["threshold"]
 
 
 def test_bad_options_exit_2() -> None:
