@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import ssl
 import sys
@@ -201,6 +202,9 @@ class GameServer:
             self.runtime = None
             raise
         self._started = self.clock()
+        if s.freeze_startup:  # before the watch: this collection is not a pause under load
+            gc.collect()
+            gc.freeze()
         self.gc.install()
         self._warn_if_exposed()
         self.ticker = Ticker(self._tick_once, self.world.tick_rate, on_results=self._post,

@@ -220,7 +220,12 @@ def build(args: argparse.Namespace) -> tuple[Any, Any]:
         public_stats=args.public_stats, max_spectators=args.max_spectators,
         bus=args.bus, bus_world=args.bus_world, local_nodes=args.local_nodes,
         gateways=default_gateways() if args.gateways is None else args.gateways,
-        gateway_backend=args.gateway_backend, loop=args.loop, tick_on=args.tick_on)
+        gateway_backend=args.gateway_backend, loop=args.loop, tick_on=args.tick_on,
+        # The world, the workers and every module live as long as this process: out of the
+        # collector's reach.  With 750 bots on the GIL build's single loop (2-core Intel Xeon
+        # VM, commit 0b9465a, two interleaved pairs) the longest full collection fell from
+        # 55-69 to 32-40 ms.
+        freeze_startup=True)
     settings.check_world(world.tick_rate)
     return world, settings
 
@@ -268,7 +273,6 @@ def run(args: argparse.Namespace) -> int:
 async def _serve(world: Any, settings: Any, mqtt: Any,
                  duration: float | None) -> dict[str, Any]:
     import asyncio
-    import gc
     import signal
 
     from server.app import GameServer
@@ -286,13 +290,6 @@ async def _serve(world: Any, settings: Any, mqtt: Any,
               f"`paratick node --bus {settings.bus} --world {settings.bus_world or DEFAULT_WORLD}`",
               file=sys.stderr, flush=True)
     await server.start()
-    # The world, the workers, the listeners and every module are built and live as long as the
-    # process: take them out of the collector's reach, so that a full collection under load
-    # scans only what the clients brought.  With 750 bots on the GIL build's single loop (2-core
-    # Intel Xeon VM, commit 0b9465a, two pairs) the longest full collection fell from 55-69 to
-    # 32-40 ms.  Here, not in GameServer: a process-wide choice belongs to the process.
-    gc.collect()
-    gc.freeze()
     scheme = "wss" if settings.certfile else "ws"
     backend = f"{settings.backend} backend"
     if settings.backend == "nodes":
