@@ -132,7 +132,7 @@ class GameServer:
         self.limits = s.connection_limits()
         self.histograms = exposition.server_histograms()
         #: This process's garbage-collector pauses (watched from start to stop).
-        self.gc = GcWatch(self.histograms[exposition.GC_PAUSE])
+        self.gc = GcWatch()
         self.log = BurstLog(clock=clock)
         self.guard = TransportGuard(s.transport_limits(s.max_connections, s.max_per_address),
                                     on_refused=self._on_refused)
@@ -566,7 +566,9 @@ class GameServer:
         """``/stats`` (JSON) or ``/metrics`` (Prometheus text): (status, body, content type)."""
         if path == "/stats":
             return HTTPStatus.OK, json.dumps(self.stats(), indent=1) + "\n", "application/json"
-        return (HTTPStatus.OK, exposition.render(self.stats(), self.histograms).decode(),
+        histograms: dict[str, exposition.HistogramSource] = {**self.histograms,
+                                                             exposition.GC_PAUSE: self.gc}
+        return (HTTPStatus.OK, exposition.render(self.stats(), histograms).decode(),
                 exposition.CONTENT_TYPE)
 
     def stats(self) -> dict[str, Any]:

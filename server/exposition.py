@@ -46,7 +46,7 @@ import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from functools import cache
 from importlib import metadata
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import (
@@ -70,6 +70,7 @@ __all__ = [
     "TICK_BUCKETS",
     "TICK_DURATION",
     "Histogram",
+    "HistogramSource",
     "StatsCollector",
     "render",
     "server_histograms",
@@ -172,18 +173,30 @@ class Histogram:
         with self._lock:
             counts = list(self._counts)
             total = self._sum
-        cumulative: list[tuple[float, int]] = []
-        running = 0
-        for le, n in zip((*self.bounds, math.inf), counts, strict=True):
-            running += n
-            cumulative.append((le, running))
-        return cumulative, total, running
+        return cumulative(self.bounds, counts, total)
+
+
+class HistogramSource(Protocol):
+    """What :func:`render` reads of a histogram: :meth:`Histogram.snapshot`'s shape (also
+    :class:`server.gcwatch.GcWatch`, whose counts the collector itself writes)."""
+
+    def snapshot(self) -> tuple[list[tuple[float, int]], float, int]: ...
+
+
+def cumulative(bounds: Sequence[float], counts: Sequence[int], total: float,
+               ) -> tuple[list[tuple[float, int]], float, int]:
+    """``(buckets, sum, count)`` from per-bucket counts (the last one is ``+Inf``'s)."""
+    out: list[tuple[float, int]] = []
+    running = 0
+    for le, n in zip((*bounds, math.inf), counts, strict=True):
+        running += n
+        out.append((le, running))
+    return out, total, running
 
 
 def server_histograms() -> dict[str, Histogram]:
     """Fresh histograms for one server, keyed by metric name (:func:`render`'s argument)."""
-    return {TICK_DURATION: Histogram(TICK_BUCKETS), INPUT_LATENCY: Histogram(LATENCY_BUCKETS),
-            GC_PAUSE: Histogram(GC_BUCKETS)}
+    return {TICK_DURATION: Histogram(TICK_BUCKETS), INPUT_LATENCY: Histogram(LATENCY_BUCKETS)}
 
 
 # ---- the mapping from /stats fields to metric families ------------------------------------------
@@ -322,14 +335,15 @@ class StatsCollector(Collector):
 
     Args:
         stats: a dict shaped like :meth:`GameServer.stats <server.app.GameServer.stats>`.
-        histograms: :class:`Histogram` by metric name (:data:`TICK_DURATION`,
-            :data:`INPUT_LATENCY`); see :func:`server_histograms`.
+        histograms: :class:`HistogramSource` by metric name (:data:`TICK_DURATION`,
+            :data:`INPUT_LATENCY`, :data:`GC_PAUSE`); see :func:`server_histograms`.
 
     Raises:
         ValueError: a histogram name this module has no help text for.
     """
 
-    def __init__(self, stats: Mapping[str, Any], histograms: Mapping[str, Histogram]) -> None:
+    def __init__(self, stats: Mapping[str, Any],
+                 histograms: Mapping[str, HistogramSource]) -> None:
         unknown = sorted(set(histograms) - set(_HISTOGRAM_HELP))
         if unknown:
             raise ValueError(f"unknown histogram names {unknown}; known: {sorted(_HISTOGRAM_HELP)}")
@@ -393,13 +407,13 @@ class StatsCollector(Collector):
             yield fam
 
 
-def render(stats: Mapping[str, Any], histograms: Mapping[str, Histogram]) -> bytes:
+def render(stats: Mapping[str, Any], histograms: Mapping[str, HistogramSource]) -> bytes:
     """The Prometheus text exposition of one ``/stats`` snapshot and the server's histograms.
 
     Args:
         stats: a dict shaped like :meth:`GameServer.stats <server.app.GameServer.stats>`.
-        histograms: :class:`Histogram` by metric name (see :func:`server_histograms`); may be
-            empty.
+        histograms: :class:`HistogramSource` by metric name (see :func:`server_histograms`);
+            may be empty.
 
     Returns:
         The body for ``GET /metrics``, to be served as :data:`CONTENT_TYPE`.
