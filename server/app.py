@@ -69,7 +69,6 @@ from server.gcwatch import GcWatch
 from server.protocol import ErrorCode, Hello, Input, Spectate, Watching, Welcome
 from server.sessions import BadToken, PoolExhausted, SessionTable
 from server.settings import ServerSettings, http_answer, respond_document
-from server.snapshots import Job
 from server.ticker import Ticker
 from server.transport import (
     BurstLog,
@@ -508,7 +507,8 @@ class GameServer:
         tick = self.tick
         jobs = []
         if players and self._is_snapshot_tick(tick):
-            jobs = [Job(eid, sid, codec, base, applied.get(sid, -1))
+            # Jobs (server.snapshots.Job) as plain tuples, one per client: cheaper to build.
+            jobs = [(eid, sid, codec, base, applied.get(sid, -1))
                     for sid, eid, codec, base in players]
         view = bool(jobs)  # only players' areas of interest need the neighbours' view rows
         if self.spectators and tick - self._last_view >= self._view_every:

@@ -94,8 +94,10 @@ _DY = (-1, 0, 1, -1, 0, 1, -1, 0, 1)
 class Job(NamedTuple):
     """One client's snapshot, asked of the worker that owns its entity.
 
-    A named tuple: it crosses the runtime's channels as the plain msgpack array it always was
-    (the worker reads it back with :meth:`Job._make`).
+    It crosses the runtime's channels as a plain msgpack array, and a hook reads a job by
+    position (``eid, sid, codec, base, ack = job``): a hook is handed tuples, lists or Jobs
+    alike.  The server builds its per-tick jobs as plain tuples in this order, which cost
+    less than a named tuple each (one per client per snapshot tick).
     """
 
     entity: int          # the client's entity (the centre of its area of interest)
@@ -277,8 +279,7 @@ class SnapshotHook:
         out: list[tuple[int, bytes | str]] = []
         radius = self.view_radius
         stats = self.stats
-        for job in map(Job._make, jobs):
-            eid, sid, codec_name, base, ack = job
+        for eid, sid, codec_name, base, ack in jobs:
             for idx in indices:
                 me = idx.own.get(eid)
                 if me is not None:
@@ -318,7 +319,7 @@ class SnapshotHook:
         r2 = radius * radius
         inv = 1.0 / radius
         stats = self.stats
-        todo = list(map(Job._make, jobs))
+        todo: list[Any] = jobs if isinstance(jobs, list) else list(jobs)
         # Every shard's view rows one after another, as numbers; per shard, its own entities'
         # rows by id.
         arrays: list[Any] = []
@@ -336,11 +337,11 @@ class SnapshotHook:
             arrays.append(view)
             first.append(start + len(view))
         batch: list[tuple[int, int]] = []  # (job, the row of its entity)
-        for j, job in enumerate(todo):
-            if job.codec not in CODECS:
+        for j, (eid, _, codec_name, _, _) in enumerate(todo):
+            if codec_name not in CODECS:
                 continue
             for own in owners:
-                i = own.get(job.entity)
+                i = own.get(eid)
                 if i is not None:
                     batch.append((j, i))
                     break
@@ -376,15 +377,15 @@ class SnapshotHook:
         stats["full"] += len(out)
         return out
 
-    def _encode_batch(self, tick: int, todo: Sequence[Job], batch: Sequence[tuple[int, int]],
-                      a: Any, cand: Any, ends: Any,
+    def _encode_batch(self, tick: int, todo: Sequence[Sequence[Any]],
+                      batch: Sequence[tuple[int, int]], a: Any, cand: Any, ends: Any,
                       done: list[tuple[int, bytes | str] | None]) -> None:
         """Encode :meth:`_full_batch`'s snapshots into ``done``: client ``k`` of ``batch``
         lists rows ``cand[ends[k - 1]:ends[k]]`` of ``a`` (view rows as an array)."""
         np = self._np
         from server.wirearrays import gather, pack_entities, quantise_rows
 
-        names = {todo[j].codec for j, _ in batch}
+        names = {todo[j][2] for j, _ in batch}
         q = quantise_rows(a)
         if SUBPROTOCOL_MSGPACK in names:
             # Every row encoded in a few array operations, and every msgpack client's

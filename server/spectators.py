@@ -129,9 +129,9 @@ class SpectatorHook(SnapshotHook):
         players: list[Iterable[Any]] = []
         per_shard = 0
         for job in jobs:
-            j = Job._make(job)
-            if j.session == WORLD_SESSION and j.codec == WORLD_CODEC:
-                per_shard = max(per_shard, int(j.base))
+            _, sid, codec, base, _ = job
+            if sid == WORLD_SESSION and codec == WORLD_CODEC:
+                per_shard = max(per_shard, int(base))
             else:
                 players.append(job)
         out: list[tuple[int, Any]] = list(super().run(tick, shards, players)) if players else []
