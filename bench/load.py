@@ -24,8 +24,10 @@ ramp nor their goodbyes dilute it.  MSPT percentiles are those of every tick in 
 server lists its newest tick durations, numbered, in ``/stats``; the poller stitches them
 together), server CPU per second is the server's process group's CPU time across the window
 over its length, and the tick rate is the window's tick count over its length.  The bots'
-latency comes from the bots' report.  Server and bots run on the same machine, which the report
-says plainly.
+latency comes from the bots' report, over its own steady part (acks from a second after the
+last bot started, :data:`clients.bots.STEADY_SETTLE_S`); the acks of the ramp before it are
+recorded apart (``ack_ramp_ms``), not judged.  Server and bots run on the same machine, which
+the report says plainly.
 """
 
 from __future__ import annotations
@@ -417,7 +419,8 @@ def run_probe(build: Build, backend: str, workers: int | None, kernel: str, enti
                mspt_p50_ms=win.get("mspt_p50_ms", srv.get("mspt_p50_median")),
                mspt_p99_ms=win.get("mspt_p99_ms", srv.get("mspt_p99_max")),
                tick_rate_min=srv.get("tick_rate_min"), window=win,
-               ack_ms=rep.get("latency_ms"), connected=rep.get("connected"),
+               ack_ms=rep.get("latency_ms"), ack_ramp_ms=rep.get("ramp_latency_ms"),
+               connected=rep.get("connected"),
                dropped=rep.get("dropped"),
                server_cpu_s_per_s=cpu,
                server_cpu_ms_per_bot_s=cpu / bots * 1e3 if cpu else None,
@@ -425,6 +428,7 @@ def run_probe(build: Build, backend: str, workers: int | None, kernel: str, enti
                # loaded window was measured were these)
                run_cpu_s_per_s=out.get("server_cpu_s_per_s"),
                bot_cpu_us_per_message=rep.get("bot_cpu_us_per_message"),
+               bot_cpu_us_per_received=rep.get("bot_cpu_us_per_received"),
                bots_client=rep.get("client"),
                # every tick of the loaded window: the MSPT distribution plot
                tick_ms=[round(t, 3) for t in tick_ms] if tick_ms else None,

@@ -5,7 +5,10 @@ Each bot connects with ``paratick.msgpack.v1``, says hello, then sends inputs at
 delta, with :func:`server.protocol.apply_snapshot`.  The *input -> ack latency* of input ``seq`` is
 the time from sending it to receiving the first snapshot whose ``ack`` is >= ``seq``: it includes
 the wait for the next tick boundary, the tick, the wait for the next snapshot tick and both network
-legs, which is what a player feels.
+legs, which is what a player feels.  A fleet reports it over its *steady* part, from
+:data:`STEADY_SETTLE_S` after its last bot started (the load the server holds, the window a
+load test judges), and apart from it over the ramp before, when the server is also answering
+handshakes and taking in every new connection's objects.
 
 A fleet runs its bots as asyncio tasks in one process; :func:`run_fleet` spreads a large fleet
 over several processes (``multiprocessing`` spawn) so that the bots are not the bottleneck, and
@@ -65,6 +68,9 @@ HISTORY = 8
 #: Pending-input sequence numbers tracked for latency; older unacked ones are forgotten
 #: (counted as lost), so a server that never acks cannot grow a bot's memory.
 MAX_PENDING = 256
+#: Seconds after a fleet's last bot started from which its acks count as the steady load's
+#: (its last handshakes done; at most half the run).
+STEADY_SETTLE_S = 1.0
 
 
 @dataclass
@@ -82,7 +88,8 @@ class BotResult:
     bytes_out: int = 0
     seconds: float = 0.0             # time connected
     errors: list[str] = field(default_factory=list)
-    latencies_ms: list[float] = field(default_factory=list)
+    latencies_ms: list[float] = field(default_factory=list)  # acks at or after ``steady``
+    ramp_latencies_ms: list[float] = field(default_factory=list)  # acks before it
     lost_acks: int = 0
     validating: bool = True          # decoded and applied every snapshot (else: headers only)
     gateway: int | None = None       # the server's gateway that served it (from welcome)
@@ -120,8 +127,9 @@ def choose(behaviour: str, me: Entity | None, seen: dict[int, Entity], rng: rand
 
 async def run_bot(url: str, index: int, *, behaviour: str, seed: int, input_rate: float,
                   until: float, clock: TimeSource = time.perf_counter,
-                  validate: bool = True) -> BotResult:
+                  validate: bool = True, steady: float = -math.inf) -> BotResult:
     """One bot from connect to ``until`` (a ``clock`` time); never raises for network trouble.
+    Acks that arrive before ``steady`` (a ``clock`` time) count as the ramp's.
 
     A *validating* bot decodes and applies every snapshot (and reports every protocol error as a
     failure); the others read only a snapshot's tick, ack and base (:mod:`clients.lean`), which
@@ -153,7 +161,7 @@ async def run_bot(url: str, index: int, *, behaviour: str, seed: int, input_rate
         res.connected = True
         res.gateway = welcome.gateway
         await _play(ws, codec, welcome, res, behaviour if validate else "wander", rng,
-                    input_rate, until, clock, validate)
+                    input_rate, until, clock, validate, steady)
     except (ConnectionClosed, OSError) as exc:
         if res.connected:
             res.dropped = f"{type(exc).__name__}: {exc}"[:200]
@@ -170,7 +178,7 @@ async def run_bot(url: str, index: int, *, behaviour: str, seed: int, input_rate
 
 async def _play(ws: Any, codec: MsgpackCodec, welcome: Welcome, res: BotResult, behaviour: str,
                 rng: random.Random, input_rate: float, until: float, clock: TimeSource,
-                validate: bool = True) -> None:
+                validate: bool = True, steady: float = -math.inf) -> None:
     history: dict[int, dict[int, Entity]] = {}
     state: dict[int, Entity] = {}
     latest: list[int | None] = [None]
@@ -189,8 +197,9 @@ async def _play(ws: Any, codec: MsgpackCodec, welcome: Welcome, res: BotResult, 
                     res.snapshots += 1
                     res.deltas += head[2] is not None
                     latest[0] = head[0]
+                    lat = res.latencies_ms if now >= steady else res.ramp_latencies_ms
                     while pending and pending[0][0] <= head[1]:
-                        res.latencies_ms.append((now - pending.popleft()[1]) * 1e3)
+                        lat.append((now - pending.popleft()[1]) * 1e3)
                     continue
             msg = codec.decode(data, accept=SERVER_MESSAGES)
             if isinstance(msg, Snapshot):
@@ -205,8 +214,9 @@ async def _play(ws: Any, codec: MsgpackCodec, welcome: Welcome, res: BotResult, 
                 latest[0] = msg.tick
                 while len(history) > HISTORY:
                     del history[min(history)]
+                lat = res.latencies_ms if now >= steady else res.ramp_latencies_ms
                 while pending and pending[0][0] <= msg.ack:
-                    res.latencies_ms.append((now - pending.popleft()[1]) * 1e3)
+                    lat.append((now - pending.popleft()[1]) * 1e3)
             elif isinstance(msg, Error):
                 res.errors.append(msg.code)
             elif isinstance(msg, Bye):
@@ -318,6 +328,7 @@ async def run_local_fleet(spec: FleetSpec, *, t0: float, clock: TimeSource = tim
     # Every bot of the whole fleet stops at the same time: duration after the last one started.
     until = t0 + (spec.total or spec.bots) / spec.ramp + spec.duration if spec.ramp > 0 \
         else t0 + spec.duration
+    steady = until - spec.duration + min(STEADY_SETTLE_S, spec.duration / 2)
 
     async def start(i: int) -> BotResult:
         delay = t0 + total_ramp + (i / spec.ramp if spec.ramp > 0 else 0.0) - clock()
@@ -329,11 +340,12 @@ async def run_local_fleet(spec: FleetSpec, *, t0: float, clock: TimeSource = tim
             from clients.fastws import run_lean_bot
             res = BotResult(idx, validating=False)
             await run_lean_bot(spec.url, res, seed=spec.seed, input_rate=spec.input_rate,
-                               until=until, clock=clock, max_pending=MAX_PENDING, choose=choose)
+                               until=until, clock=clock, max_pending=MAX_PENDING, choose=choose,
+                               steady=steady)
             return res
         return await run_bot(spec.url, idx, behaviour=_behaviour(spec, idx), seed=spec.seed,
                              input_rate=spec.input_rate, until=until, clock=clock,
-                             validate=validate)
+                             validate=validate, steady=steady)
 
     tasks = [asyncio.create_task(start(i)) for i in range(spec.bots)]
     return list(await asyncio.gather(*tasks))
@@ -441,9 +453,12 @@ async def run_fleet(spec: FleetSpec, *, processes: int | None = None,
         missing = spec.bots - len(results)
         results += [BotResult(-1, failed="bot process died") for _ in range(missing)]
     rep = report(spec, results, stats_samples, time.perf_counter() - started, n_proc)
-    messages = sum(r.messages_in + r.inputs for r in results)
+    received = sum(r.messages_in for r in results)
+    messages = received + sum(r.inputs for r in results)
     rep["bot_cpu_s"] = bot_cpu
+    # per message in or out (snapshots received and inputs sent), and per message received
     rep["bot_cpu_us_per_message"] = bot_cpu / messages * 1e6 if messages else None
+    rep["bot_cpu_us_per_received"] = bot_cpu / received * 1e6 if received else None
     rep["client"] = lean_client(spec.client)
     return rep
 
@@ -463,6 +478,7 @@ def report(spec: FleetSpec, results: list[BotResult], samples: list[dict[str, An
            elapsed: float, processes: int) -> dict[str, Any]:
     """Aggregate bot results and /stats samples into the report (what ``--json`` prints)."""
     lat = [x for r in results for x in r.latencies_ms]
+    ramp = [x for r in results for x in r.ramp_latencies_ms]
     connected = [r for r in results if r.connected]
     snaps = [r.snapshots / r.seconds for r in connected if r.seconds > 0]
     p50s = [s["ticker"]["mspt_p50"] for s in samples if s.get("ticker")]
@@ -487,6 +503,8 @@ def report(spec: FleetSpec, results: list[BotResult], samples: list[dict[str, An
         "inputs": sum(r.inputs for r in results),
         "latency_ms": {"samples": len(lat), "p50": _pct(lat, 50), "p95": _pct(lat, 95),
                        "p99": _pct(lat, 99), "max": max(lat) if lat else None},
+        "ramp_latency_ms": {"samples": len(ramp), "p50": _pct(ramp, 50), "p99": _pct(ramp, 99),
+                            "max": max(ramp) if ramp else None},
         "lost_acks": sum(r.lost_acks for r in results),
         "bytes_in_per_s": sum(r.bytes_in for r in results) / elapsed if elapsed else 0.0,
         "bytes_out_per_s": sum(r.bytes_out for r in results) / elapsed if elapsed else 0.0,
@@ -518,6 +536,7 @@ def _shards(runtime: Any) -> str:
 
 def format_report(rep: dict[str, Any]) -> str:
     lat = rep["latency_ms"]
+    ramp = rep.get("ramp_latency_ms") or {"p50": None, "p99": None, "samples": 0}
     srv = rep["server"]
 
     def ms(v: float | None) -> str:
@@ -530,7 +549,10 @@ def format_report(rep: dict[str, Any]) -> str:
         ("snapshots per second per bot", f"{rep['snapshots_per_bot_s']:.1f}"),
         ("delta snapshots", f"{100 * rep['delta_fraction']:.1f} %"),
         ("input->ack latency p50/p95/p99", f"{ms(lat['p50'])} / {ms(lat['p95'])} / "
-                                           f"{ms(lat['p99'])} ({lat['samples']} samples)"),
+                                           f"{ms(lat['p99'])} ({lat['samples']} samples, "
+                                           "all bots playing)"),
+        ("input->ack p50/p99 while connecting", f"{ms(ramp['p50'])} / {ms(ramp['p99'])} "
+                                                f"({ramp['samples']} samples)"),
         ("bytes/s in / out (all bots)", f"{rep['bytes_in_per_s'] / 1e3:.1f} kB/s / "
                                         f"{rep['bytes_out_per_s'] / 1e3:.1f} kB/s"),
         ("server MSPT p50 (median) / p99 (max)", f"{ms(srv['mspt_p50_median'])} / "
@@ -543,9 +565,12 @@ def format_report(rep: dict[str, Any]) -> str:
         ("errors received", json.dumps(rep["errors"]) if rep["errors"] else "none"),
         ("bots per server gateway", ", ".join(f"gateway {g}: {n}" for g, n in
                                               rep.get("gateways", {}).items()) or "-"),
-        ("bot CPU per message (validating)", "-" if rep.get("bot_cpu_us_per_message") is None
-         else f"{rep['bot_cpu_us_per_message']:.0f} us ({rep['validating']} of {rep['bots']} "
-              f"bots validate every message; the others use {rep.get('client', 'websockets')})"),
+        ("bot CPU per message in or out / received", "-"
+         if rep.get("bot_cpu_us_per_message") is None
+         else f"{rep['bot_cpu_us_per_message']:.0f} us / "
+              f"{rep.get('bot_cpu_us_per_received') or 0:.0f} us ({rep['validating']} of "
+              f"{rep['bots']} bots validate every message; the others use "
+              f"{rep.get('client', 'websockets')})"),
     ]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import random
 from collections import deque
 from collections.abc import Callable
@@ -87,9 +88,10 @@ class _Listener(WSListener):
 class LeanBot:
     """The state of one lean bot; :func:`run_lean_bot` drives it."""
 
-    def __init__(self, res: Any, clock: Callable[[], float]) -> None:
+    def __init__(self, res: Any, clock: Callable[[], float], steady: float = -math.inf) -> None:
         self.res = res
         self.clock = clock
+        self.steady = steady  # acks before this clock time count as the ramp's
         self.codec = MsgpackCodec()
         self.transport: Any = None
         self.latest: int | None = None
@@ -109,8 +111,9 @@ class LeanBot:
             self.latest = head[0]
             pending = self.pending
             ack = head[1]
+            lat = res.latencies_ms if now >= self.steady else res.ramp_latencies_ms
             while pending and pending[0][0] <= ack:
-                res.latencies_ms.append((now - pending.popleft()[1]) * 1e3)
+                lat.append((now - pending.popleft()[1]) * 1e3)
             return
         try:
             msg = self.codec.decode(data, accept=SERVER_MESSAGES)
@@ -186,10 +189,12 @@ class _Inputs:
 
 async def run_lean_bot(url: str, res: Any, *, seed: int, input_rate: float, until: float,
                        clock: Callable[[], float], max_pending: int,
-                       choose: Callable[..., tuple[float, float, int]]) -> None:
+                       choose: Callable[..., tuple[float, float, int]],
+                       steady: float = -math.inf) -> None:
     """Play one lean bot into ``res`` (a :class:`clients.bots.BotResult`) until ``until``;
-    never raises for network trouble (it is recorded in ``res``)."""
-    bot = LeanBot(res, clock)
+    never raises for network trouble (it is recorded in ``res``).  Acks before ``steady``
+    count as the ramp's."""
+    bot = LeanBot(res, clock, steady)
     rng = random.Random(seed * 1_000_003 + res.index)
     try:
         transport, _ = await asyncio.wait_for(

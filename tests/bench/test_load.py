@@ -90,16 +90,17 @@ def test_table_lists_runs_and_bests() -> None:
     section = {"runs": [{"build": "ft", "backend": "threads", "phase": "fixed load",
                          "entities": 5000, "bots": 200, "mspt_p50_ms": 12.0,
                          "mspt_p99_ms": 30.0, "ack_ms": {"p99": 55.0}, "tick_rate_min": 29.8,
-                         "gc": {"pause_ms_max": 44.24}, "holds": True, "why": []},
+                         "gc": {"pause_ms_max": 44.24}, "bot_cpu_us_per_message": 31.2,
+                         "bot_cpu_us_per_received": 62.4, "holds": True, "why": []},
                         {"build": "gil", "backend": "threads", "phase": "fixed load",
                          "entities": 5000, "bots": 200, "holds": False,
                          "why": ["CellError: server did not start"]}],
                "best": [{"build": "ft", "backend": "threads", "entities": 8000,
                          "bots_fixed": 100, "bots": 700, "entities_fixed": 5000}]}
     text = table(section)
-    assert ("| ft | threads | 0 | fixed load | 5000 | 200 | 12.0 / 30.0 | 55.0 | 29.8 | - | - "
-            "| 44.2 | yes |") in text
-    assert "| 5000 | 200 | - / - | - | - | - | - | - | no |" in text  # no figures: dashes
+    assert ("| ft | threads | 0 | fixed load | 5000 | 200 | 12.0 / 30.0 | 55.0 | 29.8 | - "
+            "| 31 / 62 | 44.2 | yes |") in text
+    assert "| 5000 | 200 | - / - | - | - | - | - / - | - | no |" in text  # no figures: dashes
     assert "server did not start" in text and "| 8000 (with 100 bots) | 700" in text
     section["runs"][0]["loop"] = "uvloop"
     assert "| ft | threads | 0, uvloop | fixed load |" in table(section)

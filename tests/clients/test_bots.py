@@ -6,7 +6,7 @@ import asyncio
 import math
 import random
 
-from clients.bots import FleetSpec, choose, format_report, run_fleet
+from clients.bots import BotResult, FleetSpec, choose, format_report, report, run_bot, run_fleet
 from server.app import ServerSettings
 from server.harness import ServerThread
 from server.runtime import Runtime
@@ -42,7 +42,11 @@ def test_short_fleet_run_reports_latency_and_server_mspt(server: ServerThread) -
     assert rep["snapshots_per_bot_s"] > 0 and rep["bytes_in_per_s"] > rep["bytes_out_per_s"] > 0
     assert rep["server"]["samples"] >= 1 and rep["server"]["mspt_p50_median"] > 0
     assert lines and "MSPT" in lines[-1]
+    # the acks of the first 0.75 s after the last bot started are the ramp's, apart
+    ramp = rep["ramp_latency_ms"]
+    assert ramp["samples"] > 0 and 0 < ramp["p50"] <= ramp["p99"] <= ramp["max"]
     assert "input->ack latency" in format_report(rep)
+    assert "input->ack p50/p99 while connecting" in format_report(rep)
     stats = server.stats()
     assert stats["connections"]["dropped"] == 0 and stats["sessions"]["created"] == 6
 
@@ -69,7 +73,9 @@ def test_a_lean_fleet_measures_with_a_validating_sample(server: ServerThread) ->
     assert rep["validating"] == 2  # bots 0 and 5
     assert rep["latency_ms"]["samples"] > 0 and rep["snapshots_per_bot_s"] > 5
     assert rep["bot_cpu_s"] > 0 and rep["bot_cpu_us_per_message"] > 0
-    assert "bot CPU per message" in format_report(rep)
+    # each bot receives about as many snapshots as it sends inputs: about twice per message
+    assert 1.5 < rep["bot_cpu_us_per_received"] / rep["bot_cpu_us_per_message"] < 2.5
+    assert "bot CPU per message in or out / received" in format_report(rep)
 
 
 def test_bots_report_the_gateways_that_served_them() -> None:
@@ -84,3 +90,24 @@ def test_bots_report_the_gateways_that_served_them() -> None:
     assert rep["connected"] == 12
     assert sum(rep["gateways"].values()) == 12 and set(rep["gateways"]) <= {"0", "1"}
     assert "gateway 0" in format_report(rep) or "gateway 1" in format_report(rep)
+
+
+def test_a_bot_counts_acks_before_steady_as_the_ramps(server: ServerThread) -> None:
+    async def play() -> BotResult:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        return await run_bot(server.url, 0, behaviour="wander", seed=1, input_rate=20.0,
+                             until=now + 1.2, clock=loop.time, steady=now + 0.6)
+
+    res = asyncio.run(play())
+    assert res.connected and res.latencies_ms and res.ramp_latencies_ms
+
+
+def test_the_report_judges_steady_acks_and_shows_the_ramps_apart() -> None:
+    spec = FleetSpec(url="ws://127.0.0.1:9", bots=2)
+    a = BotResult(0, connected=True, seconds=1.0, latencies_ms=[10.0, 20.0],
+                  ramp_latencies_ms=[500.0])
+    b = BotResult(1, connected=True, seconds=1.0, latencies_ms=[30.0], ramp_latencies_ms=[])
+    rep = report(spec, [a, b], [], 1.0, 1)
+    assert rep["latency_ms"]["samples"] == 3 and rep["latency_ms"]["max"] == 30.0
+    assert rep["ramp_latency_ms"]["samples"] == 1 and rep["ramp_latency_ms"]["p99"] == 500.0

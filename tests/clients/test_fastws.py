@@ -66,6 +66,24 @@ def test_a_lean_bot_records_welcome_errors_and_the_servers_bye(server: ServerThr
     assert res.gateway is None or res.gateway >= 0
     assert res.snapshots > 10 and res.messages_in > res.snapshots  # + welcome
     assert res.latencies_ms and all(0 < x < 1000 for x in res.latencies_ms)
+    assert not res.ramp_latencies_ms  # no steady time given: every ack is the steady load's
+
+
+@ONLY_GIL
+def test_a_lean_bot_counts_acks_before_steady_as_the_ramps(server: ServerThread) -> None:
+    from clients.bots import MAX_PENDING, BotResult, choose
+
+    async def play() -> BotResult:
+        res = BotResult(0, validating=False)
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        await fastws.run_lean_bot(server.url, res, seed=1, input_rate=20.0, until=now + 1.2,
+                                  clock=loop.time, max_pending=MAX_PENDING, choose=choose,
+                                  steady=now + 0.6)
+        return res
+
+    res = run_loop(play(), "picows")
+    assert res.connected and res.latencies_ms and res.ramp_latencies_ms
 
 
 @ONLY_GIL
