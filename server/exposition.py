@@ -306,6 +306,9 @@ _COUNTERS: tuple[_Field, ...] = (
      "Error messages not sent because the client's control queue was full.", 1),
     (("messages", "internal_errors"), "paratick_internal_errors_total",
      "Server bugs caught while handling a connection (logged with a traceback).", 1),
+    (("messages", "snapshot_errors"), "paratick_snapshot_errors_total",
+     "Ticks x workers whose snapshot building failed (a server bug, logged; those clients "
+     "missed that snapshot).", 1),
 )
 
 #: Per-worker channel counters (``runtime.workers[].channel`` and ``coordinator_channel``).

@@ -905,7 +905,8 @@ class NumpyGroup:
 
     def view_array_of(self, region: int, view_in: Sequence[ViewRow]) -> np.ndarray:
         """One region's view rows (its entities by id, then ``view_in``) as an array."""
-        return _view_array(self._f, self._i, self._sorted_of(region), view_in)
+        idx = self._sorted_of(region)  # first: reading the labels settles the storage
+        return _view_array(self._f, self._i, idx, view_in)
 
     def _sorted_of(self, region: int) -> np.ndarray:
         """Columns of one region's entities, by id."""

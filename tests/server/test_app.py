@@ -546,6 +546,37 @@ def test_a_runtime_failure_stops_the_ticker_and_is_reported(live_server: Start) 
         st.stop()
 
 
+def test_a_snapshot_hook_error_is_counted_and_said_and_the_world_ticks_on(
+        live_server: Start, capsys: pytest.CaptureFixture[str]) -> None:
+    from server.runtime import Runtime
+
+    class HookFails(Runtime):
+        def step(self, *args: Any, **kwargs: Any) -> Any:
+            res = super().step(*args, **kwargs)
+            if res.hook_results:  # as a worker reports a hook that raised
+                res.hook_results = []
+                res.hook_errors = [(0, "Traceback (most recent call last):\n"
+                                       "IndexError: injected")]
+            return res
+
+    from server.app import ServerSettings
+    from tests.server.conftest import SMALL_WORLD
+
+    st = ServerThread(SMALL_WORLD, ServerSettings(port=0, players=2, npcs=10, backend="inline"),
+                      runtime_factory=HookFails)
+    st.start()
+    try:
+        ws, _ = join(st)
+        _wait_for(lambda: st.stats()["messages"]["snapshot_errors"] >= 3)
+        ws.close()
+        assert not st.server.failed.is_set()
+        assert st.stats()["messages"]["snapshots_out"] == 0
+    finally:
+        st.stop()
+    err = capsys.readouterr().err
+    assert "snapshots failed on worker 0, its clients miss them: IndexError: injected" in err
+
+
 def test_bye_closes_the_connection_1000_and_frees_the_entity(live_server: Start) -> None:
     st = live_server(players=1)
     ws, w1 = join(st)

@@ -56,7 +56,7 @@ STATS: dict[str, Any] = {
                  "bad_token": 0, "full": 0},
     "messages": {"in": 412, "out": 1180, "bytes_in": 9876, "bytes_out": 1234567, "inputs": 400,
                  "snapshots_out": 1170, "snapshots_dropped": 3, "bad": 2, "rate_limited": 5,
-                 "errors_dropped": 0, "internal_errors": 0,
+                 "errors_dropped": 0, "internal_errors": 0, "snapshot_errors": 2,
                  "errors_sent": {"malformed": 2, "rate_limited": 5}},
     "settings": {"host": "127.0.0.1", "port": 0, "snapshot_rate": 20.0, "players": 1024,
                  "npcs": 1000, "backend": "threads", "workers": 2, "kernel": "python",
@@ -181,6 +181,7 @@ EXPECTED_TYPES = {
     "paratick_inputs_rate_limited_total": "counter",
     "paratick_error_messages_dropped_total": "counter",
     "paratick_internal_errors_total": "counter",
+    "paratick_snapshot_errors_total": "counter",
     "paratick_error_messages_sent_total": "counter",
     "paratick_tick_duration_seconds": "histogram",
     "paratick_input_latency_seconds": "histogram",
@@ -274,7 +275,8 @@ def test_counters_and_gauges_carry_the_snapshot_values() -> None:
               "paratick_inputs_rate_limited_total": 5, "paratick_sessions_free": 1022,
               "paratick_players_max": 1024, "paratick_ticks_total": 114,
               "paratick_world_tick": 114, "paratick_entities": 2024,
-              "paratick_ticker_failed": 0, "paratick_runtime_metrics_failed": 0}
+              "paratick_ticker_failed": 0, "paratick_runtime_metrics_failed": 0,
+              "paratick_snapshot_errors_total": 2}
     assert {name: value(fams[name]) for name in expect} == expect
 
 
