@@ -369,7 +369,8 @@ class FakeRuntime:
         self.calls.append((view, list(jobs)))
         self.tick += 1
         return SimpleNamespace(tick=self.tick, hook_results=[(WORLD_SESSION, [self.tick, 0, 0])]
-                               if any(j[1] == WORLD_SESSION for j in jobs) else [])
+                               if any(j[1] == WORLD_SESSION for j in jobs) else [],
+                               hook_errors=[])
 
 
 def test_world_jobs_only_while_spectators_watch_and_at_the_view_rate() -> None:
