@@ -49,6 +49,10 @@ except ImportError:  # no wheel for this interpreter (the free-threaded build, f
     HAVE_PICOWS = False
 else:
     HAVE_PICOWS = True
+    BINARY = WSMsgType.BINARY
+
+#: An input's bytes, built without the message (the lean bots' inputs: 20 a second each).
+input_bytes = MsgpackCodec.input_bytes
 
 #: Largest frame a lean bot accepts (as the websockets bots: 4 MiB).
 MAX_FRAME = 1 << 22
@@ -168,7 +172,9 @@ class _Inputs:
             return
         self.seq += 1
         thrust, turn, action = self.choose("wander", None, {}, self.rng, self.memory)
-        bot.send(Input(self.seq, thrust, turn, action, ack=bot.latest))
+        data = input_bytes(self.seq, thrust, turn, action, bot.latest)
+        bot.transport.send(BINARY, data)
+        bot.res.bytes_out += len(data)
         pending = bot.pending
         pending.append((self.seq, clock()))
         res = bot.res

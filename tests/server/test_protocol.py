@@ -355,3 +355,12 @@ def test_pack_int_writes_what_msgpack_writes_at_every_width_edge(n):
 @given(st.integers(-(2**63), 2**64 - 1))
 def test_pack_int_writes_what_msgpack_writes(n):
     assert pack_int(n) == msgpack.packb(n)
+
+
+@given(st.integers(0, 2**32), st.floats(allow_nan=False) | st.integers(-1, 1),
+       st.floats(-4.0, 4.0), st.integers(0, 255), st.none() | st.integers(-1, 2**31))
+def test_input_bytes_are_what_encode_writes(seq, thrust, turn, action, ack):
+    """The bots' input encoder writes the same bytes as encoding the message (an integer
+    thrust takes the general path)."""
+    got = MsgpackCodec.input_bytes(seq, thrust, turn, action, ack)
+    assert got == MP.encode(Input(seq, thrust, turn, action, ack))
