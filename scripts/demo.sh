@@ -38,6 +38,12 @@ wait "$server" || true
 trap - EXIT
 echo "--- server output (final statistics after SIGINT)"
 tail -n 25 "$log"
+if ! grep -q '"snapshot_errors": 0,' "$log"; then
+  grep '^paratick:' "$log" || true
+  echo "demo: FAIL: the server failed to build some snapshots (see its lines above)"
+  rm -f "$log"
+  exit 1
+fi
 rm -f "$log"
 
 step "3/3  tick-rate scaling, quick (arena-20k: 20,000 entities, 4x4 regions; flat-out ticks)"

@@ -56,7 +56,7 @@ def test_sigterm_closes_clients_1001_and_prints_final_stats(gateways: list[str],
     final = json.loads(out)
     assert final["connections"]["open"] == 0 and final["ticker"]["ticks"] > 0
     assert len(final["gateways"]) == max(1, int(gateways[1]))
-    assert final["ticker"]["fault"] is None
+    assert final["ticker"]["fault"] is None and final["messages"]["snapshot_errors"] == 0
     assert "shutting down" in err
     # start-up objects were frozen out of the collector's reach; collections were counted
     assert final["gc"]["frozen"] > 1000 and final["gc"]["threshold"]
