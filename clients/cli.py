@@ -20,8 +20,10 @@ DESCRIPTION = """\
 Connect N bots (asyncio; several processes when N is large) to a running `paratick serve`.
 Each bot sends inputs at --input-rate and applies every snapshot; the report gives
 connected/failed/dropped, snapshots per second per bot, input->ack latency percentiles (an
-input's seq appearing as acked in a snapshot), bytes/s in and out, and the server's MSPT read from
-GET /stats during the run.  A progress line is printed to stderr while running.
+input's seq appearing as acked in a snapshot) once all bots play (from 1 s after the last one
+started) and, apart, while they connect, bytes/s in and out, the bots' CPU per message, and
+the server's MSPT read from GET /stats during the run.  A progress line is printed to stderr
+while running.
 
 Exit status: 0 when every bot connected and stayed; 1 otherwise, with one line on stderr saying
 why (e.g. no bot connected: connection refused); 2 for a bad option."""
