@@ -429,6 +429,8 @@ def run_probe(build: Build, backend: str, workers: int | None, kernel: str, enti
                run_cpu_s_per_s=out.get("server_cpu_s_per_s"),
                bot_cpu_us_per_message=rep.get("bot_cpu_us_per_message"),
                bot_cpu_us_per_received=rep.get("bot_cpu_us_per_received"),
+               steady_bot_cpu_us_per_message=rep.get("steady_bot_cpu_us_per_message"),
+               steady_bot_cpu_us_per_received=rep.get("steady_bot_cpu_us_per_received"),
                bots_client=rep.get("client"),
                # every tick of the loaded window: the MSPT distribution plot
                tick_ms=[round(t, 3) for t in tick_ms] if tick_ms else None,

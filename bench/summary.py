@@ -440,7 +440,8 @@ def load_table(section: dict[str, Any]) -> str:
     """Markdown table of a load section: the search results, then the fixed-load comparison."""
     lines = ["| build | backend | gateways | kind | entities | bots | MSPT p50 / p99 ms | "
              "ack p99 ms | Hz | server CPU ms per bot-s | "
-             "bot CPU µs per message in+out / received | longest GC pause ms | holds | why not |",
+             "bot CPU µs per message in+out / received: whole run; all playing | "
+             "longest GC pause ms | holds | why not |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def num(v: Any, fmt: str) -> str:
@@ -454,7 +455,9 @@ def load_table(section: dict[str, Any]) -> str:
             f"| {r['entities']} | {r['bots']} | {num(p50, '.1f')} / {num(p99, '.1f')} "
             f"| {num(ack, '.1f')} | {_rate(r)} | {num(r.get('server_cpu_ms_per_bot_s'), '.2f')} "
             f"| {num(r.get('bot_cpu_us_per_message'), '.0f')} / "
-            f"{num(r.get('bot_cpu_us_per_received'), '.0f')} "
+            f"{num(r.get('bot_cpu_us_per_received'), '.0f')}; "
+            f"{num(r.get('steady_bot_cpu_us_per_message'), '.0f')} / "
+            f"{num(r.get('steady_bot_cpu_us_per_received'), '.0f')} "
             f"| {num((r.get('gc') or {}).get('pause_ms_max'), '.1f')} "
             f"| {'yes' if r.get('holds') else 'no'} | {'; '.join(r.get('why') or [])} |")
     best = section.get("best") or []

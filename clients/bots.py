@@ -127,9 +127,11 @@ def choose(behaviour: str, me: Entity | None, seen: dict[int, Entity], rng: rand
 
 async def run_bot(url: str, index: int, *, behaviour: str, seed: int, input_rate: float,
                   until: float, clock: TimeSource = time.perf_counter,
-                  validate: bool = True, steady: float = -math.inf) -> BotResult:
+                  validate: bool = True, steady: float = -math.inf,
+                  res: BotResult | None = None) -> BotResult:
     """One bot from connect to ``until`` (a ``clock`` time); never raises for network trouble.
-    Acks that arrive before ``steady`` (a ``clock`` time) count as the ramp's.
+    Acks that arrive before ``steady`` (a ``clock`` time) count as the ramp's.  It records into
+    ``res`` when given (the fleet reads it while the bot plays), else into a new result.
 
     A *validating* bot decodes and applies every snapshot (and reports every protocol error as a
     failure); the others read only a snapshot's tick, ack and base (:mod:`clients.lean`), which
@@ -138,7 +140,7 @@ async def run_bot(url: str, index: int, *, behaviour: str, seed: int, input_rate
     from websockets.asyncio.client import connect
     from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-    res = BotResult(index, validating=validate)
+    res = res if res is not None else BotResult(index, validating=validate)
     codec = MsgpackCodec()
     rng = random.Random(seed * 1_000_003 + index)
     try:
@@ -321,14 +323,30 @@ def _behaviour(spec: FleetSpec, index: int) -> str:
 
 
 async def run_local_fleet(spec: FleetSpec, *, t0: float, clock: TimeSource = time.perf_counter,
-                          ) -> list[BotResult]:
-    """``spec.bots`` bots as tasks of this loop; ``t0`` is the fleet's common start time."""
+                          window: dict[str, float] | None = None) -> list[BotResult]:
+    """``spec.bots`` bots as tasks of this loop; ``t0`` is the fleet's common start time.
+
+    ``window``, when given, gets this process's CPU seconds and its bots' messages received and
+    inputs sent over the fleet's steady part (from its ``steady`` time to its end, while every
+    bot plays: ``cpu_s``, ``received``, ``sent``), the span whose acks the report judges;
+    nothing is added where the fleet ended before then.
+    """
     client = lean_client(spec.client)
     total_ramp = spec.first_index / spec.ramp if spec.ramp > 0 else 0.0
     # Every bot of the whole fleet stops at the same time: duration after the last one started.
     until = t0 + (spec.total or spec.bots) / spec.ramp + spec.duration if spec.ramp > 0 \
         else t0 + spec.duration
     steady = until - spec.duration + min(STEADY_SETTLE_S, spec.duration / 2)
+    live: list[BotResult] = []
+    marks: dict[str, tuple[float, int, int]] = {}
+
+    def mark(name: str) -> None:
+        marks[name] = (time.process_time(), sum(r.messages_in for r in live),
+                       sum(r.inputs for r in live))
+
+    loop = asyncio.get_running_loop()
+    timers = [loop.call_later(max(0.0, at - clock()), mark, name)
+              for name, at in (("steady", steady), ("end", until))] if window is not None else []
 
     async def start(i: int) -> BotResult:
         delay = t0 + total_ramp + (i / spec.ramp if spec.ramp > 0 else 0.0) - clock()
@@ -339,16 +357,25 @@ async def run_local_fleet(spec: FleetSpec, *, t0: float, clock: TimeSource = tim
         if not validate and client == "picows":
             from clients.fastws import run_lean_bot
             res = BotResult(idx, validating=False)
+            live.append(res)
             await run_lean_bot(spec.url, res, seed=spec.seed, input_rate=spec.input_rate,
                                until=until, clock=clock, max_pending=MAX_PENDING, choose=choose,
                                steady=steady)
             return res
+        res = BotResult(idx, validating=validate)
+        live.append(res)
         return await run_bot(spec.url, idx, behaviour=_behaviour(spec, idx), seed=spec.seed,
                              input_rate=spec.input_rate, until=until, clock=clock,
-                             validate=validate, steady=steady)
+                             validate=validate, steady=steady, res=res)
 
     tasks = [asyncio.create_task(start(i)) for i in range(spec.bots)]
-    return list(await asyncio.gather(*tasks))
+    results = list(await asyncio.gather(*tasks))
+    for t in timers:
+        t.cancel()
+    if window is not None and "steady" in marks and "end" in marks:
+        (c0, r0, s0), (c1, r1, s1) = marks["steady"], marks["end"]
+        window.update(cpu_s=c1 - c0, received=float(r1 - r0), sent=float(s1 - s0))
+    return results
 
 
 def _child_main(spec: FleetSpec, t0_wall: float, queue: Any) -> None:
@@ -356,8 +383,11 @@ def _child_main(spec: FleetSpec, t0_wall: float, queue: Any) -> None:
     # perf_counter differs between processes; the shared start time travels as wall time.
     offset = time.perf_counter() - time.time()
     cpu0 = time.process_time()
-    results = run_loop(run_local_fleet(spec, t0=t0_wall + offset), lean_client(spec.client))
-    queue.put({"cpu_s": time.process_time() - cpu0, "results": [asdict(r) for r in results]})
+    window: dict[str, float] = {}
+    results = run_loop(run_local_fleet(spec, t0=t0_wall + offset, window=window),
+                       lean_client(spec.client))
+    queue.put({"cpu_s": time.process_time() - cpu0, "window": window,
+               "results": [asdict(r) for r in results]})
 
 
 async def _get_stats(url: str) -> dict[str, Any] | None:
@@ -401,7 +431,8 @@ async def run_fleet(spec: FleetSpec, *, processes: int | None = None,
     results: list[BotResult] = []
     cpu0 = time.process_time()
     if n_proc == 1:
-        fleet = asyncio.create_task(run_local_fleet(spec, t0=t0))
+        window: dict[str, float] = {}
+        fleet = asyncio.create_task(run_local_fleet(spec, t0=t0, window=window))
         procs: list[Any] = []
         queue = None
     else:
@@ -445,11 +476,13 @@ async def run_fleet(spec: FleetSpec, *, processes: int | None = None,
     if fleet is not None:
         results = await fleet
         bot_cpu = time.process_time() - cpu0
+        windows = [window]
     else:
         for p in procs:
             await asyncio.to_thread(p.join, 10.0)
         results = [BotResult(**d) for part in collected for d in part["results"]]
         bot_cpu = sum(part["cpu_s"] for part in collected)
+        windows = [part.get("window") or {} for part in collected]
         missing = spec.bots - len(results)
         results += [BotResult(-1, failed="bot process died") for _ in range(missing)]
     rep = report(spec, results, stats_samples, time.perf_counter() - started, n_proc)
@@ -459,8 +492,22 @@ async def run_fleet(spec: FleetSpec, *, processes: int | None = None,
     # per message in or out (snapshots received and inputs sent), and per message received
     rep["bot_cpu_us_per_message"] = bot_cpu / messages * 1e6 if messages else None
     rep["bot_cpu_us_per_received"] = bot_cpu / received * 1e6 if received else None
+    rep.update(steady_bot_cpu(windows))
     rep["client"] = lean_client(spec.client)
     return rep
+
+
+def steady_bot_cpu(windows: list[dict[str, float]]) -> dict[str, float | None]:
+    """The bots' CPU per message in or out and per message received over the fleet's steady
+    part, from every process's window (:func:`run_local_fleet`); None where a process has none
+    (its fleet ended first) or nothing was received (pure)."""
+    if not windows or any(not {"cpu_s", "received", "sent"} <= w.keys() for w in windows):
+        return {"steady_bot_cpu_us_per_message": None, "steady_bot_cpu_us_per_received": None}
+    cpu = sum(w["cpu_s"] for w in windows)
+    received = sum(w["received"] for w in windows)
+    messages = received + sum(w["sent"] for w in windows)
+    return {"steady_bot_cpu_us_per_message": cpu / messages * 1e6 if messages else None,
+            "steady_bot_cpu_us_per_received": cpu / received * 1e6 if received else None}
 
 
 def _progress_line(elapsed: float, total: float, s: dict[str, Any] | None) -> str:
@@ -571,6 +618,11 @@ def format_report(rep: dict[str, Any]) -> str:
               f"{rep.get('bot_cpu_us_per_received') or 0:.0f} us ({rep['validating']} of "
               f"{rep['bots']} bots validate every message; the others use "
               f"{rep.get('client', 'websockets')})"),
+        ("  the same, all bots playing", "-"
+         if rep.get("steady_bot_cpu_us_per_received") is None
+         else f"{rep['steady_bot_cpu_us_per_message']:.0f} us / "
+              f"{rep['steady_bot_cpu_us_per_received']:.0f} us (from 1 s after the last bot "
+              "started: no start-up, no handshakes)"),
     ]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

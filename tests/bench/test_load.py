@@ -91,7 +91,8 @@ def test_table_lists_runs_and_bests() -> None:
                          "entities": 5000, "bots": 200, "mspt_p50_ms": 12.0,
                          "mspt_p99_ms": 30.0, "ack_ms": {"p99": 55.0}, "tick_rate_min": 29.8,
                          "gc": {"pause_ms_max": 44.24}, "bot_cpu_us_per_message": 31.2,
-                         "bot_cpu_us_per_received": 62.4, "holds": True, "why": []},
+                         "bot_cpu_us_per_received": 62.4, "steady_bot_cpu_us_per_message": 24.6,
+                         "steady_bot_cpu_us_per_received": 49.1, "holds": True, "why": []},
                         {"build": "gil", "backend": "threads", "phase": "fixed load",
                          "entities": 5000, "bots": 200, "holds": False,
                          "why": ["CellError: server did not start"]}],
@@ -99,8 +100,8 @@ def test_table_lists_runs_and_bests() -> None:
                          "bots_fixed": 100, "bots": 700, "entities_fixed": 5000}]}
     text = table(section)
     assert ("| ft | threads | 0 | fixed load | 5000 | 200 | 12.0 / 30.0 | 55.0 | 29.8 | - "
-            "| 31 / 62 | 44.2 | yes |") in text
-    assert "| 5000 | 200 | - / - | - | - | - | - / - | - | no |" in text  # no figures: dashes
+            "| 31 / 62; 25 / 49 | 44.2 | yes |") in text
+    assert "| 5000 | 200 | - / - | - | - | - | - / -; - / - | - | no |" in text  # no figures
     assert "server did not start" in text and "| 8000 (with 100 bots) | 700" in text
     section["runs"][0]["loop"] = "uvloop"
     assert "| ft | threads | 0, uvloop | fixed load |" in table(section)

@@ -6,7 +6,18 @@ import asyncio
 import math
 import random
 
-from clients.bots import BotResult, FleetSpec, choose, format_report, report, run_bot, run_fleet
+import pytest
+
+from clients.bots import (
+    BotResult,
+    FleetSpec,
+    choose,
+    format_report,
+    report,
+    run_bot,
+    run_fleet,
+    steady_bot_cpu,
+)
 from server.app import ServerSettings
 from server.harness import ServerThread
 from server.runtime import Runtime
@@ -57,6 +68,7 @@ def test_fleet_spread_over_two_processes(server: ServerThread) -> None:
     assert rep["processes"] == 2
     assert rep["connected"] == 4 and rep["failed"] == 0 and rep["dropped"] == 0
     assert rep["latency_ms"]["samples"] > 0
+    assert rep["steady_bot_cpu_us_per_received"] > 0  # both processes' steady windows came back
 
 
 def test_unreachable_server_counts_failures() -> None:
@@ -75,6 +87,9 @@ def test_a_lean_fleet_measures_with_a_validating_sample(server: ServerThread) ->
     assert rep["bot_cpu_s"] > 0 and rep["bot_cpu_us_per_message"] > 0
     # each bot receives about as many snapshots as it sends inputs: about twice per message
     assert 1.5 < rep["bot_cpu_us_per_received"] / rep["bot_cpu_us_per_message"] < 2.5
+    # and over the steady part alone (from 0.75 s after the last bot started)
+    assert 0 < rep["steady_bot_cpu_us_per_message"] < rep["steady_bot_cpu_us_per_received"]
+    assert "all bots playing" in format_report(rep)
     assert "bot CPU per message in or out / received" in format_report(rep)
 
 
@@ -111,3 +126,14 @@ def test_the_report_judges_steady_acks_and_shows_the_ramps_apart() -> None:
     rep = report(spec, [a, b], [], 1.0, 1)
     assert rep["latency_ms"]["samples"] == 3 and rep["latency_ms"]["max"] == 30.0
     assert rep["ramp_latency_ms"]["samples"] == 1 and rep["ramp_latency_ms"]["p99"] == 500.0
+
+
+def test_steady_bot_cpu_sums_every_process_and_needs_each_window() -> None:
+    two = [{"cpu_s": 0.3, "received": 6000.0, "sent": 6000.0},
+           {"cpu_s": 0.1, "received": 2000.0, "sent": 2000.0}]
+    got = steady_bot_cpu(two)
+    assert got["steady_bot_cpu_us_per_received"] == pytest.approx(50.0)
+    assert got["steady_bot_cpu_us_per_message"] == pytest.approx(25.0)
+    # a process whose fleet ended before its steady part: no figure rather than a partial one
+    assert steady_bot_cpu([two[0], {}])["steady_bot_cpu_us_per_received"] is None
+    assert steady_bot_cpu([])["steady_bot_cpu_us_per_message"] is None
