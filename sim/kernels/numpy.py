@@ -900,13 +900,14 @@ class NumpyGroup:
 
     def rows_of(self, region: int) -> list[Row]:
         """Rows of one region, sorted by id."""
+        self._settle()  # every reader settles first: the storage it reads is then current
         idx = self._sorted_of(region)
         return _to_rows(self._f[:, idx], self._i[:, idx])
 
     def view_array_of(self, region: int, view_in: Sequence[ViewRow]) -> np.ndarray:
         """One region's view rows (its entities by id, then ``view_in``) as an array."""
-        idx = self._sorted_of(region)  # first: reading the labels settles the storage
-        return _view_array(self._f, self._i, idx, view_in)
+        self._settle()
+        return _view_array(self._f, self._i, self._sorted_of(region), view_in)
 
     def _sorted_of(self, region: int) -> np.ndarray:
         """Columns of one region's entities, by id."""
@@ -987,6 +988,7 @@ class NumpyGroup:
     def ghosts_of(self, region: int) -> list[float]:
         """The ghost triples a per-region shard of ``region`` would hold now (for checkpoints):
         those of the group's other entities near it, then those received from outside."""
+        self._settle()
         dst, ent = self._near(self.config.ghost_range, None)
         lo, hi = dst.searchsorted(region), dst.searchsorted(region, "right")
         own = self._f[:3, ent[lo:hi]].T.ravel().tolist()
