@@ -385,7 +385,7 @@ class SnapshotHook:
         np = self._np
         from server.wirearrays import gather, pack_entities, quantise_rows
 
-        names = {todo[j][2] for j, _ in batch}
+        names = {todo[j][2] for j, _ in batch}  # each job's codec (eid, sid, codec, base, ack)
         q = quantise_rows(a)
         if SUBPROTOCOL_MSGPACK in names:
             # Every row encoded in a few array operations, and every msgpack client's
