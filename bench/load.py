@@ -81,12 +81,14 @@ the plots go to --out."""
 
 #: Backends probed by default: every one with workers beside the server's event loop.
 PARALLEL_BACKENDS = tuple(b for b in BACKENDS if b != "inline")
-#: Goals: 30 Hz ticks, p99 MSPT within the 33.3 ms budget, p99 input->ack
-#: within 100 ms (a tenth of a second is where players start to feel input lag).
+#: Goals: 30 Hz ticks, 20 snapshots a second per bot, p99 MSPT within the 33.3 ms budget, p99
+#: input->ack within 100 ms (a tenth of a second is where players start to feel input lag).
 TICK_RATE = 30.0
+SNAPSHOT_RATE = 20.0
 MSPT_BUDGET_MS = 1000.0 / TICK_RATE
 ACK_P99_MS = 100.0
-#: the tick rate may dip this much below target in a /stats sample before the probe fails
+#: the tick rate (and the bots' snapshot rate) may dip this much below target before the probe
+#: fails
 RATE_TOLERANCE = 0.95
 #: seconds to wait for the server's /stats to answer before declaring the start failed
 #: (spawning 100k+ entities and starting workers takes a few seconds on 2 cores)
@@ -106,6 +108,7 @@ class Criteria:
     mspt_p99_ms: float = MSPT_BUDGET_MS
     ack_p99_ms: float = ACK_P99_MS
     min_rate: float = TICK_RATE * RATE_TOLERANCE
+    min_snapshot_rate: float = SNAPSHOT_RATE * RATE_TOLERANCE
 
 
 def holds(bots_report: dict[str, Any], expected_bots: int,
@@ -131,6 +134,9 @@ def holds(bots_report: dict[str, Any], expected_bots: int,
     rate = tick_rate if tick_rate is not None else srv.get("tick_rate_min")
     if rate is not None and rate < criteria.min_rate:
         why.append(f"tick rate fell to {rate:.1f} Hz")
+    snaps = bots_report.get("snapshots_per_bot_s")
+    if snaps is not None and snaps < criteria.min_snapshot_rate:
+        why.append(f"{snaps:.1f} snapshots/s per bot < {criteria.min_snapshot_rate:g}")
     lat = (bots_report.get("latency_ms") or {}).get("p99")
     if lat is None:
         why.append("no input->ack latency sample")
@@ -247,7 +253,8 @@ def probe_load(build: Build, *, backend: str, workers: int | None, kernel: str, 
     env = build.environ(root)
     prog = program or [build.python, "-m", "server.cli"]
     serve = [*prog, "serve", "--port", str(port),
-             "--tick-rate", f"{TICK_RATE:g}", "--regions", regions, "--npcs", str(entities),
+             "--tick-rate", f"{TICK_RATE:g}", "--snapshot-rate", f"{SNAPSHOT_RATE:g}",
+             "--regions", regions, "--npcs", str(entities),
              "--players", str(bots + 16), "--max-per-address", str(bots + 16),
              "--backend", backend, "--kernel", kernel, "--gateways", str(gateways),
              "--loop", loop]
@@ -609,7 +616,8 @@ def run(args: argparse.Namespace) -> int:
     section = {"created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
                "command": ["paratick", "bench", "load", *sys.argv[3:]],
                "environment": env.capture_builds(root, builds),
-               "params": {"tick_rate": TICK_RATE, "mspt_budget_ms": MSPT_BUDGET_MS,
+               "params": {"tick_rate": TICK_RATE, "snapshot_rate": SNAPSHOT_RATE,
+                          "mspt_budget_ms": MSPT_BUDGET_MS,
                           "settle_s": SETTLE_S,
                           "ack_p99_ms": ACK_P99_MS, "duration_s": duration,
                           "max_probes": max_probes, "regions": args.regions, "kernel": args.kernel,

@@ -4,7 +4,8 @@ Each bot connects with ``paratick.msgpack.v1``, says hello, then sends inputs at
 (controls chosen by its behaviour from the entities it sees) and applies every snapshot, full or
 delta, with :func:`server.protocol.apply_snapshot`.  The *input -> ack latency* of input ``seq`` is
 the time from sending it to receiving the first snapshot whose ``ack`` is >= ``seq``: it includes
-the wait for the next tick boundary, the tick, the wait for the next snapshot tick and both network
+the wait for the next tick boundary, the tick (whose snapshot carries the ack when the server's
+snapshot budget for the client allows, else a later one: :mod:`server.pacing`) and both network
 legs, which is what a player feels.  A fleet reports it over its *steady* part, from
 :data:`STEADY_SETTLE_S` after its last bot started (the load the server holds, the window a
 load test judges), and apart from it over the ramp before, when the server is also answering

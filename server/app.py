@@ -20,10 +20,11 @@ the inline backend, else on a thread of its own) wakes at the absolute deadlines
 the runtime's :class:`~server.runtime.TickScheduler` (no drift; catch-up policy), swaps the
 pending inputs out under the lock, and calls ``Runtime.step(inputs, view, jobs)``.
 Inputs are therefore applied exactly once, at the next tick boundary, by whichever shard owns the
-entity.  On snapshot ticks (``snapshot_rate`` of ``tick_rate``, spread evenly) the step carries
-one job per playing session; the runtime's workers run :class:`server.snapshots.SnapshotHook` in
-parallel and return encoded frames, which the hub hands to each gateway with one call per
-gateway per tick.
+entity.  The step carries one snapshot job per playing session due one on that tick
+(:class:`server.pacing.SnapshotPacer`: ``snapshot_rate`` a second per client, on the tick that
+applies the client's input where its budget allows); the runtime's workers run
+:class:`server.snapshots.SnapshotHook` in parallel and return encoded frames, which the hub
+hands to each gateway with one call per gateway per tick.
 
 Spectators (:mod:`server.spectators`) watch the whole world: :meth:`GameServer.watch` grants a
 place under ``max_spectators``; while any is connected the ticker adds one world job to a tick
@@ -66,6 +67,7 @@ from server.connection import (
 from server.gateway import Client, Gateway, GatewayThread
 from server.gateway_process import RemoteClient, RemoteGateway
 from server.gcwatch import GcWatch
+from server.pacing import SnapshotPacer
 from server.protocol import ErrorCode, Hello, Input, Spectate, Watching, Welcome
 from server.sessions import BadToken, PoolExhausted, SessionTable
 from server.settings import ServerSettings, http_answer, respond_document
@@ -161,6 +163,7 @@ class GameServer:
         self._last_view = -(1 << 62)
         # Ticker-thread only.
         self._applied: dict[int, int] = {}                        # sid -> newest applied seq
+        self._pacer = SnapshotPacer(self.settings.snapshot_rate, world.tick_rate)
         #: Ticks x workers whose snapshot hook raised (their clients missed that snapshot).
         self._snapshot_errors = 0
         self.tick = 0
@@ -488,10 +491,6 @@ class GameServer:
                 self.sessions.detach(session)
 
     # ---- ticker side (runs on the ticker's thread, or the hub's loop) ----------------------------
-    def _is_snapshot_tick(self, tick: int) -> bool:
-        r = self.settings.snapshot_rate / self.world.tick_rate
-        return int((tick + 1) * r + 1e-9) > int(tick * r + 1e-9)
-
     def _tick_once(self) -> list[Any]:
         start = self.clock()
         with self._lock:
@@ -500,18 +499,21 @@ class GameServer:
         self.histograms[exposition.INPUT_LATENCY].observe_many(
             start - t for _, _, t in pending.values() if t is not None)
         applied = self._applied
-        for sid, row, _ in pending.values():
+        fresh = set()  # sessions whose input this tick applies (not the stops of those who left)
+        for sid, row, t in pending.values():
             applied[sid] = row[IN_SEQ]
+            if t is not None:
+                fresh.add(sid)
         if len(applied) > 2 * len(players) + 64:  # forget sessions that ended (bounded dict)
             live = {p[0] for p in players} | {sid for sid, _, _ in pending.values()}
             for sid in [sid for sid in applied if sid not in live]:
                 del applied[sid]
         tick = self.tick
         jobs = []
-        if players and self._is_snapshot_tick(tick):
+        if players:
             # Jobs (server.snapshots.Job) as plain tuples, one per client: cheaper to build.
             jobs = [(eid, sid, codec, base, applied.get(sid, -1))
-                    for sid, eid, codec, base in players]
+                    for sid, eid, codec, base in self._pacer.pick(tick, players, fresh)]
         view = bool(jobs)  # only players' areas of interest need the neighbours' view rows
         if self.spectators and tick - self._last_view >= self._view_every:
             self._last_view = tick

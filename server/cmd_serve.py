@@ -65,7 +65,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="ticks per second; each tick advances 1/HZ s of game time "
                         "(default %(default)g)")
     w.add_argument("--snapshot-rate", type=float, default=20.0,
-                   help="snapshots/s per client (default %(default)s)")
+                   help="snapshots/s per client, each sent on the tick that applies one of "
+                        "the client's inputs where the rate allows (default %(default)s)")
     size = w.add_argument("--world-size", type=float, default=2048.0, metavar="W",
                           help="world width and height in world units (default %(default)g)")
     alias(w, "--world", of=size)

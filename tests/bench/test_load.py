@@ -13,7 +13,7 @@ from bench.summary import load_table as table
 
 
 def report(**kw: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {"connected": 100, "dropped": 0,
+    base: dict[str, Any] = {"connected": 100, "dropped": 0, "snapshots_per_bot_s": 19.9,
                             "latency_ms": {"p50": 20.0, "p99": 60.0},
                             "server": {"mspt_p50_median": 10.0, "mspt_p99_max": 25.0,
                                        "tick_rate_min": 29.9}}
@@ -28,6 +28,7 @@ def test_a_healthy_run_holds() -> None:
 @pytest.mark.parametrize(("change", "reason"), [
     ({"connected": 97}, "97 of 100 bots connected"),
     ({"dropped": 2}, "2 bots dropped"),
+    ({"snapshots_per_bot_s": 18.2}, "18.2 snapshots/s per bot < 19"),
     ({"latency_ms": {"p99": 140.0}}, "p99 input->ack 140.0 ms > 100 ms"),
     ({"latency_ms": {}}, "no input->ack latency sample"),
     ({"server": {"mspt_p99_max": 40.0, "tick_rate_min": 30.0}}, "p99 MSPT 40.0 ms > 33.3 ms"),

@@ -522,6 +522,47 @@ def test_snapshots_are_built_in_parallel_workers(live_server: Start, backend: st
     assert st.stats()["runtime"]
 
 
+def test_a_clients_snapshot_goes_out_on_the_tick_that_applies_its_input() -> None:
+    """The snapshot that acknowledges an input is the one of the tick that applied it, for a
+    client sending inputs no faster than its snapshot rate (server.pacing)."""
+    from server.app import ServerSettings
+    from server.runtime import Runtime
+    from tests.server.conftest import SMALL_WORLD
+
+    steps: list[tuple[int, dict[int, int], set[int]]] = []  # tick, entity -> seq applied, jobs
+
+    class Recording(Runtime):
+        def step(self, inputs: Any = (), view: bool = False, jobs: Any = ()) -> Any:
+            inputs = list(inputs)
+            res = super().step(inputs, view, jobs)
+            steps.append((res.tick, {row[0]: row[1] for row in inputs},
+                          {job[0] for job in jobs if isinstance(job, tuple)}))
+            return res
+
+    st = ServerThread(SMALL_WORLD, ServerSettings(port=0, players=2, npcs=10, backend="inline"),
+                      runtime_factory=Recording)
+    st.start()
+    try:
+        ws, welcome = join(st)
+        me = welcome.entity
+        acked_on: dict[int, int] = {}  # seq -> tick of the snapshot that first acknowledged it
+        for seq in range(1, 13):
+            ws.send(MP.encode(Input(seq=seq, thrust=0.5)))
+            while seq not in acked_on:
+                snap = recv_until(ws, MP, Snapshot)
+                if snap.ack >= seq:
+                    acked_on[seq] = snap.tick
+            recv_until(ws, MP, Snapshot)  # one more: slower than 20 inputs a second
+        ws.close()
+    finally:
+        st.stop()
+    applied_on = {ents[me]: tick for tick, ents, _ in steps if me in ents}
+    with_job = {tick for tick, _, jobs in steps if me in jobs}
+    assert sorted(applied_on) == list(range(1, 13)), "each input applied once"
+    assert all(tick in with_job for tick in applied_on.values())
+    assert acked_on == applied_on
+
+
 def test_a_runtime_failure_stops_the_ticker_and_is_reported(live_server: Start) -> None:
     from server.runtime import Runtime
 
