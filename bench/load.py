@@ -134,7 +134,10 @@ def holds(bots_report: dict[str, Any], expected_bots: int,
     rate = tick_rate if tick_rate is not None else srv.get("tick_rate_min")
     if rate is not None and rate < criteria.min_rate:
         why.append(f"tick rate fell to {rate:.1f} Hz")
-    snaps = bots_report.get("snapshots_per_bot_s")
+    # over the steady part where the bots report it (as every other figure), else the whole run
+    snaps = bots_report.get("steady_snapshots_per_bot_s")
+    if snaps is None:
+        snaps = bots_report.get("snapshots_per_bot_s")
     if snaps is not None and snaps < criteria.min_snapshot_rate:
         why.append(f"{snaps:.1f} snapshots/s per bot < {criteria.min_snapshot_rate:g}")
     lat = (bots_report.get("latency_ms") or {}).get("p99")

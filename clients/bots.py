@@ -329,8 +329,9 @@ async def run_local_fleet(spec: FleetSpec, *, t0: float, clock: TimeSource = tim
 
     ``window``, when given, gets this process's CPU seconds and its bots' messages received and
     inputs sent over the fleet's steady part (from its ``steady`` time to its end, while every
-    bot plays: ``cpu_s``, ``received``, ``sent``), the span whose acks the report judges;
-    nothing is added where the fleet ended before then.
+    bot plays: ``cpu_s``, ``received``, ``sent``), the span whose acks the report judges, and
+    the snapshots its bots received then with the bot-seconds of the bots playing at its start
+    (``snapshots``, ``bot_s``); nothing is added where the fleet ended before then.
     """
     client = lean_client(spec.client)
     total_ramp = spec.first_index / spec.ramp if spec.ramp > 0 else 0.0
@@ -339,11 +340,12 @@ async def run_local_fleet(spec: FleetSpec, *, t0: float, clock: TimeSource = tim
         else t0 + spec.duration
     steady = until - spec.duration + min(STEADY_SETTLE_S, spec.duration / 2)
     live: list[BotResult] = []
-    marks: dict[str, tuple[float, int, int]] = {}
+    marks: dict[str, tuple[float, int, int, int, int, float]] = {}
 
     def mark(name: str) -> None:
         marks[name] = (time.process_time(), sum(r.messages_in for r in live),
-                       sum(r.inputs for r in live))
+                       sum(r.inputs for r in live), sum(r.snapshots for r in live),
+                       sum(1 for r in live if r.connected and not r.dropped), clock())
 
     loop = asyncio.get_running_loop()
     timers = [loop.call_later(max(0.0, at - clock()), mark, name)
@@ -374,8 +376,9 @@ async def run_local_fleet(spec: FleetSpec, *, t0: float, clock: TimeSource = tim
     for t in timers:
         t.cancel()
     if window is not None and "steady" in marks and "end" in marks:
-        (c0, r0, s0), (c1, r1, s1) = marks["steady"], marks["end"]
-        window.update(cpu_s=c1 - c0, received=float(r1 - r0), sent=float(s1 - s0))
+        (c0, r0, s0, n0, playing, t0s), (c1, r1, s1, n1, _, t1s) = marks["steady"], marks["end"]
+        window.update(cpu_s=c1 - c0, received=float(r1 - r0), sent=float(s1 - s0),
+                      snapshots=float(n1 - n0), bot_s=playing * (t1s - t0s))
     return results
 
 
@@ -499,16 +502,22 @@ async def run_fleet(spec: FleetSpec, *, processes: int | None = None,
 
 
 def steady_bot_cpu(windows: list[dict[str, float]]) -> dict[str, float | None]:
-    """The bots' CPU per message in or out and per message received over the fleet's steady
-    part, from every process's window (:func:`run_local_fleet`); None where a process has none
-    (its fleet ended first) or nothing was received (pure)."""
-    if not windows or any(not {"cpu_s", "received", "sent"} <= w.keys() for w in windows):
-        return {"steady_bot_cpu_us_per_message": None, "steady_bot_cpu_us_per_received": None}
+    """The bots' CPU per message in or out and per message received, and the snapshots each
+    bot received per second, over the fleet's steady part, from every process's window
+    (:func:`run_local_fleet`); None where a process has none (its fleet ended first) or nothing
+    was received (pure)."""
+    keys = {"cpu_s", "received", "sent", "snapshots", "bot_s"}
+    if not windows or any(not keys <= w.keys() for w in windows):
+        return {"steady_bot_cpu_us_per_message": None, "steady_bot_cpu_us_per_received": None,
+                "steady_snapshots_per_bot_s": None}
     cpu = sum(w["cpu_s"] for w in windows)
     received = sum(w["received"] for w in windows)
     messages = received + sum(w["sent"] for w in windows)
+    bot_s = sum(w["bot_s"] for w in windows)
     return {"steady_bot_cpu_us_per_message": cpu / messages * 1e6 if messages else None,
-            "steady_bot_cpu_us_per_received": cpu / received * 1e6 if received else None}
+            "steady_bot_cpu_us_per_received": cpu / received * 1e6 if received else None,
+            "steady_snapshots_per_bot_s": (sum(w["snapshots"] for w in windows) / bot_s
+                                           if bot_s > 0 else None)}
 
 
 def _progress_line(elapsed: float, total: float, s: dict[str, Any] | None) -> str:
@@ -594,7 +603,9 @@ def format_report(rep: dict[str, Any]) -> str:
         ("bots (processes)", f"{rep['bots']} ({rep['processes']})"),
         ("connected / failed / dropped", f"{rep['connected']} / {rep['failed']} / "
                                          f"{rep['dropped']}"),
-        ("snapshots per second per bot", f"{rep['snapshots_per_bot_s']:.1f}"),
+        ("snapshots per second per bot", f"{rep['snapshots_per_bot_s']:.1f}"
+         + ("" if rep.get("steady_snapshots_per_bot_s") is None
+            else f" ({rep['steady_snapshots_per_bot_s']:.1f} with all bots playing)")),
         ("delta snapshots", f"{100 * rep['delta_fraction']:.1f} %"),
         ("input->ack latency p50/p95/p99", f"{ms(lat['p50'])} / {ms(lat['p95'])} / "
                                            f"{ms(lat['p99'])} ({lat['samples']} samples, "

@@ -29,6 +29,8 @@ def test_a_healthy_run_holds() -> None:
     ({"connected": 97}, "97 of 100 bots connected"),
     ({"dropped": 2}, "2 bots dropped"),
     ({"snapshots_per_bot_s": 18.2}, "18.2 snapshots/s per bot < 19"),
+    ({"steady_snapshots_per_bot_s": 18.5, "snapshots_per_bot_s": 19.5},
+     "18.5 snapshots/s per bot < 19"),
     ({"latency_ms": {"p99": 140.0}}, "p99 input->ack 140.0 ms > 100 ms"),
     ({"latency_ms": {}}, "no input->ack latency sample"),
     ({"server": {"mspt_p99_max": 40.0, "tick_rate_min": 30.0}}, "p99 MSPT 40.0 ms > 33.3 ms"),
@@ -38,6 +40,11 @@ def test_a_healthy_run_holds() -> None:
 def test_each_criterion_can_fail_alone(change: dict[str, Any], reason: str) -> None:
     ok, why = holds(report(**change), 100)
     assert not ok and why == [reason]
+
+
+def test_the_snapshot_rate_is_judged_over_the_steady_part_where_there_is_one() -> None:
+    # a slow ramp (the whole run's rate) does not fail a probe whose steady part kept the rate
+    assert holds(report(snapshots_per_bot_s=18.0, steady_snapshots_per_bot_s=19.9), 100)[0]
 
 
 def test_criteria_are_configurable() -> None:

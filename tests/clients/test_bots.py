@@ -69,6 +69,8 @@ def test_fleet_spread_over_two_processes(server: ServerThread) -> None:
     assert rep["connected"] == 4 and rep["failed"] == 0 and rep["dropped"] == 0
     assert rep["latency_ms"]["samples"] > 0
     assert rep["steady_bot_cpu_us_per_received"] > 0  # both processes' steady windows came back
+    # 4 bots on a 30 Hz server at 20 snapshots a second each over the steady second
+    assert 15 < rep["steady_snapshots_per_bot_s"] < 25
 
 
 def test_unreachable_server_counts_failures() -> None:
@@ -129,11 +131,14 @@ def test_the_report_judges_steady_acks_and_shows_the_ramps_apart() -> None:
 
 
 def test_steady_bot_cpu_sums_every_process_and_needs_each_window() -> None:
-    two = [{"cpu_s": 0.3, "received": 6000.0, "sent": 6000.0},
-           {"cpu_s": 0.1, "received": 2000.0, "sent": 2000.0}]
+    two = [{"cpu_s": 0.3, "received": 6000.0, "sent": 6000.0, "snapshots": 5900.0,
+            "bot_s": 300.0},
+           {"cpu_s": 0.1, "received": 2000.0, "sent": 2000.0, "snapshots": 2000.0,
+            "bot_s": 100.0}]
     got = steady_bot_cpu(two)
     assert got["steady_bot_cpu_us_per_received"] == pytest.approx(50.0)
     assert got["steady_bot_cpu_us_per_message"] == pytest.approx(25.0)
+    assert got["steady_snapshots_per_bot_s"] == pytest.approx(7900 / 400)
     # a process whose fleet ended before its steady part: no figure rather than a partial one
     assert steady_bot_cpu([two[0], {}])["steady_bot_cpu_us_per_received"] is None
     assert steady_bot_cpu([])["steady_bot_cpu_us_per_message"] is None
