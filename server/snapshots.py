@@ -3,11 +3,11 @@
 Theory of operation
 -------------------
 The runtime instantiates one :class:`SnapshotHook` per worker (``hook="server.snapshots:
-SnapshotHook"``) and, on a snapshot tick, calls ``hook.run(tick, shards, jobs)`` after every shard
-of that worker has advanced with ``view=True`` and absorbed its neighbours' borders.  Jobs are
-broadcast to every worker; each worker handles only the jobs whose entity one of *its* shards
-owns, so every job is handled exactly once and the AOI query plus the encoding run in parallel,
-never on the event-loop thread.  The I/O side only writes the returned bytes.
+SnapshotHook"``) and, on a tick with snapshot jobs, calls ``hook.run(tick, shards, jobs)`` after
+every shard of that worker has advanced with ``view=True`` and absorbed its neighbours' borders.
+Jobs are broadcast to every worker; each worker handles only the jobs whose entity one of *its*
+shards owns, so every job is handled exactly once and the AOI query plus the encoding run in
+parallel, never on the event-loop thread.  The I/O side only writes the returned bytes.
 
 For a job the hook:
 
@@ -46,8 +46,8 @@ subinterpreter), a worker builds the full snapshots of all its jobs at once
 (:meth:`SnapshotHook._full_batch`): its shards' view rows as one array (a numpy shard gives
 its own, ``view_array()``, without a Python object per row), sorted by AOI cell once, every
 job's 3x3 cells as ranges of that order, the distance test over all (client, row) pairs in a
-few array operations; then every row quantised and msgpack-encoded at once
-(:mod:`server.wirearrays`), every client's entities gathered into one buffer, and per client a
+few array operations; then every row that some client lists quantised and msgpack-encoded at
+once (:mod:`server.wirearrays`), every client's entities gathered into one buffer, and per client a
 slice of it between the codec's header and tail.  The pairs come out in the order the
 per-client loop of :class:`_Index` visits them (cells in (x, y) order, rows in view-row order
 within a cell) and pass the same float comparison, and the array encoder writes the bytes
@@ -97,7 +97,7 @@ class Job(NamedTuple):
     It crosses the runtime's channels as a plain msgpack array, and a hook reads a job by
     position (``eid, sid, codec, base, ack = job``): a hook is handed tuples, lists or Jobs
     alike.  The server builds its per-tick jobs as plain tuples in this order, which cost
-    less than a named tuple each (one per client per snapshot tick).
+    less than a named tuple each (one per client snapshot).
     """
 
     entity: int          # the client's entity (the centre of its area of interest)
@@ -477,7 +477,7 @@ class SnapshotHook:
         return codec.dumps_snapshot(tick, ack, sent_base, frags, gone)
 
     def _expire(self, tick: int) -> None:
-        # Sweep at most every 64 ticks (not on ``tick % 64 == 0``: snapshot ticks may skip it).
+        # Sweep at most every 64 ticks (not on ``tick % 64 == 0``: ticks without jobs skip it).
         if tick - self._swept < 64:
             return
         self._swept = tick
