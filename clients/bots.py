@@ -340,12 +340,16 @@ async def run_local_fleet(spec: FleetSpec, *, t0: float, clock: TimeSource = tim
         else t0 + spec.duration
     steady = until - spec.duration + min(STEADY_SETTLE_S, spec.duration / 2)
     live: list[BotResult] = []
-    marks: dict[str, tuple[float, int, int, int, int, float]] = {}
+    marks: dict[str, tuple[float, int, int, float, int]] = {}
+    # the bots playing when the steady part began, and how many snapshots each had then: the
+    # steady snapshot rate counts these alone (a bot still connecting then has no steady start)
+    playing: dict[int, int] = {}
 
     def mark(name: str) -> None:
+        if name == "steady":
+            playing.update(steady_start(live))
         marks[name] = (time.process_time(), sum(r.messages_in for r in live),
-                       sum(r.inputs for r in live), sum(r.snapshots for r in live),
-                       sum(1 for r in live if r.connected and not r.dropped), clock())
+                       sum(r.inputs for r in live), clock(), snapshots_since(live, playing))
 
     loop = asyncio.get_running_loop()
     timers = [loop.call_later(max(0.0, at - clock()), mark, name)
@@ -376,9 +380,9 @@ async def run_local_fleet(spec: FleetSpec, *, t0: float, clock: TimeSource = tim
     for t in timers:
         t.cancel()
     if window is not None and "steady" in marks and "end" in marks:
-        (c0, r0, s0, n0, playing, t0s), (c1, r1, s1, n1, _, t1s) = marks["steady"], marks["end"]
+        (c0, r0, s0, t0s, _), (c1, r1, s1, t1s, snapshots) = marks["steady"], marks["end"]
         window.update(cpu_s=c1 - c0, received=float(r1 - r0), sent=float(s1 - s0),
-                      snapshots=float(n1 - n0), bot_s=playing * (t1s - t0s))
+                      snapshots=float(snapshots), bot_s=len(playing) * (t1s - t0s))
     return results
 
 
@@ -499,6 +503,17 @@ async def run_fleet(spec: FleetSpec, *, processes: int | None = None,
     rep.update(steady_bot_cpu(windows))
     rep["client"] = lean_client(spec.client)
     return rep
+
+
+def steady_start(bots: list[BotResult]) -> dict[int, int]:
+    """The bots playing now (connected, not dropped), each with its snapshots so far (pure)."""
+    return {r.index: r.snapshots for r in bots if r.connected and not r.dropped}
+
+
+def snapshots_since(bots: list[BotResult], start: dict[int, int]) -> int:
+    """Snapshots received since ``start`` (:func:`steady_start`) by the bots playing then; a
+    bot that joined later is not counted, as ``start`` has no bot-seconds for it (pure)."""
+    return sum(r.snapshots - start[r.index] for r in bots if r.index in start)
 
 
 def steady_bot_cpu(windows: list[dict[str, float]]) -> dict[str, float | None]:

@@ -16,7 +16,9 @@ from clients.bots import (
     report,
     run_bot,
     run_fleet,
+    snapshots_since,
     steady_bot_cpu,
+    steady_start,
 )
 from server.app import ServerSettings
 from server.harness import ServerThread
@@ -128,6 +130,17 @@ def test_the_report_judges_steady_acks_and_shows_the_ramps_apart() -> None:
     rep = report(spec, [a, b], [], 1.0, 1)
     assert rep["latency_ms"]["samples"] == 3 and rep["latency_ms"]["max"] == 30.0
     assert rep["ramp_latency_ms"]["samples"] == 1 and rep["ramp_latency_ms"]["p99"] == 500.0
+
+
+def test_the_steady_snapshot_count_follows_the_bots_playing_when_it_began() -> None:
+    early = BotResult(0, connected=True, snapshots=40)
+    late = BotResult(1)  # still connecting when the steady part begins
+    gone = BotResult(2, connected=True, snapshots=40, dropped="lost")
+    start = steady_start([early, late, gone])
+    assert start == {0: 40}
+    early.snapshots, late.connected, late.snapshots = 60, True, 15
+    # 20 snapshots over the steady part, from the one bot whose bot-seconds it counts
+    assert snapshots_since([early, late, gone], start) == 20
 
 
 def test_steady_bot_cpu_sums_every_process_and_needs_each_window() -> None:
