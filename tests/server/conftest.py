@@ -25,11 +25,14 @@ SMALL_WORLD = WorldConfig(width=512, height=512, regions_x=2, regions_y=2, view_
 def live_server() -> Iterator[Callable[..., ServerThread]]:
     started: list[ServerThread] = []
 
-    def start(world: WorldConfig = SMALL_WORLD, **settings: Any) -> ServerThread:
+    def start(world: WorldConfig = SMALL_WORLD, runtime: Any = None,
+              **settings: Any) -> ServerThread:
+        """A server ticking ``world`` with ``settings``; ``runtime``: a Runtime subclass to
+        tick with instead (one that injects a fault or records the steps)."""
         base: dict[str, Any] = {"port": 0, "players": 8, "npcs": 60, "backend": "inline",
                                 "workers": 1}
         st = ServerThread(world, ServerSettings(**{**base, **settings}),
-                          runtime_factory=runtime_factory())
+                          runtime_factory=runtime or runtime_factory())
         st.start()
         started.append(st)
         return st

@@ -522,12 +522,11 @@ def test_snapshots_are_built_in_parallel_workers(live_server: Start, backend: st
     assert st.stats()["runtime"]
 
 
-def test_a_clients_snapshot_goes_out_on_the_tick_that_applies_its_input() -> None:
+def test_a_clients_snapshot_goes_out_on_the_tick_that_applies_its_input(
+        live_server: Start) -> None:
     """The snapshot that acknowledges an input is the one of the tick that applied it, for a
     client sending inputs no faster than its snapshot rate (server.pacing)."""
-    from server.app import ServerSettings
     from server.runtime import Runtime
-    from tests.server.conftest import SMALL_WORLD
 
     steps: list[tuple[int, dict[int, int], set[int]]] = []  # tick, entity -> seq applied, jobs
 
@@ -539,23 +538,19 @@ def test_a_clients_snapshot_goes_out_on_the_tick_that_applies_its_input() -> Non
                           {job[0] for job in jobs if isinstance(job, tuple)}))
             return res
 
-    st = ServerThread(SMALL_WORLD, ServerSettings(port=0, players=2, npcs=10, backend="inline"),
-                      runtime_factory=Recording)
-    st.start()
-    try:
-        ws, welcome = join(st)
-        me = welcome.entity
-        acked_on: dict[int, int] = {}  # seq -> tick of the snapshot that first acknowledged it
-        for seq in range(1, 13):
-            ws.send(MP.encode(Input(seq=seq, thrust=0.5)))
-            while seq not in acked_on:
-                snap = recv_until(ws, MP, Snapshot)
-                if snap.ack >= seq:
-                    acked_on[seq] = snap.tick
-            recv_until(ws, MP, Snapshot)  # one more: slower than 20 inputs a second
-        ws.close()
-    finally:
-        st.stop()
+    st = live_server(runtime=Recording)
+    ws, welcome = join(st)
+    me = welcome.entity
+    acked_on: dict[int, int] = {}  # seq -> tick of the snapshot that first acknowledged it
+    for seq in range(1, 13):
+        ws.send(MP.encode(Input(seq=seq, thrust=0.5)))
+        while seq not in acked_on:
+            snap = recv_until(ws, MP, Snapshot)
+            if snap.ack >= seq:
+                acked_on[seq] = snap.tick
+        recv_until(ws, MP, Snapshot)  # one more: slower than 20 inputs a second
+    ws.close()
+    st.stop()
     applied_on = {ents[me]: tick for tick, ents, _ in steps if me in ents}
     with_job = {tick for tick, _, jobs in steps if me in jobs}
     assert sorted(applied_on) == list(range(1, 13)), "each input applied once"
@@ -572,19 +567,11 @@ def test_a_runtime_failure_stops_the_ticker_and_is_reported(live_server: Start) 
                 raise RuntimeError("injected failure")
             return super().step(*args, **kwargs)
 
-    from server.app import ServerSettings
-    from tests.server.conftest import SMALL_WORLD
-
-    st = ServerThread(SMALL_WORLD, ServerSettings(port=0, players=2, npcs=10, backend="inline"),
-                      runtime_factory=Failing)
-    st.start()
-    try:
-        _wait_for(lambda: st.server.failed.is_set())
-        stats = st.stats()
-        assert stats["ticker"]["fault"] == "RuntimeError: injected failure"
-        assert stats["tick"] == 5
-    finally:
-        st.stop()
+    st = live_server(runtime=Failing)
+    _wait_for(lambda: st.server.failed.is_set())
+    stats = st.stats()
+    assert stats["ticker"]["fault"] == "RuntimeError: injected failure"
+    assert stats["tick"] == 5
 
 
 def test_a_snapshot_hook_error_is_counted_and_said_and_the_world_ticks_on(
@@ -600,20 +587,13 @@ def test_a_snapshot_hook_error_is_counted_and_said_and_the_world_ticks_on(
                                        "IndexError: injected")]
             return res
 
-    from server.app import ServerSettings
-    from tests.server.conftest import SMALL_WORLD
-
-    st = ServerThread(SMALL_WORLD, ServerSettings(port=0, players=2, npcs=10, backend="inline"),
-                      runtime_factory=HookFails)
-    st.start()
-    try:
-        ws, _ = join(st)
-        _wait_for(lambda: st.stats()["messages"]["snapshot_errors"] >= 3)
-        ws.close()
-        assert not st.server.failed.is_set()
-        assert st.stats()["messages"]["snapshots_out"] == 0
-    finally:
-        st.stop()
+    st = live_server(runtime=HookFails)
+    ws, _ = join(st)
+    _wait_for(lambda: st.stats()["messages"]["snapshot_errors"] >= 3)
+    ws.close()
+    assert not st.server.failed.is_set()
+    assert st.stats()["messages"]["snapshots_out"] == 0
+    st.stop()
     err = capsys.readouterr().err
     assert "snapshots failed on worker 0, its clients miss them: IndexError: injected" in err
 
