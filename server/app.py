@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import json
 import ssl
 import sys
@@ -55,7 +54,7 @@ from dataclasses import asdict
 from http import HTTPStatus
 from typing import Any
 
-from server import exposition, host, loops, spectators
+from server import exposition, gcfreeze, host, loops, spectators
 from server.clock import TimeSource
 from server.connection import (
     CLOSE_GOING_AWAY,
@@ -134,6 +133,8 @@ class GameServer:
         self.histograms = exposition.server_histograms()
         #: This process's garbage-collector pauses (watched from start to stop).
         self.gc = GcWatch()
+        #: When this process freezes its long-lived objects (with ``settings.freeze_objects``).
+        self.gc_policy = gcfreeze.FreezePolicy()
         self.log = BurstLog(clock=clock)
         self.guard = TransportGuard(s.transport_limits(s.max_connections, s.max_per_address),
                                     on_refused=self._on_refused)
@@ -174,6 +175,7 @@ class GameServer:
         self.loop_kind = "asyncio"  # the kind of event loop serving clients (server.loops)
         self._started = 0.0
         self._expiry_task: asyncio.Task[None] | None = None
+        self._gc_task: asyncio.Task[None] | None = None
         self.port = s.port
         self.closed = False
         #: Set when the ticker stopped on an exception: the world no longer advances, so the
@@ -206,9 +208,9 @@ class GameServer:
             self.runtime = None
             raise
         self._started = self.clock()
-        if s.freeze_startup:  # before the watch: this collection is not a pause under load
-            gc.collect()
-            gc.freeze()
+        if s.freeze_objects:  # before the watch: this collection is not a pause under load
+            self.gc_policy.start()
+            self._gc_task = asyncio.create_task(self._gc_loop())
         self.gc.install()
         self._warn_if_exposed()
         self.ticker = Ticker(self._tick_once, self.world.tick_rate, on_results=self._post,
@@ -270,8 +272,9 @@ class GameServer:
             return self.stats()
         self.closed = True
         await self._stop_gateways(reason)
-        if self._expiry_task is not None:
-            self._expiry_task.cancel()
+        for task in (self._expiry_task, self._gc_task):
+            if task is not None:
+                task.cancel()
         if self.ticker is not None:
             await asyncio.to_thread(self.ticker.stop)
         final = self.stats()
@@ -304,6 +307,13 @@ class GameServer:
             await asyncio.sleep(TIMER_RESOLUTION)
             with self._lock:
                 self.sessions.expire()
+
+    async def _gc_loop(self) -> None:
+        while True:
+            await asyncio.sleep(gcfreeze.CHECK_EVERY)
+            with self._lock:
+                arrived, left = self.counters["admitted"], self.counters["released"]
+            self.gc_policy.check(arrived, left)
 
     def _apply_descriptor_budget(self) -> None:
         """Lower the connection caps to what RLIMIT_NOFILE allows (raising it where it can)."""
@@ -362,6 +372,7 @@ class GameServer:
                 return ErrorCode.SERVER_FULL, "too many connections", CLOSE_TRY_LATER
             self.per_address[addr] += 1
             self._open += 1
+            self.counters["admitted"] += 1
             self.counters["peak"] = max(self.counters["peak"], self._open)
             return None
 
@@ -476,6 +487,7 @@ class GameServer:
                 self.spectators -= 1
             if admitted:
                 self._open -= 1
+                self.counters["released"] += 1
                 self.per_address[c.addr] -= 1
                 if self.per_address[c.addr] <= 0:
                     del self.per_address[c.addr]
@@ -645,5 +657,5 @@ class GameServer:
             "settings": asdict(self.settings),
             "world": self.world.to_dict(),
             "runtime": self._runtime_metrics,
-            "gc": self.gc.stats(),
+            "gc": {**self.gc.stats(), **self.gc_policy.stats()},
         }

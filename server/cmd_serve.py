@@ -226,7 +226,7 @@ def build(args: argparse.Namespace) -> tuple[Any, Any]:
         # collector's reach.  With 750 bots on the GIL build's single loop (2-core Intel Xeon
         # VM, commit 0b9465a, two interleaved pairs) the longest full collection fell from
         # 55-69 to 32-40 ms.
-        freeze_startup=True)
+        freeze_objects=True)
     settings.check_world(world.tick_rate)
     return world, settings
 

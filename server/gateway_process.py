@@ -57,6 +57,7 @@ import msgpack
 
 from server import loops
 from server.connection import Event
+from server.gcfreeze import FreezePolicy
 from server.protocol import ErrorCode, Hello, Input, Spectate, Watching, Welcome
 
 if TYPE_CHECKING:
@@ -624,12 +625,18 @@ async def _child(sock: socket.socket, spec: dict[str, Any]) -> int:
         link.send(["error", f"cannot listen on {spec['host']}:{spec['port']}: "
                             f"{exc.strerror or exc}"])
         return 1
+    policy = FreezePolicy() if settings.freeze_objects else None
+    if policy is not None:  # this process's own clients (server.gcfreeze)
+        policy.start()
     link.send(["ready", port])
 
     async def stats_loop() -> None:
         while True:
             await asyncio.sleep(STATS_EVERY)
             hub.send_stats()
+            if policy is not None:
+                arrived = gw.counters["connections_accepted"]
+                policy.check(arrived, arrived - len(gw.clients))
 
     task = loop.create_task(stats_loop())
     await hub.done.wait()

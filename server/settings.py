@@ -156,11 +156,12 @@ class ServerSettings:
         bus, bus_world, local_nodes: with ``backend="nodes"``, the NATS server
             (``nats://HOST:PORT``; None starts a private one), the world's name on it and the
             node processes started here (:class:`server.runtime.recovery.ResilientNodes`).
-        freeze_startup: once started, collect and freeze every object alive (``gc.freeze``:
-            the world, the workers, the modules), so that a full collection under load scans
-            only what clients brought (:mod:`server.gcwatch`).  A choice for the whole process:
-            ``paratick serve`` makes it; the default leaves the collector alone, for processes
-            that start and stop many servers (a frozen object's cycles are never collected).
+        freeze_objects: keep long-lived objects out of the collector's full scans
+            (:mod:`server.gcfreeze`): once started, collect and freeze every object alive (the
+            world, the workers, the modules), freeze again while clients arrive, and collect in
+            full once many have left.  Gateway processes do the same for their own clients.  A
+            choice for the whole process: ``paratick serve`` makes it; the default leaves the
+            collector alone, for processes that start and stop many servers.
     """
 
     host: str = "127.0.0.1"
@@ -198,7 +199,7 @@ class ServerSettings:
     bus: str | None = None
     bus_world: str | None = None
     local_nodes: int | None = None
-    freeze_startup: bool = False
+    freeze_objects: bool = False
 
     def __post_init__(self) -> None:
         for name in ("snapshot_rate", "grace"):

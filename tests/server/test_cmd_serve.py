@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from typing import Any
 
 import pytest
@@ -39,6 +40,9 @@ def test_sigterm_closes_clients_1001_and_prints_final_stats(gateways: list[str],
         with connect(f"ws://127.0.0.1:{m.group(1)}", subprotocols=[MP.name]) as ws:  # type: ignore[list-item]
             ws.send(MP.encode(Hello(name="sig")))
             assert isinstance(MP.decode(ws.recv(10), accept=SERVER_MESSAGES), Welcome)
+            until = time.monotonic() + 2.5  # playing across the server's next gc checks
+            while time.monotonic() < until:
+                ws.recv(10)
             proc.send_signal(signal.SIGTERM)
             seen = []
             try:
@@ -58,8 +62,10 @@ def test_sigterm_closes_clients_1001_and_prints_final_stats(gateways: list[str],
     assert len(final["gateways"]) == max(1, int(gateways[1]))
     assert final["ticker"]["fault"] is None and final["messages"]["snapshot_errors"] == 0
     assert "shutting down" in err
-    # start-up objects were frozen out of the collector's reach; collections were counted
+    # start-up objects were frozen out of the collector's reach, and again after the client
+    # arrived (server.gcfreeze); collections were counted
     assert final["gc"]["frozen"] > 1000 and final["gc"]["threshold"]
+    assert final["gc"]["freezes"] >= 1 and final["gc"]["refreshes"] == 0
 
 
 def test_bad_options_exit_2() -> None:

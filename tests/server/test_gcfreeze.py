@@ -1,0 +1,112 @@
+"""FreezePolicy: when a serving process freezes, and when it collects in full."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+from collections.abc import Iterator
+
+import pytest
+
+from server.gcfreeze import MIN_CHURN, FreezePolicy
+
+
+class Ops:
+    """The collector's operations, recorded in order."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def policy(self, **kw: int) -> FreezePolicy:
+        return FreezePolicy(freeze=lambda: self.calls.append("freeze"),
+                            unfreeze=lambda: self.calls.append("unfreeze"),
+                            collect=lambda: self.calls.append("collect"), **kw)
+
+    def take(self) -> list[str]:
+        out, self.calls = self.calls, []
+        return out
+
+
+def test_start_collects_then_freezes_and_nothing_happens_before_it() -> None:
+    ops = Ops()
+    p = ops.policy()
+    assert p.check(5, 0) is None and ops.take() == []  # not serving yet
+    p.start()
+    assert ops.take() == ["collect", "freeze"]
+    assert [p.check(0, 0) for _ in range(5)] == [None] * 5 and ops.take() == []
+    assert p.stats() == {"freezes": 0, "refreshes": 0}
+
+
+def test_arrivals_freeze_on_that_check_and_the_next() -> None:
+    ops = Ops()
+    p = ops.policy()
+    p.start()
+    ops.take()
+    assert [p.check(a, 0) for a in (3, 3, 3, 3)] == ["freeze", "freeze", None, None]
+    # a stream of arrivals freezes every check, and once more after it ends
+    assert [p.check(a, 0) for a in (4, 9, 20, 20, 20, 20)] == ["freeze"] * 4 + [None] * 2
+    assert ops.take() == ["freeze"] * 6 and p.stats() == {"freezes": 6, "refreshes": 0}
+
+
+def test_departures_refresh_once_past_the_churn_then_count_again() -> None:
+    ops = Ops()
+    p = ops.policy(min_churn=10)
+    p.start(arrived=100)  # 100 clients when serving began
+    ops.take()
+    # the churn is max(10, 100 // 2) = 50 departures
+    assert p.check(100, 49) is None
+    assert p.check(100, 50) == "refresh"
+    assert ops.take() == ["unfreeze", "collect", "freeze"]
+    # counted again from this collection: 50 open, so max(10, 25) more
+    assert p.check(100, 74) is None and p.check(100, 75) == "refresh"
+    assert p.stats() == {"freezes": 0, "refreshes": 2}
+
+
+def test_few_clients_need_min_churn_departures() -> None:
+    ops = Ops()
+    p = ops.policy()
+    p.start()
+    ops.take()
+    arrived = 2 * MIN_CHURN
+    assert p.check(arrived, MIN_CHURN - 1) == "freeze"  # arrivals; not enough left yet
+    assert p.check(arrived, MIN_CHURN) == "refresh"  # a refresh also freezes
+    assert p.check(arrived, MIN_CHURN) is None  # the arrivals were frozen by the refresh
+    assert ops.take() == ["freeze", "unfreeze", "collect", "freeze"]
+
+
+def test_rejects_a_churn_below_one() -> None:
+    with pytest.raises(ValueError, match="min_churn"):
+        FreezePolicy(min_churn=0)
+
+
+class Node:
+    """A garbage collector-tracked object that can be in a cycle and weakly referenced."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+
+@pytest.fixture
+def real_gc() -> Iterator[None]:
+    """The process's own collector, left unfrozen afterwards."""
+    assert gc.get_freeze_count() == 0
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+@pytest.mark.usefixtures("real_gc")
+def test_with_the_real_collector_a_frozen_cycle_waits_for_the_refresh() -> None:
+    p = FreezePolicy(min_churn=1)
+    p.start()
+    assert gc.get_freeze_count() > 0
+    node = Node()  # a client's objects, made after the start
+    ref = weakref.ref(node)
+    assert p.check(1, 0) == "freeze"
+    del node  # the client leaves: its objects are a cycle, frozen
+    gc.collect()
+    assert ref() is not None  # out of the collector's reach
+    assert p.check(1, 1) == "refresh"
+    assert ref() is None  # the refresh unfroze and collected it
+    assert gc.get_freeze_count() > 0  # what is alive is frozen again
