@@ -334,7 +334,9 @@ def window(samples: list[dict[str, Any]], bots: int | None = None) -> dict[str, 
     deadline misses (from the server's counters at its ends), the server's CPU seconds per
     second (``cpu``: its process group's CPU time, read with each sample) and ``tick_ms``,
     every tick's duration in order, stitched from the samples' ``recent_ms`` lists (numbered
-    by ``ticks``); ``ticks_unseen`` counts ticks that fell between two samples' lists.
+    by ``ticks``); ``ticks_unseen`` counts ticks that fell between two samples' lists; and
+    ``gc``, the server's garbage collections from its start to the window's end (the collector
+    may run in full as the bots leave: that is not load).
     """
     ok = [s for s in samples if isinstance(s.get("tick"), int)]
     full = [k for k, s in enumerate(ok) if bots is not None and s.get("playing") == bots]
@@ -345,7 +347,7 @@ def window(samples: list[dict[str, Any]], bots: int | None = None) -> dict[str, 
     a, b = ok[0], ok[-1]
     seconds = b["t"] - a["t"]
     out: dict[str, Any] = {"seconds": seconds, "loaded": len(full) >= 2,
-                           "tick_rate": (b["tick"] - a["tick"]) / seconds}
+                           "tick_rate": (b["tick"] - a["tick"]) / seconds, "gc": b.get("gc")}
     ma, mb = a["ticker"].get("deadline_misses"), b["ticker"].get("deadline_misses")
     if isinstance(ma, int) and isinstance(mb, int):
         out["deadline_misses"] = float(mb - ma)
@@ -417,9 +419,11 @@ def run_probe(build: Build, backend: str, workers: int | None, kernel: str, enti
     rec["loop"] = next((s["loop"] for s in out["stats_samples"] if s.get("loop")), loop)
     rec["ticker_on"] = next((s["ticker"]["on"] for s in out["stats_samples"]
                              if (s.get("ticker") or {}).get("on")), None)
-    # the server process's garbage collections from its start to the last reading
-    rec["gc"] = next((s["gc"] for s in reversed(out["stats_samples"]) if s.get("gc")), None)
     win = window(out["stats_samples"], bots)
+    # the server process's garbage collections from its start to the loaded window's end
+    # (else to the last reading)
+    rec["gc"] = win.pop("gc", None) or next(
+        (s["gc"] for s in reversed(out["stats_samples"]) if s.get("gc")), None)
     tick_ms = win.pop("tick_ms", None)
     ok, why = holds(rep, bots, criteria, tick_rate=win.get("tick_rate"),
                     mspt_p99=win.get("mspt_p99_ms"))

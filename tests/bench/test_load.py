@@ -126,7 +126,7 @@ def test_window_measures_ticks_between_first_and_last_sample() -> None:
                {"t": 11.0, "tick": None, "ticker": {}},
                {"t": 14.0, "tick": 420, "ticker": {"deadline_misses": 6}}]
     assert window(samples) == {"seconds": 4.0, "loaded": False, "tick_rate": 30.0,
-                               "deadline_misses": 2.0}
+                               "deadline_misses": 2.0, "gc": None}
     assert window(samples[:1]) == {}
 
 
@@ -145,7 +145,10 @@ def test_window_loaded_ticks_mspt_cpu() -> None:
                sample(3.0, 10, 36, 2.1),    # 11 new ticks, 10 listed: one unseen
                sample(4.0, 10, 45, 2.9),    # ... to here
                sample(5.0, 4, 55, 3.0)]     # leaving
+    for k, s in enumerate(samples):  # the collector's figures since the server started
+        s["gc"] = {"pause_ms_max": 10.0 * k}
     win = window(samples, 10)
+    assert win["gc"] == {"pause_ms_max": 40.0}  # to the loaded window's end, not the leaving
     assert win["loaded"] and win["seconds"] == 3.0 and win["tick_rate"] == 10.0
     assert win["server_cpu_s_per_s"] == (2.9 - 0.5) / 3.0
     assert win["tick_ms"] == [float(k % 40) for k in [*range(16, 26), *range(27, 46)]]
