@@ -222,10 +222,8 @@ def build(args: argparse.Namespace) -> tuple[Any, Any]:
         bus=args.bus, bus_world=args.bus_world, local_nodes=args.local_nodes,
         gateways=default_gateways() if args.gateways is None else args.gateways,
         gateway_backend=args.gateway_backend, loop=args.loop, tick_on=args.tick_on,
-        # The world, the workers and every module live as long as this process: out of the
-        # collector's reach.  With 750 bots on the GIL build's single loop (2-core Intel Xeon
-        # VM, commit 0b9465a, two interleaved pairs) the longest full collection fell from
-        # 55-69 to 32-40 ms.
+        # The world, the workers, every module and each client's objects live long: out of
+        # the collector's full scans (server.gcfreeze).
         freeze_objects=True)
     settings.check_world(world.tick_rate)
     return world, settings

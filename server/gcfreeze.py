@@ -29,12 +29,16 @@ Between two full collections the garbage held back is at most what departed clie
 other code had alive at a freeze and has since dropped into a cycle) left behind, and a server
 of long connections makes one full collection per wave of departures instead of one whenever
 the collector's counters say so.  Pure: the caller supplies the counts and the cadence; the
-collector's three operations are injected, so tests can count the calls.
+collector's three operations and the clock that times them are injected, so tests can count the
+calls.  The policy's own stalls are reported (``freeze_ms_max``): a freeze, which no collector
+callback sees, and a refresh as a whole (its collection is also one of :mod:`server.gcwatch`'s
+pauses).
 """
 
 from __future__ import annotations
 
 import gc
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -54,16 +58,22 @@ class FreezePolicy:
     Args:
         min_churn: departures that always justify a full collection.
         freeze, unfreeze, collect: the collector's operations (``gc``'s by default).
+        clock: seconds, to time them.
     """
 
     def __init__(self, *, min_churn: int = MIN_CHURN,
                  freeze: Callable[[], Any] = gc.freeze,
                  unfreeze: Callable[[], Any] = gc.unfreeze,
-                 collect: Callable[[], Any] = gc.collect) -> None:
+                 collect: Callable[[], Any] = gc.collect,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
         if min_churn < 1:
             raise ValueError(f"min_churn must be >= 1, got {min_churn}")
         self.min_churn = min_churn
         self._freeze, self._unfreeze, self._collect = freeze, unfreeze, collect
+        self._clock = clock
+        #: seconds spent in freezes and refreshes after start-up: all, and the longest
+        self._spent = 0.0
+        self._longest = 0.0
         self.started = False
         #: freezes after start-up, and full collections that refreshed the frozen set
         self.freezes = 0
@@ -88,20 +98,28 @@ class FreezePolicy:
         if arrived > self._arrived:
             self._due = _FREEZE_CHECKS
         self._arrived = arrived
+        t0 = self._clock()
         if left - self._left >= max(self.min_churn, self._open // 2):
             self._unfreeze()
             self._collect()
             self._freeze()
             self.refreshes += 1
             self._left, self._open, self._due = left, arrived - left, 0
-            return "refresh"
-        if self._due:
+            did = "refresh"
+        elif self._due:
             self._due -= 1
             self._freeze()
             self.freezes += 1
-            return "freeze"
-        return None
+            did = "freeze"
+        else:
+            return None
+        took = self._clock() - t0
+        self._spent += took
+        self._longest = max(self._longest, took)
+        return did
 
-    def stats(self) -> dict[str, int]:
-        """JSON-ready: freezes since start-up and refreshing full collections."""
-        return {"freezes": self.freezes, "refreshes": self.refreshes}
+    def stats(self) -> dict[str, Any]:
+        """JSON-ready: freezes since start-up, refreshing full collections, and the time they
+        took (ms: all, and the longest)."""
+        return {"freezes": self.freezes, "refreshes": self.refreshes,
+                "freeze_ms_total": self._spent * 1e3, "freeze_ms_max": self._longest * 1e3}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -12,15 +12,23 @@ from server.gcfreeze import MIN_CHURN, FreezePolicy
 
 
 class Ops:
-    """The collector's operations, recorded in order."""
+    """The collector's operations, recorded in order, on a fake clock."""
 
     def __init__(self) -> None:
         self.calls: list[str] = []
+        self.now = 0.0
+
+    def op(self, name: str, seconds: float) -> Callable[[], None]:
+        def run() -> None:
+            self.calls.append(name)
+            self.now += seconds
+        return run
 
     def policy(self, **kw: int) -> FreezePolicy:
-        return FreezePolicy(freeze=lambda: self.calls.append("freeze"),
-                            unfreeze=lambda: self.calls.append("unfreeze"),
-                            collect=lambda: self.calls.append("collect"), **kw)
+        """A policy whose freeze takes 1 ms and whose collection takes 10 ms."""
+        return FreezePolicy(freeze=self.op("freeze", 0.001),
+                            unfreeze=self.op("unfreeze", 0.0),
+                            collect=self.op("collect", 0.010), clock=lambda: self.now, **kw)
 
     def take(self) -> list[str]:
         out, self.calls = self.calls, []
@@ -34,7 +42,8 @@ def test_start_collects_then_freezes_and_nothing_happens_before_it() -> None:
     p.start()
     assert ops.take() == ["collect", "freeze"]
     assert [p.check(0, 0) for _ in range(5)] == [None] * 5 and ops.take() == []
-    assert p.stats() == {"freezes": 0, "refreshes": 0}
+    assert p.stats() == {"freezes": 0, "refreshes": 0, "freeze_ms_total": 0.0,
+                         "freeze_ms_max": 0.0}  # start-up is not counted
 
 
 def test_arrivals_freeze_on_that_check_and_the_next() -> None:
@@ -45,7 +54,10 @@ def test_arrivals_freeze_on_that_check_and_the_next() -> None:
     assert [p.check(a, 0) for a in (3, 3, 3, 3)] == ["freeze", "freeze", None, None]
     # a stream of arrivals freezes every check, and once more after it ends
     assert [p.check(a, 0) for a in (4, 9, 20, 20, 20, 20)] == ["freeze"] * 4 + [None] * 2
-    assert ops.take() == ["freeze"] * 6 and p.stats() == {"freezes": 6, "refreshes": 0}
+    assert ops.take() == ["freeze"] * 6
+    st = p.stats()
+    assert (st["freezes"], st["refreshes"]) == (6, 0)
+    assert st["freeze_ms_total"] == pytest.approx(6.0) and st["freeze_ms_max"] == pytest.approx(1.0)
 
 
 def test_departures_refresh_once_past_the_churn_then_count_again() -> None:
@@ -59,7 +71,9 @@ def test_departures_refresh_once_past_the_churn_then_count_again() -> None:
     assert ops.take() == ["unfreeze", "collect", "freeze"]
     # counted again from this collection: 50 open, so max(10, 25) more
     assert p.check(100, 74) is None and p.check(100, 75) == "refresh"
-    assert p.stats() == {"freezes": 0, "refreshes": 2}
+    st = p.stats()
+    assert (st["freezes"], st["refreshes"]) == (0, 2)
+    assert st["freeze_ms_max"] == pytest.approx(11.0)  # unfreeze, collect and freeze
 
 
 def test_few_clients_need_min_churn_departures() -> None:
