@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import weakref
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -24,7 +25,7 @@ class Ops:
             self.now += seconds
         return run
 
-    def policy(self, **kw: int) -> FreezePolicy:
+    def policy(self, **kw: Any) -> FreezePolicy:
         """A policy whose freeze takes 1 ms and whose collection takes 10 ms."""
         return FreezePolicy(freeze=self.op("freeze", 0.001),
                             unfreeze=self.op("unfreeze", 0.0),
@@ -86,6 +87,14 @@ def test_few_clients_need_min_churn_departures() -> None:
     assert p.check(arrived, MIN_CHURN) == "refresh"  # a refresh also freezes
     assert p.check(arrived, MIN_CHURN) is None  # the arrivals were frozen by the refresh
     assert ops.take() == ["freeze", "unfreeze", "collect", "freeze"]
+
+
+def test_without_arrivals_only_the_start_up_freeze() -> None:
+    ops = Ops()
+    p = ops.policy(arrivals=False)
+    p.start()
+    assert [p.check(a, a // 2) for a in (10, 1000, 5000)] == [None] * 3
+    assert ops.take() == ["collect", "freeze"]
 
 
 def test_rejects_a_churn_below_one() -> None:
