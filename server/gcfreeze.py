@@ -65,6 +65,7 @@ class FreezePolicy:
             False: the start-up freeze alone.
         min_churn: departures that always justify a full collection.
         freeze, unfreeze, collect: the collector's operations (``gc``'s by default).
+        count: the frozen objects (read once, at start-up: it walks them all).
         clock: seconds, to time them.
     """
 
@@ -72,13 +73,17 @@ class FreezePolicy:
                  freeze: Callable[[], Any] = gc.freeze,
                  unfreeze: Callable[[], Any] = gc.unfreeze,
                  collect: Callable[[], Any] = gc.collect,
+                 count: Callable[[], int] = gc.get_freeze_count,
                  clock: Callable[[], float] = time.perf_counter) -> None:
         if min_churn < 1:
             raise ValueError(f"min_churn must be >= 1, got {min_churn}")
         self.arrivals = arrivals
         self.min_churn = min_churn
         self._freeze, self._unfreeze, self._collect = freeze, unfreeze, collect
+        self._count = count
         self._clock = clock
+        #: objects frozen at start-up (the world, the workers, the modules)
+        self.frozen_at_start = 0
         #: seconds spent in freezes and refreshes after start-up: all, and the longest
         self._spent = 0.0
         self._longest = 0.0
@@ -95,6 +100,7 @@ class FreezePolicy:
         """Collect, then freeze everything alive: once, when the process serves."""
         self._collect()
         self._freeze()
+        self.frozen_at_start = self._count()
         self.started = True
         self._arrived, self._left, self._open = arrived, left, arrived - left
 
@@ -127,7 +133,8 @@ class FreezePolicy:
         return did
 
     def stats(self) -> dict[str, Any]:
-        """JSON-ready: freezes since start-up, refreshing full collections, and the time they
-        took (ms: all, and the longest)."""
-        return {"freezes": self.freezes, "refreshes": self.refreshes,
+        """JSON-ready: the objects frozen at start-up, freezes since, refreshing full
+        collections, and the time they took (ms: all, and the longest)."""
+        return {"frozen_at_start": self.frozen_at_start, "freezes": self.freezes,
+                "refreshes": self.refreshes,
                 "freeze_ms_total": self._spent * 1e3, "freeze_ms_max": self._longest * 1e3}

@@ -97,8 +97,10 @@ class GcWatch:
         return cumulative(self.bounds, st.buckets, st.seconds)
 
     def stats(self) -> dict[str, Any]:
-        """JSON-ready: collections, total and longest pause (ms) per generation, objects freed,
-        the collector's thresholds and the objects frozen out of its reach."""
+        """JSON-ready: collections, total and longest pause (ms) per generation, objects freed
+        and the collector's thresholds.  (Not the frozen objects: ``gc.get_freeze_count()``
+        walks them all, milliseconds with a server's clients frozen; :mod:`server.gcfreeze`
+        counts them once, at start-up.)"""
         st = self._state
         gens = sorted(st.gens.items())
         return {
@@ -109,5 +111,4 @@ class GcWatch:
             "by_generation": [{"generation": g, "collections": n, "pause_ms_total": s * 1e3,
                                "pause_ms_max": m * 1e3} for g, (n, s, m) in gens],
             "threshold": list(gc.get_threshold()),
-            "frozen": gc.get_freeze_count(),
         }
