@@ -76,6 +76,8 @@ import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from itertools import chain, repeat
+from operator import truediv
 from typing import Any, ClassVar
 
 import msgpack
@@ -401,6 +403,36 @@ def _entity(v: Any) -> WireEntity:
     return tuple(v)
 
 
+_SEQUENCES = frozenset((list, tuple))
+_LEN8 = frozenset((8,))
+
+
+def _entities(v: list[Any]) -> tuple[Entity, ...]:
+    """A snapshot's entities checked and dequantised: ``tuple(map(dequantise, map(_entity,
+    v)))``, with the checks made over all of them at once.
+
+    A validating client decodes every entity of every snapshot: entity by entity that was about
+    2 us each, eight times msgpack's own unpacking.  Here a few C-level passes check the shapes
+    and the flattened fields, and the divisions run as ``map``s over the columns (the same
+    operations on the same integers: the same floats).  A list that fails a check goes entity by
+    entity instead, which raises the error that names the first bad one.
+    """
+    if not v:
+        return ()
+    if frozenset(map(type, v)) <= _SEQUENCES and frozenset(map(len, v)) == _LEN8:
+        flat = list(chain.from_iterable(v))
+        ids = flat[0::8]
+        if frozenset(map(type, flat)) == _INT_ONLY and min(flat) >= -MAX_INT \
+                and max(flat) <= MAX_INT and min(ids) >= 0:
+            pos = repeat(POS_SCALE)
+            return tuple(zip(ids, flat[1::8], map(truediv, flat[2::8], pos),
+                             map(truediv, flat[3::8], pos), map(truediv, flat[4::8], pos),
+                             map(truediv, flat[5::8], pos),
+                             map(truediv, flat[6::8], repeat(HEADING_SCALE)), flat[7::8],
+                             strict=True))
+    return tuple(map(dequantise, map(_entity, v)))
+
+
 def _list(m: Mapping[str, Any], key: str, limit: int) -> list[Any]:
     v = m[key]
     if not isinstance(v, list | tuple):
@@ -477,7 +509,7 @@ def _build(t: str, m: Mapping[str, Any], max_entities: int) -> Message:
         return Hello(version=_version(m), name=_str(m, "name", MAX_NAME),
                      token=None if tok is None else _str(m, "token", MAX_TOKEN))
     if t == "snapshot":
-        ents = tuple(map(dequantise, map(_entity, _list(m, "ents", max_entities))))
+        ents = _entities(_list(m, "ents", max_entities))
         gone = _list(m, "gone", max_entities)
         if gone and (not frozenset(map(type, gone)) <= _INT_ONLY or min(gone) < 0
                      or max(gone) > MAX_INT):

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from server import protocol
 from server.protocol import (
     CLIENT_MESSAGES,
     CODECS,
@@ -364,3 +365,55 @@ def test_input_bytes_are_what_encode_writes(seq, thrust, turn, action, ack):
     thrust takes the general path)."""
     got = MsgpackCodec.input_bytes(seq, thrust, turn, action, ack)
     assert got == MP.encode(Input(seq, thrust, turn, action, ack))
+
+
+# ---- a snapshot's entities, checked all at once ----------------------------------------------
+def _one_by_one(v: list[object]) -> object:
+    """What entity-by-entity decoding gives: the entities, or the error's type and message."""
+    try:
+        return tuple(map(dequantise, map(protocol._entity, v)))  # type: ignore[arg-type]
+    except ProtocolError as exc:
+        return type(exc), str(exc)
+
+
+def _batched(v: list[object]) -> object:
+    try:
+        return protocol._entities(v)
+    except ProtocolError as exc:
+        return type(exc), str(exc)
+
+
+field = st.one_of(st.integers(-(2**63) - 2, 2**64), st.booleans(), st.floats(-1e6, 1e6),
+                  st.none(), st.text(max_size=2))
+entity = st.one_of(wire_entities.map(list), wire_entities,
+                   st.lists(field, min_size=7, max_size=9), field)
+
+
+@given(st.lists(wire_entities.map(list), max_size=30))
+@settings(max_examples=200)
+def test_batched_entities_equal_one_by_one(v: list[list[int]]) -> None:
+    assert _batched(v) == _one_by_one(v)
+    assert all(type(x) is float for e in _batched(v) for x in e[2:7])  # type: ignore[attr-defined]
+
+
+@given(st.lists(entity, max_size=12))
+@settings(max_examples=500)
+def test_batched_entities_fail_as_one_by_one(v: list[object]) -> None:
+    """Any list, valid or not: the same entities, or the same error naming the first bad one."""
+    assert _batched(v) == _one_by_one(v)
+
+
+@pytest.mark.parametrize("bad", [
+    [True, 1, 0, 0, 0, 0, 0, 0],            # a bool is not an integer here
+    [1, 1, 0.5, 0, 0, 0, 0, 0],             # nor a float
+    [-1, 1, 0, 0, 0, 0, 0, 0],              # ids are >= 0
+    [1, 1, 2**63, 0, 0, 0, 0, 0],           # beyond the range
+    [1, 1, -(2**63), 0, 0, 0, 0, 0],
+    [1, 1, 0, 0, 0, 0, 0],                  # seven fields
+    "12345678",                             # not a list
+])
+def test_one_bad_entity_among_good_ones_is_named(bad: object) -> None:
+    good = [[k, 1, 16 * k, 0, 0, 0, 0, 0] for k in range(20)]
+    with pytest.raises(InvalidField) as info:
+        protocol._entities([*good[:10], bad, *good[10:]])
+    assert _one_by_one([bad]) == (InvalidField, str(info.value))
