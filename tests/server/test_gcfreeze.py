@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from server.gcfreeze import MIN_CHURN, FreezePolicy
+from server.gcfreeze import MIN_CHURN, MIN_GROWTH, FreezePolicy
 
 
 class Ops:
@@ -48,46 +48,74 @@ def test_start_collects_then_freezes_and_nothing_happens_before_it() -> None:
                          "freeze_ms_total": 0.0, "freeze_ms_max": 0.0}  # nor timed
 
 
-def test_arrivals_freeze_on_that_check_and_the_next() -> None:
+def test_growth_freezes_on_that_check_and_the_next() -> None:
     ops = Ops()
     p = ops.policy()
     p.start()
     ops.take()
-    assert [p.check(a, 0) for a in (3, 3, 3, 3)] == ["freeze", "freeze", None, None]
-    # a stream of arrivals freezes every check, and once more after it ends
-    assert [p.check(a, 0) for a in (4, 9, 20, 20, 20, 20)] == ["freeze"] * 4 + [None] * 2
-    assert ops.take() == ["freeze"] * 6
+    # fewer than MIN_GROWTH more clients: nothing; then growth: two freezes
+    assert [p.check(a, 0) for a in (10, MIN_GROWTH - 1, MIN_GROWTH, MIN_GROWTH, MIN_GROWTH)] \
+        == [None, None, "freeze", "freeze", None]
+    # a ramp of 200 a second freezes every check, and once more after it ends
+    assert [p.check(a, 0) for a in (232, 432, 632, 632, 632)] == ["freeze"] * 4 + [None]
+    # beyond 8 * MIN_GROWTH clients, an eighth more is needed
+    assert p.check(632 + 78, 0) is None and p.check(632 + 79, 0) == "freeze"
+    assert ops.take() == ["freeze"] * 7
     st = p.stats()
-    assert (st["freezes"], st["refreshes"]) == (6, 0)
-    assert st["freeze_ms_total"] == pytest.approx(6.0) and st["freeze_ms_max"] == pytest.approx(1.0)
+    assert (st["freezes"], st["refreshes"]) == (7, 0)
+    assert st["freeze_ms_total"] == pytest.approx(7.0) and st["freeze_ms_max"] == pytest.approx(1.0)
 
 
-def test_departures_refresh_once_past_the_churn_then_count_again() -> None:
-    ops = Ops()
-    p = ops.policy(min_churn=10)
-    p.start(arrived=100)  # 100 clients when serving began
-    ops.take()
-    # the churn is max(10, 100 // 2) = 50 departures
-    assert p.check(100, 49) is None
-    assert p.check(100, 50) == "refresh"
-    assert ops.take() == ["unfreeze", "collect", "freeze"]
-    # counted again from this collection: 50 open, so max(10, 25) more
-    assert p.check(100, 74) is None and p.check(100, 75) == "refresh"
-    st = p.stats()
-    assert (st["freezes"], st["refreshes"]) == (0, 2)
-    assert st["freeze_ms_max"] == pytest.approx(11.0)  # unfreeze, collect and freeze
-
-
-def test_few_clients_need_min_churn_departures() -> None:
+def test_churn_at_a_steady_count_neither_freezes_nor_refreshes() -> None:
+    """Clients that come and go by the dozen at a steady count: after the first freezes, none
+    (the newcomers are mostly about to leave) and no full collection."""
     ops = Ops()
     p = ops.policy()
     p.start()
     ops.take()
-    arrived = 2 * MIN_CHURN
-    assert p.check(arrived, MIN_CHURN - 1) == "freeze"  # arrivals; not enough left yet
-    assert p.check(arrived, MIN_CHURN) == "refresh"  # a refresh also freezes
-    assert p.check(arrived, MIN_CHURN) is None  # the arrivals were frozen by the refresh
+    got = [p.check(50 + 60 * k, 60 * k) for k in range(100)]  # 6,000 come and go, 50 stay
+    assert got[:2] == ["freeze", "freeze"] and set(got[2:]) == {None}
+    assert ops.take() == ["freeze", "freeze"]
+
+
+def test_a_falling_count_lowers_the_growth_mark() -> None:
+    ops = Ops()
+    p = ops.policy(min_churn=10**6)  # no refresh in this test
+    p.start(arrived=400)
+    assert p.check(400, 300) is None  # 300 left: the mark falls to 100
+    assert p.check(400 + MIN_GROWTH - 1, 300) is None
+    assert p.check(400 + MIN_GROWTH, 300) == "freeze"  # back up by MIN_GROWTH from 100
+
+
+def test_departures_refresh_once_enough_frozen_clients_left() -> None:
+    ops = Ops()
+    p = ops.policy(min_churn=10, min_growth=1)
+    p.start(arrived=100)  # 100 clients when serving began: not frozen as clients
+    ops.take()
+    assert p.check(100, 60) is None  # 60 left, but no client was frozen since the start
+    assert p.check(104, 60) is None  # 40 left: 4 more is not growth, an eighth (5) is
+    assert p.check(105, 60) == "freeze"  # 45 present: 45 clients exposed
+    # the churn is max(10, 100 // 2) = 50 departures since the start: a refresh comes first
+    assert p.check(105, 60) == "refresh"
     assert ops.take() == ["freeze", "unfreeze", "collect", "freeze"]
+    # counted again from this collection: 45 open and exposed, so max(10, 22) departures
+    assert p.check(105, 81) is None and p.check(105, 82) == "refresh"
+    st = p.stats()
+    assert (st["freezes"], st["refreshes"]) == (1, 2)
+    assert st["freeze_ms_max"] == pytest.approx(11.0)  # unfreeze, collect and freeze
+    # 23 open and exposed now: the next refresh after max(10, 11) more
+    assert p.check(105, 92) is None and p.check(105, 93) == "refresh"
+
+
+def test_few_exposed_clients_need_no_refresh() -> None:
+    ops = Ops()
+    p = ops.policy()
+    p.start()
+    ops.take()
+    assert [p.check(MIN_GROWTH, 0) for _ in range(3)] == ["freeze", "freeze", None]
+    # 2 * MIN_GROWTH clients exposed (< MIN_CHURN): departures alone never refresh
+    assert p.check(MIN_GROWTH + 10 * MIN_CHURN, 10 * MIN_CHURN) is None
+    assert ops.take() == ["freeze", "freeze"]
 
 
 def test_without_arrivals_only_the_start_up_freeze() -> None:
@@ -98,9 +126,11 @@ def test_without_arrivals_only_the_start_up_freeze() -> None:
     assert ops.take() == ["collect", "freeze"]
 
 
-def test_rejects_a_churn_below_one() -> None:
+def test_rejects_a_churn_or_growth_below_one() -> None:
     with pytest.raises(ValueError, match="min_churn"):
         FreezePolicy(min_churn=0)
+    with pytest.raises(ValueError, match="min_growth"):
+        FreezePolicy(min_growth=0)
 
 
 class Node:
@@ -122,7 +152,7 @@ def real_gc() -> Iterator[None]:
 
 @pytest.mark.usefixtures("real_gc")
 def test_with_the_real_collector_a_frozen_cycle_waits_for_the_refresh() -> None:
-    p = FreezePolicy(min_churn=1)
+    p = FreezePolicy(min_churn=1, min_growth=1)
     p.start()
     assert gc.get_freeze_count() == p.frozen_at_start > 0
     node = Node()  # a client's objects, made after the start
