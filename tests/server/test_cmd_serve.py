@@ -24,24 +24,34 @@ from server.protocol import CODECS, SERVER_MESSAGES, SUBPROTOCOL_MSGPACK, Bye, H
 MP = CODECS[SUBPROTOCOL_MSGPACK]
 
 
+def _serve(*args: str) -> subprocess.Popen[str]:
+    """``paratick serve`` on a free port of a small world, as a process of its own."""
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    return subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--port", "0",
+                             "--world", "512", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _port(proc: subprocess.Popen[str]) -> tuple[str, str]:
+    """The port a started server says it listens on, and the line that says so."""
+    assert proc.stderr is not None
+    line = proc.stderr.readline()
+    m = re.search(r"ws://127\.0\.0\.1:(\d+)", line)
+    assert m, line
+    return m.group(1), line
+
+
 @pytest.mark.parametrize(("gateways", "says"), [
     (["--gateways", "0"], "clients on the main event loop"),
     (["--gateways", "2", "--gateway-backend", "processes"], "2 gateway processes")])
 def test_sigterm_closes_clients_1001_and_prints_final_stats(gateways: list[str],
                                                             says: str) -> None:
-    env = {**os.environ, "PYTHONPATH": os.getcwd()}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "serve", "--port", "0", "--world", "512",
-         "--regions", "2x2", "--npcs", "50", "--players", "4", "--view-radius", "64",
-         "--backend", "threads", "--workers", "2", *gateways],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = _serve("--regions", "2x2", "--npcs", "50", "--players", "4", "--view-radius", "64",
+                  "--backend", "threads", "--workers", "2", *gateways)
     try:
-        assert proc.stderr is not None
-        line = proc.stderr.readline()
-        m = re.search(r"ws://127\.0\.0\.1:(\d+)", line)
-        assert m, line
+        port, line = _port(proc)
         assert says in line
-        with connect(f"ws://127.0.0.1:{m.group(1)}", subprotocols=[MP.name]) as ws:  # type: ignore[list-item]
+        with connect(f"ws://127.0.0.1:{port}", subprotocols=[MP.name]) as ws:  # type: ignore[list-item]
             ws.send(MP.encode(Hello(name="sig")))
             assert isinstance(MP.decode(ws.recv(10), accept=SERVER_MESSAGES), Welcome)
             proc.send_signal(signal.SIGTERM)
@@ -71,17 +81,9 @@ def test_sigterm_closes_clients_1001_and_prints_final_stats(gateways: list[str],
 def test_a_crowd_of_clients_is_frozen_on_the_gil_build() -> None:
     """MIN_GROWTH clients arrive: the GIL build freezes what they keep (server.gcfreeze); the
     free-threaded build, where a freeze walks the heap, does not."""
-    env = {**os.environ, "PYTHONPATH": os.getcwd()}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "serve", "--port", "0", "--world", "512",
-         "--regions", "1", "--npcs", "20", "--backend", "inline", "--gateways", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = _serve("--regions", "1", "--npcs", "20", "--backend", "inline", "--gateways", "0")
     try:
-        assert proc.stderr is not None
-        line = proc.stderr.readline()
-        m = re.search(r"ws://127\.0\.0\.1:(\d+)", line)
-        assert m, line
-        port = m.group(1)
+        port, _ = _port(proc)
         with contextlib.ExitStack() as stack:
             for k in range(MIN_GROWTH):
                 ws = stack.enter_context(connect(f"ws://127.0.0.1:{port}", max_queue=None,
