@@ -9,7 +9,8 @@ tasks, buffers, connection rules and session: about 135 per client on CPython 3.
 GIL build the full collection comes when enough objects have survived into the oldest
 generation, which is what a wave of arrivals does: with 1,000 bots on one event loop it
 scanned their ~135,000 objects a few seconds after the last one arrived and stalled every
-client for 52-60 ms (:mod:`server.gcwatch` times it).
+client for 23-50 ms (twelve probes of `bench load` on the 2-core Intel Xeon VM; with this
+policy the longest pause there was 5.5-8.5 ms; :mod:`server.gcwatch` times them).
 
 ``gc.freeze()`` moves every object alive into a permanent generation that collections skip.  On
 the GIL build that costs nothing (two list splices); on the free-threaded build it is a walk of
