@@ -134,7 +134,7 @@ class GameServer:
         #: This process's garbage-collector pauses (watched from start to stop).
         self.gc = GcWatch()
         #: When this process freezes its long-lived objects (with ``settings.freeze_objects``).
-        self.gc_policy = gcfreeze.FreezePolicy(arrivals=not host.free_threaded())
+        self.gc_policy = gcfreeze.FreezePolicy()
         self.log = BurstLog(clock=clock)
         self.guard = TransportGuard(s.transport_limits(s.max_connections, s.max_per_address),
                                     on_refused=self._on_refused)

@@ -58,7 +58,6 @@ import msgpack
 from server import loops
 from server.connection import Event
 from server.gcfreeze import FreezePolicy
-from server.host import free_threaded
 from server.protocol import ErrorCode, Hello, Input, Spectate, Watching, Welcome
 
 if TYPE_CHECKING:
@@ -626,8 +625,7 @@ async def _child(sock: socket.socket, spec: dict[str, Any]) -> int:
         link.send(["error", f"cannot listen on {spec['host']}:{spec['port']}: "
                             f"{exc.strerror or exc}"])
         return 1
-    policy = (FreezePolicy(arrivals=not free_threaded()) if settings.freeze_objects
-              else None)
+    policy = FreezePolicy() if settings.freeze_objects else None
     if policy is not None:  # this process's own clients (server.gcfreeze)
         policy.start()
     link.send(["ready", port])

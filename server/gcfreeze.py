@@ -41,7 +41,8 @@ only as its count swings.
 Steps 2 and 3 are for the GIL build.  On the free-threaded build each freeze stopped the world
 for 10-11 ms with 1,000 clients (seven or eight of them while 1,000 bots arrived), against its
 one collection per probe shortened from 23-36 to 18-26 ms (2-core Intel Xeon VM, `bench load`,
-three runs each): there the policy freezes at start-up only (``arrivals=False``).
+three runs each): there the policy freezes at start-up only (``arrivals`` defaults to False on
+that build, so every serving process decides alike).
 
 Between two full collections the garbage held back is at most what departed clients (and what
 other code had alive at a freeze and has since dropped into a cycle) left behind, and a server
@@ -60,6 +61,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from server.host import free_threaded
+
 __all__ = ["CHECK_EVERY", "MIN_CHURN", "MIN_GROWTH", "FreezePolicy"]
 
 #: Seconds between two :meth:`FreezePolicy.check` calls of a serving process.
@@ -77,7 +80,8 @@ class FreezePolicy:
 
     Args:
         arrivals: freeze as clients grow in number and refresh as they leave (steps 2 and
-            3); False: the start-up freeze alone.
+            3); False: the start-up freeze alone.  None (the default): on builds with the GIL
+            only.
         min_churn: departures that always justify a full collection.
         min_growth: growth in clients that always justifies a freeze.
         freeze, unfreeze, collect: the collector's operations (``gc``'s by default).
@@ -85,7 +89,7 @@ class FreezePolicy:
         clock: seconds, to time them.
     """
 
-    def __init__(self, *, arrivals: bool = True, min_churn: int = MIN_CHURN,
+    def __init__(self, *, arrivals: bool | None = None, min_churn: int = MIN_CHURN,
                  min_growth: int = MIN_GROWTH,
                  freeze: Callable[[], Any] = gc.freeze,
                  unfreeze: Callable[[], Any] = gc.unfreeze,
@@ -95,7 +99,7 @@ class FreezePolicy:
         if min_churn < 1 or min_growth < 1:
             raise ValueError(f"min_churn and min_growth must be >= 1, got {min_churn} and "
                              f"{min_growth}")
-        self.arrivals = arrivals
+        self.arrivals = not free_threaded() if arrivals is None else arrivals
         self.min_churn = min_churn
         self.min_growth = min_growth
         self._freeze, self._unfreeze, self._collect = freeze, unfreeze, collect

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from server.gcfreeze import MIN_CHURN, MIN_GROWTH, FreezePolicy
+from server.host import free_threaded
 
 
 class Ops:
@@ -26,7 +27,9 @@ class Ops:
         return run
 
     def policy(self, **kw: Any) -> FreezePolicy:
-        """A policy whose freeze takes 1 ms and whose collection takes 10 ms."""
+        """A policy whose freeze takes 1 ms and whose collection takes 10 ms (on any build,
+        following arrivals unless ``arrivals`` says otherwise)."""
+        kw.setdefault("arrivals", True)
         return FreezePolicy(freeze=self.op("freeze", 0.001),
                             unfreeze=self.op("unfreeze", 0.0),
                             collect=self.op("collect", 0.010), count=lambda: 42,
@@ -126,6 +129,10 @@ def test_without_arrivals_only_the_start_up_freeze() -> None:
     assert ops.take() == ["collect", "freeze"]
 
 
+def test_by_default_only_builds_with_the_gil_follow_arrivals() -> None:
+    assert FreezePolicy().arrivals is not free_threaded()
+
+
 def test_rejects_a_churn_or_growth_below_one() -> None:
     with pytest.raises(ValueError, match="min_churn"):
         FreezePolicy(min_churn=0)
@@ -152,7 +159,7 @@ def real_gc() -> Iterator[None]:
 
 @pytest.mark.usefixtures("real_gc")
 def test_with_the_real_collector_a_frozen_cycle_waits_for_the_refresh() -> None:
-    p = FreezePolicy(min_churn=1, min_growth=1)
+    p = FreezePolicy(arrivals=True, min_churn=1, min_growth=1)
     p.start()
     assert gc.get_freeze_count() == p.frozen_at_start > 0
     node = Node()  # a client's objects, made after the start
