@@ -158,8 +158,9 @@ class ServerSettings:
             node processes started here (:class:`server.runtime.recovery.ResilientNodes`).
         freeze_objects: keep long-lived objects out of the collector's full scans
             (:mod:`server.gcfreeze`): once started, collect and freeze every object alive (the
-            world, the workers, the modules), freeze again while clients arrive, and collect in
-            full once many have left.  Gateway processes do the same for their own clients.  A
+            world, the workers, the modules); on builds with the GIL also freeze again as the
+            clients grow in number, and collect in full once many have left.  Gateway processes
+            do the same for their own clients.  A
             choice for the whole process: ``paratick serve`` makes it; the default leaves the
             collector alone, for processes that start and stop many servers.
     """
