@@ -20,36 +20,24 @@ polls the server's ``GET /stats`` once per second for its MSPT.  Randomness come
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import math
 import multiprocessing
 import os
 import random
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from clients.lean import snapshot_head
+from clients.inputs import InputClock
+from clients.wsbot import run_bot
 from server import loops
 from server.clock import TimeSource
 from server.protocol import (
-    SERVER_MESSAGES,
-    SUBPROTOCOL_MSGPACK,
-    Bye,
     Entity,
-    Error,
-    Hello,
-    Input,
-    MsgpackCodec,
-    ProtocolError,
-    Snapshot,
-    SnapshotGap,
-    Welcome,
-    apply_snapshot,
 )
 from server.quantiles import percentile
 
@@ -64,8 +52,6 @@ PER_PROCESS = 100
 #: rest read snapshot headers only, so that the bots, the load generator, cost the machine
 #: little next to the server they measure.
 VALIDATE = 0.05
-#: Snapshots kept for delta application (the server's ring is 32; acks arrive in order).
-HISTORY = 8
 #: Pending-input sequence numbers tracked for latency; older unacked ones are forgotten
 #: (counted as lost), so a server that never acks cannot grow a bot's memory.
 MAX_PENDING = 256
@@ -124,147 +110,6 @@ def choose(behaviour: str, me: Entity | None, seen: dict[int, Entity], rng: rand
         memory["turn"] = rng.uniform(-1.0, 1.0)
         memory["thrust"] = rng.uniform(0.3, 1.0)
     return memory["thrust"], memory["turn"], 0
-
-
-async def run_bot(url: str, index: int, *, behaviour: str, seed: int, input_rate: float,
-                  until: float, clock: TimeSource = time.perf_counter,
-                  validate: bool = True, steady: float = -math.inf,
-                  res: BotResult | None = None) -> BotResult:
-    """One bot from connect to ``until`` (a ``clock`` time); never raises for network trouble.
-    Acks that arrive before ``steady`` (a ``clock`` time) count as the ramp's.  It records into
-    ``res`` when given (the fleet reads it while the bot plays), else into a new result.
-
-    A *validating* bot decodes and applies every snapshot (and reports every protocol error as a
-    failure); the others read only a snapshot's tick, ack and base (:mod:`clients.lean`), which
-    is all the measurement needs, and wander (a chaser needs the entities).
-    """
-    from websockets.asyncio.client import connect
-    from websockets.exceptions import ConnectionClosed, InvalidHandshake
-
-    res = res if res is not None else BotResult(index, validating=validate)
-    codec = MsgpackCodec()
-    rng = random.Random(seed * 1_000_003 + index)
-    try:
-        ws = await asyncio.wait_for(connect(url, subprotocols=[SUBPROTOCOL_MSGPACK],  # type: ignore[list-item]
-                                            compression=None, max_size=1 << 22), 10.0)
-    except (OSError, TimeoutError, InvalidHandshake) as exc:
-        res.failed = f"connect: {type(exc).__name__}: {exc}"[:200]
-        return res
-    t_start = clock()
-    try:
-        hello = codec.encode(Hello(name=f"bot{index}"))
-        await ws.send(hello)
-        res.bytes_out += len(hello)
-        first = await asyncio.wait_for(ws.recv(), 10.0)
-        res.bytes_in += len(first)
-        welcome = codec.decode(first, accept=SERVER_MESSAGES)
-        if not isinstance(welcome, Welcome):
-            res.failed = f"expected welcome, got {welcome!r:.100}"
-            return res
-        res.connected = True
-        res.gateway = welcome.gateway
-        await _play(ws, codec, welcome, res, behaviour if validate else "wander", rng,
-                    input_rate, until, clock, validate, steady)
-    except (ConnectionClosed, OSError) as exc:
-        if res.connected:
-            res.dropped = f"{type(exc).__name__}: {exc}"[:200]
-        else:
-            res.failed = f"{type(exc).__name__}: {exc}"[:200]
-    except (TimeoutError, ProtocolError) as exc:
-        res.failed = res.failed or f"{type(exc).__name__}: {exc}"[:200]
-    finally:
-        res.seconds = clock() - t_start
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(ws.close(), 2.0)
-    return res
-
-
-async def _play(ws: Any, codec: MsgpackCodec, welcome: Welcome, res: BotResult, behaviour: str,
-                rng: random.Random, input_rate: float, until: float, clock: TimeSource,
-                validate: bool = True, steady: float = -math.inf) -> None:
-    history: dict[int, dict[int, Entity]] = {}
-    state: dict[int, Entity] = {}
-    latest: list[int | None] = [None]
-    pending: deque[tuple[int, float]] = deque()
-    memory: dict[str, float] = {}
-
-    async def receive() -> None:
-        nonlocal state
-        async for data in ws:
-            res.bytes_in += len(data)
-            res.messages_in += 1
-            if not validate:
-                head = snapshot_head(data)
-                if head is not None:  # the lean path: tick, ack, base; nothing else decoded
-                    now = clock()
-                    res.snapshots += 1
-                    res.deltas += head[2] is not None
-                    latest[0] = head[0]
-                    lat = res.latencies_ms if now >= steady else res.ramp_latencies_ms
-                    while pending and pending[0][0] <= head[1]:
-                        lat.append((now - pending.popleft()[1]) * 1e3)
-                    continue
-            msg = codec.decode(data, accept=SERVER_MESSAGES)
-            if isinstance(msg, Snapshot):
-                now = clock()
-                res.snapshots += 1
-                res.deltas += msg.is_delta
-                try:
-                    state = apply_snapshot(history, msg)
-                except SnapshotGap:
-                    continue  # keep acking the old baseline; the server will send a full one
-                history[msg.tick] = state
-                latest[0] = msg.tick
-                while len(history) > HISTORY:
-                    del history[min(history)]
-                lat = res.latencies_ms if now >= steady else res.ramp_latencies_ms
-                while pending and pending[0][0] <= msg.ack:
-                    lat.append((now - pending.popleft()[1]) * 1e3)
-            elif isinstance(msg, Error):
-                res.errors.append(msg.code)
-            elif isinstance(msg, Bye):
-                raise _ServerBye(msg.reason)
-
-    receiver = asyncio.create_task(receive())
-    period = 1.0 / input_rate
-    seq = 0
-    next_t = clock() + rng.random() * period  # spread bots over the input period
-    try:
-        while (now := clock()) < until:
-            if receiver.done():
-                receiver.result()  # re-raise why it stopped
-                return
-            if now < next_t:
-                await asyncio.sleep(min(next_t - now, until - now))
-                continue
-            next_t += period
-            seq += 1
-            thrust, turn, action = choose(behaviour, state.get(welcome.entity), state, rng, memory)
-            data = codec.encode(Input(seq, thrust, turn, action, ack=latest[0]))
-            await ws.send(data)
-            pending.append((seq, clock()))
-            if len(pending) > MAX_PENDING:
-                pending.popleft()
-                res.lost_acks += 1
-            res.inputs += 1
-            res.bytes_out += len(data)
-        bye = codec.encode(Bye("done"))
-        await ws.send(bye)
-        res.bytes_out += len(bye)
-    except _ServerBye as exc:
-        res.dropped = f"server said bye: {exc}"
-    finally:
-        receiver.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await receiver
-        if receiver.done() and not receiver.cancelled():
-            exc2 = receiver.exception()
-            if isinstance(exc2, _ServerBye) and res.dropped is None:
-                res.dropped = f"server said bye: {exc2}"
-
-
-class _ServerBye(Exception):
-    pass
 
 
 # ---- fleets -----------------------------------------------------------------------------------
@@ -352,6 +197,7 @@ async def run_local_fleet(spec: FleetSpec, *, t0: float, clock: TimeSource = tim
                        sum(r.inputs for r in live), clock(), snapshots_since(live, playing))
 
     loop = asyncio.get_running_loop()
+    inputs = InputClock(1.0 / spec.input_rate, clock=loop.time, call_at=loop.call_at)
     timers = [loop.call_later(max(0.0, at - clock()), mark, name)
               for name, at in (("steady", steady), ("end", until))] if window is not None else []
 
@@ -365,18 +211,20 @@ async def run_local_fleet(spec: FleetSpec, *, t0: float, clock: TimeSource = tim
             from clients.fastws import run_lean_bot
             res = BotResult(idx, validating=False)
             live.append(res)
-            await run_lean_bot(spec.url, res, seed=spec.seed, input_rate=spec.input_rate,
+            await run_lean_bot(spec.url, res, seed=spec.seed, inputs=inputs,
                                until=until, clock=clock, max_pending=MAX_PENDING, choose=choose,
                                steady=steady)
             return res
         res = BotResult(idx, validating=validate)
         live.append(res)
-        return await run_bot(spec.url, idx, behaviour=_behaviour(spec, idx), seed=spec.seed,
-                             input_rate=spec.input_rate, until=until, clock=clock,
-                             validate=validate, steady=steady, res=res)
+        await run_bot(spec.url, res, behaviour=_behaviour(spec, idx), seed=spec.seed,
+                      inputs=inputs, until=until, clock=clock, max_pending=MAX_PENDING,
+                      choose=choose, validate=validate, steady=steady)
+        return res
 
     tasks = [asyncio.create_task(start(i)) for i in range(spec.bots)]
     results = list(await asyncio.gather(*tasks))
+    inputs.close()
     for t in timers:
         t.cancel()
     if window is not None and "steady" in marks and "end" in marks:

@@ -6,8 +6,9 @@ there is.  `picows <https://github.com/tarasko/picows>`_ parses frames and masks
 each frame to :meth:`_Listener.on_ws_frame` without a coroutine, a future or a queue; with
 :func:`clients.lean.snapshot_head` reading three integers of the frame, a received snapshot
 costs a few microseconds of the bot process's CPU instead of websockets' tens.  The validating
-sample keeps using websockets and the full decode (:func:`clients.bots.run_bot`), so protocol
-errors are still caught on every kind of message.
+sample keeps using websockets' protocol and the full decode (:func:`clients.wsbot.run_bot`), so
+protocol errors are still caught on every kind of message.  Every bot's inputs go out from the
+process's :class:`~clients.inputs.InputClock`.
 
 picows publishes wheels for the GIL build only (no free-threaded ones), and so does uvloop, which
 the fleet uses as its event loop when it is there: :func:`available` says whether this
@@ -29,6 +30,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from clients.inputs import InputClock
 from clients.lean import snapshot_head
 from server.protocol import (
     SERVER_MESSAGES,
@@ -148,58 +150,48 @@ class LeanBot:
 
 
 class _Inputs:
-    """One lean bot's inputs at ``input_rate``, each sent from a timer callback of the loop (no
-    task, future or sleep per input), the first at a random point of the first period so that
-    a fleet's inputs spread over it; none at or after ``until`` or once the bot is gone."""
+    """One lean bot's inputs, sent by the fleet process's :class:`~clients.inputs.InputClock`
+    (no task, future, sleep or timer per input); none at or after ``until`` or once the bot is
+    gone."""
 
-    def __init__(self, bot: LeanBot, rng: random.Random, *, input_rate: float, until: float,
-                 max_pending: int, choose: Callable[..., tuple[float, float, int]]) -> None:
+    def __init__(self, bot: LeanBot, rng: random.Random, *, until: float, max_pending: int,
+                 choose: Callable[..., tuple[float, float, int]]) -> None:
         self.bot, self.rng, self.until, self.choose = bot, rng, until, choose
         self.max_pending = max_pending
-        self.period = 1.0 / input_rate
         self.memory: dict[str, float] = {}
         self.seq = 0
-        self.loop = asyncio.get_running_loop()
-        self.next_t = bot.clock() + rng.random() * self.period
-        self.timer: asyncio.TimerHandle | None = self.loop.call_later(
-            self.next_t - bot.clock(), self.send)
+        self.stopped = False
 
-    def send(self) -> None:
+    def send(self) -> bool:
         bot = self.bot
         clock = bot.clock
-        if bot.gone.done() or clock() >= self.until:
-            self.timer = None
-            return
+        if self.stopped or bot.gone.done() or clock() >= self.until:
+            return False
         self.seq += 1
         thrust, turn, action = self.choose("wander", None, {}, self.rng, self.memory)
         data = input_bytes(self.seq, thrust, turn, action, bot.latest)
         bot.transport.send(BINARY, data)
-        bot.res.bytes_out += len(data)
+        res = bot.res
+        res.bytes_out += len(data)
         pending = bot.pending
         pending.append((self.seq, clock()))
-        res = bot.res
         if len(pending) > self.max_pending:
             pending.popleft()
             res.lost_acks += 1
         res.inputs += 1
-        self.next_t += self.period
-        # a late callback (a busy machine) sends the inputs it owes back to back, as a loop
-        # that sleeps until each input's time would
-        self.timer = self.loop.call_later(self.next_t - clock(), self.send)
+        return True
 
     def stop(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self.stopped = True
 
 
-async def run_lean_bot(url: str, res: Any, *, seed: int, input_rate: float, until: float,
+async def run_lean_bot(url: str, res: Any, *, seed: int, inputs: InputClock, until: float,
                        clock: Callable[[], float], max_pending: int,
                        choose: Callable[..., tuple[float, float, int]],
                        steady: float = -math.inf) -> None:
-    """Play one lean bot into ``res`` (a :class:`clients.bots.BotResult`) until ``until``;
-    never raises for network trouble (it is recorded in ``res``).  Acks before ``steady``
-    count as the ramp's."""
+    """Play one lean bot into ``res`` (a :class:`clients.bots.BotResult`) until ``until``,
+    its inputs sent by ``inputs`` (the process's input clock); never raises for network
+    trouble (it is recorded in ``res``).  Acks before ``steady`` count as the ramp's."""
     bot = LeanBot(res, clock, steady)
     rng = random.Random(seed * 1_000_003 + res.index)
     try:
@@ -219,8 +211,8 @@ async def run_lean_bot(url: str, res: Any, *, seed: int, input_rate: float, unti
             return
         res.connected = True
         res.gateway = welcome.gateway
-        inputs = _Inputs(bot, rng, input_rate=input_rate, until=until, max_pending=max_pending,
-                         choose=choose)
+        sender = _Inputs(bot, rng, until=until, max_pending=max_pending, choose=choose)
+        inputs.add(sender.send, rng.random())
         try:
             res.dropped = await asyncio.wait_for(asyncio.shield(bot.gone),
                                                  max(0.0, until - clock()))
@@ -228,7 +220,7 @@ async def run_lean_bot(url: str, res: Any, *, seed: int, input_rate: float, unti
         except TimeoutError:
             pass
         finally:
-            inputs.stop()
+            sender.stop()
         if not bot.gone.done():
             bot.send(Bye("done"))
     finally:

@@ -9,17 +9,19 @@ import random
 import pytest
 
 from clients.bots import (
+    MAX_PENDING,
     BotResult,
     FleetSpec,
     choose,
     format_report,
     report,
-    run_bot,
     run_fleet,
     snapshots_since,
     steady_bot_cpu,
     steady_start,
 )
+from clients.inputs import InputClock
+from clients.wsbot import run_bot
 from server.app import ServerSettings
 from server.harness import ServerThread
 from server.runtime import Runtime
@@ -115,8 +117,12 @@ def test_a_bot_counts_acks_before_steady_as_the_ramps(server: ServerThread) -> N
     async def play() -> BotResult:
         loop = asyncio.get_running_loop()
         now = loop.time()
-        return await run_bot(server.url, 0, behaviour="wander", seed=1, input_rate=20.0,
-                             until=now + 1.2, clock=loop.time, steady=now + 0.6)
+        res = BotResult(0)
+        await run_bot(server.url, res, behaviour="wander", seed=1,
+                      inputs=InputClock(1 / 20, clock=loop.time, call_at=loop.call_at),
+                      until=now + 1.2, clock=loop.time, max_pending=MAX_PENDING, choose=choose,
+                      steady=now + 0.6)
+        return res
 
     res = asyncio.run(play())
     assert res.connected and res.latencies_ms and res.ramp_latencies_ms

@@ -15,12 +15,17 @@ import pytest
 
 from clients import fastws
 from clients.bots import FleetSpec, format_report, lean_client, run_fleet, run_loop
+from clients.inputs import InputClock
 from server.harness import ServerThread
 
 #: Where picows must load: the GIL build (its venv installs the fastbots extra).
 GIL_BUILD = not sysconfig.get_config_var("Py_GIL_DISABLED")
 ONLY_GIL = pytest.mark.skipif(not GIL_BUILD, reason="picows publishes no free-threaded wheels; "
                               "this build's fallback to websockets is tested above")
+
+
+def _inputs(loop: asyncio.AbstractEventLoop) -> InputClock:
+    return InputClock(1 / 20, clock=loop.time, call_at=loop.call_at)
 
 
 def test_picows_loads_where_its_wheels_exist() -> None:
@@ -56,7 +61,7 @@ def test_a_lean_bot_records_welcome_errors_and_the_servers_bye(server: ServerThr
     async def play() -> BotResult:
         res = BotResult(0, validating=False)
         loop = asyncio.get_running_loop()
-        await fastws.run_lean_bot(server.url, res, seed=1, input_rate=20.0,
+        await fastws.run_lean_bot(server.url, res, seed=1, inputs=_inputs(loop),
                                   until=loop.time() + 1.0, clock=loop.time,
                                   max_pending=MAX_PENDING, choose=choose)
         return res
@@ -77,7 +82,7 @@ def test_a_lean_bot_counts_acks_before_steady_as_the_ramps(server: ServerThread)
         res = BotResult(0, validating=False)
         loop = asyncio.get_running_loop()
         now = loop.time()
-        await fastws.run_lean_bot(server.url, res, seed=1, input_rate=20.0, until=now + 1.2,
+        await fastws.run_lean_bot(server.url, res, seed=1, inputs=_inputs(loop), until=now + 1.2,
                                   clock=loop.time, max_pending=MAX_PENDING, choose=choose,
                                   steady=now + 0.6)
         return res
@@ -93,7 +98,7 @@ def test_a_lean_bot_that_cannot_connect_says_why() -> None:
     async def play() -> BotResult:
         res = BotResult(0, validating=False)
         loop = asyncio.get_running_loop()
-        await fastws.run_lean_bot("ws://127.0.0.1:9", res, seed=1, input_rate=20.0,
+        await fastws.run_lean_bot("ws://127.0.0.1:9", res, seed=1, inputs=_inputs(loop),
                                   until=loop.time() + 1.0, clock=loop.time,
                                   max_pending=MAX_PENDING, choose=choose)
         return res
