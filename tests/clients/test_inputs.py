@@ -118,6 +118,17 @@ def test_a_timer_that_fires_a_little_early_runs_its_slot_and_does_not_spin() -> 
     assert timers.armed and timers.armed[0][0] == pytest.approx(when + 0.05)
 
 
+def test_slots_are_never_narrower_than_the_loops_timers() -> None:
+    clock, timers = make(period=0.005, slots=25)   # 200 inputs a second
+    assert len(clock.slots) == 2 and clock.width == pytest.approx(0.0025)
+    log: list[tuple[str, float]] = []
+    clock.add(sender(log, "a", timers), 0.9)
+    timers.run_until(0.1)
+    assert len(log) == 20 and timers.wakeups == 20  # one wake-up per input, no spinning
+    clock, _ = make(period=1.0, slots=25)
+    assert len(clock.slots) == 25
+
+
 def test_close_stops_the_timer() -> None:
     clock, timers = make()
     log: list[tuple[str, float]] = []
