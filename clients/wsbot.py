@@ -33,7 +33,7 @@ from typing import Any, cast
 
 from websockets.client import ClientProtocol
 from websockets.exceptions import InvalidHandshake, InvalidURI
-from websockets.frames import Frame, Opcode
+from websockets.frames import CloseCode, Frame, Opcode
 from websockets.http11 import Response
 from websockets.protocol import State
 from websockets.typing import Subprotocol
@@ -256,7 +256,7 @@ class WsBot(asyncio.Protocol):
         if self.res.failed is None:
             self.res.failed = why[:200]
         if self.protocol.state is State.OPEN:
-            self.protocol.send_close()
+            self.protocol.send_close(CloseCode.PROTOCOL_ERROR, why[:100])
             self._flush()
         self._gone(why)
 
@@ -272,7 +272,7 @@ class WsBot(asyncio.Protocol):
             bye = self.codec.encode(Bye("done"))
             assert isinstance(bye, bytes)
             self._send(bye)
-            self.protocol.send_close()
+            self.protocol.send_close(CloseCode.NORMAL_CLOSURE)
             self._flush()
         transport = self.transport
         if transport is None:
@@ -309,8 +309,9 @@ async def run_bot(url: str, res: Any, *, behaviour: str, seed: int, inputs: Inpu
         try:
             await asyncio.wait_for(asyncio.shield(bot.welcome), CONNECT_TIMEOUT)
         except (TimeoutError, ConnectionError, InvalidHandshake) as exc:
-            if res.failed is None:
-                res.failed = f"{type(exc).__name__}: {exc}"[:200]
+            if res.failed is None:  # still in the websocket handshake, or waiting for welcome
+                stage = "connect: " if bot.protocol.state is State.CONNECTING else ""
+                res.failed = f"{stage}{type(exc).__name__}: {exc}"[:200]
             return
         res.connected = True
         res.gateway = bot.welcome.result().gateway

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
+from clients import wsbot
 from clients.bots import MAX_PENDING, BotResult, choose
 from clients.inputs import InputClock
 from clients.wsbot import run_bot
@@ -42,6 +43,7 @@ def play(script: Callable[[ServerConnection], Awaitable[None]], *, seconds: floa
                 received.append(CODEC.decode(data))
         except Exception:
             pass
+        received.append(("closed", ws.close_code))
 
     async def main() -> BotResult:
         async with serve(handler, "127.0.0.1", 0,
@@ -69,7 +71,8 @@ def test_a_fragmented_welcome_is_assembled_and_snapshots_are_acked() -> None:
     assert res.connected and res.failed is None and res.dropped is None and res.errors == []
     assert res.snapshots == 1 and res.latencies_ms
     assert res.inputs >= 5 and res.bytes_out > 0
-    kinds = [type(m).__name__ for m in received]
+    assert received[-1] == ("closed", 1000)
+    kinds = [type(m).__name__ for m in received[:-1]]
     assert kinds[0] == "Hello" and kinds.count("Input") == res.inputs
     assert kinds[-1] == "Bye"  # said at the end of the run, before the close
     seqs = [m.seq for m in received if type(m).__name__ == "Input"]
@@ -92,9 +95,10 @@ def test_a_message_the_codec_rejects_stops_the_bot(validate: bool) -> None:
         await ws.send(WELCOME)
         await ws.send(b"\x81\xa1t\xa8snapshot")  # a snapshot without its fields
 
-    res, _ = play(script, validate=validate)
+    res, received = play(script, validate=validate)
     assert res.connected and res.failed is not None and "snapshot" in res.failed
     assert res.snapshots == 0
+    assert received[-1] == ("closed", 1002)  # the bot closed: the server broke the protocol
 
 
 def test_a_frame_websockets_rejects_drops_the_connection_with_1002() -> None:
@@ -117,6 +121,32 @@ def test_errors_are_counted_and_a_bye_ends_the_bot() -> None:
     assert res.connected and res.errors == ["rate_limited"]
     assert res.dropped == "server said bye: server shutting down"
     assert res.seconds < 4.0  # the bye ended it, not the run's end
+
+
+def test_a_server_that_never_answers_the_handshake_times_out(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(wsbot, "CONNECT_TIMEOUT", 0.3)
+
+    async def main() -> BotResult:
+        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.read(1 << 16)  # the request, never answered
+            await asyncio.sleep(2.0)
+            writer.close()
+
+        server = await asyncio.start_server(silent, "127.0.0.1", 0)
+        async with server:
+            port = server.sockets[0].getsockname()[1]
+            loop = asyncio.get_running_loop()
+            res = BotResult(0)
+            await run_bot(f"ws://127.0.0.1:{port}", res, behaviour="wander", seed=1,
+                          inputs=InputClock(1 / 20, clock=loop.time, call_at=loop.call_at),
+                          until=loop.time() + 1.0, clock=loop.time, max_pending=MAX_PENDING,
+                          choose=choose)
+            return res
+
+    res = asyncio.run(main())
+    assert not res.connected and res.failed is not None
+    assert res.failed.startswith("connect: TimeoutError")
 
 
 def test_a_refused_handshake_says_why() -> None:
