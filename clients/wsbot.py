@@ -95,6 +95,7 @@ class WsBot(asyncio.Protocol):
         self.memory: dict[str, float] = {}
         self.seq = 0
         self.until = math.inf
+        self.opened_at: float | None = None
 
     # ---- the event loop's side -----------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -141,6 +142,7 @@ class WsBot(asyncio.Protocol):
         if exc is not None:
             self._fail(f"connect: {type(exc).__name__}: {exc}")
             return
+        self.opened_at = self.clock()  # connected from here, as a bot on picows counts it
         hello = self.codec.encode(Hello(name=f"bot{self.res.index}"))
         assert isinstance(hello, bytes)
         self._send(hello)
@@ -304,7 +306,6 @@ async def run_bot(url: str, res: Any, *, behaviour: str, seed: int, inputs: Inpu
     except (OSError, TimeoutError, InvalidURI) as exc:
         res.failed = f"connect: {type(exc).__name__}: {exc}"[:200]
         return
-    t_start = clock()
     try:
         try:
             await asyncio.wait_for(asyncio.shield(bot.welcome), CONNECT_TIMEOUT)
@@ -324,7 +325,7 @@ async def run_bot(url: str, res: Any, *, behaviour: str, seed: int, inputs: Inpu
         if res.failed is None:
             res.dropped = why
     finally:
-        res.seconds = clock() - t_start
+        res.seconds = 0.0 if bot.opened_at is None else clock() - bot.opened_at
         bot.until = -math.inf
         if bot.welcome.done() and not bot.welcome.cancelled():
             bot.welcome.exception()  # retrieved: a late failure is in res, not in the log
