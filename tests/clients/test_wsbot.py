@@ -29,6 +29,18 @@ ENTITY = (3, 0, 10.0, 20.0, 0.0, 0.0, 0.0, 0)
 SNAPSHOT = CODEC.encode(Snapshot(tick=11, ack=0, entities=(ENTITY,)))
 
 
+async def one_bot(port: int, *, seconds: float = 1.0, behaviour: str = "wander",
+                  validate: bool = True) -> BotResult:
+    """One bot against ``127.0.0.1:port`` for ``seconds``; what it recorded."""
+    loop = asyncio.get_running_loop()
+    res = BotResult(0, validating=validate)
+    await run_bot(f"ws://127.0.0.1:{port}", res, behaviour=behaviour, seed=1,
+                  inputs=InputClock(1 / 20, clock=loop.time, call_at=loop.call_at),
+                  until=loop.time() + seconds, clock=loop.time, max_pending=MAX_PENDING,
+                  choose=choose, validate=validate)
+    return res
+
+
 def play(script: Callable[[ServerConnection], Awaitable[None]], *, seconds: float = 0.6,
          validate: bool = True) -> tuple[BotResult, list[Any]]:
     """Run one bot for ``seconds`` against a server that runs ``script`` on its connection;
@@ -48,14 +60,8 @@ def play(script: Callable[[ServerConnection], Awaitable[None]], *, seconds: floa
     async def main() -> BotResult:
         async with serve(handler, "127.0.0.1", 0,
                          subprotocols=[SUBPROTOCOL_MSGPACK]) as server:  # type: ignore[list-item]
-            port = server.sockets[0].getsockname()[1]
-            loop = asyncio.get_running_loop()
-            res = BotResult(0, validating=validate)
-            await run_bot(f"ws://127.0.0.1:{port}", res, behaviour="chase", seed=1,
-                          inputs=InputClock(1 / 20, clock=loop.time, call_at=loop.call_at),
-                          until=loop.time() + seconds, clock=loop.time,
-                          max_pending=MAX_PENDING, choose=choose, validate=validate)
-            return res
+            return await one_bot(server.sockets[0].getsockname()[1], seconds=seconds,
+                                 behaviour="chase", validate=validate)
 
     return asyncio.run(main()), received
 
@@ -135,14 +141,7 @@ def test_a_server_that_never_answers_the_handshake_times_out(
 
         server = await asyncio.start_server(silent, "127.0.0.1", 0)
         async with server:
-            port = server.sockets[0].getsockname()[1]
-            loop = asyncio.get_running_loop()
-            res = BotResult(0)
-            await run_bot(f"ws://127.0.0.1:{port}", res, behaviour="wander", seed=1,
-                          inputs=InputClock(1 / 20, clock=loop.time, call_at=loop.call_at),
-                          until=loop.time() + 1.0, clock=loop.time, max_pending=MAX_PENDING,
-                          choose=choose)
-            return res
+            return await one_bot(server.sockets[0].getsockname()[1])
 
     res = asyncio.run(main())
     assert not res.connected and res.failed is not None
@@ -158,14 +157,7 @@ def test_a_refused_handshake_says_why() -> None:
             return conn.respond(403, "no\n")
 
         async with serve(handler, "127.0.0.1", 0, process_request=refuse) as server:
-            port = server.sockets[0].getsockname()[1]
-            loop = asyncio.get_running_loop()
-            res = BotResult(0)
-            await run_bot(f"ws://127.0.0.1:{port}", res, behaviour="wander", seed=1,
-                          inputs=InputClock(1 / 20, clock=loop.time, call_at=loop.call_at),
-                          until=loop.time() + 1.0, clock=loop.time, max_pending=MAX_PENDING,
-                          choose=choose)
-            return res
+            return await one_bot(server.sockets[0].getsockname()[1])
 
     res = asyncio.run(main())
     assert not res.connected and res.failed is not None
