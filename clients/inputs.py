@@ -99,24 +99,34 @@ class InputClock:
         width, origin = self.width, self.origin
         # a slot runs once its start is at most half a slot away: uvloop's timers round to the
         # millisecond, and one that fires a little early must not spin until the start
+        failed: Exception | None = None
         while origin + due * width <= now + width / 2:
             slot = slots[due % n]
             if slot:
-                kept = [s for s in slot if s()]
+                kept = []
+                for send in slot:
+                    try:
+                        if send():
+                            kept.append(send)
+                    except Exception as exc:  # a bug of the sender's: it leaves, the rest go on
+                        failed = failed or exc
                 self.bots -= len(slot) - len(kept)
                 slots[due % n] = kept
             due += 1
             if not self.bots:
-                self.timer = None
-                self.due = due
-                return
-        # skip the empty slots ahead (a small fleet wakes only for its bots' slots)
-        for _ in range(n):
-            if slots[due % n]:
                 break
-            due += 1
+        else:
+            # skip the empty slots ahead (a small fleet wakes only for its bots' slots)
+            for _ in range(n):
+                if slots[due % n]:
+                    break
+                due += 1
         self.due = due
-        self._arm()
+        self.timer = None
+        if self.bots:
+            self._arm()
+        if failed is not None:
+            raise failed  # for the event loop's exception handler, once the clock is re-armed
 
     def close(self) -> None:
         """Stop the timer (the bots still in it send nothing more)."""

@@ -129,6 +129,22 @@ def test_slots_are_never_narrower_than_the_loops_timers() -> None:
     assert len(clock.slots) == 25
 
 
+def test_a_sender_that_raises_leaves_and_the_others_go_on() -> None:
+    clock, timers = make()
+    log: list[tuple[str, float]] = []
+
+    def broken() -> bool:
+        raise RuntimeError("a bug")
+
+    clock.add(broken, 0.1)
+    clock.add(sender(log, "a", timers), 0.1)        # the same slot, after the broken one
+    with pytest.raises(RuntimeError, match="a bug"):  # for the event loop to log
+        timers.run_until(0.01)
+    assert clock.bots == 1 and timers.armed          # re-armed before raising
+    timers.run_until(0.2)
+    assert [t for _, t in log] == pytest.approx([0.004, 0.054, 0.104, 0.154])
+
+
 def test_close_stops_the_timer() -> None:
     clock, timers = make()
     log: list[tuple[str, float]] = []
