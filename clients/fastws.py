@@ -26,10 +26,10 @@ import asyncio
 import contextlib
 import math
 import random
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from clients.acks import Acks
 from clients.inputs import InputClock
 from clients.lean import snapshot_head
 from server.protocol import (
@@ -94,14 +94,13 @@ class _Listener(WSListener):
 class LeanBot:
     """The state of one lean bot; :func:`run_lean_bot` drives it."""
 
-    def __init__(self, res: Any, clock: Callable[[], float], steady: float = -math.inf) -> None:
+    def __init__(self, res: Any, clock: Callable[[], float], *, steady: float = -math.inf,
+                 max_pending: int) -> None:
         self.res = res
         self.clock = clock
-        self.steady = steady  # acks before this clock time count as the ramp's
+        self.acks = Acks(res, steady=steady, max_pending=max_pending)
         self.codec = MsgpackCodec()
         self.transport: Any = None
-        self.latest: int | None = None
-        self.pending: deque[tuple[int, float]] = deque()
         self.welcome: asyncio.Future[Welcome] = asyncio.get_running_loop().create_future()
         self.gone: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
@@ -111,15 +110,7 @@ class LeanBot:
         res.messages_in += 1
         head = snapshot_head(data)
         if head is not None:
-            now = self.clock()
-            res.snapshots += 1
-            res.deltas += head[2] is not None
-            self.latest = head[0]
-            pending = self.pending
-            ack = head[1]
-            lat = res.latencies_ms if now >= self.steady else res.ramp_latencies_ms
-            while pending and pending[0][0] <= ack:
-                lat.append((now - pending.popleft()[1]) * 1e3)
+            self.acks.snapshot(head[0], head[1], head[2] is not None, self.clock())
             return
         try:
             msg = self.codec.decode(data, accept=SERVER_MESSAGES)
@@ -154,10 +145,9 @@ class _Inputs:
     (no task, future, sleep or timer per input); none at or after ``until`` or once the bot is
     gone."""
 
-    def __init__(self, bot: LeanBot, rng: random.Random, *, until: float, max_pending: int,
+    def __init__(self, bot: LeanBot, rng: random.Random, *, until: float,
                  choose: Callable[..., tuple[float, float, int]]) -> None:
         self.bot, self.rng, self.until, self.choose = bot, rng, until, choose
-        self.max_pending = max_pending
         self.memory: dict[str, float] = {}
         self.seq = 0
         self.stopped = False
@@ -169,16 +159,10 @@ class _Inputs:
             return False
         self.seq += 1
         thrust, turn, action = self.choose("wander", None, {}, self.rng, self.memory)
-        data = input_bytes(self.seq, thrust, turn, action, bot.latest)
+        data = input_bytes(self.seq, thrust, turn, action, bot.acks.latest)
         bot.transport.send(BINARY, data)
-        res = bot.res
-        res.bytes_out += len(data)
-        pending = bot.pending
-        pending.append((self.seq, clock()))
-        if len(pending) > self.max_pending:
-            pending.popleft()
-            res.lost_acks += 1
-        res.inputs += 1
+        bot.res.bytes_out += len(data)
+        bot.acks.sent(self.seq, clock())
         return True
 
     def stop(self) -> None:
@@ -192,7 +176,7 @@ async def run_lean_bot(url: str, res: Any, *, seed: int, inputs: InputClock, unt
     """Play one lean bot into ``res`` (a :class:`clients.bots.BotResult`) until ``until``,
     its inputs sent by ``inputs`` (the process's input clock); never raises for network
     trouble (it is recorded in ``res``).  Acks before ``steady`` count as the ramp's."""
-    bot = LeanBot(res, clock, steady)
+    bot = LeanBot(res, clock, steady=steady, max_pending=max_pending)
     rng = random.Random(seed * 1_000_003 + res.index)
     try:
         transport, _ = await asyncio.wait_for(
@@ -211,7 +195,7 @@ async def run_lean_bot(url: str, res: Any, *, seed: int, inputs: InputClock, unt
             return
         res.connected = True
         res.gateway = welcome.gateway
-        sender = _Inputs(bot, rng, until=until, max_pending=max_pending, choose=choose)
+        sender = _Inputs(bot, rng, until=until, choose=choose)
         inputs.add(sender.send, rng.random())
         try:
             res.dropped = await asyncio.wait_for(asyncio.shield(bot.gone),

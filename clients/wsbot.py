@@ -27,7 +27,6 @@ import asyncio
 import contextlib
 import math
 import random
-from collections import deque
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -39,6 +38,7 @@ from websockets.protocol import State
 from websockets.typing import Subprotocol
 from websockets.uri import parse_uri
 
+from clients.acks import Acks
 from clients.inputs import InputClock
 from clients.lean import snapshot_head
 from server.protocol import (
@@ -77,7 +77,8 @@ class WsBot(asyncio.Protocol):
                                        subprotocols=[Subprotocol(SUBPROTOCOL_MSGPACK)],
                                        max_size=MAX_SIZE)
         self.res, self.behaviour, self.rng, self.clock = res, behaviour, rng, clock
-        self.steady, self.max_pending, self.choose = steady, max_pending, choose
+        self.choose = choose
+        self.acks = Acks(res, steady=steady, max_pending=max_pending)
         self.validate = validate
         self.closing = False
         self.codec = MsgpackCodec()
@@ -90,8 +91,6 @@ class WsBot(asyncio.Protocol):
         self.history: dict[int, dict[int, Entity]] = {}
         self.state: dict[int, Entity] = {}
         self.me: int | None = None
-        self.latest: int | None = None
-        self.pending: deque[tuple[int, float]] = deque()
         self.memory: dict[str, float] = {}
         self.seq = 0
         self.until = math.inf
@@ -187,7 +186,7 @@ class WsBot(asyncio.Protocol):
         if not self.validate and self.welcome.done():
             head = snapshot_head(data)
             if head is not None:  # the lean path: tick, ack, base; nothing else decoded
-                self._acked(head[0], head[1], head[2] is not None)
+                self.acks.snapshot(head[0], head[1], head[2] is not None, self.clock())
                 return
         try:
             msg = self.codec.decode(data, accept=SERVER_MESSAGES)
@@ -204,33 +203,19 @@ class WsBot(asyncio.Protocol):
             try:
                 state = apply_snapshot(self.history, msg)
             except SnapshotGap:  # keep acking the old baseline; the server will send a full one
-                self._acked(None, None, msg.is_delta)
+                self.acks.snapshot(None, msg.ack, msg.is_delta, self.clock())
                 return
             history = self.history
             history[msg.tick] = self.state = state
             while len(history) > HISTORY:
                 del history[min(history)]
-            self._acked(msg.tick, msg.ack, msg.is_delta)
+            self.acks.snapshot(msg.tick, msg.ack, msg.is_delta, self.clock())
         elif isinstance(msg, Error):
             res.errors.append(msg.code)
         elif isinstance(msg, Bye):
             self._gone(f"server said bye: {msg.reason}")
         elif isinstance(msg, Welcome):
             self._fail("ProtocolError: a second welcome")
-
-    def _acked(self, tick: int | None, ack: int | None, delta: bool) -> None:
-        """A snapshot received now (``tick`` None: one that could not be applied)."""
-        now = self.clock()
-        res = self.res
-        res.snapshots += 1
-        res.deltas += delta
-        if tick is None or ack is None:
-            return
-        self.latest = tick
-        pending = self.pending
-        lat = res.latencies_ms if now >= self.steady else res.ramp_latencies_ms
-        while pending and pending[0][0] <= ack:
-            lat.append((now - pending.popleft()[1]) * 1e3)
 
     def send_input(self) -> bool:
         """One input now (the input clock calls it); False once the bot is done."""
@@ -240,16 +225,10 @@ class WsBot(asyncio.Protocol):
         state = self.state
         me = None if self.me is None else state.get(self.me)
         thrust, turn, action = self.choose(self.behaviour, me, state, self.rng, self.memory)
-        data = self.codec.encode(Input(self.seq, thrust, turn, action, ack=self.latest))
+        data = self.codec.encode(Input(self.seq, thrust, turn, action, ack=self.acks.latest))
         assert isinstance(data, bytes)
         self._send(data)
-        pending = self.pending
-        pending.append((self.seq, self.clock()))
-        res = self.res
-        if len(pending) > self.max_pending:
-            pending.popleft()
-            res.lost_acks += 1
-        res.inputs += 1
+        self.acks.sent(self.seq, self.clock())
         return True
 
     # ---- the end -------------------------------------------------------------------------
