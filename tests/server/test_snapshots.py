@@ -20,7 +20,7 @@ from server.protocol import (
     apply_snapshot,
     quantise,
 )
-from server.snapshots import SnapshotHook
+from server.snapshots import PROBE_JOBS, SnapshotHook
 from sim.config import WorldConfig
 from sim.world import World, spawn
 
@@ -265,3 +265,60 @@ def test_deltas_keep_going_where_they_pay() -> None:
     assert hook.stats["rests"] == 0
     assert sum(decode(p).is_delta for p in payloads) >= 30
     assert hook.sessions == {1}
+
+
+def _numpy_world(**kw: object) -> World:
+    """What the server ticks: a numpy group per worker, view rows as arrays."""
+    cfg = WorldConfig(width=400, height=400, regions_x=2, regions_y=2, view_radius=R,
+                      max_speed=60, **kw)  # type: ignore[arg-type]
+    return World(cfg, spawn(cfg, 2000, players=300), kernel="numpy", groups=[[0, 1], [2, 3]])
+
+
+def test_deltas_are_tried_on_a_sample_the_others_batched_same_bytes() -> None:
+    world = _numpy_world()
+    world.step(view=True)
+    jobs = [(e, 1000 + e, SUBPROTOCOL_MSGPACK if e % 7 else SUBPROTOCOL_JSON, -1, e)
+            for e in range(300)]
+    hook = SnapshotHook(view_radius=R)
+    loop = SnapshotHook(view_radius=R, deltas=False, batch=False)
+    got = hook.run(world.tick, world.shards, jobs)
+    # No client has acked a baseline yet: every snapshot is full, the same bytes in job order
+    assert got == loop.run(world.tick, world.shards, jobs)
+    every = 1 + len(jobs) // PROBE_JOBS
+    tried = {sid for _, sid, *_ in jobs if sid % every == 0}
+    assert 0 < len(tried) <= 2 * PROBE_JOBS
+    assert hook.sessions == tried  # only the sample keeps baselines
+
+
+@pytest.mark.parametrize("pays", [True, False])
+def test_the_sample_decides_for_everyone(pays: bool) -> None:
+    # Clients that ack every snapshot; deltas pay where the NPCs come to rest.
+    world = _numpy_world(**({"drag": 20.0, "wander_kick": 0.0} if pays else {}))
+    for _ in range(20):
+        world.step()
+    hook = SnapshotHook(view_radius=R, delta_window=16, delta_rest=1000)
+    plain = SnapshotHook(view_radius=R, deltas=False, batch=False)
+    acked = dict.fromkeys(range(40), -1)
+    state: dict[int, dict[int, Any]] = {e: {} for e in acked}
+    got_delta: set[int] = set()
+    for t in range(12):
+        world.step(view=True)
+        jobs = [(e, e, SUBPROTOCOL_MSGPACK, acked[e], t) for e in acked]
+        out = hook.run(world.tick, world.shards, jobs)
+        ref = dict(plain.run(world.tick, world.shards, jobs))
+        assert [sid for sid, _ in out] == list(acked)
+        for sid, payload in out:
+            snap = decode(payload)
+            got_delta.update([sid] if snap.is_delta else [])
+            now = apply_snapshot(state[sid], snap)
+            assert now == apply_snapshot({}, decode(ref[sid]))
+            state[sid] = {snap.tick: now}
+            acked[sid] = snap.tick
+    every = 1 + 40 // PROBE_JOBS
+    if pays:  # judged on the sample, then every client gets deltas
+        assert hook.stats["rests"] == 0
+        assert len(got_delta) > len([e for e in acked if e % every == 0])
+    else:  # judged on the sample: rest, full snapshots for all
+        assert hook.stats["rests"] == 1
+        assert hook.sessions == frozenset()
+        assert got_delta <= {e for e in acked if e % every == 0}
