@@ -35,6 +35,13 @@ gave: after :data:`DELTA_WINDOW` tries with fewer than :data:`DELTA_MIN_SHARE` d
 its rings and sends only full snapshots for :data:`DELTA_REST` ticks, built straight from the
 entities' cached fragments (no per-client dict, ring or comparison), then keeps baselines and
 tries again.  A full snapshot is always valid, so clients see no difference but the bytes.
+Trying is the dear part: the per-client path indexes every view row of the worker's shards in
+Python, which with 20,000 entities made each tick of a trial ~100 ms (free-threaded build,
+2-core VM, at start-up and every 20 s after).  So where numpy loads, a trial takes a sample
+(:meth:`SnapshotHook._probe`): about :data:`PROBE_JOBS` clients a tick, chosen by session id so
+that the same ones keep their baselines, indexed from only the rows in their areas of interest,
+while the others' full snapshots are batched; :data:`PROBE_TRIES` tries judge, and only if
+deltas pay there does every client get them.
 The bar is a quarter of the tries: a try cost about 2.4x a batched full snapshot when it was
 set (35 against 15 µs, ``bench snapshots``, GIL build, 2-core VM; about 4x since the batch
 works on arrays: 47 against 12 µs), and under 400 bots, where a third of them
@@ -87,10 +94,11 @@ DELTA_WINDOW = 256
 DELTA_MIN_SHARE = 0.25
 #: Ticks a worker sends only full snapshots once deltas did not pay (20 s at 30 Hz).
 DELTA_REST = 600
-#: Most clients a worker tries deltas on per tick before they are judged (:meth:`SnapshotHook.
-#: _probe`): trying walks the view rows in Python, which over a whole 20,000-entity world
-#: took ~100 ms a tick.
-PROBE_JOBS = 8
+#: Clients a worker tries deltas on per tick before they are judged to pay (about; chosen by
+#: session id: :meth:`SnapshotHook._probe`), and the tries that judge them then (not
+#: :data:`DELTA_WINDOW`: a tick that tries is dearer, so the trial is kept short).
+PROBE_JOBS = 4
+PROBE_TRIES = 64
 #: The 3x3 cells around a client's, in the order :meth:`_Index.near` visits them.
 _DX = (-1, -1, -1, 0, 0, 0, 1, 1, 1)
 _DY = (-1, 0, 1, -1, 0, 1, -1, 0, 1)
@@ -315,7 +323,8 @@ class SnapshotHook:
             payload = self._encode(tick, sid, codec_name, base, ack, current, idx)
             if payload is not None:
                 out.append((sid, payload))
-        if not resting and self._tries >= self.delta_window:
+        window = min(self.delta_window, PROBE_TRIES) if self._probing else self.delta_window
+        if not resting and self._tries >= window:
             if self._wins < self.delta_min_share * self._tries:
                 self._rest_until = tick + self.delta_rest
                 self._rings.clear()
