@@ -347,7 +347,7 @@ class SnapshotHook:
         bytes.  The rest goes through :meth:`_full_batch`.  Output in job order.
         """
         np = self._np
-        every = 1 + len(jobs) // PROBE_JOBS
+        every = probe_every(len(jobs))
         tried = [job for job in jobs if job[1] % every == 0]
         if len(tried) == len(jobs):
             return self._per_client(tick, [(s.view_rows(), len(s)) for s in shards], jobs)
@@ -551,6 +551,14 @@ class SnapshotHook:
         stale = [sid for sid, (last, _) in self._rings.items() if tick - last > self.ring_ttl]
         for sid in stale:
             del self._rings[sid]
+
+
+def probe_every(jobs: int) -> int:
+    """A trial tries the clients whose session id is a multiple of this (:meth:`SnapshotHook.
+    _probe`): the largest power of two up to ``jobs / PROBE_JOBS``.  A power of two, so that as
+    the count of jobs moves from tick to tick the sample only halves or doubles: the clients of
+    the smaller sample are in the larger one, and are tried on every tick they have a job."""
+    return 1 << max(0, (jobs // PROBE_JOBS).bit_length() - 1)
 
 
 def _view_array(np: Any, shard: Any) -> Any:

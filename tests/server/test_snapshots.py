@@ -20,7 +20,7 @@ from server.protocol import (
     apply_snapshot,
     quantise,
 )
-from server.snapshots import PROBE_JOBS, SnapshotHook
+from server.snapshots import PROBE_JOBS, PROBE_TRIES, SnapshotHook, probe_every
 from sim.config import WorldConfig
 from sim.world import World, spawn
 
@@ -284,7 +284,7 @@ def test_deltas_are_tried_on_a_sample_the_others_batched_same_bytes() -> None:
     got = hook.run(world.tick, world.shards, jobs)
     # No client has acked a baseline yet: every snapshot is full, the same bytes in job order
     assert got == loop.run(world.tick, world.shards, jobs)
-    every = 1 + len(jobs) // PROBE_JOBS
+    every = probe_every(len(jobs))
     tried = {sid for _, sid, *_ in jobs if sid % every == 0}
     assert 0 < len(tried) <= 2 * PROBE_JOBS
     assert hook.sessions == tried  # only the sample keeps baselines
@@ -314,7 +314,7 @@ def test_the_sample_decides_for_everyone(pays: bool) -> None:
             assert now == apply_snapshot({}, decode(ref[sid]))
             state[sid] = {snap.tick: now}
             acked[sid] = snap.tick
-    every = 1 + 40 // PROBE_JOBS
+    every = probe_every(40)
     if pays:  # judged on the sample, then every client gets deltas
         assert hook.stats["rests"] == 0
         assert len(got_delta) > len([e for e in acked if e % every == 0])
@@ -322,3 +322,29 @@ def test_the_sample_decides_for_everyone(pays: bool) -> None:
         assert hook.stats["rests"] == 1
         assert hook.sessions == frozenset()
         assert got_delta <= {e for e in acked if e % every == 0}
+
+
+def test_a_trial_ends_while_the_count_of_jobs_moves() -> None:
+    # As the server paces snapshots, a different share of the clients has a job each tick.
+    world = _numpy_world()
+    hook = SnapshotHook(view_radius=R)
+    rng = random.Random(3)
+    acked = dict.fromkeys(range(120), -1)
+    for t in range(60):
+        world.step(view=True)
+        jobs = [(e, e, SUBPROTOCOL_MSGPACK, acked[e], t) for e in acked
+                if rng.random() < rng.uniform(0.45, 0.9)]
+        for sid, payload in hook.run(world.tick, world.shards, jobs):
+            acked[sid] = decode(payload).tick
+        if hook.stats["rests"]:
+            break
+    assert hook.stats["rests"] == 1, hook.stats  # the moving world's deltas did not pay
+    assert hook.stats["tries"] >= PROBE_TRIES
+
+
+def test_probe_every_halves_or_doubles() -> None:
+    assert [probe_every(n) for n in (0, 1, PROBE_JOBS - 1)] == [1, 1, 1]
+    seen = {probe_every(n) for n in range(1, 4000)}
+    assert all(k & (k - 1) == 0 for k in seen)  # powers of two only
+    assert all(n / PROBE_JOBS / 2 < probe_every(n) <= max(1, n / PROBE_JOBS)
+               for n in range(PROBE_JOBS, 4000))
