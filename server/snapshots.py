@@ -357,10 +357,8 @@ class SnapshotHook:
         views: list[tuple[Sequence[Any], int]] = []
         for s, a in zip(shards, arrays, strict=True):
             own = len(s)
-            ids = a[:own, V_ID].astype(np.int64)
-            by_id = ids.argsort(kind="stable")
-            at = ids.take(by_id).searchsorted(wanted).clip(0, max(own - 1, 0))
-            me = by_id.take(at).compress(ids.take(by_id).take(at) == wanted) if own else by_id
+            at, found = _lookup(np, a[:own, V_ID].astype(np.int64), wanted)
+            me = at.compress(found)  # the rows of the tried clients this shard owns
             keep = np.zeros(len(a), bool)
             x, y = a[:, V_X], a[:, V_Y]
             for cx, cy in zip(x.take(me).tolist(), y.take(me).tolist(), strict=True):
@@ -404,18 +402,12 @@ class SnapshotHook:
         batch: list[tuple[int, int]] = []  # (job, the row of its entity)
         mine = np.concatenate(owned_rows) if owned_rows else np.empty(0, np.int64)
         if len(mine) and todo:
-            # Each job's entity among the owned ids: one sort and a binary search for all of
-            # them (a dict of every owned id cost more than the search, rebuilt every tick).
+            # Each job's entity among the owned ids.
             a = np.concatenate(arrays) if len(arrays) > 1 else arrays[0]
-            ids = a[:, V_ID].take(mine).astype(np.int64)
-            by_id = ids.argsort(kind="stable")
-            ids = ids.take(by_id)
-            wanted = np.fromiter((job[0] for job in todo), np.int64, len(todo))
-            at = ids.searchsorted(wanted).clip(0, len(ids) - 1)
-            found = (ids.take(at) == wanted).tolist()
-            rows = mine.take(by_id.take(at)).tolist()
-            batch = [(j, rows[j]) for j, job in enumerate(todo)
-                     if found[j] and job[2] in CODECS]
+            at, found = _lookup(np, a[:, V_ID].take(mine).astype(np.int64),
+                                np.fromiter((job[0] for job in todo), np.int64, len(todo)))
+            rows, ok = mine.take(at).tolist(), found.tolist()
+            batch = [(j, rows[j]) for j, job in enumerate(todo) if ok[j] and job[2] in CODECS]
         done: list[tuple[int, bytes | str] | None] = [None] * len(todo)
         if batch:
             x = a[:, V_X].copy()
@@ -559,6 +551,17 @@ def probe_every(jobs: int) -> int:
     the count of jobs moves from tick to tick the sample only halves or doubles: the clients of
     the smaller sample are in the larger one, and are tried on every tick they have a job."""
     return 1 << max(0, (jobs // PROBE_JOBS).bit_length() - 1)
+
+
+def _lookup(np: Any, ids: Any, wanted: Any) -> tuple[Any, Any]:
+    """Where each of ``wanted`` is in ``ids`` (distinct, in any order), and whether it is
+    there at all: one sort and a binary search for all of them (a dict of every id cost more
+    than the search, rebuilt every tick)."""
+    if not len(ids):
+        return np.zeros(len(wanted), np.int64), np.zeros(len(wanted), bool)
+    by_id = ids.argsort(kind="stable")
+    at = by_id.take(ids.take(by_id).searchsorted(wanted).clip(0, len(ids) - 1))
+    return at, ids.take(at) == wanted
 
 
 def _view_array(np: Any, shard: Any) -> Any:
