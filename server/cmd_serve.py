@@ -117,7 +117,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "interpreters, where numpy does not load")
     r.add_argument("--no-pin", action="store_true",
                    help="leave worker placement to the OS; by default, where every worker has "
-                        "a core of its own, worker W is pinned to the W-th usable core")
+                        "a core of its own, worker W is pinned to the W-th usable core (with "
+                        "--backend threads, worker 0 is the ticker's own thread)")
     b = p.add_argument_group("nodes (--backend nodes)")
     b.add_argument("--bus", default=None, metavar="URL",
                    help="NATS server of the nodes, nats://HOST:PORT (default: start a private "

@@ -17,7 +17,8 @@ import os
 import platform
 import sys
 import sysconfig
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable
 from typing import Any
 
 #: The C extensions paratick loads.  Either could re-enable the GIL on a free-threaded build
@@ -129,6 +130,29 @@ def pin_thread(cpu: int) -> bool:
     with contextlib.suppress(AttributeError, OSError):
         os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
     return True
+
+
+def hold_core(cpu: int) -> Callable[[], None] | None:
+    """Keep the calling thread on ``cpu`` until the returned undo is called (from any thread).
+
+    For a thread that ticks a lockstep worker's shards between other work (the runtime's
+    coordinator leading worker 0): unpinned, it was often on the core of the worker it had just
+    woken, which then waited for it.  Unlike :func:`pin_thread` the scheduling policy stays: the
+    thread also serves its caller, whose wake-ups must not wait for the scheduler's tick.  None
+    where the OS refuses or has no such calls.
+    """
+    tid = threading.get_native_id()
+    try:
+        before = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, {cpu})
+    except (AttributeError, OSError):
+        return None
+
+    def undo() -> None:
+        with contextlib.suppress(OSError):  # the thread is gone: nothing to give back
+            os.sched_setaffinity(tid, before)
+
+    return undo
 
 
 def usable_cores() -> int:

@@ -83,7 +83,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="leave worker placement to the OS; by default, where every worker has a "
                         "core of its own, worker W is pinned to the W-th usable core (and kept "
                         "from preempting the coordinator on wake-up), which removes ticks lost "
-                        "to two workers sharing a core")
+                        "to two workers sharing a core; with --backend threads the thread that "
+                        "coordinates ticks worker 0 itself and is kept on the first core")
     r.add_argument("--check", action="store_true",
                    help="also tick the single-thread reference World and compare digests")
     r.add_argument("--json", action="store_true", help="print one JSON document instead of text")

@@ -6,6 +6,19 @@ the chosen backend and, for each :meth:`Runtime.step`, broadcasts ``TICK t + inp
 waits for every worker's ``DONE t`` (or a failure, or the watchdog).  Workers exchange borders
 among themselves; the coordinator only sees control messages and reports.
 
+With the threads backend the coordinator *leads* worker 0: the thread calling :meth:`step`
+ticks worker 0's shards itself between sending the TICK and collecting the other workers'
+DONE, as the inline backend ticks its one worker.  A coordinator of its own would be one thread
+more than there are workers: on a machine with a core per worker it had to take a worker's core
+to wake it, and every tick paid two wake-ups (TICK to each worker, the last DONE back), tens of
+microseconds each.  Worker 0's borders and the other workers' reports then share one inbox
+(participant 0): :class:`_LeadEndpoint` hands worker 0 its borders and sets the rest aside for
+the coordinator.  The watchdog names the other workers; a hang in worker 0's own shards or hook
+is the caller's, as with inline.  Where workers are pinned, the calling thread is kept on worker
+0's core while it steps (its mask is given back on close, or when another thread steps).  Only
+threads: a subinterpreter's or a process's coordinator shares its interpreter's GIL with the
+caller (a server's event loop), which worker 0's tick would then hold.
+
 Lifecycle (:class:`State`)::
 
     RUNNING --step()--> RUNNING        (a worker failure moves to FAILED and raises)
@@ -21,15 +34,18 @@ import contextlib
 import enum
 import threading
 import time
-from collections.abc import Iterable, Sequence
+import traceback
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from server.clock import TimeSource
-from server.host import gil_enabled, usable_cores, usable_cpus
+from server.host import gil_enabled, hold_core, usable_cores, usable_cpus
 from server.runtime import backends
 from server.runtime import messages as m
 from server.runtime.channels import (
+    ChannelStats,
     Endpoint,
 )
 from server.runtime.errors import (
@@ -69,10 +85,63 @@ TICK_TIMEOUT = 30.0
 #: (:meth:`Runtime._spin`): longer than the usual skew between workers finishing their advance
 #: on arena-20k, short enough that a late neighbour costs little CPU.
 SPIN_S = 0.0005
+#: Seconds the coordinator polls for a tick's reports, and a worker for its next TICK, while
+#: ticks follow each other at once (flat out: the caller steps again within SPIN_S of the last
+#: step's return; a worker's next TICK came within this of its last report), where each has a
+#: core of its own: longer than the usual skew between workers' ticks (a few milliseconds with
+#: the python kernel on arena-20k), so neither sleeps through the other's finish.  A paced run
+#: sleeps between ticks as before.
+FLAT_OUT_SPIN_S = 0.005
 #: Seconds to wait for every worker's HELLO (spawned processes import the simulation first).
 START_TIMEOUT = 120.0
 #: Seconds close() waits for a worker to leave before abandoning (thread) or killing (process) it.
 STOP_TIMEOUT = 5.0
+
+class _PeerDown(RuntimeFault):
+    """A worker's FAIL or EXITED reached the led worker while it waited for borders: its step
+    stops, and the coordinator names the worker from the message set aside."""
+
+
+class _LeadEndpoint(Endpoint):
+    """Participant 0 as the worker the coordinator leads sees it (threads backend).
+
+    The inbox holds worker 0's borders and the other workers' reports: borders and STOP are
+    the worker's, everything else is set aside in :attr:`aside` for the coordinator, which reads
+    it before its inbox (:meth:`Runtime._collect`).  A worker's failure ends the wait for its
+    borders at once (:class:`_PeerDown`), as the coordinator's watchdog would have named it.
+    """
+
+    in_memory = True
+    msgpack_types = False
+
+    def __init__(self, inner: Endpoint) -> None:
+        super().__init__(inner.index)
+        self.inner = inner
+        self.aside: deque[m.Message] = deque()
+
+    def send(self, dst: int, data: bytes) -> None:
+        self.inner.send(dst, data)
+
+    def send_message(self, dst: int, msg: m.Message) -> None:
+        self.inner.send_message(dst, msg)
+
+    def recv_message(self, timeout: float | None, spin: float = 0.0) -> m.Message | None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            msg = self.inner.recv_message(left, spin)
+            if msg is None or isinstance(msg, (m.Borders, m.Stop)):
+                return msg
+            self.aside.append(msg)
+            if isinstance(msg, (m.Fail, m.Exited)):
+                raise _PeerDown(f"worker {getattr(msg, 'worker', -1)} is down")
+
+    def statistics(self) -> ChannelStats:
+        return self.inner.statistics()
+
+    def flush(self, timeout: float) -> bool:
+        return self.inner.flush(timeout)
+
 
 class State(enum.Enum):
     RUNNING = "running"
@@ -139,8 +208,9 @@ class Runtime:
         fault_at: ``(region, tick)``: inject one exception in that region's advance (tests).
         metrics_window: ticks kept in the sliding MSPT windows.
         pin: pin worker ``w`` to the ``w``-th usable core (and ``SCHED_BATCH``) where every worker
-            has a core of its own and spinning pays (:meth:`_spin`); False leaves placement to
-            the OS.  :meth:`worker_cpus` says what each worker did.
+            has a core of its own and spinning pays (:meth:`_spin`); a thread stepping a led
+            worker 0 is kept on the first core while it does, its policy unchanged.  False
+            leaves placement to the OS.  :meth:`worker_cpus` says what each worker did.
         clock: monotonic seconds (injected for tests; ``time.perf_counter`` by default).
 
     Raises:
@@ -217,27 +287,44 @@ class Runtime:
         self._core: WorkerCore | None = None
         self._ep: Endpoint | None = None
         self._crew: backends.Crew | None = None
+        #: the worker this coordinator ticks itself (threads backend, see the module docstring)
+        self._lead: WorkerCore | None = None
+        self._lead_ep: _LeadEndpoint | None = None
+        leads = backend == "threads" and self.workers >= 2
         #: seconds the workers poll for borders (0: sleep at once), see _spin
         spin = self._spin(backend, kernel)
-        #: seconds this coordinator polls for a tick's last reports once the first arrived:
-        #: only with a core left over for it (see _spin)
-        self._coord_spin_s = spin if self.workers < usable_cores() else 0.0
+        #: seconds this coordinator polls for a tick's reports, and the workers for the next
+        #: tick: only where the coordinator has a core too (see _spin), its worker's or one left
+        #: over
+        own_core = leads or self.workers < usable_cores()
+        self._coord_spin_s = spin if own_core else 0.0
+        #: whether the caller stepped again at once (see FLAT_OUT_SPIN_S), and when it returned
+        self._flat_out = False
+        self._returned = -1.0
         #: worker -> the core it is pinned to, where every worker has a core of its own (the
-        #: same rule as spinning; see server.host.pin_thread), else None: the OS places it
+        #: same rule as spinning; see server.host.pin_thread), else None: the OS places it.
         cpus = usable_cpus() if pin and spin else None
         self._cpus: list[int | None] = (list(cpus[:self.workers]) if cpus and
                                         len(cpus) >= self.workers else [None] * self.workers)
+        #: the core the thread leading worker 0 is kept on while it does, that thread's
+        #: ident and how to give it back its mask (see _hold)
+        self._lead_cpu = self._cpus[0] if leads else None
+        self._held: tuple[int, Callable[[], None]] | None = None
+        if leads:
+            self._cpus[0] = None
         base = {"config": config.to_dict(), "owner": self.owner, "kernel": kernel,
                 "tick": tick, "hook": hook, "hook_args": dict(hook_args or {}),
                 "fault_at": list(fault_at) if fault_at is not None else None,
                 "checkpoint": checkpoint, "checkpoint_every": checkpoint_every,
                 "recv_timeout": max(tick_timeout, 1.0) * 2,
-                "spin": spin}
+                "spin": spin, "tick_spin": FLAT_OUT_SPIN_S if spin and own_core else 0.0}
         specs = [dict(base, w=w, cpu=self._cpus[w],
                       rows=[(r, per[r]) for r in self.assignment[w]]) for w in range(self.workers)]
         try:
             if backend == "inline":
                 self._start_inline(specs)
+            elif leads:
+                self._start_led(specs, start_timeout)
             else:
                 self._start_crew(specs)
             if self._core is None:
@@ -279,6 +366,20 @@ class Runtime:
         self._crew = crew = backends.start(self.backend, specs)
         self._ep = crew.ep
 
+    def _start_led(self, specs: list[dict[str, Any]], start_timeout: float) -> None:
+        """Threads for workers 1..W-1, worker 0 here (its first border exchange waits for
+        theirs, so it is built once they run)."""
+        self._crew = crew = backends.start(self.backend, specs, lead=True)
+        self._ep = crew.ep
+        self._lead_ep = lead_ep = _LeadEndpoint(crew.ep)
+        try:
+            self._lead = WorkerCore(dict(specs[0], recv_timeout=start_timeout), lead_ep, 0)
+        except (_PeerDown, TimeoutError):  # name the worker that failed or did not start
+            self._collect(m.Hello, None, start_timeout, overdue=not lead_ep.aside)
+            raise
+        self._lead.recv_timeout = self.tick_timeout  # the watchdog of the other workers
+        self._hello(0, self._lead.info)
+
     # ---- the tick --------------------------------------------------------------------------------
     def step(self, inputs: Iterable[Any] = (), view: bool = False,
              jobs: Sequence[Any] = ()) -> TickResult:
@@ -299,12 +400,20 @@ class Runtime:
         norm = list(normalise_inputs(inputs).values())
         jobs = list(jobs)
         t = self.tick
+        if self._lead is not None:
+            self._hold()
+            self._flat_out = self._clock() - self._returned < SPIN_S
+            # Between ticks, as a worker thread takes its checkpoint after reporting the last
+            # tick: the caller has had the last tick's results; this tick is not yet timed.
+            self._lead.after_report()
         t0 = self._clock()
         try:
             if self._core is not None:
                 report, results = self._core.step(t, norm, bool(view), jobs)
                 self._core.after_report()
                 done = {0: (report, m.as_sent(results))}
+            elif self._lead is not None:
+                done = self._step_led(t, norm, bool(view), jobs)
             else:
                 ep = self._ep
                 assert ep is not None
@@ -349,8 +458,57 @@ class Runtime:
                 by_worker.append(list(results))
                 if report["hook_error"]:
                     errors.append((w, report["hook_error"]))
+        self._returned = self._clock()
         return TickResult(tick=self.tick, hook_results=[r for rs in by_worker for r in rs],
                           hook_results_by_worker=by_worker, hook_errors=errors, mspt=ms)
+
+    def _step_led(self, t: int, norm: list[Any], view: bool, jobs: list[Any],
+                  ) -> dict[int, tuple[dict[str, Any], Any]]:
+        """One tick with the coordinator leading worker 0: TICK to the others, worker 0's
+        tick here, then their DONE.  A failure of worker 0 is reported as a worker thread's
+        would be (ShardFault naming worker 0); one of another worker's, by _collect."""
+        lead = self._lead
+        assert lead is not None
+        try:
+            jobs = m.as_sent(jobs)
+            tick = m.Tick(t, norm, view, jobs)
+        except MessageError as exc:
+            raise InvalidInput(f"jobs must be msgpack-able: {exc}") from exc
+        self._broadcast(tick)
+        try:
+            report, results = lead.step(t, norm, view, jobs)
+        except _PeerDown:  # its FAIL or EXITED is set aside: _collect names it
+            self._collect(m.Done, t, self.tick_timeout)
+            raise
+        except TimeoutError:  # a peer's borders did not come: the watchdog's verdict
+            self._collect(m.Done, t, self.tick_timeout, overdue=True)
+            raise
+        except Exception as exc:
+            detail = "".join(traceback.format_exception(exc))
+            raise ShardFault(f"worker 0 failed with {type(exc).__name__}; its traceback:\n"
+                             f"{detail}", worker=0, detail=detail) from exc
+        msgs = self._collect(m.Done, t, self.tick_timeout)
+        done: dict[int, tuple[dict[str, Any], Any]] = {0: (report, m.as_sent(results))}
+        for w, msg in msgs.items():
+            assert isinstance(msg, m.Done)
+            done[w] = (msg.report, msg.results)
+        return done
+
+    def _hold(self) -> None:
+        """Keep the thread stepping a led worker on worker 0's core (where workers are pinned)
+        while it does; a thread that takes over gives the last one its mask back."""
+        if self._lead_cpu is None:
+            return
+        me = threading.get_ident()
+        if self._held is not None:
+            if self._held[0] == me:
+                return
+            self._held[1]()
+            self._held = None
+        undo = hold_core(self._lead_cpu)
+        if undo is not None:
+            self._held = (me, undo)
+        self._worker_m[0].cpu = self._lead_cpu if undo is not None else None
 
     def _account(self, w: int, report: dict[str, Any]) -> None:
         wm = self._worker_m[w]
@@ -371,7 +529,7 @@ class Runtime:
         ``Endpoint.encode``); a closed channel means that worker died."""
         ep = self._ep
         assert ep is not None
-        for w in range(self.workers):
+        for w in range(1 if self._lead is not None else 0, self.workers):
             try:
                 if isinstance(msg, bytes):
                     ep.send(w, msg)
@@ -382,17 +540,29 @@ class Runtime:
                 raise WorkerCrashed(f"worker {dead[0]} is gone: its channel closed "
                                     f"({self.backend} backend)", worker=dead[0]) from exc
 
-    def _collect(self, kind: type[m.Message], tick: int | None, timeout: float,
-                 ) -> dict[int, m.Message]:
-        """Wait for one ``kind`` message from every worker, or raise naming the culprit."""
+    def _collect(self, kind: type[m.Message], tick: int | None, timeout: float, *,
+                 overdue: bool = False) -> dict[int, m.Message]:
+        """Wait for one ``kind`` message from every worker (but a led one), or raise naming
+        the culprit; ``overdue``: the ``timeout`` has passed already (read what arrived)."""
         ep = self._ep
         assert ep is not None
-        pending = set(range(self.workers))
+        aside = self._lead_ep.aside if self._lead_ep is not None else deque()
+        pending = set(range(1 if self._lead is not None else 0, self.workers))
         got: dict[int, m.Message] = {}
-        deadline = self._clock() + timeout
+        deadline = self._clock() + (0.0 if overdue else timeout)
+        # Poll once one worker reported the tick: the others are about to (where a core is
+        # left over for this thread, see _spin).  A led worker's tick is over when this starts:
+        # poll from the start, and longer while the caller ticks flat out.
+        later = self._coord_spin_s
+        if self._lead is not None and self._flat_out and later:
+            later = FLAT_OUT_SPIN_S
+        first = later if self._lead is not None else 0.0
+        msg: m.Message | None
         while pending:
             remaining = deadline - self._clock()
-            if remaining <= 0:
+            if aside:
+                msg = aside.popleft()
+            elif remaining <= 0:
                 dead = self._dead()
                 if dead:
                     raise WorkerCrashed(f"worker {dead[0]} died", worker=dead[0])
@@ -400,15 +570,14 @@ class Runtime:
                 names = ", ".join(map(str, sorted(pending)))
                 raise WorkerTimeout(f"worker {names} did not {what} within {timeout:g} s "
                                     f"({self.backend} backend)", worker=min(pending))
-            try:
-                # Once one worker reported the tick, the others are about to: poll briefly
-                # (where a core is left over for it, see _spin).
-                msg = ep.recv_message(remaining, self._coord_spin_s if got else 0.0)
-            except ChannelClosed as exc:
-                peer = getattr(exc, "peer", -1)
-                dead = self._dead() or [peer]
-                raise WorkerCrashed(f"worker {dead[0]} is gone: its channel closed "
-                                    f"({self.backend} backend)", worker=dead[0]) from exc
+            else:
+                try:
+                    msg = ep.recv_message(remaining, later if got else first)
+                except ChannelClosed as exc:
+                    peer = getattr(exc, "peer", -1)
+                    dead = self._dead() or [peer]
+                    raise WorkerCrashed(f"worker {dead[0]} is gone: its channel closed "
+                                        f"({self.backend} backend)", worker=dead[0]) from exc
             if msg is None:
                 continue
             w = getattr(msg, "worker", -1)
@@ -460,8 +629,11 @@ class Runtime:
         except BaseException:
             self._fail()
             raise
-        return sorted(tuple(r) for w in range(self.workers)
-                      for r in got[w].rows)  # type: ignore[union-attr]
+        rows = [tuple(r) for msg in got.values() if isinstance(msg, m.RowsOk)
+                for r in msg.rows]
+        if self._lead is not None:
+            rows += self._lead.rows()
+        return sorted(rows)
 
     def digest(self) -> str:
         """Same digest as :meth:`sim.world.World.digest` for the same world and tick."""
@@ -524,6 +696,9 @@ class Runtime:
         """Stop every worker and release channels, interpreters, processes (idempotent)."""
         self._transition("close")
         self._state = State.CLOSED
+        if self._held is not None:
+            self._held[1]()
+            self._held = None
         self._stop_workers()
         if self._crew is not None:
             self._crew.close()
@@ -532,7 +707,7 @@ class Runtime:
 
     def _signal_stop(self) -> None:
         if self._ep is not None:
-            for w in range(self.workers):
+            for w in range(1 if self._lead is not None else 0, self.workers):
                 with contextlib.suppress(RuntimeFault):  # that worker is gone already
                     self._ep.send_message(w, m.Stop())
 

@@ -120,6 +120,10 @@ class WorkerCore:
         #: seconds to poll for a neighbour's borders before sleeping (see Runtime: only where
         #: no GIL is shared and every worker has a core)
         self.spin: float = float(spec.get("spin", 0.0))
+        #: seconds to poll for the next TICK after reporting one, where the coordinator has a
+        #: core of its own (see Runtime); used only while ticks follow each other within it
+        #: (flat out), so a paced run sleeps between ticks as before
+        self.tick_spin: float = float(spec.get("tick_spin", 0.0))
         self.checkpointing: bool = spec.get("checkpoint", True)
         self.checkpoint_every: int = max(1, int(spec.get("checkpoint_every", CHECKPOINT_EVERY)))
         kernel = spec["kernel"]
@@ -362,17 +366,23 @@ class WorkerCore:
         ep = self.ep
         assert ep is not None
         coord = self.coord
+        clock = time.perf_counter
+        spin = self.tick_spin
+        idle = spin  # the last wait for a TICK, from the report before it
+        reported = clock()
         while True:
             try:
-                msg = self._recv()
+                msg = self._recv(spin if idle < spin else 0.0)
             except TimeoutError:
                 continue  # idle between ticks is fine: the coordinator owns the watchdog
             if isinstance(msg, m.Tick):
+                idle = clock() - reported
                 report, results = self.step(msg.tick, msg.inputs, msg.view, msg.jobs)
                 if ep.in_memory:  # as a byte channel would deliver them, here in parallel
                     results = m.as_sent(results)
                 ep.send_message(coord, m.Done(self.w, msg.tick, report, results))
                 self.after_report()
+                reported = clock()
             elif isinstance(msg, m.Borders):
                 self._keep(msg)
             elif isinstance(msg, m.Rows):

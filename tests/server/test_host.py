@@ -6,10 +6,11 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 
 import pytest
 
-from server.host import pin_thread, usable_cpus
+from server.host import hold_core, pin_thread, usable_cpus
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="thread affinity and SCHED_BATCH are Linux calls")
@@ -47,6 +48,41 @@ def test_pin_thread_refuses_a_core_it_cannot_have() -> None:
     t.start()
     t.join(10)
     assert seen == [False]
+
+
+@linux_only
+def test_hold_core_keeps_the_thread_on_a_core_until_undone_from_anywhere() -> None:
+    cpus = usable_cpus()
+    assert cpus
+    policy = os.sched_getscheduler(0)
+    seen: dict[str, object] = {}
+    undone = threading.Event()
+    undos: list[object] = []
+
+    def body() -> None:
+        before = os.sched_getaffinity(0)
+        undo = hold_core(cpus[-1])
+        undos.append(undo)
+        seen["held"] = os.sched_getaffinity(0)
+        seen["policy"] = os.sched_getscheduler(0)
+        undone.wait(10)
+        seen["after"] = os.sched_getaffinity(0)
+        seen["before"] = before
+
+    t = threading.Thread(target=body)
+    t.start()
+    for _ in range(1000):
+        if undos:
+            break
+        time.sleep(0.01)
+    undo = undos[0]
+    assert callable(undo)
+    undo()  # from this thread, not the held one
+    undone.set()
+    t.join(10)
+    assert seen["held"] == {cpus[-1]} and seen["policy"] == policy  # the policy stays
+    assert seen["after"] == seen["before"]
+    assert hold_core(10_000) is None
 
 
 def test_tune_gc_raises_the_threshold_only_on_free_threaded_builds() -> None:

@@ -32,10 +32,11 @@ from server.runtime.backends.base import Crew, post_exit
 
 def start(backend: str, specs: Sequence[dict[str, Any]], **options: Any) -> Crew:
     """Start one worker per spec on ``backend`` (threads, interpreters, processes or nodes;
-    ``options`` are the nodes crew's: bus, world, local_nodes, start_timeout, epoch)."""
+    ``options`` are the nodes crew's: bus, world, local_nodes, start_timeout, epoch; and the
+    threads crew's ``lead``: worker 0 runs on the coordinator's thread, not started here)."""
     if backend == "threads":
         from server.runtime.backends.threads import ThreadCrew
-        return ThreadCrew(specs)
+        return ThreadCrew(specs, lead=options.get("lead", False))
     if backend == "interpreters":
         from server.runtime.backends.interpreters import InterpreterCrew
         return InterpreterCrew(specs)

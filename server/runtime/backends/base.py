@@ -39,9 +39,11 @@ class ThreadedCrew(Crew):
     """A crew whose workers are run by threads of this process (threads, interpreters)."""
 
     threads: list[threading.Thread]
+    #: the worker index each of :attr:`threads` runs (a crew may start a subset of the workers)
+    ids: list[int]
 
     def dead(self) -> list[int]:
-        return [w for w, t in enumerate(self.threads) if not t.is_alive()]
+        return [w for w, t in zip(self.ids, self.threads, strict=True) if not t.is_alive()]
 
     def join(self, deadline: float) -> None:
         for t in self.threads:
@@ -51,6 +53,7 @@ class ThreadedCrew(Crew):
         """Run ``body`` as worker ``w`` on a daemon thread."""
         t = threading.Thread(target=body, name=f"paratick-{name}-{w}", daemon=True)
         self.threads.append(t)
+        self.ids.append(w)
         t.start()
 
 

@@ -33,6 +33,7 @@ class InterpreterCrew(ThreadedCrew):
         notify = self.hub.endpoint(n)
         desc = msgpack.packb(self.hub.describe())
         self.threads: list[threading.Thread] = []
+        self.ids: list[int] = []
         self.interps: list[int] = []
         # Every interpreter is created before any of them runs: creating one while another
         # starts up is what CPython 3.13 gets wrong now and then (see interp.create).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Mapping
@@ -13,7 +14,9 @@ from server.host import gil_enabled, usable_cpus
 from server.runtime import Runtime, backends
 from server.runtime import messages as m
 from server.runtime import worker as worker_mod
+from server.runtime.backends.threads import ThreadCrew
 from server.runtime.channels import Endpoint, ThreadHub
+from sim.world import World
 from tests.server.runtime.runtime_helpers import inputs_for, reference_digest, small_world
 
 
@@ -99,6 +102,85 @@ def test_workers_with_a_core_each_are_pinned_and_not_otherwise(backend: str) -> 
             assert rt.worker_cpus() == want
             assert rt.metrics().to_dict()["workers"][0]["cpu"] == want[0]
             assert rt.digest() == reference_digest(cfg, rows, 3)
+
+
+def test_threads_backend_ticks_worker_0_on_the_calling_thread() -> None:
+    cfg, rows = small_world()
+    with Runtime(cfg, rows, backend="threads", workers=3,
+                 hook="tests.server.runtime.runtime_helpers:ThreadName") as rt:
+        for t in range(3):
+            res = rt.step(inputs_for(t), jobs=[1])
+        names = [name for (name,) in res.hook_results_by_worker]
+        assert names[0] == threading.current_thread().name
+        assert names[1:] == ["paratick-worker-1", "paratick-worker-2"]
+        assert rt.digest() == reference_digest(cfg, rows, 3)
+        assert rt.worker_pids() == [os.getpid()] * 3
+
+
+def _threads_that_spin(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make a threads run spin and pin as on a free-threaded build with a core per worker."""
+    from server.runtime import runtime as rt_mod
+
+    monkeypatch.setattr(rt_mod, "gil_enabled", lambda: False)
+    monkeypatch.setattr(rt_mod, "usable_cores", lambda: 2)
+
+
+def test_the_thread_leading_worker_0_keeps_its_core_while_it_does(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    cpus = usable_cpus() or []
+    if len(cpus) < 2:
+        pytest.skip("needs two usable cores")
+    _threads_that_spin(monkeypatch)
+    before = os.sched_getaffinity(0)
+    cfg, rows = small_world()
+    with Runtime(cfg, rows, backend="threads", workers=2) as rt:
+        rt.step()
+        assert os.sched_getaffinity(0) == {cpus[0]}
+        assert rt.worker_cpus() == cpus[:2]
+        other = threading.Thread(target=rt.step)  # another thread takes over: ours is let go
+        other.start()
+        other.join(30)
+        assert os.sched_getaffinity(0) == before
+        rt.step()
+        assert os.sched_getaffinity(0) == {cpus[0]}
+    assert os.sched_getaffinity(0) == before  # closing gives it back
+    with Runtime(cfg, rows, backend="threads", workers=2, pin=False) as rt:
+        rt.step()
+        assert os.sched_getaffinity(0) == before and rt.worker_cpus() == [None, None]
+
+
+def test_worker_threads_poll_for_the_next_tick_only_while_ticks_come_at_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Free-threaded: while the caller steps flat out; under a GIL never (a poller holds the
+    GIL its neighbour needs)."""
+    from server.runtime import runtime as rt_mod
+
+    monkeypatch.setattr(rt_mod, "usable_cores", lambda: 2)
+    polls = not gil_enabled()
+    cfg, rows = small_world()
+    with Runtime(cfg, rows, backend="threads", workers=2, pin=False) as rt:
+        crew = rt._crew
+        assert isinstance(crew, ThreadCrew)
+
+        def polls_soon() -> bool:
+            """Whether worker 1 polls its inbox within 50 ms of the last step's return."""
+            end = time.monotonic() + 0.05
+            while time.monotonic() < end:
+                if crew.hub.spinning[1]:
+                    return True
+                time.sleep(0)
+            return False
+
+        # two steps at once: the second TICK came right after the first report
+        assert any(rt.step() and rt.step() and polls_soon() for _ in range(10)) is polls
+        for _ in range(3):  # paced: TICKs 30 ms after the reports before them
+            time.sleep(0.03)
+            rt.step()
+        assert not polls_soon()
+        world = World(cfg, rows)
+        for _ in range(rt.tick):
+            world.step()
+        assert rt.digest() == world.digest()
 
 
 @pytest.mark.parametrize("kernel", ["python", "numpy"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import marshal
 import threading
 import time
+from typing import Any
 
 import msgpack
 import pytest
@@ -220,33 +221,64 @@ def test_workers_spin_only_with_a_core_each_and_no_shared_gil(monkeypatch: pytes
         assert rt._spin(backend, "python") == want, (gil, backend, workers)
 
 
+def _spied_spins(monkeypatch: pytest.MonkeyPatch, rt: Any) -> list[float]:
+    """Every ``spin`` the coordinator passes to its endpoint's ``recv_message`` from now on."""
+    spins: list[float] = []
+    ep = rt._ep
+    assert ep is not None
+    recv = ep.recv_message
+
+    def spy(timeout: float | None, spin: float = 0.0) -> object:
+        spins.append(spin)
+        return recv(timeout, spin)
+
+    monkeypatch.setattr(ep, "recv_message", spy)
+    return spins
+
+
 @pytest.mark.parametrize(("cores", "coordinator_polls"), [(2, False), (3, True)])
-def test_the_coordinator_polls_for_reports_only_with_a_core_of_its_own(
+def test_a_coordinator_of_its_own_polls_for_reports_only_with_a_core_left_over(
         monkeypatch: pytest.MonkeyPatch, cores: int, coordinator_polls: bool) -> None:
-    """With a worker on every core, the coordinator sleeps until each report arrives: polling
-    there takes the core of the worker it waits for."""
+    """Processes: with a worker on every core, the coordinator sleeps until each report
+    arrives: polling there takes the core of the worker it waits for."""
     from server.runtime import runtime as rt_mod
     from sim.config import WorldConfig
     from sim.world import spawn
 
     monkeypatch.setattr(rt_mod, "usable_cores", lambda: cores)
+    config = WorldConfig(width=256.0, height=256.0, regions_x=2, regions_y=1)
+    with rt_mod.Runtime(config, spawn(config, 40), backend="processes", workers=2,
+                        pin=False) as rt:
+        spins = _spied_spins(monkeypatch, rt)
+        rt.step()
+        assert len(spins) >= 2 and spins[0] == 0.0  # the first report: always asleep
+        assert (max(spins[1:]) > 0) is coordinator_polls
+
+
+def test_a_coordinator_leading_worker_0_polls_longer_only_while_stepped_flat_out(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Threads: the coordinator ticks worker 0 itself, so it has that worker's core and polls
+    for the others' reports from the start; while its caller steps again at once it polls for
+    up to FLAT_OUT_SPIN_S, else SPIN_S."""
+    from server.runtime import runtime as rt_mod
+    from sim.config import WorldConfig
+    from sim.world import spawn
+
+    monkeypatch.setattr(rt_mod, "usable_cores", lambda: 2)
     monkeypatch.setattr(rt_mod, "gil_enabled", lambda: False)
     config = WorldConfig(width=256.0, height=256.0, regions_x=2, regions_y=1)
     with rt_mod.Runtime(config, spawn(config, 40), backend="threads", workers=2,
                         pin=False) as rt:
-        spins: list[float] = []
-        ep = rt._ep
-        assert ep is not None
-        recv = ep.recv_message
-
-        def spy(timeout: float | None, spin: float = 0.0) -> object:
-            spins.append(spin)
-            return recv(timeout, spin)
-
-        monkeypatch.setattr(ep, "recv_message", spy)
+        spins = _spied_spins(monkeypatch, rt)
         rt.step()
-        assert len(spins) >= 2 and spins[0] == 0.0  # the first report: always asleep
-        assert (max(spins[1:]) > 0) is coordinator_polls
+        time.sleep(0.02)  # paced
+        rt.step()
+        paced = list(spins)
+        spins.clear()
+        rt.step()  # at once
+        # (worker 0's own waits for borders pass here too, polling SPIN_S)
+        assert paced and set(paced) == {rt_mod.SPIN_S}
+        assert rt_mod.FLAT_OUT_SPIN_S in spins
 
 
 def test_thread_endpoints_hand_message_objects_over_and_bytes_on_request() -> None:
