@@ -6,18 +6,22 @@ the chosen backend and, for each :meth:`Runtime.step`, broadcasts ``TICK t + inp
 waits for every worker's ``DONE t`` (or a failure, or the watchdog).  Workers exchange borders
 among themselves; the coordinator only sees control messages and reports.
 
-With the threads backend the coordinator *leads* worker 0: the thread calling :meth:`step`
-ticks worker 0's shards itself between sending the TICK and collecting the other workers'
-DONE, as the inline backend ticks its one worker.  A coordinator of its own would be one thread
-more than there are workers: on a machine with a core per worker it had to take a worker's core
-to wake it, and every tick paid two wake-ups (TICK to each worker, the last DONE back), tens of
-microseconds each.  Worker 0's borders and the other workers' reports then share one inbox
-(participant 0): :class:`_LeadEndpoint` hands worker 0 its borders and sets the rest aside for
-the coordinator.  The watchdog names the other workers; a hang in worker 0's own shards or hook
-is the caller's, as with inline.  Where workers are pinned, the calling thread is kept on worker
-0's core while it steps (its mask is given back on close, or when another thread steps).  Only
-threads: a subinterpreter's or a process's coordinator shares its interpreter's GIL with the
-caller (a server's event loop), which worker 0's tick would then hold.
+With the threads backend and two workers or more the coordinator *leads* worker 0: the thread
+calling :meth:`step` ticks worker 0's shards itself between sending the TICK and collecting the
+other workers' DONE, as the inline backend ticks its one worker.  A coordinator of its own is
+one thread more than there are workers: with a worker on every core it slept through each tick
+and every tick paid two wake-ups (the TICK to each worker, the last DONE back), tens of
+microseconds each on a VM; leading, it has worker 0's core and polls for the others' reports,
+and they poll for the next TICK while ticks follow each other at once (coordination p50 on
+arena-20k, 2 free-threaded workers on a 2-core VM: 166-173 -> 65-73 us with the numpy kernel,
+237-264 -> 105-121 us with the python kernel).  Worker 0's borders and the other workers'
+reports share one inbox (participant 0): :class:`_LeadEndpoint` hands worker 0 its borders and
+sets the rest aside for the coordinator.  The watchdog names the other workers; a hang in worker
+0's own shards or hook is the caller's, as with inline.  Where workers are pinned, the calling
+thread is kept on worker 0's core while it steps (its mask is given back on close, or when
+another thread steps).  Only threads: on the other backends the coordinator's thread shares the
+main interpreter's GIL with the caller's other threads (a server's event loop), which worker
+0's tick would then hold; worker threads under a GIL hold it anyway.
 
 Lifecycle (:class:`State`)::
 
