@@ -101,6 +101,7 @@ START_TIMEOUT = 120.0
 #: Seconds close() waits for a worker to leave before abandoning (thread) or killing (process) it.
 STOP_TIMEOUT = 5.0
 
+
 class _PeerDown(RuntimeFault):
     """A worker's FAIL or EXITED reached the led worker while it waited for borders: its step
     stops, and the coordinator names the worker from the message set aside."""
@@ -378,9 +379,16 @@ class Runtime:
         self._lead_ep = lead_ep = _LeadEndpoint(crew.ep)
         try:
             self._lead = WorkerCore(dict(specs[0], recv_timeout=start_timeout), lead_ep, 0)
-        except (_PeerDown, TimeoutError):  # name the worker that failed or did not start
-            self._collect(m.Hello, None, start_timeout, overdue=not lead_ep.aside)
+        except _PeerDown:  # its FAIL or EXITED is set aside: _collect names the worker
+            self._collect(m.Hello, None, start_timeout)
             raise
+        except TimeoutError:  # a worker's first borders did not come: name it
+            self._collect(m.Hello, None, start_timeout, overdue=True)
+            raise
+        except Exception as exc:  # as a worker thread's FAIL at start-up would be reported
+            detail = "".join(traceback.format_exception(exc))
+            raise WorkerCrashed(f"worker 0 failed with {type(exc).__name__}; its traceback:\n"
+                                f"{detail}", worker=0, detail=detail) from exc
         self._lead.recv_timeout = self.tick_timeout  # the watchdog of the other workers
         self._hello(0, self._lead.info)
 
@@ -409,7 +417,11 @@ class Runtime:
             self._flat_out = self._clock() - self._returned < SPIN_S
             # Between ticks, as a worker thread takes its checkpoint after reporting the last
             # tick: the caller has had the last tick's results; this tick is not yet timed.
-            self._lead.after_report()
+            try:
+                self._lead.after_report()
+            except BaseException:
+                self._fail()
+                raise
         t0 = self._clock()
         try:
             if self._core is not None:

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,13 @@ from server.runtime import (
 )
 from sim.errors import KernelUnavailable
 from tests.server.runtime import runtime_helpers
-from tests.server.runtime.runtime_helpers import BACKENDS, inputs_for, reference_digest, small_world
+from tests.server.runtime.runtime_helpers import (
+    BACKENDS,
+    PARALLEL,
+    inputs_for,
+    reference_digest,
+    small_world,
+)
 
 TICKS = 4
 
@@ -95,6 +102,18 @@ def test_killed_worker_process_is_reported_not_hung_on() -> None:
             rt.step()
         assert info.value.worker == victim
         assert rt.state is State.FAILED
+
+
+@pytest.mark.parametrize("backend", PARALLEL)
+def test_a_worker_that_cannot_start_is_named_and_nothing_is_left_running(backend: str) -> None:
+    cfg, rows = small_world()
+    before = threading.active_count()
+    with pytest.raises(WorkerCrashed) as info:
+        Runtime(cfg, rows, backend=backend, workers=2, tick_timeout=5,
+                hook="tests.server.runtime.runtime_helpers:NoSuchHook")
+    assert info.value.worker in (0, 1)
+    assert "NoSuchHook" in info.value.detail
+    assert threading.active_count() <= before
 
 
 def test_watchdog_names_the_worker_that_hangs() -> None:
