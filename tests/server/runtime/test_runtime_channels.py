@@ -221,6 +221,17 @@ def test_workers_spin_only_with_a_core_each_and_no_shared_gil(monkeypatch: pytes
         assert rt._spin(backend, "python") == want, (gil, backend, workers)
 
 
+def _two_workers(monkeypatch: pytest.MonkeyPatch, backend: str, cores: int) -> Any:
+    """A 2-worker runtime of a tiny world, unpinned, on a machine said to have ``cores``."""
+    from server.runtime import runtime as rt_mod
+    from sim.config import WorldConfig
+    from sim.world import spawn
+
+    monkeypatch.setattr(rt_mod, "usable_cores", lambda: cores)
+    config = WorldConfig(width=256.0, height=256.0, regions_x=2, regions_y=1)
+    return rt_mod.Runtime(config, spawn(config, 40), backend=backend, workers=2, pin=False)
+
+
 def _spied_spins(monkeypatch: pytest.MonkeyPatch, rt: Any) -> list[float]:
     """Every ``spin`` the coordinator passes to its endpoint's ``recv_message`` from now on."""
     spins: list[float] = []
@@ -241,14 +252,7 @@ def test_a_coordinator_of_its_own_polls_for_reports_only_with_a_core_left_over(
         monkeypatch: pytest.MonkeyPatch, cores: int, coordinator_polls: bool) -> None:
     """Processes: with a worker on every core, the coordinator sleeps until each report
     arrives: polling there takes the core of the worker it waits for."""
-    from server.runtime import runtime as rt_mod
-    from sim.config import WorldConfig
-    from sim.world import spawn
-
-    monkeypatch.setattr(rt_mod, "usable_cores", lambda: cores)
-    config = WorldConfig(width=256.0, height=256.0, regions_x=2, regions_y=1)
-    with rt_mod.Runtime(config, spawn(config, 40), backend="processes", workers=2,
-                        pin=False) as rt:
+    with _two_workers(monkeypatch, "processes", cores) as rt:
         spins = _spied_spins(monkeypatch, rt)
         rt.step()
         assert len(spins) >= 2 and spins[0] == 0.0  # the first report: always asleep
@@ -261,14 +265,9 @@ def test_a_coordinator_leading_worker_0_polls_longer_only_while_stepped_flat_out
     for the others' reports from the start; while its caller steps again at once it polls for
     up to FLAT_OUT_SPIN_S, else SPIN_S."""
     from server.runtime import runtime as rt_mod
-    from sim.config import WorldConfig
-    from sim.world import spawn
 
-    monkeypatch.setattr(rt_mod, "usable_cores", lambda: 2)
     monkeypatch.setattr(rt_mod, "gil_enabled", lambda: False)
-    config = WorldConfig(width=256.0, height=256.0, regions_x=2, regions_y=1)
-    with rt_mod.Runtime(config, spawn(config, 40), backend="threads", workers=2,
-                        pin=False) as rt:
+    with _two_workers(monkeypatch, "threads", 2) as rt:
         spins = _spied_spins(monkeypatch, rt)
         rt.step()
         time.sleep(0.02)  # paced
