@@ -402,6 +402,11 @@ class InterpHub:
         interp.require()
         self.maxsize = maxsize
         self.qids = [interp.queue_create(maxsize) for _ in range(participants)]
+        # The main interpreter holds a reference to every queue until close(): a queue lives
+        # while any interpreter holds one, and workers that all failed at start-up and let go
+        # of theirs took the coordinator's inbox, with their FAIL messages in it, along.
+        for qid in self.qids:
+            interp.queue_bind(qid)
         self.rfds, self.wfds = _wake_pipes(participants)
 
     def describe(self) -> dict[str, Any]:
