@@ -113,25 +113,6 @@ def tune() -> dict[str, Any]:
     return {"gc_threshold": tune_gc(), "malloc_tuned": tune_malloc()}
 
 
-def pin_thread(cpu: int) -> bool:
-    """Keep the calling thread on ``cpu`` and out of wake-up preemption (``SCHED_BATCH``).
-
-    For a lockstep worker that has a core of its own.  Unpinned, a worker woken for a tick was
-    often placed on the core of the thread that woke it and preempted it there, while the other
-    core idled until the scheduler's next balance: about 5 % of ticks on a 2-core VM lost a
-    whole worker's compute (1-2 ms) that way.  ``SCHED_BATCH`` keeps a woken worker from
-    preempting the coordinator before it has woken every worker.  Linux only (the calling
-    thread's own mask and policy); False where the OS refuses or has no such calls.
-    """
-    try:
-        os.sched_setaffinity(0, {cpu})
-    except (AttributeError, OSError):
-        return False
-    with contextlib.suppress(AttributeError, OSError):
-        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
-    return True
-
-
 def hold_core(cpu: int) -> Callable[[], None] | None:
     """Keep the calling thread on ``cpu`` until the returned undo is called (from any thread).
 
@@ -153,6 +134,23 @@ def hold_core(cpu: int) -> Callable[[], None] | None:
             os.sched_setaffinity(tid, before)
 
     return undo
+
+
+def pin_thread(cpu: int) -> bool:
+    """Keep the calling thread on ``cpu`` and out of wake-up preemption (``SCHED_BATCH``).
+
+    For a lockstep worker that has a core of its own.  Unpinned, a worker woken for a tick was
+    often placed on the core of the thread that woke it and preempted it there, while the other
+    core idled until the scheduler's next balance: about 5 % of ticks on a 2-core VM lost a
+    whole worker's compute (1-2 ms) that way.  ``SCHED_BATCH`` keeps a woken worker from
+    preempting the coordinator before it has woken every worker.  Linux only (the calling
+    thread's own mask and policy); False where the OS refuses or has no such calls.
+    """
+    if hold_core(cpu) is None:
+        return False
+    with contextlib.suppress(AttributeError, OSError):
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+    return True
 
 
 def usable_cores() -> int:

@@ -439,11 +439,12 @@ class Runtime:
                 # msgpack's pure-Python fallback (subinterpreters)
                 native = not ep.msgpack_types
                 here = native and not ep.in_memory
+                tick = self._tick(t, norm, bool(view), jobs, shape=native)
                 try:
-                    tick = m.Tick(t, norm, bool(view), m.as_sent(jobs) if native else jobs)
-                    self._broadcast(tick if ep.in_memory else ep.encode(tick))
-                except MessageError as exc:
+                    payload = tick if ep.in_memory else ep.encode(tick)
+                except MessageError as exc:  # jobs msgpack cannot encode (nothing was sent)
                     raise InvalidInput(f"jobs must be msgpack-able: {exc}") from exc
+                self._broadcast(payload)
                 msgs = self._collect(m.Done, t, self.tick_timeout)
                 done = {w: (msg.report, m.as_sent(msg.results) if here else msg.results)
                         for w, msg in msgs.items() if isinstance(msg, m.Done)}
@@ -478,6 +479,19 @@ class Runtime:
         return TickResult(tick=self.tick, hook_results=[r for rs in by_worker for r in rs],
                           hook_results_by_worker=by_worker, hook_errors=errors, mspt=ms)
 
+    @staticmethod
+    def _tick(t: int, norm: list[Any], view: bool, jobs: list[Any], *, shape: bool) -> m.Tick:
+        """The TICK message; ``shape``: give the jobs the shape (and the msgpack check) they
+        would have crossing as msgpack, where the transport keeps the sender's types.
+
+        Raises:
+            InvalidInput: the jobs are not msgpack-able (nothing was sent).
+        """
+        try:
+            return m.Tick(t, norm, view, m.as_sent(jobs) if shape else jobs)
+        except MessageError as exc:
+            raise InvalidInput(f"jobs must be msgpack-able: {exc}") from exc
+
     def _step_led(self, t: int, norm: list[Any], view: bool, jobs: list[Any],
                   ) -> dict[int, tuple[dict[str, Any], Any]]:
         """One tick with the coordinator leading worker 0: TICK to the others, worker 0's
@@ -485,14 +499,10 @@ class Runtime:
         would be (ShardFault naming worker 0); one of another worker's, by _collect."""
         lead = self._lead
         assert lead is not None
-        try:
-            jobs = m.as_sent(jobs)
-            tick = m.Tick(t, norm, view, jobs)
-        except MessageError as exc:
-            raise InvalidInput(f"jobs must be msgpack-able: {exc}") from exc
+        tick = self._tick(t, norm, view, jobs, shape=True)
         self._broadcast(tick)
         try:
-            report, results = lead.step(t, norm, view, jobs)
+            report, results = lead.step(t, norm, view, tick.jobs)
         except _PeerDown:  # its FAIL or EXITED is set aside: _collect names it
             self._collect(m.Done, t, self.tick_timeout)
             raise
@@ -562,7 +572,7 @@ class Runtime:
         the culprit; ``overdue``: the ``timeout`` has passed already (read what arrived)."""
         ep = self._ep
         assert ep is not None
-        aside = self._lead_ep.aside if self._lead_ep is not None else deque()
+        aside = self._lead_ep.aside if self._lead_ep is not None else None
         pending = set(range(1 if self._lead is not None else 0, self.workers))
         got: dict[int, m.Message] = {}
         deadline = self._clock() + (0.0 if overdue else timeout)
