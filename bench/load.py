@@ -76,8 +76,9 @@ free-threaded at the same load); then two bounded searches find the most NPCs th
 probes hold, halving while they fail, then bisecting; at most --max-probes probes each).  Each bot
 also adds a player entity to the world.  The server's figures (every tick's MSPT, the tick rate,
 its CPU per bot-second) are taken while every bot is playing, not while they connect or leave.
-Server and bots share this machine's cores, which the report says.  results.json, report.md and
-the plots go to --out."""
+Server and bots share this machine's cores, which the report says.  Ctrl-C (or SIGINT from a
+time limit) stops the probe under way and saves what the probes before it measured.
+results.json, report.md and the plots go to --out."""
 
 #: Backends probed by default: every one with workers beside the server's event loop.
 PARALLEL_BACKENDS = tuple(b for b in BACKENDS if b != "inline")
@@ -520,6 +521,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--bots-limit", type=int, default=2000, metavar="N",
                    help="bot search: the most bots tried (default 2000)")
     o = p.add_argument_group("output")
+    o.add_argument("--note", default=None,
+                   help="a line about the machine for the report (e.g. 'lent 16-core box')")
     o.add_argument("--venvs", default=None, help="folder holding gil/ and ft/ venvs")
     schema.add_out_argument(o, quick=True)
     o.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
@@ -598,23 +601,31 @@ def run(args: argparse.Namespace) -> int:
 
     configs = [(b, k, g, kind, lp) for b in builds for k in backends
                for g, kind in gateway_configs for lp in loop_names]
-    for build, backend, g, kind, lp in configs:
-        probe(build, backend, args.npcs, args.bots, "fixed load", g, kind, lp)
-        fixed = runs[-1]
-        if args.no_search:
-            continue
-        def by_entities(n: int, b: Build = build, k: str = backend, gw: int = g,
+    stopped: str | None = None
+    for i, (build, backend, g, kind, lp) in enumerate(configs):
+        try:
+            probe(build, backend, args.npcs, args.bots, "fixed load", g, kind, lp)
+            fixed = runs[-1]
+            if args.no_search:
+                continue
+
+            def by_entities(n: int, b: Build = build, k: str = backend, gw: int = g,
+                            gk: str = kind, lo: str = lp) -> bool:
+                return probe(b, k, n, args.search_bots, "entity search", gw, gk, lo)
+
+            def by_bots(n: int, b: Build = build, k: str = backend, gw: int = g,
                         gk: str = kind, lo: str = lp) -> bool:
-            return probe(b, k, n, args.search_bots, "entity search", gw, gk, lo)
+                return probe(b, k, args.npcs, n, "bot search", gw, gk, lo)
 
-        def by_bots(n: int, b: Build = build, k: str = backend, gw: int = g,
-                    gk: str = kind, lo: str = lp) -> bool:
-            return probe(b, k, args.npcs, n, "bot search", gw, gk, lo)
-
-        ents, _ = bounded_search(by_entities, start=args.npcs_start,
-                                 limit=args.npcs_limit, max_probes=max_probes)
-        nbots, _ = bounded_search(by_bots, start=args.bots_start, limit=args.bots_limit,
-                                  max_probes=max_probes)
+            ents, _ = bounded_search(by_entities, start=args.npcs_start,
+                                     limit=args.npcs_limit, max_probes=max_probes)
+            nbots, _ = bounded_search(by_bots, start=args.bots_start, limit=args.bots_limit,
+                                      max_probes=max_probes)
+        except KeyboardInterrupt:
+            kept = f"{len(runs)} probe" + ("" if len(runs) == 1 else "s")
+            stopped = (f"interrupted (Ctrl-C) in configuration {i + 1} of {len(configs)}; "
+                       f"{kept} kept")
+            break
         best.append({"build": build.name, "backend": backend, "gateways": g,
                      "gateway_backend": kind if g else None, "loop": fixed["loop"],
                      "entities": ents,
@@ -632,10 +643,12 @@ def run(args: argparse.Namespace) -> int:
                           "bots_build": args.bots_build, "bots_nice": args.bots_nice,
                           "gateways": gateway_counts, "gateway_backends": kinds,
                           "loops": loop_names},
-               "runs": runs, "best": best}
+               "runs": runs, "best": best, "stopped_early": stopped, "note": args.note}
     out = args.out or schema.results_dir(quick=quick)
     schema.save_section(out, "load", section)
     print(load_table(section))
     for path in report.write(out, plots=True):
         print(path)
+    if stopped:
+        print(f"stopped early: {stopped}", file=sys.stderr)
     return 0

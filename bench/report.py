@@ -173,8 +173,13 @@ def load_md(section: dict[str, Any], plot: bool, summary_plot: bool = False) -> 
            "Searches double then bisect, with a bounded number of probes."
            + (f" The bots ran {p['bots_nice']} nice levels below the server (`paratick bots "
               "--nice`): they take the cores the server leaves idle."
-              if p.get("bots_nice") else ""), "",
-           load_table(section), ""]
+              if p.get("bots_nice") else ""), ""]
+    if section.get("note"):
+        out += [f"Machine note: {section['note']}", ""]
+    if section.get("stopped_early"):
+        out += [f"**Stopped early**: {section['stopped_early']}; the table has the probes that "
+                "ran.", ""]
+    out += [load_table(section), ""]
     if summary_plot:
         out += [f"![bots held and server CPU per configuration]({LOAD_PNG})", "",
                 "Left: the most bots each configuration held (bot search); right: the "

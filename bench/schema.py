@@ -39,7 +39,8 @@ command fills its own *section* and leaves the others alone, so ``scaling``, ``l
         "runs_planned": int, "runs_done": int,  # optional (absent in older files)
         "note": str|null                     # optional: --note, a line about the machine
       },
-      "load": {"created", "command", "environment", "params", "runs": [...]},     # optional
+      "load": {"created", "command", "environment", "params", "runs": [...],      # optional
+               "stopped_early", "note"},     # optional, as in scaling (absent in older files)
       "claims": {"created", "command", "environment", "claims": [CLAIM]},        # optional
                                              # CLAIM: name, claimed, measured, unit, verdict,
                                              # detail, values; newer files add "source" (who
@@ -191,7 +192,8 @@ SCALING = record({"created": STR, "command": list_of(STR), "environment": ANY_DI
                  {"stopped_early": OPT_STR, "runs_planned": INT, "runs_done": INT,
                   "note": OPT_STR})
 LOAD = record({"created": STR, "command": list_of(STR), "environment": ANY_DICT,
-               "params": ANY_DICT, "runs": list_of(ANY_DICT)})
+               "params": ANY_DICT, "runs": list_of(ANY_DICT)},
+              {"stopped_early": OPT_STR, "note": OPT_STR})
 CLAIM = record({"name": STR, "claimed": STR, "measured": OPT_FLOAT, "unit": STR,
                 "verdict": STR}, {"detail": OPT_STR, "values": ANY_DICT,
                                   "source": record({"who": STR, "cpython": STR},

@@ -192,3 +192,41 @@ def test_a_bad_loop_list_is_one_line(capsys: pytest.CaptureFixture[str], value: 
     err = capsys.readouterr().err
     assert err.startswith("paratick bench load: --loop takes a comma list of auto, asyncio and "
                           "uvloop") and len(err.splitlines()) == 1
+
+
+def test_ctrl_c_keeps_the_probes_that_ran(tmp_path: Any, monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """SIGINT (a terminal's Ctrl-C, or `timeout -s INT` on a lent machine) ends the run in the
+    probe under way; the probes before it are saved and the report says the run stopped."""
+    import json
+
+    import bench.load
+    from server.cli import main
+
+    asked: list[str] = []
+
+    def probe(build: Any, backend: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        asked.append(backend)
+        if len(asked) == 2:
+            raise KeyboardInterrupt
+        return {"build": build.name, "backend": backend, "workers": None, "kernel": "python",
+                "entities": 100, "bots": 10, "duration_s": 1.0, "gateways": 0,
+                "gateway_backend": None, "bots_build": build.name, "bots_nice": 0,
+                "regions": "1x1", "loop": "asyncio", "ok": False, "holds": False,
+                "why": ["CellError: server did not start"]}
+
+    monkeypatch.setattr(bench.load, "run_probe", probe)
+    out = tmp_path / "load"
+    assert main(["bench", "load", "--builds", "current", "--bots-build", "same",
+                 "--backend", "threads,processes,interpreters", "--no-search", "--quiet",
+                 "--note", "test box", "--out", str(out)]) == 0
+    assert asked == ["threads", "processes"]  # the third configuration never started
+    section = json.loads((out / "results.json").read_text())["load"]
+    assert [r["backend"] for r in section["runs"]] == ["threads"]
+    assert section["stopped_early"] == ("interrupted (Ctrl-C) in configuration 2 of 3; "
+                                        "1 probe kept")
+    assert section["note"] == "test box"
+    md = (out / "report.md").read_text()
+    assert "**Stopped early**: interrupted (Ctrl-C) in configuration 2 of 3" in md
+    assert "Machine note: test box" in md
+    assert "stopped early: interrupted" in capsys.readouterr().err
