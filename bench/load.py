@@ -253,13 +253,19 @@ def probe_load(build: Build, *, backend: str, workers: int | None, kernel: str, 
     Raises:
         CellError: the server did not start, or the bots printed no report.
     """
+    from server.settings import ServerSettings  # not at import: it loads websockets
+
     port = free_port()
     env = build.environ(root)
     prog = program or [build.python, "-m", "server.cli"]
+    # Room for every bot, past serve's default cap on connections where the probe needs it
+    # (5,000 bots on a many-core machine), and for the /stats polls beside them.
+    cap = max(ServerSettings.max_connections, bots + 64)
     serve = [*prog, "serve", "--port", str(port),
              "--tick-rate", f"{TICK_RATE:g}", "--snapshot-rate", f"{SNAPSHOT_RATE:g}",
              "--regions", regions, "--npcs", str(entities),
              "--players", str(bots + 16), "--max-per-address", str(bots + 16),
+             "--max-connections", str(cap),
              "--backend", backend, "--kernel", kernel, "--gateways", str(gateways),
              "--loop", loop]
     if gateways:

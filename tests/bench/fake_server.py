@@ -1,10 +1,12 @@
 """A stand-in for ``paratick serve`` / ``paratick bots`` used by test_load_probe.
 
-``serve --port P ... [--npcs N] [--players P]``: answers GET /stats with a ticker at 30 Hz whose
-ticks all take N/100 ms (so a test picks pass or fail through the world size; listed in
-``recent_ms`` as the real server does) and P - 16 players playing (the harness asks for 16 more
-than the bots) until SIGINT, then prints final JSON.
-``bots --url ws://127.0.0.1:P --bots B ... --json``: checks /stats answers, prints a bots report.
+``serve --port P ... [--npcs N] [--players P] [--max-connections C]``: answers GET /stats with a
+ticker at 30 Hz whose ticks all take N/100 ms (so a test picks pass or fail through the world
+size; listed in ``recent_ms`` as the real server does) and P - 16 players playing (the harness
+asks for 16 more than the bots), at most C (serve's default cap, 4096, where not given), until
+SIGINT, then prints final JSON.
+``bots --url ws://127.0.0.1:P --bots B ... --json``: reads /stats, prints a bots report in which
+as many bots connected as the server has playing, B at most.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ def arg(argv: list[str], name: str, default: str) -> str:
 def serve(argv: list[str]) -> int:
     port = int(arg(argv, "--port", "0"))
     p99 = int(arg(argv, "--npcs", "1000")) / 100.0
-    playing = int(arg(argv, "--players", "16")) - 16
+    playing = min(int(arg(argv, "--players", "16")) - 16,
+                  int(arg(argv, "--max-connections", "4096")))
     loop = {"auto": "uvloop"}.get(arg(argv, "--loop", "auto"), arg(argv, "--loop", "auto"))
     started = time.monotonic()
 
@@ -60,7 +63,9 @@ def bots(argv: list[str]) -> int:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=5) as r:
         stats = json.loads(r.read())
     t = stats["ticker"]
-    print(json.dumps({"connected": n, "dropped": 0, "latency_ms": {"p50": 10.0, "p99": 40.0},
+    connected = min(n, stats["connections"]["playing"])
+    print(json.dumps({"connected": connected, "dropped": 0,
+                      "latency_ms": {"p50": 10.0, "p99": 40.0},
                       "server": {"mspt_p50_median": t["mspt_p50"], "mspt_p99_max": t["mspt_p99"],
                                  "tick_rate_min": t["tick_rate_actual"]}}, indent=1))
     return 0

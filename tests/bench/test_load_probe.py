@@ -39,6 +39,14 @@ def test_a_probe_runs_server_and_bots_and_judges_them() -> None:
     assert failing["why"] == ["p99 MSPT 50.0 ms > 33.3 ms"]
 
 
+def test_the_server_admits_every_bot_past_its_default_cap_on_connections() -> None:
+    """serve refuses connections past --max-connections (4096 by default): a probe of 5,000
+    bots (a many-core machine's) raises it, else only 4,096 could connect."""
+    rec = run_probe(make_build("current", None), "threads", 2, "python", 1000, 5000, 0.0,
+                    repo_root(), Criteria(), program=FAKE, settle=0.0)
+    assert rec["ok"] and rec["connected"] == 5000, rec.get("why")
+
+
 def test_a_server_that_never_starts_is_a_failed_record_not_a_crash() -> None:
     rec = run_probe(make_build("current", None), "threads", 2, "python", 1000, 5, 1.0,
                     repo_root(), Criteria(), program=[sys.executable, "-c", "raise SystemExit(3)"],
