@@ -7,20 +7,20 @@
 # Unpacks the interpreters, rebuilds their bytecode caches, makes .venv/gil and .venv/ft from them
 # (with this checkout on PYTHONPATH), records the machine (CPUs, cgroup quota, OS), then runs, for
 # the GIL and free-threaded builds, within BUDGET_S seconds in all (default 450) so that a
-# time-limited lease always returns results:
-#   scaling   `paratick bench scaling`, numpy and python kernels, threads and processes, at 1, 2,
-#             4, ... up to the usable cores, no reference rows, repeats of at least 0.5 s
-#             interleaved round by round (25 % of the budget; new runs stop when it is spent)
-#   capacity  `paratick bench capacity`, both kernels, threads, 1 worker and every core: the
-#             largest world each build holds at 30 Hz (45 %; interrupted when spent, keeping the
-#             configurations searched)
+# time-limited lease always returns results, in this order:
 #   load      `paratick bench load --no-search`: LOAD_BOTS bots (default 5000) on 1,000 NPCs,
 #             LOAD_GATEWAYS gateway threads (default a quarter of the cores) then one event loop,
-#             free-threaded build first, the bots on the same machine (30 %; interrupted when
-#             spent, keeping the probes run)
+#             free-threaded build first, the bots on the same machine (40 % of the budget;
+#             interrupted when spent, keeping the probes run)
+#   capacity  `paratick bench capacity`, both kernels, threads, 1 worker and every core: the
+#             largest world each build holds at 30 Hz (35 %; interrupted when spent, keeping the
+#             configurations searched)
+#   scaling   `paratick bench scaling`, numpy and python kernels, threads and processes, at 1, 2,
+#             4, ... up to the usable cores, no reference rows, repeats of at least 0.5 s
+#             interleaved round by round (25 %; new runs stop when it is spent)
 # Each stage writes OUTDIR/<stage>/results.json and report.md.  Plots are left out (matplotlib is
 # not packed): draw them with `paratick bench report OUTDIR/<stage>` on a machine that has it.
-# Environment: STAGES (default scaling,capacity,load), BUILDS (default gil,ft), WORKERS (scaling's
+# Environment: STAGES (default load,capacity,scaling), BUILDS (default gil,ft), WORKERS (scaling's
 # worker counts, e.g. 1,8,16), SCALING_S / CAPACITY_S / LOAD_S (a stage's seconds instead of its
 # share), SCALING_ARGS / CAPACITY_ARGS / LOAD_ARGS (more options for that command).
 set -uo pipefail
@@ -55,7 +55,7 @@ echo "== setup took $(( $(date +%s) - t0 )) s"
 cores=$(.venv/gil/bin/python -c 'import os; print(len(os.sched_getaffinity(0)))')
 workers=${WORKERS:-$(.venv/gil/bin/python -c "from bench.scaling import default_workers as d; print(','.join(map(str, d($cores))))")}
 builds=${BUILDS:-gil,ft}
-stages=${STAGES:-scaling,capacity,load}
+stages=${STAGES:-load,capacity,scaling}
 share() { echo $(( budget * $1 / 100 )); }
 # `paratick ARGS` within a stage's own limit: SIGINT when its seconds are spent (the bench saves
 # what it measured), SIGKILL 60 s later if it has not stopped.
@@ -72,13 +72,13 @@ for stage in ${stages//,/ }; do
         --min-seconds 0.5 --time-budget "$secs" --no-plots --out "$out/scaling" \
         --note "$note" ${SCALING_ARGS:-} ;;
     capacity)
-      secs=${CAPACITY_S:-$(share 45)}
+      secs=${CAPACITY_S:-$(share 35)}
       echo "== bench capacity: 1 and $cores workers, $secs s"
       limit "$secs" bench capacity --builds "$builds" --backend threads --workers "1,$cores" \
         --kernel numpy,python --max-probes 5 --seconds 2 --no-plots --out "$out/capacity" \
         --note "$note" ${CAPACITY_ARGS:-} ;;
     load)
-      secs=${LOAD_S:-$(share 30)}
+      secs=${LOAD_S:-$(share 40)}
       gateways=${LOAD_GATEWAYS:-$(( cores / 4 > 2 ? cores / 4 : 2 ))}
       # free-threaded first: the budget may run out before the last configuration
       order=$(echo "$builds" | tr , '\n' | sort | paste -sd, -)
@@ -86,7 +86,7 @@ for stage in ${stages//,/ }; do
       limit "$secs" bench load --builds "$order" --backend threads --gateways "$gateways,0" \
         --npcs 1000 --bots "${LOAD_BOTS:-5000}" --no-search --duration 6 \
         --out "$out/load" --note "$note" ${LOAD_ARGS:-} ;;
-    *) echo "unknown stage $stage (scaling, capacity, load)"; continue ;;
+    *) echo "unknown stage $stage (load, capacity, scaling)"; continue ;;
   esac
   echo "== $stage: rc $? after $(( $(date +%s) - s0 )) s ($(( $(date +%s) - t0 )) s in all)"
 done
