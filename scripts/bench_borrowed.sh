@@ -36,6 +36,10 @@ echo "nproc $(nproc); affinity $(taskset -pc $$ 2>/dev/null | sed 's/.*: //');" 
      "cgroup cpu.max $(cat /sys/fs/cgroup/cpu.max 2>/dev/null || echo n/a)"
 lscpu | grep -E 'Model name|^CPU\(s\)|Thread|Core|Socket|NUMA node\(s\)|MHz' || true
 free -g | head -2
+# Every bot holds a socket on each side: as many descriptors as the machine allows, for the server
+# and the bot processes alike (serve lowers its caps to the limit it gets, and says so).
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+echo "open files: soft $(ulimit -n), hard $(ulimit -Hn)"
 kdir=$(mktemp -d)
 tar -C "$kdir" -xJf "$pythons" || { echo "cannot unpack $pythons"; exit 1; }
 pids=()  # wait on these only: a bare `wait` would also wait for the tee above, forever
