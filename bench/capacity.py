@@ -32,7 +32,10 @@ workers report the GIL on makes the probe, and so the configuration, **INVALID**
 For each configuration :func:`bench.load.bounded_search` finds the largest ``n`` that holds:
 doubling from ``--start`` while probes hold (halving while they fail), then bisecting, at most
 ``--max-probes`` probes.  Configurations run one after another; the search is adaptive, so
-probes cannot be interleaved across configurations the way scaling repeats are.  The report
+probes cannot be interleaved across configurations the way scaling repeats are.  A run ends
+early on Ctrl-C (SIGINT) or, with ``--time-budget``, before the first probe that would start
+after the budget is spent; either way what ran is saved, and a configuration whose search was
+cut short reports the largest world its probes held as a bound from below.  The report
 (:mod:`bench.summary`) recomputes every verdict from the raw tick times and gives, per
 configuration, the entities held, entity-updates/s at that size (entities x 30) and the ratio to
 the best valid single-worker configuration of the same kernel in the same run.
@@ -56,7 +59,7 @@ from typing import Any
 from bench import schema
 from bench.builds import ALL_BUILDS, Build, find_venvs, make_build, repo_root, run_group
 from bench.errors import CellError, SetupError
-from bench.load import bounded_search
+from bench.load import bounded_search, positive_float
 from bench.scaling import ARENA_20K
 from bench.summary import capacity_headlines, capacity_table, capacity_verdict
 from server.cli import alias
@@ -245,6 +248,8 @@ class Plan:
     #: per-probe subprocess timeout on top of a size-dependent allowance (spawning 1 M
     #: entities takes ~3 s on the GIL build here, 2x that free-threaded)
     timeout_s: float = 120.0
+    #: seconds after which no probe starts (None: no limit)
+    time_budget_s: float | None = None
 
     def start_for(self, kernel: str) -> int:
         return self.start if self.start is not None else START.get(kernel, 20_000)
@@ -319,13 +324,18 @@ class _Invalid(Exception):
     """A probe's GIL state contradicts its build: the configuration's search stops."""
 
 
+class _BudgetSpent(Exception):
+    """The run's time budget is spent: no probe starts any more."""
+
+
 def search(plan: Plan, config: dict[str, Any], build: Build, *, root: Path,
            cpus: Sequence[int], params: dict[str, Any],
            progress: Callable[[str], None] = lambda _: None,
            probe: Callable[[Build, dict[str, Any], Path, float], dict[str, Any]] = run_probe,
-           ) -> list[dict[str, Any]]:
-    """The bounded search of one configuration; returns its probe records in run order."""
-    probes: list[dict[str, Any]] = []
+           probes: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """The bounded search of one configuration; returns its probe records in run order,
+    appended to ``probes`` as they come (so a search cut short keeps the ones that ran)."""
+    probes = [] if probes is None else probes
     label = f"{build.name} {config['backend']} x{config['workers']} {config['kernel']}"
 
     def holds(n: int) -> bool:
@@ -364,15 +374,18 @@ def params_of(plan: Plan) -> dict[str, Any]:
             "world": {k: ARENA_20K[k] for k in ("regions_x", "regions_y", "radius", "seed")},
             "checkpoint_every": CHECKPOINT_EVERY,
             "start": {k: plan.start_for(k) for k in plan.kernels}, "limit": plan.limit,
-            "max_probes": plan.max_probes, "quick": plan.quick}
+            "max_probes": plan.max_probes, "quick": plan.quick,
+            "time_budget_s": plan.time_budget_s}
 
 
 def execute(plan: Plan, *, root: Path | None = None,
             progress: Callable[[str], None] = lambda _: None,
             probe: Callable[[Build, dict[str, Any], Path, float], dict[str, Any]] = run_probe,
+            clock: Callable[[], float] = time.monotonic,
             ) -> tuple[list[dict[str, Any]], str | None]:
     """Search every configuration; returns (configurations with their probes, why the run
-    stopped early or None).  Ctrl-C ends the run between probes, keeping what was measured;
+    stopped early or None).  Ctrl-C, or a probe that would start after ``plan.time_budget_s``,
+    ends the run, keeping every probe that finished (a search cut short keeps its own);
     configurations never reached have no probes (NOT RUN)."""
     root = root or repo_root()
     builds = {b.name: b for b in plan.builds}
@@ -381,14 +394,27 @@ def execute(plan: Plan, *, root: Path | None = None,
     configs = configs_for(plan)
     for c in configs:
         c["probes"] = []
+    budget = plan.time_budget_s
+    t0 = clock()
+
+    def budgeted(build: Build, spec: dict[str, Any], where: Path, timeout: float,
+                 ) -> dict[str, Any]:
+        if budget is not None and clock() - t0 >= budget:
+            raise _BudgetSpent
+        return probe(build, spec, where, timeout)
+
     stopped: str | None = None
     for i, c in enumerate(configs):
         progress(f"capacity: configuration {i + 1}/{len(configs)}")
+        where = f"configuration {i + 1} of {len(configs)}"
         try:
-            c["probes"] = search(plan, c, builds[c["build"]], root=root, cpus=cpus,
-                                 params=params, progress=progress, probe=probe)
+            search(plan, c, builds[c["build"]], root=root, cpus=cpus, params=params,
+                   progress=progress, probe=budgeted, probes=c["probes"])
         except KeyboardInterrupt:
-            stopped = f"interrupted (Ctrl-C) in configuration {i + 1} of {len(configs)}"
+            stopped = f"interrupted (Ctrl-C) in {where}"
+            break
+        except _BudgetSpent:
+            stopped = f"time budget of {budget:g} s spent in {where}"
             break
     return configs, stopped
 
@@ -417,16 +443,6 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a number >= 1, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
     return value
 
 
@@ -461,13 +477,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="largest world tried (default %(default)s)")
     p.add_argument("--max-probes", type=_positive_int, default=None, metavar="N",
                    help=f"probes per configuration (default {MAX_PROBES}; 3 with --quick)")
-    p.add_argument("--seconds", type=_positive_float, default=None, metavar="S",
+    p.add_argument("--seconds", type=positive_float, default=None, metavar="S",
                    help=f"timed seconds of paced 30 Hz ticks per probe (default {SECONDS:g}; "
                         "2 with --quick)")
-    p.add_argument("--density", type=_positive_float, default=ARENA_DENSITY, metavar="D",
+    p.add_argument("--density", type=positive_float, default=ARENA_DENSITY, metavar="D",
                    help=f"entities per 1,000,000 square units (default {ARENA_DENSITY:.1f}, "
                         "arena-20k's: 20,000 on 2048x2048); the world's side grows with the "
                         "entity count")
+    p.add_argument("--time-budget", type=positive_float, default=None, metavar="SECONDS",
+                   help="start no probe after SECONDS; what was measured is saved, and a search "
+                        "cut short gives the largest world it held as a bound from below "
+                        "(Ctrl-C does the same)")
     p.add_argument("--note", default=None, help="a line about the machine for the report")
     p.add_argument("--venvs", default=None, help="folder holding gil/ and ft/ venvs")
     schema.add_out_argument(p, quick=True)
@@ -503,7 +523,8 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
     plan = Plan(builds=(), backends=backends, workers=workers, kernels=kernels, quick=quick,
                 start=args.start, limit=args.limit,
                 max_probes=args.max_probes or (3 if quick else MAX_PROBES),
-                seconds=args.seconds or (2.0 if quick else SECONDS), density=args.density)
+                seconds=args.seconds or (2.0 if quick else SECONDS), density=args.density,
+                time_budget_s=args.time_budget)
     first = max(plan.start_for(k) for k in kernels)
     if first > plan.limit:
         raise SetupError(f"--limit {plan.limit:,} is below the first world tried ({first:,})")

@@ -37,6 +37,7 @@ import contextlib
 import datetime as _dt
 import itertools
 import json
+import math
 import os
 import signal
 import socket
@@ -76,8 +77,9 @@ free-threaded at the same load); then two bounded searches find the most NPCs th
 probes hold, halving while they fail, then bisecting; at most --max-probes probes each).  Each bot
 also adds a player entity to the world.  The server's figures (every tick's MSPT, the tick rate,
 its CPU per bot-second) are taken while every bot is playing, not while they connect or leave.
-Server and bots share this machine's cores, which the report says.  Ctrl-C (or SIGINT from a
-time limit) stops the probe under way and saves what the probes before it measured.
+Server and bots share this machine's cores, which the report says.  With --time-budget no probe
+starts once the budget is spent; Ctrl-C (or SIGINT from a time limit) stops the probe under way.
+Either way what the probes before measured is saved.
 results.json, report.md and the plots go to --out."""
 
 #: Backends probed by default: every one with workers beside the server's event loop.
@@ -459,6 +461,21 @@ def run_probe(build: Build, backend: str, workers: int | None, kernel: str, enti
     return rec
 
 
+class _BudgetSpent(Exception):
+    """The run's time budget is spent: no probe starts any more."""
+
+
+def positive_float(text: str) -> float:
+    """argparse type of the benchmarks' seconds and densities: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true",
                    help="gil+ft, threads only, 6 s probes, 3 probes per search (~4 min); the "
@@ -526,6 +543,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "hold, halved while they fail)")
     s.add_argument("--bots-limit", type=int, default=2000, metavar="N",
                    help="bot search: the most bots tried (default 2000)")
+    s.add_argument("--time-budget", type=positive_float, default=None, metavar="SECONDS",
+                   help="start no probe after SECONDS; what was measured is saved and the "
+                        "report says the run stopped early")
     o = p.add_argument_group("output")
     o.add_argument("--note", default=None,
                    help="a line about the machine for the report (e.g. 'lent 16-core box')")
@@ -582,8 +602,12 @@ def run(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(line, file=sys.stderr, flush=True)
 
+    t0 = time.monotonic()
+
     def probe(build: Build, backend: str, entities: int, bots: int, phase: str,
               gateways: int = 0, kind: str = "threads", loop: str = "auto") -> bool:
+        if args.time_budget is not None and time.monotonic() - t0 >= args.time_budget:
+            raise _BudgetSpent
         where = f" on {kind}" if gateways else ""
         on = "" if loop == "auto" else f", {loop} loop"
         say(f"load: {build.name} {backend} {gateways} gateways{where}{on} {entities} NPCs "
@@ -627,10 +651,11 @@ def run(args: argparse.Namespace) -> int:
                                      limit=args.npcs_limit, max_probes=max_probes)
             nbots, _ = bounded_search(by_bots, start=args.bots_start, limit=args.bots_limit,
                                       max_probes=max_probes)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, _BudgetSpent) as exc:
             kept = f"{len(runs)} probe" + ("" if len(runs) == 1 else "s")
-            stopped = (f"interrupted (Ctrl-C) in configuration {i + 1} of {len(configs)}; "
-                       f"{kept} kept")
+            why = ("interrupted (Ctrl-C)" if isinstance(exc, KeyboardInterrupt)
+                   else f"time budget of {args.time_budget:g} s spent")
+            stopped = f"{why} in configuration {i + 1} of {len(configs)}; {kept} kept"
             break
         best.append({"build": build.name, "backend": backend, "gateways": g,
                      "gateway_backend": kind if g else None, "loop": fixed["loop"],
@@ -648,7 +673,7 @@ def run(args: argparse.Namespace) -> int:
                           "workers": args.workers, "quick": quick,
                           "bots_build": args.bots_build, "bots_nice": args.bots_nice,
                           "gateways": gateway_counts, "gateway_backends": kinds,
-                          "loops": loop_names},
+                          "loops": loop_names, "time_budget_s": args.time_budget},
                "runs": runs, "best": best, "stopped_early": stopped, "note": args.note}
     out = args.out or schema.results_dir(quick=quick)
     schema.save_section(out, "load", section)

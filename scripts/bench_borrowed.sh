@@ -11,10 +11,10 @@
 #   load      `paratick bench load --no-search`: LOAD_BOTS bots (default 5000) on 1,000 NPCs,
 #             LOAD_GATEWAYS gateway threads (default a quarter of the cores) then one event loop,
 #             free-threaded build first, the bots on the same machine (40 % of the budget;
-#             interrupted when spent, keeping the probes run)
+#             no probe starts in its last 45 s)
 #   capacity  `paratick bench capacity`, both kernels, threads, 1 worker and every core: the
-#             largest world each build holds at 30 Hz (35 %; interrupted when spent, keeping the
-#             configurations searched)
+#             largest world each build holds at 30 Hz (35 %; no probe starts in its last 20 s, and
+#             a search cut short keeps its probes)
 #   scaling   `paratick bench scaling`, numpy and python kernels, threads and processes, at 1, 2,
 #             4, ... up to the usable cores, no reference rows, repeats of at least 0.5 s
 #             interleaved round by round (25 %; new runs stop when it is spent)
@@ -61,8 +61,9 @@ workers=${WORKERS:-$(.venv/gil/bin/python -c "from bench.scaling import default_
 builds=${BUILDS:-gil,ft}
 stages=${STAGES:-load,capacity,scaling}
 share() { echo $(( budget * $1 / 100 )); }
-# `paratick ARGS` within a stage's own limit: SIGINT when its seconds are spent (the bench saves
-# what it measured), SIGKILL 60 s later if it has not stopped.
+# `paratick ARGS` within a hard limit: SIGINT when its seconds are spent (the bench stops the
+# probe under way and saves what it measured), SIGKILL 60 s later if it has not stopped.  Each
+# stage's own --time-budget ends it first, between probes.
 limit() { local s=$1; shift; timeout -s INT -k 60 "$s" .venv/gil/bin/python -m server.cli "$@"; }
 for stage in ${stages//,/ }; do
   s0=$(date +%s)
@@ -78,17 +79,21 @@ for stage in ${stages//,/ }; do
     capacity)
       secs=${CAPACITY_S:-$(share 35)}
       echo "== bench capacity: 1 and $cores workers, $secs s"
-      limit "$secs" bench capacity --builds "$builds" --backend threads --workers "1,$cores" \
-        --kernel numpy,python --max-probes 5 --seconds 2 --no-plots --out "$out/capacity" \
-        --note "$note" ${CAPACITY_ARGS:-} ;;
+      # no probe starts in the share's last 20 s (a probe of millions of entities takes that)
+      limit $(( secs + 30 )) bench capacity --builds "$builds" --backend threads \
+        --workers "1,$cores" --kernel numpy,python --max-probes 5 --seconds 2 \
+        --time-budget "$(( secs > 40 ? secs - 20 : secs / 2 ))" --no-plots \
+        --out "$out/capacity" --note "$note" ${CAPACITY_ARGS:-} ;;
     load)
       secs=${LOAD_S:-$(share 40)}
       gateways=${LOAD_GATEWAYS:-$(( cores / 4 > 2 ? cores / 4 : 2 ))}
       # free-threaded first: the budget may run out before the last configuration
       order=$(echo "$builds" | tr , '\n' | sort | paste -sd, -)
       echo "== bench load: ${LOAD_BOTS:-5000} bots, $gateways and 0 gateways, $secs s"
-      limit "$secs" bench load --builds "$order" --backend threads --gateways "$gateways,0" \
-        --npcs 1000 --bots "${LOAD_BOTS:-5000}" --no-search --duration 6 \
+      # no probe starts in the share's last 45 s (5,000 bots take about that to ramp and play)
+      limit $(( secs + 30 )) bench load --builds "$order" --backend threads \
+        --gateways "$gateways,0" --npcs 1000 --bots "${LOAD_BOTS:-5000}" --no-search \
+        --duration 6 --time-budget "$(( secs > 90 ? secs - 45 : secs / 2 ))" \
         --out "$out/load" --note "$note" ${LOAD_ARGS:-} ;;
     *) echo "unknown stage $stage (load, capacity, scaling)"; continue ;;
   esac

@@ -197,6 +197,46 @@ def test_execute_runs_every_configuration_and_reports_progress() -> None:
     assert [p["entities"] for p in configs[3]["probes"]] == [200_000, 100_000, 50_000]
 
 
+def test_a_time_budget_stops_before_the_next_probe_and_keeps_a_search_cut_short() -> None:
+    plan = Plan(builds=(GIL,), backends=("threads",), workers=(1, 2), kernels=("python",),
+                max_probes=4, time_budget_s=10.0)
+    now = [0.0]
+    inner = threshold_probe(1_000_000)
+
+    def probe(build: Build, spec: dict[str, Any], root: Path, timeout: float) -> dict[str, Any]:
+        now[0] += 4.0  # each probe takes 4 s
+        return inner(build, spec, root, timeout)
+
+    configs, stopped = execute(plan, root=Path("."), probe=probe, clock=lambda: now[0])
+    # probes start at 0, 4 and 8 s; the fourth would start at 12 s, past the budget
+    assert [len(c["probes"]) for c in configs] == [3, 0]
+    assert stopped == "time budget of 10 s spent in configuration 1 of 2"
+    section = build_section(plan, configs, ENV, ["paratick", "bench", "capacity"],
+                            stopped=stopped)
+    first, second = capacity_summary(section)
+    # every probe of the search held: what it held is a bound from below, never a result
+    assert first["status"] == "ok" and first["held"] == 80_000 and first["at_least"]
+    assert second["status"] == "NOT RUN"
+    assert section["params"]["time_budget_s"] == 10.0
+
+
+def test_ctrl_c_in_a_search_keeps_its_finished_probes() -> None:
+    plan = Plan(builds=(GIL,), backends=("threads",), workers=(1,), kernels=("python",),
+                max_probes=4)
+    inner = threshold_probe(30_000)
+
+    def probe(build: Build, spec: dict[str, Any], root: Path, timeout: float) -> dict[str, Any]:
+        if len(inner.calls) == 2:
+            raise KeyboardInterrupt
+        return inner(build, spec, root, timeout)
+
+    configs, stopped = execute(plan, root=Path("."), probe=probe)
+    assert stopped == "interrupted (Ctrl-C) in configuration 1 of 1"
+    assert [p["entities"] for p in configs[0]["probes"]] == [20_000, 40_000]
+    (s,) = capacity_summary(build_section(plan, configs, ENV, ["paratick"], stopped=stopped))
+    assert s["held"] == 20_000 and not s["at_least"]  # 40,000 failed: bracketed, not a bound
+
+
 # --- schema, table, report -------------------------------------------------------------------
 
 
@@ -295,7 +335,8 @@ def test_bad_options_are_one_line_and_exit_2(argv: list[str], fragment: str,
 
 
 @pytest.mark.parametrize("argv", [["--seconds", "0"], ["--workers", "0"], ["--start", "x"],
-                                  ["--density", "-1"], ["--max-probes", "1.5"]])
+                                  ["--density", "-1"], ["--max-probes", "1.5"],
+                                  ["--time-budget", "0"]])
 def test_bad_numbers_are_one_line_and_exit_2(argv: list[str],
                                              capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:

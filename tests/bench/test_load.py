@@ -230,3 +230,33 @@ def test_ctrl_c_keeps_the_probes_that_ran(tmp_path: Any, monkeypatch: pytest.Mon
     assert "**Stopped early**: interrupted (Ctrl-C) in configuration 2 of 3" in md
     assert "Machine note: test box" in md
     assert "stopped early: interrupted" in capsys.readouterr().err
+
+
+def test_a_time_budget_starts_no_probe_once_spent(tmp_path: Any,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+    import time
+
+    import bench.load
+    from server.cli import main
+
+    asked: list[str] = []
+
+    def probe(build: Any, backend: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        asked.append(backend)
+        time.sleep(0.5)  # the budget below is spent while the first probe runs
+        return {"build": build.name, "backend": backend, "workers": None, "kernel": "python",
+                "entities": 100, "bots": 10, "duration_s": 1.0, "gateways": 0,
+                "gateway_backend": None, "bots_build": build.name, "bots_nice": 0,
+                "regions": "1x1", "loop": "asyncio", "ok": False, "holds": False,
+                "why": ["CellError: server did not start"]}
+
+    monkeypatch.setattr(bench.load, "run_probe", probe)
+    out = tmp_path / "load"
+    assert main(["bench", "load", "--builds", "current", "--bots-build", "same",
+                 "--backend", "threads,processes", "--no-search", "--quiet",
+                 "--time-budget", "0.3", "--out", str(out)]) == 0
+    assert asked == ["threads"]
+    section = json.loads((out / "results.json").read_text())["load"]
+    assert section["stopped_early"] == ("time budget of 0.3 s spent in configuration 2 of 2; "
+                                        "1 probe kept")
