@@ -79,8 +79,8 @@ also adds a player entity to the world.  The server's figures (every tick's MSPT
 its CPU per bot-second) are taken while every bot is playing, not while they connect or leave.
 Server and bots share this machine's cores, which the report says.  With --time-budget no probe
 starts once the budget is spent; Ctrl-C (or SIGINT from a time limit) stops the probe under way.
-Either way what the probes before measured is saved.
-results.json, report.md and the plots go to --out."""
+Either way, what the probes before it measured is saved and the report says the run stopped
+early.  results.json, report.md and the plots go to --out."""
 
 #: Backends probed by default: every one with workers beside the server's event loop.
 PARALLEL_BACKENDS = tuple(b for b in BACKENDS if b != "inline")
