@@ -194,10 +194,19 @@ def test_a_bad_loop_list_is_one_line(capsys: pytest.CaptureFixture[str], value: 
                           "uvloop") and len(err.splitlines()) == 1
 
 
-def test_ctrl_c_keeps_the_probes_that_ran(tmp_path: Any, monkeypatch: pytest.MonkeyPatch,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
-    """SIGINT (a terminal's Ctrl-C, or `timeout -s INT` on a lent machine) ends the run in the
-    probe under way; the probes before it are saved and the report says the run stopped."""
+def unstarted(build: str, backend: str) -> dict[str, Any]:
+    """A probe record as bench.load.run_probe gives it when the server did not start."""
+    return {"build": build, "backend": backend, "workers": None, "kernel": "python",
+            "entities": 100, "bots": 10, "duration_s": 1.0, "gateways": 0,
+            "gateway_backend": None, "bots_build": build, "bots_nice": 0, "regions": "1x1",
+            "loop": "asyncio", "ok": False, "holds": False,
+            "why": ["CellError: server did not start"]}
+
+
+def stopped_run(monkeypatch: pytest.MonkeyPatch, out: Any, stop: Any, *argv: str,
+                ) -> tuple[list[str], dict[str, Any]]:
+    """``bench load`` with stand-in probes (servers that did not start) that call ``stop(k)``
+    as the k-th begins; returns the backends asked for and the saved load section."""
     import json
 
     import bench.load
@@ -207,26 +216,31 @@ def test_ctrl_c_keeps_the_probes_that_ran(tmp_path: Any, monkeypatch: pytest.Mon
 
     def probe(build: Any, backend: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
         asked.append(backend)
-        if len(asked) == 2:
-            raise KeyboardInterrupt
-        return {"build": build.name, "backend": backend, "workers": None, "kernel": "python",
-                "entities": 100, "bots": 10, "duration_s": 1.0, "gateways": 0,
-                "gateway_backend": None, "bots_build": build.name, "bots_nice": 0,
-                "regions": "1x1", "loop": "asyncio", "ok": False, "holds": False,
-                "why": ["CellError: server did not start"]}
+        stop(len(asked))
+        return unstarted(build.name, backend)
 
     monkeypatch.setattr(bench.load, "run_probe", probe)
-    out = tmp_path / "load"
-    assert main(["bench", "load", "--builds", "current", "--bots-build", "same",
-                 "--backend", "threads,processes,interpreters", "--no-search", "--quiet",
-                 "--note", "test box", "--out", str(out)]) == 0
+    assert main(["bench", "load", "--builds", "current", "--bots-build", "same", "--no-search",
+                 "--quiet", *argv, "--out", str(out)]) == 0
+    return asked, json.loads((out / "results.json").read_text())["load"]
+
+
+def test_ctrl_c_keeps_the_probes_that_ran(tmp_path: Any, monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """SIGINT (a terminal's Ctrl-C, or `timeout -s INT` on a lent machine) ends the run in the
+    probe under way; the probes before it are saved and the report says the run stopped."""
+    def stop(k: int) -> None:
+        if k == 2:
+            raise KeyboardInterrupt
+
+    asked, section = stopped_run(monkeypatch, tmp_path / "load", stop, "--backend",
+                                 "threads,processes,interpreters", "--note", "test box")
     assert asked == ["threads", "processes"]  # the third configuration never started
-    section = json.loads((out / "results.json").read_text())["load"]
     assert [r["backend"] for r in section["runs"]] == ["threads"]
     assert section["stopped_early"] == ("interrupted (Ctrl-C) in configuration 2 of 3; "
                                         "1 probe kept")
     assert section["note"] == "test box"
-    md = (out / "report.md").read_text()
+    md = (tmp_path / "load" / "report.md").read_text()
     assert "**Stopped early**: interrupted (Ctrl-C) in configuration 2 of 3" in md
     assert "Machine note: test box" in md
     assert "stopped early: interrupted" in capsys.readouterr().err
@@ -234,29 +248,14 @@ def test_ctrl_c_keeps_the_probes_that_ran(tmp_path: Any, monkeypatch: pytest.Mon
 
 def test_a_time_budget_starts_no_probe_once_spent(tmp_path: Any,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    import json
     import time
 
-    import bench.load
-    from server.cli import main
-
-    asked: list[str] = []
-
-    def probe(build: Any, backend: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        asked.append(backend)
+    def stop(k: int) -> None:
         time.sleep(0.5)  # the budget below is spent while the first probe runs
-        return {"build": build.name, "backend": backend, "workers": None, "kernel": "python",
-                "entities": 100, "bots": 10, "duration_s": 1.0, "gateways": 0,
-                "gateway_backend": None, "bots_build": build.name, "bots_nice": 0,
-                "regions": "1x1", "loop": "asyncio", "ok": False, "holds": False,
-                "why": ["CellError: server did not start"]}
 
-    monkeypatch.setattr(bench.load, "run_probe", probe)
-    out = tmp_path / "load"
-    assert main(["bench", "load", "--builds", "current", "--bots-build", "same",
-                 "--backend", "threads,processes", "--no-search", "--quiet",
-                 "--time-budget", "0.3", "--out", str(out)]) == 0
+    asked, section = stopped_run(monkeypatch, tmp_path / "load", stop, "--backend",
+                                 "threads,processes", "--time-budget", "0.3")
     assert asked == ["threads"]
-    section = json.loads((out / "results.json").read_text())["load"]
     assert section["stopped_early"] == ("time budget of 0.3 s spent in configuration 2 of 2; "
                                         "1 probe kept")
+    assert section["params"]["time_budget_s"] == 0.3
