@@ -72,10 +72,8 @@ print("packages:", ", ".join(sorted(seen)))
 PY
   find "$stage/$build" -name __pycache__ -prune -exec rm -rf {} +
   find "$dst" -type d -name tests -prune -exec rm -rf {} +
-  for pkg in uvloop picows; do  # their Cython and C sources
-    [ -d "$dst/$pkg" ] && find "$dst/$pkg" \( -name '*.pyx' -o -name '*.pxd' -o -name '*.c' \
-        -o -name '*.h' \) -delete
-  done
+  # sources and headers nothing imports (uvloop's and picows's Cython, numpy's C API)
+  find "$dst" \( -name '*.pyx' -o -name '*.pxd' -o -name '*.c' -o -name '*.h' \) -delete
   # Not the packages' libraries: wheels' ELF files are rewritten by auditwheel (patchelf), and
   # strip broke numpy's bundled OpenBLAS that way ("ELF load command address/offset not
   # page-aligned").
