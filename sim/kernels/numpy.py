@@ -33,6 +33,14 @@ entities, regions as labels, and borders only to regions outside the group;
 :func:`sim.kernels.make_shards` picks it.  On arena-20k the whole-world group is 5x faster than 16
 :class:`NumpyShard` (``paratick bench kernels``).  Both give the python kernel's bits.
 
+One thread ticks a group.  Splitting each of its array operations in halves between two free
+threads (a spinning barrier between phases) was measured instead of a second worker and not
+built: on the 2-core AMD EPYC VM with 3.13.15t at commit 709d008, a tick's worth of elementwise
+phases ran 1.07-1.13x one thread's pace at 10,000 entities, 1.31-1.46x at 20,000 and 1.9-2.2x at
+200,000 (numpy's per-call cost does not halve).  The contact sweep's sort (a quarter of
+arena-20k's 1.36 ms tick) and the Python between calls do not split, so arena-20k would gain
+about 1.2x over one free thread: about 1.1x one thread of the GIL build (1.30 ms a tick).
+
 numpy refuses to load in a subinterpreter (or may be missing); importing this module then raises
 :class:`~sim.errors.KernelUnavailable` instead of ImportError, so :func:`sim.kernels.make_shard`
 reports a clear error.  Nothing else in :mod:`sim` imports numpy.
