@@ -732,11 +732,11 @@ class NumpyGroup:
     sorts int64 values, each a key quantised to 1/1024 unit (coarser only for worlds too big
     for that) above its entry's number, rather than the float keys indirectly: the candidates
     then include pairs up to two quanta further apart, which the exact distance test drops.
-    That sort is a quarter of arena-20k's tick and 30 % of a 300,000-entity world's (2-core
-    AMD EPYC VM, commit 709d008).  Sorting only the originals (their copies, one band down,
-    are then already in order, or nearly) and merging the two sorted halves was no faster:
-    numpy merges them with a two-run stable sort about as costly as the whole sort, or with
-    ``searchsorted``, costlier.
+    That sort is a quarter of arena-20k's tick on either build and 30 % of a 300,000-entity
+    world's on the GIL build (3.13.15 and 3.13.15t, 2-core AMD EPYC VM, commit 709d008).
+    Sorting only the originals (their copies, one band down, are then already in order, or
+    nearly) and merging the two sorted halves was no faster: numpy merges them with a two-run
+    stable sort about as costly as the whole sort, or with ``searchsorted``, costlier.
     """
 
     def __init__(self, config: WorldConfig, rows_by_region: Mapping[int, Iterable[Row]]) -> None:
