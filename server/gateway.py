@@ -149,6 +149,10 @@ class Gateway:
         self.failed: str | None = None
         self.cpu_s = 0.0
         self._lag: deque[float] = deque(maxlen=LAG_WINDOW)
+        # stats() reads the lag window from another thread while the gateway's timer appends:
+        # on a free-threaded build that raced ("deque mutated during iteration", even through
+        # deque.copy()) without a lock.
+        self._lag_lock = threading.Lock()
         self._server: Any = None
         self._timer: asyncio.Task[None] | None = None
         self._cids = itertools.count(1)
@@ -431,7 +435,7 @@ class Gateway:
         while True:
             t0 = time.monotonic()
             await asyncio.sleep(TIMER_RESOLUTION)
-            self._lag.append(max(0.0, time.monotonic() - t0 - TIMER_RESOLUTION))
+            self.record_lag(time.monotonic() - t0 - TIMER_RESOLUTION)
             self.cpu_s = time.thread_time()
             now = clock()
             for c in list(self.clients):
@@ -440,11 +444,18 @@ class Gateway:
                     self._apply(c, c.conn.check_timeouts(now))
 
     # ---- statistics ---------------------------------------------------------------------------
+    def record_lag(self, seconds: float) -> None:
+        """One sample of the event loop's lag (how late its timer woke), from its own thread."""
+        with self._lag_lock:
+            self._lag.append(max(0.0, seconds))
+
     def stats(self) -> dict[str, Any]:
-        """This gateway's figures; safe to call from any thread (copies before reading)."""
+        """This gateway's figures; safe to call from any thread (copies before reading; the lag
+        window under its lock)."""
         clients = list(self.clients)
         count = dict(self.counters)
-        lag = sorted(self._lag)
+        with self._lag_lock:
+            lag = sorted(self._lag)
         return {"index": self.index, "connections": len(clients),
                 "playing": sum(1 for c in clients if c.conn.phase is ConnectionPhase.PLAYING),
                 "spectating": len(self.spectators),

@@ -345,3 +345,52 @@ def test_spectators_watch_through_every_gateway(gw_start: Start) -> None:
     while st.stats()["connections"]["spectators"] and time.monotonic() < deadline:
         time.sleep(0.05)
     assert st.stats()["connections"]["spectators"] == 0
+
+
+def test_stats_read_from_another_thread_while_the_gateway_records() -> None:
+    """/stats reads every gateway from the hub's thread while each gateway's own thread appends
+    its loop lag and counts frames: on a free-threaded build, sorting the live lag window there
+    raised "deque mutated during iteration" (a 500 from /stats).  Connections come and go
+    meanwhile too."""
+    from types import SimpleNamespace
+
+    from server.gateway import Gateway
+
+    gw = Gateway(SimpleNamespace(), 0)  # type: ignore[arg-type]
+    stop = threading.Event()
+
+    class Conn:  # what stats reads of a connection
+        phase = None
+
+    class Stub:  # hashable, as a client is
+        conn = Conn()
+
+    errors: list[BaseException] = []
+
+    def record() -> None:  # what the gateway's timer and handlers do, flat out
+        k = 0
+        try:
+            while not stop.is_set():
+                gw.record_lag(k * 1e-6)
+                gw.counters["messages_in"] += 1
+                gw.clients.add(Stub())  # type: ignore[arg-type]
+                if k % 2:
+                    gw.clients.pop()
+                k += 1
+        except BaseException as exc:  # reported by the test below
+            errors.append(exc)
+
+    writer = threading.Thread(target=record)
+    writer.start()
+    try:
+        deadline = time.monotonic() + 1.0
+        reads = 0
+        while reads < 20_000 and time.monotonic() < deadline:
+            s = gw.stats()
+            assert s["loop_lag_p99_ms"] >= 0.0 and s["frames_in"] >= 0
+            reads += 1
+    finally:
+        stop.set()
+        writer.join()
+    assert not errors, errors
+    assert reads > 0 and gw.counters["messages_in"] > 0 and gw.clients
